@@ -1,0 +1,54 @@
+"""vtex-tracking: send order tracking events to VTEX, from async code, sync code or in bulk.
+
+Import everything from here; modules starting with ``_`` are private and may change.
+"""
+
+from ._client import AsyncTrackingClient
+from ._config import ClientConfig, RetryPolicy
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    ClientClosedError,
+    ConfigurationError,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    TransportTimeoutError,
+    UnexpectedResponseError,
+    ValidationError,
+    VtexTrackingError,
+)
+from ._models import TrackingEvent, TrackingReceipt, TrackingStatus, TrackingUpdate
+from ._sync import TrackingClient
+from ._version import __version__
+
+__all__ = [
+    "APIError",
+    "AsyncTrackingClient",
+    "AuthenticationError",
+    "BadRequestError",
+    "ClientClosedError",
+    "ClientConfig",
+    "ConfigurationError",
+    "ConflictError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RetryPolicy",
+    "ServerError",
+    "TrackingClient",
+    "TrackingEvent",
+    "TrackingReceipt",
+    "TrackingStatus",
+    "TrackingUpdate",
+    "TransportError",
+    "TransportTimeoutError",
+    "UnexpectedResponseError",
+    "ValidationError",
+    "VtexTrackingError",
+    "__version__",
+]

@@ -1,0 +1,246 @@
+"""``AsyncTrackingClient``: builds the request, runs the retry loop over the transport, decodes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import anyio
+
+from ._config import ClientConfig, Credentials, RetryPolicy, settings_from_env
+from ._constants import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_ENVIRONMENT,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_TIMEOUT,
+)
+from ._errors import TransportError, error_from_response, find_request_id, unexpected_body_error
+from ._models import TrackingReceipt, TrackingStatus, TrackingUpdate
+from ._retry import retry_after_from_headers, retry_delay
+from ._serde import decode_receipt, encode_status
+from ._transport import RawResponse, Transport
+from ._version import __version__
+
+logger = logging.getLogger("vtex_tracking")
+
+_TRACKING_PATH = "/api/oms/pvt/orders/{}/invoice/{}/tracking"
+
+
+def tracking_path(order_id: str, invoice_number: str) -> str:
+    """The endpoint's path, each id percent-encoded as exactly one path segment."""
+    # safe="" also encodes "/", so an invoice "NF/123" stays one segment ("NF%2F123").
+    return _TRACKING_PATH.format(quote(order_id, safe=""), quote(invoice_number, safe=""))
+
+
+class AsyncTrackingClient:
+    """Sends tracking updates to VTEX from async code.
+
+    One client holds one connection pool; share it across your application and close it
+    with ``await client.aclose()`` or ``async with``. At most ``max_concurrency`` requests are
+    in flight at once, however many coroutines call it.
+    """
+
+    def __init__(
+        self,
+        account_name: str,
+        app_key: str | None = None,
+        app_token: str | None = None,
+        *,
+        user_token: str | None = None,
+        environment: str = DEFAULT_ENVIRONMENT,
+        base_url: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        session: aiohttp.ClientSession | None = None,
+        allow_insecure_http: bool = False,
+        trust_env: bool = False,
+        user_agent: str | None = None,
+    ) -> None:
+        """Configure a client; nothing is connected until the first request.
+
+        ``base_url`` replaces ``https://{account_name}.{environment}.com.br`` (a proxy, or
+        ``FakeOMS().url`` in tests); plain http is only allowed to loopback hosts unless
+        ``allow_insecure_http``. ``timeout`` bounds each attempt, in seconds. ``session`` is
+        an aiohttp session to borrow (never closed by the client). ``trust_env`` makes aiohttp
+        honour ``HTTP(S)_PROXY`` and ``.netrc``.
+        """
+        # A user token replaces the key/token pair, so the pair is dropped when both are given.
+        credentials = (
+            Credentials(user_token=user_token)
+            if user_token is not None
+            else Credentials(app_key=app_key, app_token=app_token)
+        )
+        self._config = ClientConfig(
+            account_name=account_name,
+            credentials=credentials,
+            environment=environment,
+            base_url=base_url,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            retry=retry if retry is not None else RetryPolicy(),
+            max_concurrency=max_concurrency,
+            allow_insecure_http=allow_insecure_http,
+            trust_env=trust_env,
+            user_agent=user_agent,
+        )
+        headers = {
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            "User-Agent": user_agent or f"vtex-tracking-python/{__version__}",
+            **credentials.headers(),
+        }
+        self._transport = Transport(
+            url_prefix=self._config.url_prefix,
+            headers=headers,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            pool_size=max_concurrency,
+            trust_env=trust_env,
+            session=session,
+        )
+        self._limiter = anyio.CapacityLimiter(max_concurrency)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> AsyncTrackingClient:
+        """Build a client from ``VTEX_ACCOUNT_NAME``, ``VTEX_ENVIRONMENT``, ``VTEX_APP_KEY``,
+        ``VTEX_APP_TOKEN`` and ``VTEX_USER_TOKEN``; keyword arguments override them."""
+        return cls(**settings_from_env(overrides))
+
+    @property
+    def config(self) -> ClientConfig:
+        """The client's settings (immutable; credentials redacted from its repr)."""
+        return self._config
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(account_name={self._config.account_name!r},"
+            f" url={self._config.url_prefix!r}, credentials=<redacted>)"
+        )
+
+    async def update_tracking_status(
+        self, order_id: str, invoice_number: str, status: TrackingStatus
+    ) -> TrackingReceipt:
+        """Replace the tracking events of one invoice and return VTEX's receipt.
+
+        Raises ``ValidationError`` for bad input before sending, an ``APIError`` subclass when
+        VTEX refuses (after retrying what is worth retrying), ``TransportError`` when no
+        answer came back.
+        """
+        return await self.send(TrackingUpdate(order_id, invoice_number, status))
+
+    async def send(self, update: TrackingUpdate) -> TrackingReceipt:
+        """Send one ``TrackingUpdate``; the same as ``update_tracking_status``."""
+        path = tracking_path(update.order_id, update.invoice_number)
+        body = encode_status(update.status)
+        policy = self._config.retry
+        attempts = 0
+        while True:
+            attempts += 1
+            started = time.perf_counter()
+            try:
+                async with self._limiter:
+                    raw = await self._transport.put(path, body)
+            except TransportError as exc:
+                self._log_attempt(path, None, attempts, started)
+                delay = retry_delay(policy, attempts)
+                if delay is None:
+                    raise _with_context(exc, update, attempts) from exc.__cause__
+                self._log_retry(path, str(exc), attempts, delay)
+                await anyio.sleep(delay)
+                continue
+
+            self._log_attempt(path, raw.status, attempts, started)
+            if 200 <= raw.status < 300:
+                return self._receipt(raw, update, attempts)
+            retry_after = (
+                retry_after_from_headers(raw.headers) if raw.status in (429, 503) else None
+            )
+            delay = retry_delay(policy, attempts, status=raw.status, retry_after=retry_after)
+            if delay is None:
+                raise error_from_response(
+                    raw.status,
+                    raw.headers,
+                    raw.body,
+                    order_id=update.order_id,
+                    invoice_number=update.invoice_number,
+                    attempts=attempts,
+                    retry_after=retry_after,
+                )
+            self._log_retry(path, f"HTTP {raw.status}", attempts, delay)
+            await anyio.sleep(delay)
+
+    def _receipt(self, raw: RawResponse, update: TrackingUpdate, attempts: int) -> TrackingReceipt:
+        if raw.truncated:
+            raise unexpected_body_error(
+                raw.status,
+                raw.headers,
+                raw.body,
+                "the body is larger than any receipt (reading stopped at 1 MiB)",
+                order_id=update.order_id,
+                invoice_number=update.invoice_number,
+                attempts=attempts,
+            )
+        return decode_receipt(
+            raw.status,
+            raw.headers,
+            raw.body,
+            request_id=find_request_id(raw.headers),
+            order_id=update.order_id,
+            invoice_number=update.invoice_number,
+            attempts=attempts,
+        )
+
+    @staticmethod
+    def _log_attempt(path: str, status: int | None, attempts: int, started: float) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "PUT %s -> %s (attempt %d, %.1f ms)",
+                path,
+                status if status is not None else "no response",
+                attempts,
+                (time.perf_counter() - started) * 1000,
+            )
+
+    @staticmethod
+    def _log_retry(path: str, reason: str, attempts: int, delay: float) -> None:
+        logger.warning(
+            "PUT %s failed with %s on attempt %d; retrying in %.2f s", path, reason, attempts, delay
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool (if the client created it); safe to call twice."""
+        await self._transport.aclose()
+
+    async def __aenter__(self) -> AsyncTrackingClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _abandon_after_fork(self) -> None:
+        """Drop the pool inherited from a parent process (used by the sync facade)."""
+        self._transport.abandon()
+        # Tokens held by the parent's in-flight requests would never be returned here.
+        self._limiter = anyio.CapacityLimiter(self._config.max_concurrency)
+
+
+def _with_context(exc: TransportError, update: TrackingUpdate, attempts: int) -> TransportError:
+    plural = "s" if attempts != 1 else ""
+    return type(exc)(
+        f"{exc} (order {update.order_id!r}, invoice {update.invoice_number!r},"
+        f" after {attempts} attempt{plural})",
+        order_id=update.order_id,
+        invoice_number=update.invoice_number,
+        attempts=attempts,
+    )

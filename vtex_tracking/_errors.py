@@ -1,0 +1,322 @@
+"""The exception hierarchy, and the one function that turns a failed response into an error.
+
+::
+
+    VtexTrackingError
+    ├── ValidationError            (also ValueError)  bad input, caught before sending
+    ├── ConfigurationError         (also ValueError)  bad settings or missing credentials
+    ├── ClientClosedError          (also RuntimeError) the client was closed
+    ├── APIError                   VTEX answered, and not with a receipt
+    │   ├── BadRequestError            400
+    │   ├── AuthenticationError        401
+    │   ├── PermissionDeniedError      403
+    │   ├── NotFoundError              404
+    │   ├── ConflictError              409
+    │   ├── RateLimitError             429
+    │   ├── ServerError                5xx
+    │   └── UnexpectedResponseError    2xx/3xx whose body is not the documented receipt
+    └── TransportError             (also ConnectionError) no usable HTTP answer
+        └── TransportTimeoutError  (also TimeoutError)
+
+Messages read like sentences; the attributes are for code. Credentials never appear in either.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ._constants import MAX_QUOTED_BODY_CHARS, REQUEST_ID_HEADERS
+
+
+class VtexTrackingError(Exception):
+    """Base class of every error the SDK raises."""
+
+
+class ValidationError(VtexTrackingError, ValueError):
+    """Input that cannot form a valid request; ``field`` names the offending field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+class ConfigurationError(VtexTrackingError, ValueError):
+    """Client settings that cannot work, such as missing credentials or a bad host name."""
+
+
+class ClientClosedError(VtexTrackingError, RuntimeError):
+    """The client was closed and cannot send any more requests."""
+
+
+class APIError(VtexTrackingError):
+    """VTEX answered with something other than a tracking receipt.
+
+    Attributes: ``status_code``, VTEX's error ``code`` and ``message`` (when the body had
+    them), ``request_id``, ``order_id``, ``invoice_number``, ``attempts`` (requests made,
+    retries included), ``headers`` and ``body`` (the raw response body, possibly truncated).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        code: str | None = None,
+        vtex_message: str | None = None,
+        request_id: str | None = None,
+        order_id: str | None = None,
+        invoice_number: str | None = None,
+        attempts: int = 1,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+        self.message = vtex_message
+        self.request_id = request_id
+        self.order_id = order_id
+        self.invoice_number = invoice_number
+        self.attempts = attempts
+        self.headers: Mapping[str, str] = headers if headers is not None else {}
+        self.body = body
+
+
+class BadRequestError(APIError):
+    """400: VTEX rejected the request body or path."""
+
+
+class AuthenticationError(APIError):
+    """401: the app key/token pair or the user token was not accepted."""
+
+
+class PermissionDeniedError(APIError):
+    """403: the credentials lack the License Manager resource "Notify invoice"."""
+
+
+class NotFoundError(APIError):
+    """404: VTEX does not know this order or invoice."""
+
+
+class ConflictError(APIError):
+    """409: VTEX refused the update because of the order's current state."""
+
+
+class RateLimitError(APIError):
+    """429: the account is over VTEX's rate limit; ``retry_after`` is the wait VTEX asked for."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class ServerError(APIError):
+    """5xx: VTEX failed or is overloaded (503 is also its circuit breaker)."""
+
+
+class UnexpectedResponseError(APIError):
+    """A success or redirect status whose body is not the documented JSON receipt."""
+
+
+class TransportError(VtexTrackingError, ConnectionError):
+    """The request got no usable HTTP answer: refused, reset, DNS, TLS, truncated body."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        order_id: str | None = None,
+        invoice_number: str | None = None,
+        attempts: int = 1,
+    ) -> None:
+        # ConnectionError is an OSError: pass one argument so it is not read as (errno, strerror).
+        super().__init__(message)
+        self.order_id = order_id
+        self.invoice_number = invoice_number
+        self.attempts = attempts
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class TransportTimeoutError(TransportError, TimeoutError):
+    """An attempt took longer than the configured timeout."""
+
+
+_ERROR_FOR_STATUS: dict[int, type[APIError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    429: RateLimitError,
+}
+
+
+def find_request_id(headers: Mapping[str, str]) -> str | None:
+    """Return the request id VTEX (or a proxy) put in the response headers, if any."""
+    for name in REQUEST_ID_HEADERS:
+        value = headers.get(name)
+        if value:
+            return value
+    return None
+
+
+def parse_error_body(body: bytes) -> tuple[str | None, str | None]:
+    """Extract VTEX's error ``(code, message)`` from a body of any of its shapes.
+
+    VTEX answers OMS JSON ``{"error": {"code", "message"}}``, other APIs' ``{"Message": ...}``,
+    plain text, or an HTML page; a missing piece comes back as None.
+    """
+    text = body.decode("utf-8", errors="replace").strip()
+    if not text:
+        return None, None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict):
+        inner = doc.get("error")
+        if isinstance(inner, dict):
+            doc = inner
+        elif isinstance(inner, str):
+            return None, inner
+        code = doc.get("code", doc.get("Code"))
+        message = doc.get("message", doc.get("Message"))
+        return (
+            str(code) if code is not None else None,
+            str(message) if message is not None else None,
+        )
+    if looks_like_html(text):
+        return None, "an HTML page (often VTEX's login page: check the credentials and account)"
+    return None, _quote(text)
+
+
+def looks_like_html(text: str) -> bool:
+    """Tell whether a body is an HTML page rather than data."""
+    head = text[:200].lstrip().lower()
+    return head.startswith(("<!doctype html", "<html")) or "<html" in head
+
+
+def _quote(text: str) -> str:
+    text = " ".join(text.split())
+    if len(text) > MAX_QUOTED_BODY_CHARS:
+        return text[:MAX_QUOTED_BODY_CHARS] + "..."
+    return text
+
+
+def _describe_target(order_id: str | None, invoice_number: str | None) -> str:
+    if order_id is None:
+        return ""
+    return f" for order {order_id!r}, invoice {invoice_number!r}"
+
+
+def _hint(status: int, invoice_number: str | None) -> str:
+    if status == 401:
+        return (
+            " Check the app key and app token (or that the user token has not expired:"
+            " they last 24 hours)."
+        )
+    if status == 403:
+        return (
+            " The credentials need the License Manager resource 'Notify invoice'"
+            " (roles 'OMS - Full access' or 'IntegrationProfile - Fulfillment Oms')."
+        )
+    if status == 404 and invoice_number is not None and "/" in invoice_number:
+        return (
+            " VTEX does not route invoice numbers containing '/', even percent-encoded;"
+            " register the invoice under a number without '/'."
+        )
+    return ""
+
+
+def error_from_response(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    order_id: str | None = None,
+    invoice_number: str | None = None,
+    attempts: int = 1,
+    retry_after: float | None = None,
+) -> APIError:
+    """Build the error for a response that is not a receipt, of the class its status calls for."""
+    code, vtex_message = parse_error_body(body)
+    request_id = find_request_id(headers)
+    if status in _ERROR_FOR_STATUS:
+        cls = _ERROR_FOR_STATUS[status]
+    elif status >= 500:
+        cls = ServerError
+    elif status < 400:
+        cls = UnexpectedResponseError
+    else:
+        cls = APIError
+
+    detail = ""
+    if vtex_message and code:
+        detail = f": {code}: {vtex_message}"
+    elif vtex_message or code:
+        detail = f": {vtex_message or code}"
+    if 300 <= status < 400 and headers.get("Location"):
+        detail += f" (redirect to {headers['Location']}; redirects are not followed)"
+    plural = "s" if attempts != 1 else ""
+    message = (
+        f"VTEX answered HTTP {status}{_describe_target(order_id, invoice_number)}"
+        f" after {attempts} attempt{plural}{detail}.{_hint(status, invoice_number)}"
+    )
+    if request_id:
+        message += f" [request id {request_id}]"
+
+    kwargs: dict[str, Any] = {
+        "status_code": status,
+        "code": code,
+        "vtex_message": vtex_message,
+        "request_id": request_id,
+        "order_id": order_id,
+        "invoice_number": invoice_number,
+        "attempts": attempts,
+        "headers": headers,
+        "body": body,
+    }
+    if cls is RateLimitError:
+        return RateLimitError(message, retry_after=retry_after, **kwargs)
+    return cls(message, **kwargs)
+
+
+def unexpected_body_error(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    problem: str,
+    *,
+    order_id: str | None,
+    invoice_number: str | None,
+    attempts: int,
+) -> UnexpectedResponseError:
+    """Build the error for a success status whose body is not the documented receipt."""
+    request_id = find_request_id(headers)
+    text = body.decode("utf-8", errors="replace")
+    if looks_like_html(text):
+        problem = (
+            "the body is an HTML page, not the JSON receipt (often VTEX's login page:"
+            " check the credentials and the account name)"
+        )
+    message = (
+        f"VTEX answered HTTP {status}{_describe_target(order_id, invoice_number)}"
+        f" but {problem}."
+    )
+    if request_id:
+        message += f" [request id {request_id}]"
+    return UnexpectedResponseError(
+        message,
+        status_code=status,
+        request_id=request_id,
+        order_id=order_id,
+        invoice_number=invoice_number,
+        attempts=attempts,
+        headers=headers,
+        body=body,
+    )

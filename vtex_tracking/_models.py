@@ -1,0 +1,214 @@
+"""The values users build and receive, validated when they are constructed.
+
+A bad value fails here, naming its field, long before a request is made: VTEX's own answers
+to bad input are terse and arrive one network round trip later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from ._constants import MAX_DESCRIPTION_CHARS
+from ._errors import ValidationError
+
+#: What an event's ``date`` accepts: a date (sent ``YYYY-MM-DD``), a datetime (ISO 8601),
+#: or a string sent as given.
+EventDate = dt.date | dt.datetime | str
+#: What ``delivered_date`` accepts: a datetime (sent ``yyyy-mm-dd hh:mm``), a string, or None.
+DeliveredDate = dt.datetime | str | None
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _where(instance: object, attribute: attrs.Attribute[Any]) -> str:
+    return f"{type(instance).__name__}.{attribute.name}"
+
+
+def _non_empty_text(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str):
+        raise ValidationError(
+            _where(instance, attribute), f"expected a string, got {type(value).__name__}"
+        )
+    if not value.strip():
+        raise ValidationError(_where(instance, attribute), "must not be empty")
+
+
+def _description(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    _non_empty_text(instance, attribute, value)
+    assert isinstance(value, str)
+    if len(value) > MAX_DESCRIPTION_CHARS:
+        raise ValidationError(
+            _where(instance, attribute),
+            f"VTEX accepts at most {MAX_DESCRIPTION_CHARS} characters, got {len(value)}",
+        )
+
+
+def _path_segment(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    # Order ids and invoice numbers become URL path segments. Control characters could split
+    # the request line; surrounding whitespace made VTEX answer 500 (a known VTEX issue).
+    _non_empty_text(instance, attribute, value)
+    assert isinstance(value, str)
+    if _CONTROL_CHARS.search(value):
+        raise ValidationError(_where(instance, attribute), "must not contain control characters")
+    if value != value.strip():
+        raise ValidationError(
+            _where(instance, attribute), "must not start or end with whitespace"
+        )
+
+
+def _event_date(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, str):
+        _non_empty_text(instance, attribute, value)
+    elif not isinstance(value, dt.date):
+        raise ValidationError(
+            _where(instance, attribute),
+            f"expected a date, a datetime or a string, got {type(value).__name__}",
+        )
+
+
+def _delivered_date(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None or isinstance(value, dt.datetime):
+        return
+    if isinstance(value, str):
+        _non_empty_text(instance, attribute, value)
+    elif isinstance(value, dt.date):
+        raise ValidationError(
+            _where(instance, attribute),
+            "expected a datetime (VTEX wants 'yyyy-mm-dd hh:mm'), got a date without a time",
+        )
+    else:
+        raise ValidationError(
+            _where(instance, attribute),
+            f"expected a datetime, a string or None, got {type(value).__name__}",
+        )
+
+
+def _strict_bool(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValidationError(
+            _where(instance, attribute), f"expected True or False, got {type(value).__name__}"
+        )
+
+
+def _events_tuple(value: Sequence[TrackingEvent]) -> tuple[TrackingEvent, ...]:
+    # Stored as a tuple so a status is immutable and hashable; other iterables are left
+    # as they are for the validator to reject with a clear message.
+    return tuple(value) if isinstance(value, list) else value  # type: ignore[return-value]
+
+
+def _events(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, tuple):
+        raise ValidationError(
+            _where(instance, attribute),
+            f"expected a list of TrackingEvent, got {type(value).__name__}",
+        )
+    for index, event in enumerate(value):
+        if not isinstance(event, TrackingEvent):
+            raise ValidationError(
+                f"{_where(instance, attribute)}[{index}]",
+                f"expected a TrackingEvent, got {type(event).__name__}",
+            )
+
+
+def _status(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, TrackingStatus):
+        raise ValidationError(
+            _where(instance, attribute), f"expected a TrackingStatus, got {type(value).__name__}"
+        )
+
+
+@attrs.frozen
+class TrackingEvent:
+    """One step of a parcel's journey, e.g. ``TrackingEvent("Recife", "PE", "Saiu para entrega",
+    date(2026, 11, 23))``."""
+
+    city: str = attrs.field(validator=_non_empty_text)
+    state: str = attrs.field(validator=_non_empty_text)
+    description: str = attrs.field(validator=_description)
+    date: EventDate = attrs.field(validator=_event_date)
+
+
+@attrs.frozen
+class TrackingStatus:
+    """The request body: an invoice's whole event history, and whether it was delivered.
+
+    VTEX replaces the invoice's tracking with each update, so send every event each time.
+    """
+
+    events: tuple[TrackingEvent, ...] = attrs.field(converter=_events_tuple, validator=_events)
+    is_delivered: bool = attrs.field(default=False, validator=_strict_bool)
+    delivered_date: DeliveredDate = attrs.field(default=None, validator=_delivered_date)
+
+
+@attrs.frozen
+class TrackingUpdate:
+    """One call's input: which order and invoice, and the status to send.
+
+    ``key`` identifies the invoice; the bulk engine never sends two updates with one key at once.
+    """
+
+    order_id: str = attrs.field(validator=_path_segment)
+    invoice_number: str = attrs.field(validator=_path_segment)
+    status: TrackingStatus = attrs.field(validator=_status)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The invoice this update belongs to: ``(order_id, invoice_number)``."""
+        return (self.order_id, self.invoice_number)
+
+
+@attrs.frozen
+class TrackingReceipt:
+    """VTEX's 200 answer, with the HTTP details that came with it.
+
+    ``date`` is kept as VTEX sent it (7 fractional digits and an offset, which
+    ``datetime.fromisoformat`` rejects on Python 3.10); ``timestamp`` parses it.
+    """
+
+    date: str
+    order_id: str
+    receipt: str
+    status_code: int = 200
+    attempts: int = 1
+    request_id: str | None = None
+    content_type: str = "application/json"
+    headers: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
+    content: bytes = attrs.field(default=b"", eq=False, repr=False)
+
+    @property
+    def timestamp(self) -> dt.datetime | None:
+        """``date`` as an aware datetime, or None if VTEX sent something unparseable."""
+        return parse_vtex_timestamp(self.date)
+
+
+_VTEX_TIMESTAMP = re.compile(
+    r"^(?P<base>\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2})?)"
+    r"(?:\.(?P<fraction>\d+))?(?P<offset>Z|[+-]\d{2}:?\d{2})?$"
+)
+
+
+def parse_vtex_timestamp(value: str) -> dt.datetime | None:
+    """Parse VTEX's timestamps (any number of fractional digits, ``Z`` or an offset)."""
+    match = _VTEX_TIMESTAMP.match(value.strip())
+    if match is None:
+        return None
+    text = match["base"].replace(" ", "T")
+    if match["fraction"]:
+        text += "." + match["fraction"][:6].ljust(6, "0")
+    offset = match["offset"]
+    if offset:
+        if offset == "Z":
+            offset = "+00:00"
+        elif ":" not in offset:
+            offset = f"{offset[:3]}:{offset[3:]}"
+        text += offset
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.timezone.utc)

@@ -1,0 +1,180 @@
+"""What the wire looks like: the one cattrs converter, with camelCase names, dates and orjson.
+
+``encode_status`` is on the bulk engine's hot path: the unstructure functions are generated
+once by cattrs at import, and orjson encodes the result in one call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import cattrs
+import orjson
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+from cattrs.preconf.orjson import make_converter
+
+from ._errors import unexpected_body_error
+from ._models import (
+    DeliveredDate,
+    EventDate,
+    TrackingEvent,
+    TrackingReceipt,
+    TrackingStatus,
+)
+
+__all__ = ["converter", "decode_receipt", "encode_status", "format_delivered_date"]
+
+
+def format_event_date(value: EventDate) -> str:
+    """Put an event date on the wire: a date as ``YYYY-MM-DD``, a datetime as ISO 8601."""
+    if isinstance(value, str):
+        return value
+    return value.isoformat()
+
+
+def format_delivered_date(value: DeliveredDate) -> str | None:
+    """Put ``deliveredDate`` on the wire in VTEX's ``yyyy-mm-dd hh:mm`` (wall-clock time)."""
+    if value is None or isinstance(value, str):
+        return value
+    return value.strftime("%Y-%m-%d %H:%M")
+
+
+@attrs.frozen
+class _ReceiptBody:
+    """The documented JSON of a 200 answer; the HTTP details are added by ``decode_receipt``."""
+
+    date: str
+    order_id: str
+    receipt: str
+
+
+def _keep_wire_value(value: Any, _: Any) -> Any:
+    # Dates arrive as strings and stay strings: they were "sent as given" by someone.
+    return value
+
+
+def _strict_str(value: Any, _: Any) -> str:
+    # cattrs would turn null or 42 into "None" or "42"; a wire string must be a string.
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _build_converter() -> cattrs.Converter:
+    conv = make_converter(forbid_extra_keys=False)
+    conv.register_structure_hook(str, _strict_str)
+    # The event date union (date | datetime | str) and delivered date are formatted here,
+    # in the one converter, rather than by methods scattered over the models.
+    conv.register_structure_hook(EventDate, _keep_wire_value)
+    conv.register_structure_hook(DeliveredDate, _keep_wire_value)
+
+    conv.register_unstructure_hook(
+        TrackingEvent,
+        make_dict_unstructure_fn(
+            TrackingEvent, conv, date=override(unstruct_hook=format_event_date)
+        ),
+    )
+    conv.register_structure_hook(
+        TrackingEvent,
+        make_dict_structure_fn(TrackingEvent, conv, date=override(struct_hook=_keep_wire_value)),
+    )
+    is_delivered = override(rename="isDelivered")
+    delivered_date = override(
+        rename="deliveredDate", unstruct_hook=format_delivered_date, struct_hook=_keep_wire_value
+    )
+    conv.register_unstructure_hook(
+        TrackingStatus,
+        make_dict_unstructure_fn(
+            TrackingStatus, conv, is_delivered=is_delivered, delivered_date=delivered_date
+        ),
+    )
+    conv.register_structure_hook(
+        TrackingStatus,
+        make_dict_structure_fn(
+            TrackingStatus, conv, is_delivered=is_delivered, delivered_date=delivered_date
+        ),
+    )
+    conv.register_structure_hook(
+        _ReceiptBody,
+        make_dict_structure_fn(_ReceiptBody, conv, order_id=override(rename="orderId")),
+    )
+    return conv
+
+
+#: The SDK's single converter between models and wire dicts.
+converter = _build_converter()
+
+_unstructure_status = converter.get_unstructure_hook(TrackingStatus)
+
+
+def encode_status(status: TrackingStatus) -> bytes:
+    """Serialize a request body to the JSON bytes VTEX expects."""
+    return orjson.dumps(_unstructure_status(status))
+
+
+def decode_status(payload: bytes) -> TrackingStatus:
+    """Parse a request body (the inverse of ``encode_status``); dates come back as strings."""
+    return converter.structure(orjson.loads(payload), TrackingStatus)
+
+
+def decode_receipt(
+    status_code: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    request_id: str | None,
+    order_id: str,
+    invoice_number: str,
+    attempts: int,
+) -> TrackingReceipt:
+    """Turn a 2xx answer into a receipt, or raise ``UnexpectedResponseError`` saying why not."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        problem = "the body is empty" if not body.strip() else f"the body is not JSON ({exc})"
+        raise unexpected_body_error(
+            status_code,
+            headers,
+            body,
+            problem,
+            order_id=order_id,
+            invoice_number=invoice_number,
+            attempts=attempts,
+        ) from None
+    if not isinstance(doc, dict):
+        problem = f"the JSON body is a {type(doc).__name__}, not the receipt object"
+        raise unexpected_body_error(
+            status_code,
+            headers,
+            body,
+            problem,
+            order_id=order_id,
+            invoice_number=invoice_number,
+            attempts=attempts,
+        )
+    try:
+        parsed = converter.structure(doc, _ReceiptBody)
+    except cattrs.BaseValidationError as exc:
+        details = "; ".join(cattrs.transform_error(exc, path="receipt"))
+        raise unexpected_body_error(
+            status_code,
+            headers,
+            body,
+            f"the receipt does not match VTEX's schema ({details})",
+            order_id=order_id,
+            invoice_number=invoice_number,
+            attempts=attempts,
+        ) from None
+    return TrackingReceipt(
+        date=parsed.date,
+        order_id=parsed.order_id,
+        receipt=parsed.receipt,
+        status_code=status_code,
+        attempts=attempts,
+        request_id=request_id,
+        content_type=headers.get("Content-Type", ""),
+        headers=headers,
+        content=body,
+    )

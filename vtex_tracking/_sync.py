@@ -1,0 +1,270 @@
+"""``TrackingClient``: the async client, driven from synchronous code through a portal thread.
+
+The facade owns one daemon thread running an event loop and an anyio ``BlockingPortal``, and
+forwards every call to an ``AsyncTrackingClient`` living there. It holds no HTTP or retry
+logic of its own. Three lifecycle hazards shape this module:
+
+* fork (Celery prefork, gunicorn, multiprocessing): the child inherits the client but not its
+  thread, so after a fork the client starts a new thread and pool on first use and never
+  touches the parent's sockets;
+* a forgotten ``close()``: the thread is a daemon and an ``atexit`` hook closes the pool with a
+  deadline, so scripts exit promptly and quietly;
+* garbage collection: finalizers only *request* shutdown (never block on the portal, which
+  can deadlock during interpreter shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import os
+import threading
+import weakref
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio
+from anyio.from_thread import BlockingPortal
+
+from ._client import AsyncTrackingClient
+from ._config import ClientConfig, RetryPolicy, settings_from_env
+from ._constants import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_ENVIRONMENT,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_TIMEOUT,
+)
+from ._errors import ClientClosedError
+from ._models import TrackingReceipt, TrackingStatus, TrackingUpdate
+
+T = TypeVar("T")
+
+#: Seconds ``close()`` and interpreter exit wait for the pool to close before giving up.
+_SHUTDOWN_TIMEOUT = 5.0
+
+
+class _PortalThread:
+    """A daemon thread running an asyncio loop with a ``BlockingPortal`` for other threads."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Event()
+        self._portal: BlockingPortal | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._startup_error: BaseException | None = None
+        self._shutdown_task: asyncio.Task[None] | None = None
+        self._on_shutdown: Callable[[], Awaitable[None]] | None = None
+        self.thread = threading.Thread(
+            target=self._run, name="vtex-tracking-portal", daemon=True
+        )
+        self.thread.start()
+        self._ready.wait()
+        if self._startup_error is not None:
+            raise self._startup_error
+
+    def _run(self) -> None:
+        try:
+            # anyio.run in a thread of our own: anyio's start_blocking_portal() was seen to
+            # hang when first called in a forked child.
+            anyio.run(self._serve, backend="asyncio")
+        except BaseException as exc:  # pragma: no cover - only if the loop cannot start
+            self._startup_error = exc
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        async with BlockingPortal() as portal:
+            self._portal = portal
+            self._loop = asyncio.get_running_loop()
+            self._ready.set()
+            await portal.sleep_until_stopped()
+
+    def submit(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``func(*args)`` in the loop and wait for it; Ctrl-C here cancels it there."""
+        assert self._portal is not None
+        future: concurrent.futures.Future[T] = self._portal.start_task_soon(func, *args)
+        try:
+            return future.result()
+        except BaseException:
+            # KeyboardInterrupt (or any early exit) in the calling thread: don't leave the
+            # request running unattended in the portal.
+            future.cancel()
+            raise
+
+    def request_shutdown(self, on_shutdown: Callable[[], Awaitable[None]]) -> None:
+        """Ask the loop to run ``on_shutdown`` then stop; returns at once, from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        self._on_shutdown = on_shutdown
+        # RuntimeError: the loop closed meanwhile, so there is nothing left to stop.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._begin_shutdown)
+
+    def _begin_shutdown(self) -> None:
+        if self._shutdown_task is None:
+            self._shutdown_task = asyncio.ensure_future(self._shutdown())
+
+    async def _shutdown(self) -> None:
+        assert self._portal is not None
+        if self._on_shutdown is not None:
+            with anyio.move_on_after(_SHUTDOWN_TIMEOUT):
+                await self._on_shutdown()
+        await self._portal.stop(cancel_remaining=True)
+
+    def shutdown(self, on_shutdown: Callable[[], Awaitable[None]], timeout: float) -> None:
+        """Run ``on_shutdown`` in the loop, stop the loop and join the thread."""
+        if threading.current_thread() is self.thread:
+            raise RuntimeError("a TrackingClient cannot be closed from its own portal thread")
+        self.request_shutdown(on_shutdown)
+        self.thread.join(timeout)
+
+
+_live_clients: weakref.WeakSet[TrackingClient] = weakref.WeakSet()
+
+
+class TrackingClient:
+    """Sends tracking updates to VTEX from synchronous code (Django, Celery, scripts, notebooks).
+
+    Safe to share between threads; usable in a process forked after it was created; close it
+    with ``close()`` or a ``with`` block (a forgotten close is done at interpreter exit). The
+    constructor takes the same arguments as ``AsyncTrackingClient`` except ``session``.
+    """
+
+    def __init__(
+        self,
+        account_name: str,
+        app_key: str | None = None,
+        app_token: str | None = None,
+        *,
+        user_token: str | None = None,
+        environment: str = DEFAULT_ENVIRONMENT,
+        base_url: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        allow_insecure_http: bool = False,
+        trust_env: bool = False,
+        user_agent: str | None = None,
+    ) -> None:
+        """Configure a client; the background thread starts on the first call."""
+        self._async = AsyncTrackingClient(
+            account_name,
+            app_key,
+            app_token,
+            user_token=user_token,
+            environment=environment,
+            base_url=base_url,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            retry=retry,
+            max_concurrency=max_concurrency,
+            allow_insecure_http=allow_insecure_http,
+            trust_env=trust_env,
+            user_agent=user_agent,
+        )
+        self._lock = threading.Lock()
+        self._runner: _PortalThread | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._closed = False
+        _live_clients.add(self)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> TrackingClient:
+        """Build a client from ``VTEX_*`` environment variables; keyword arguments override."""
+        return cls(**settings_from_env(overrides))
+
+    @property
+    def config(self) -> ClientConfig:
+        """The client's settings (immutable; credentials redacted from its repr)."""
+        return self._async.config
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(account_name={self.config.account_name!r},"
+            f" url={self.config.url_prefix!r}, credentials=<redacted>)"
+        )
+
+    def _portal_thread(self) -> _PortalThread:
+        with self._lock:
+            if self._closed:
+                raise ClientClosedError("this client is closed; create a new one")
+            if self._runner is None:
+                runner = _PortalThread()
+                self._runner = runner
+                # Runs when the client is garbage collected without close(): only a request,
+                # because blocking on the portal from a finalizer can deadlock.
+                self._finalizer = weakref.finalize(
+                    self, runner.request_shutdown, self._async.aclose
+                )
+                self._finalizer.atexit = False
+            return self._runner
+
+    def update_tracking_status(
+        self, order_id: str, invoice_number: str, status: TrackingStatus
+    ) -> TrackingReceipt:
+        """Replace the tracking events of one invoice and return VTEX's receipt.
+
+        Same errors as ``AsyncTrackingClient.update_tracking_status``, raised unchanged.
+        """
+        # Validate in the caller's thread: the error's traceback then points at the caller.
+        update = TrackingUpdate(order_id, invoice_number, status)
+        return self._portal_thread().submit(self._async.send, update)
+
+    def send(self, update: TrackingUpdate) -> TrackingReceipt:
+        """Send one ``TrackingUpdate``; the same as ``update_tracking_status``."""
+        return self._portal_thread().submit(self._async.send, update)
+
+    def close(self) -> None:
+        """Close the connection pool and stop the background thread; safe to call twice."""
+        with self._lock:
+            self._closed = True
+            runner, self._runner = self._runner, None
+            if self._finalizer is not None:
+                self._finalizer.detach()
+        if runner is not None:
+            runner.shutdown(self._async.aclose, _SHUTDOWN_TIMEOUT)
+        _live_clients.discard(self)
+
+    def __enter__(self) -> TrackingClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's thread does not exist here and its sockets are the parent's: start over
+        # lazily with a new lock (the old one may have been held at fork time), thread and pool.
+        self._lock = threading.Lock()
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        if self._runner is not None:
+            self._runner = None
+            self._async._abandon_after_fork()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_live_clients):
+        client._after_fork_in_child()
+
+
+def _close_all_at_exit() -> None:
+    # Daemon threads are not joined at exit; close their pools first so aiohttp does not
+    # complain about unclosed sessions, within a deadline so exit stays prompt.
+    for client in list(_live_clients):
+        try:
+            client.close()
+        except Exception:  # noqa: S112 - nothing useful can be done with an error at exit
+            continue
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_close_all_at_exit)

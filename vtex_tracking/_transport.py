@@ -1,0 +1,192 @@
+"""The HTTP layer: one pooled aiohttp session, one method to PUT bytes and read the answer.
+
+Nothing VTEX-specific lives here, and nothing above this module imports aiohttp: aiohttp's
+exceptions are translated to ours at one boundary (``_translate_errors``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from typing import NamedTuple
+
+import aiohttp
+from yarl import URL
+
+from ._constants import MAX_RESPONSE_BYTES
+from ._errors import ClientClosedError, TransportError, TransportTimeoutError
+
+# Pools left behind by a fork or by a closed event loop: their sockets cannot be closed through
+# their dead loop (and after a fork they belong to the parent). Keeping a reference stops them
+# from being collected, which would warn or, worse, shut down the parent's TLS sessions.
+_abandoned_pools: list[object] = []
+
+
+class RawResponse(NamedTuple):
+    """An HTTP answer: status, headers (case-insensitive), body, and whether it was cut at
+    ``MAX_RESPONSE_BYTES``."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    truncated: bool = False
+
+
+@contextlib.contextmanager
+def _translate_errors(url: str) -> Iterator[None]:
+    """Turn aiohttp and OS errors into ``TransportError``s, most specific first."""
+    try:
+        yield
+    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise TransportTimeoutError(f"timed out waiting for {url}") from exc
+    except aiohttp.ClientConnectorCertificateError as exc:
+        raise TransportError(
+            f"TLS certificate of {exc.host} could not be verified: {exc.certificate_error}"
+        ) from exc
+    except aiohttp.ClientSSLError as exc:
+        raise TransportError(f"TLS handshake with {url} failed: {exc}") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise TransportError(
+            f"cannot connect to {exc.host}:{exc.port}: {exc.strerror or exc}"
+        ) from exc
+    except aiohttp.ServerDisconnectedError as exc:
+        raise TransportError(f"{url} closed the connection without answering") from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise TransportError(f"the response from {url} was cut short: {exc}") from exc
+    except aiohttp.ClientError as exc:
+        raise TransportError(f"request to {url} failed: {type(exc).__name__}: {exc}") from exc
+    except OSError as exc:
+        raise TransportError(f"request to {url} failed: {exc}") from exc
+
+
+class Transport:
+    """A connection pool to one host, bound to the event loop it was first used in.
+
+    The session is created lazily inside the running loop (aiohttp requires it). A session
+    handed in by the caller is borrowed: used, never closed.
+    """
+
+    def __init__(
+        self,
+        *,
+        url_prefix: str,
+        headers: Mapping[str, str],
+        timeout: float,
+        connect_timeout: float,
+        pool_size: int,
+        trust_env: bool = False,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self._url_prefix = url_prefix
+        self._display_host = URL(url_prefix).host or url_prefix
+        self._headers = dict(headers)
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout,
+            sock_connect=min(connect_timeout, timeout),
+            # A total timeout alone has let reads hang on half-dead connections; bound reads too.
+            sock_read=timeout,
+        )
+        self._pool_size = pool_size
+        self._trust_env = trust_env
+        self._borrowed = session
+        self._session: aiohttp.ClientSession | None = session
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = os.getpid()
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``aclose`` was called."""
+        return self._closed
+
+    def _session_for_current_loop(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ClientClosedError("this client is closed; create a new one")
+        loop = asyncio.get_running_loop()
+        if self._session is not None and self._loop is loop:
+            return self._session
+        if self._borrowed is not None:
+            self._loop = loop
+            return self._borrowed
+        if self._session is not None:
+            if self._pid == os.getpid() and not self._loop_is_closed():
+                raise ClientClosedError(
+                    "this client's connection pool belongs to another, still running event"
+                    " loop; create one client per event loop"
+                )
+            self.abandon()
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=0),
+            headers=self._headers,
+            timeout=self._timeout,
+            trust_env=self._trust_env,
+            # Keep the server's Content-Type and status as they are; we decide what they mean.
+            raise_for_status=False,
+            auto_decompress=True,
+        )
+        self._loop = loop
+        self._pid = os.getpid()
+        return self._session
+
+    def _loop_is_closed(self) -> bool:
+        return self._loop is None or self._loop.is_closed()
+
+    async def put(self, path: str, body: bytes) -> RawResponse:
+        """PUT ``body`` (JSON bytes) to ``url_prefix + path`` (already percent-encoded)."""
+        session = self._session_for_current_loop()
+        url = URL(self._url_prefix + path, encoded=True)
+        # A borrowed session has its own defaults: send ours with each request.
+        headers = self._headers if session is self._borrowed else None
+        with _translate_errors(f"{self._display_host}{path}"):
+            async with session.put(
+                url,
+                data=body,
+                headers=headers,
+                timeout=self._timeout,
+                # A redirect would forward the app token to another host; report it instead.
+                allow_redirects=False,
+            ) as response:
+                length = response.content_length
+                if length is not None and length <= MAX_RESPONSE_BYTES:
+                    return RawResponse(response.status, response.headers, await response.read())
+                data, truncated = await _read_capped(response)
+                if truncated:
+                    # Unread bytes remain on this connection: it cannot be reused.
+                    response.close()
+                return RawResponse(response.status, response.headers, data, truncated)
+
+    def abandon(self) -> None:
+        """Forget the pool without closing it: its loop is dead, or it belongs to our parent."""
+        session, self._session = self._session, None
+        if session is None or session is self._borrowed:
+            return
+        connector = session.connector
+        session.detach()
+        if connector is not None:
+            # aiohttp has no public "forget" for a connector whose loop is gone; marking it closed
+            # is what stops its finalizer from closing sockets the parent process still uses.
+            connector._closed = True
+        _abandoned_pools.append((session, connector))
+
+    async def aclose(self) -> None:
+        """Close the pool if we own it (idempotent)."""
+        self._closed = True
+        if self._pid != os.getpid() or self._loop is not asyncio.get_running_loop():
+            self.abandon()
+            return
+        session, self._session = self._session, None
+        if session is not None and session is not self._borrowed:
+            await session.close()
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            return b"".join(chunks)[:MAX_RESPONSE_BYTES], True
+    return b"".join(chunks), False
