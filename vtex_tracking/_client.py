@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterable, Callable, Iterable
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -11,6 +12,7 @@ from urllib.parse import quote
 import aiohttp
 import anyio
 
+from ._bulk import PushStream, start_push
 from ._config import ClientConfig, Credentials, RetryPolicy, settings_from_env
 from ._constants import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -19,9 +21,10 @@ from ._constants import (
     DEFAULT_TIMEOUT,
 )
 from ._errors import TransportError, error_from_response, find_request_id, unexpected_body_error
-from ._models import TrackingReceipt, TrackingStatus, TrackingUpdate
+from ._models import PushResult, PushSummary, TrackingReceipt, TrackingStatus, TrackingUpdate
 from ._retry import retry_after_from_headers, retry_delay
 from ._serde import decode_receipt, encode_status
+from ._throttle import AttemptHooks
 from ._transport import RawResponse, Transport
 from ._version import __version__
 
@@ -136,6 +139,13 @@ class AsyncTrackingClient:
 
     async def send(self, update: TrackingUpdate) -> TrackingReceipt:
         """Send one ``TrackingUpdate``; the same as ``update_tracking_status``."""
+        return await self._send(update)
+
+    async def _send(
+        self, update: TrackingUpdate, hooks: AttemptHooks | None = None
+    ) -> TrackingReceipt:
+        """The retry loop: attempt, decide, wait, repeat. ``hooks`` let the bulk engine pace
+        attempts and learn from their outcomes."""
         path = tracking_path(update.order_id, update.invoice_number)
         body = encode_status(update.status)
         policy = self._config.retry
@@ -143,24 +153,20 @@ class AsyncTrackingClient:
         while True:
             attempts += 1
             started = time.perf_counter()
-            try:
-                async with self._limiter:
-                    raw = await self._transport.put(path, body)
-            except TransportError as exc:
+            outcome = await self._attempt(path, body, hooks)
+            if isinstance(outcome, TransportError):
                 self._log_attempt(path, None, attempts, started)
                 delay = retry_delay(policy, attempts)
                 if delay is None:
-                    raise _with_context(exc, update, attempts) from exc.__cause__
-                self._log_retry(path, str(exc), attempts, delay)
+                    raise _with_context(outcome, update, attempts) from outcome.__cause__
+                self._log_retry(path, str(outcome), attempts, delay)
                 await anyio.sleep(delay)
                 continue
 
+            raw, retry_after = outcome
             self._log_attempt(path, raw.status, attempts, started)
             if 200 <= raw.status < 300:
                 return self._receipt(raw, update, attempts)
-            retry_after = (
-                retry_after_from_headers(raw.headers) if raw.status in (429, 503) else None
-            )
             delay = retry_delay(policy, attempts, status=raw.status, retry_after=retry_after)
             if delay is None:
                 raise error_from_response(
@@ -174,6 +180,79 @@ class AsyncTrackingClient:
                 )
             self._log_retry(path, f"HTTP {raw.status}", attempts, delay)
             await anyio.sleep(delay)
+
+    async def _attempt(
+        self, path: str, body: bytes, hooks: AttemptHooks | None
+    ) -> tuple[RawResponse, float | None] | TransportError:
+        """One request under the client-wide limit, reported to ``hooks`` whatever happens."""
+        if hooks is not None:
+            await hooks.before_attempt()
+        status: int | None = None
+        retry_after: float | None = None
+        try:
+            async with self._limiter:
+                raw = await self._transport.put(path, body)
+        except TransportError as exc:
+            return exc
+        else:
+            status = raw.status
+            if status in (429, 503):
+                retry_after = retry_after_from_headers(raw.headers)
+            return raw, retry_after
+        finally:
+            # Also on cancellation (status None), so a pacer never leaks a slot.
+            if hooks is not None:
+                hooks.after_attempt(status, retry_after)
+
+    def push(
+        self,
+        updates: Iterable[TrackingUpdate] | AsyncIterable[TrackingUpdate],
+        *,
+        concurrency: int | None = None,
+        rate_limit: float | None = None,
+        adaptive: bool = True,
+        read_ahead: int | None = None,
+        on_result: Callable[[PushResult], None] | None = None,
+    ) -> PushStream:
+        """Send many updates; iterate the returned stream for one ``PushResult`` per item.
+
+        ``updates`` (an iterable or async iterable) is read lazily, at most ``read_ahead``
+        items ahead of the results. Updates for one invoice are sent in input order, never two
+        at once. ``concurrency`` (default: the client's ``max_concurrency``, which also caps
+        it) bounds requests in flight; ``rate_limit`` caps requests per second; ``adaptive``
+        slows everyone down on 429/503 and speeds up again on success. ``on_result`` is
+        called with each result as it is produced (for progress reporting).
+        """
+        return start_push(
+            self,
+            updates,
+            concurrency=concurrency if concurrency is not None else self._config.max_concurrency,
+            rate_limit=rate_limit,
+            adaptive=adaptive,
+            read_ahead=read_ahead,
+            on_result=on_result,
+        )
+
+    async def push_all(
+        self,
+        updates: Iterable[TrackingUpdate] | AsyncIterable[TrackingUpdate],
+        *,
+        concurrency: int | None = None,
+        rate_limit: float | None = None,
+        adaptive: bool = True,
+        read_ahead: int | None = None,
+        on_result: Callable[[PushResult], None] | None = None,
+    ) -> PushSummary:
+        """Send many updates and return the totals (``push``, consumed for you)."""
+        async with self.push(
+            updates,
+            concurrency=concurrency,
+            rate_limit=rate_limit,
+            adaptive=adaptive,
+            read_ahead=read_ahead,
+            on_result=on_result,
+        ) as stream:
+            return await stream.summary()
 
     def _receipt(self, raw: RawResponse, update: TrackingUpdate, attempts: int) -> TrackingReceipt:
         if raw.truncated:

@@ -15,8 +15,9 @@
     │   ├── RateLimitError             429
     │   ├── ServerError                5xx
     │   └── UnexpectedResponseError    2xx/3xx whose body is not the documented receipt
-    └── TransportError             (also ConnectionError) no usable HTTP answer
-        └── TransportTimeoutError  (also TimeoutError)
+    ├── TransportError             (also ConnectionError) no usable HTTP answer
+    │   └── TransportTimeoutError  (also TimeoutError)
+    └── PushStoppedError           a bulk push stopped before this update was confirmed
 
 Messages read like sentences; the attributes are for code. Credentials never appear in either.
 """
@@ -144,6 +145,29 @@ class TransportError(VtexTrackingError, ConnectionError):
 
 class TransportTimeoutError(TransportError, TimeoutError):
     """An attempt took longer than the configured timeout."""
+
+
+class PushStoppedError(VtexTrackingError):
+    """A bulk push stopped before this update was confirmed.
+
+    ``reason`` says why: ``"stopped"`` (the caller stopped the push), ``"cancelled"`` (the
+    push task was cancelled), or ``"auth"`` (VTEX kept refusing the credentials; ``cause`` is
+    that error). ``in_flight`` is True when the request had been sent and was cut off, so
+    VTEX may or may not have applied it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        cause: BaseException | None = None,
+        in_flight: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.cause = cause
+        self.in_flight = in_flight
 
 
 _ERROR_FOR_STATUS: dict[int, type[APIError]] = {

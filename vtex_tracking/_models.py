@@ -212,3 +212,68 @@ def parse_vtex_timestamp(value: str) -> dt.datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+@attrs.frozen
+class PushResult:
+    """The outcome of one item handed to a bulk push: exactly one per input item.
+
+    ``update`` is the item as given (not necessarily a valid ``TrackingUpdate``), ``index`` its
+    0-based position in the input. Exactly one of ``receipt`` and ``error`` is set.
+    """
+
+    index: int
+    update: Any
+    receipt: TrackingReceipt | None = None
+    error: Exception | None = None
+    attempts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when VTEX confirmed the update."""
+        return self.receipt is not None
+
+    @property
+    def status_code(self) -> int | None:
+        """The HTTP status of the last answer, or None when there was none."""
+        if self.receipt is not None:
+            return self.receipt.status_code
+        return getattr(self.error, "status_code", None)
+
+    @property
+    def outcome(self) -> str:
+        """A short label for counting: ``"200"``, ``"429"``, ``"TransportError"``, ``"invalid"``…"""
+        if self.receipt is not None:
+            return str(self.receipt.status_code)
+        status = self.status_code
+        if status is not None:
+            return str(status)
+        if isinstance(self.error, ValueError):
+            return "invalid"
+        reason = getattr(self.error, "reason", None)
+        if isinstance(reason, str):
+            return reason
+        return type(self.error).__name__
+
+
+@attrs.frozen
+class PushSummary:
+    """Totals of a finished bulk push (``push_all``)."""
+
+    total: int
+    succeeded: int
+    failed: int
+    by_outcome: Mapping[str, int]
+    elapsed_s: float
+    failures: tuple[PushResult, ...] = attrs.field(repr=False)
+    requests: int = 0
+
+    @property
+    def throughput(self) -> float:
+        """Confirmed updates per second."""
+        return self.succeeded / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when every update was confirmed."""
+        return self.failed == 0

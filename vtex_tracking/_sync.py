@@ -17,18 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import concurrent.futures
 import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal
 
+from ._bulk import PushProgress, PushStream, summarize
 from ._client import AsyncTrackingClient
 from ._config import ClientConfig, RetryPolicy, settings_from_env
 from ._constants import (
@@ -38,12 +40,14 @@ from ._constants import (
     DEFAULT_TIMEOUT,
 )
 from ._errors import ClientClosedError
-from ._models import TrackingReceipt, TrackingStatus, TrackingUpdate
+from ._models import PushResult, PushSummary, TrackingReceipt, TrackingStatus, TrackingUpdate
 
 T = TypeVar("T")
 
 #: Seconds ``close()`` and interpreter exit wait for the pool to close before giving up.
 _SHUTDOWN_TIMEOUT = 5.0
+#: Most push results carried across the portal in one hop.
+_SYNC_BATCH = 256
 
 
 class _PortalThread:
@@ -217,6 +221,54 @@ class TrackingClient:
         """Send one ``TrackingUpdate``; the same as ``update_tracking_status``."""
         return self._portal_thread().submit(self._async.send, update)
 
+    def push(
+        self,
+        updates: Iterable[TrackingUpdate] | AsyncIterable[TrackingUpdate],
+        *,
+        concurrency: int | None = None,
+        rate_limit: float | None = None,
+        adaptive: bool = True,
+        read_ahead: int | None = None,
+        on_result: Callable[[PushResult], None] | None = None,
+    ) -> SyncPushStream:
+        """Send many updates; iterate the result for one ``PushResult`` per item, as they
+        complete. See ``AsyncTrackingClient.push``; ``on_result`` runs in the portal thread."""
+        runner = self._portal_thread()
+        stream = runner.submit(
+            _make_push,
+            self._async,
+            updates,
+            {
+                "concurrency": concurrency,
+                "rate_limit": rate_limit,
+                "adaptive": adaptive,
+                "read_ahead": read_ahead,
+                "on_result": on_result,
+            },
+        )
+        return SyncPushStream(runner, stream)
+
+    def push_all(
+        self,
+        updates: Iterable[TrackingUpdate] | AsyncIterable[TrackingUpdate],
+        *,
+        concurrency: int | None = None,
+        rate_limit: float | None = None,
+        adaptive: bool = True,
+        read_ahead: int | None = None,
+        on_result: Callable[[PushResult], None] | None = None,
+    ) -> PushSummary:
+        """Send many updates and return the totals."""
+        with self.push(
+            updates,
+            concurrency=concurrency,
+            rate_limit=rate_limit,
+            adaptive=adaptive,
+            read_ahead=read_ahead,
+            on_result=on_result,
+        ) as stream:
+            return stream.summary()
+
     def close(self) -> None:
         """Close the connection pool and stop the background thread; safe to call twice."""
         with self._lock:
@@ -249,6 +301,90 @@ class TrackingClient:
         if self._runner is not None:
             self._runner = None
             self._async._abandon_after_fork()
+
+
+async def _make_push(
+    client: AsyncTrackingClient, updates: Any, options: dict[str, Any]
+) -> PushStream:
+    # Built inside the loop: the stream's memory channels belong to it.
+    stream = client.push(updates, **options)
+    return stream
+
+
+class SyncPushStream:
+    """The results of ``TrackingClient.push``, yielded as they complete.
+
+    Results cross the portal in batches of whatever is ready, so the first one arrives as soon
+    as it exists and a million cost a few thousand thread hops, not a million. ``stop()``,
+    ``progress`` and ``unfinished`` behave as on ``PushStream``; leaving the loop early or
+    ``close()`` cancels the push.
+    """
+
+    def __init__(self, runner: _PortalThread, stream: PushStream) -> None:
+        self._runner = runner
+        self._stream = stream
+        self._buffer: collections.deque[PushResult] = collections.deque()
+        self._finished = False
+
+    @property
+    def progress(self) -> PushProgress:
+        """Live counters (read from any thread)."""
+        return self._stream.progress
+
+    @property
+    def unfinished(self) -> list[PushResult]:
+        """Results nobody received (after ``close()`` or an early exit)."""
+        return self._stream.unfinished
+
+    def __iter__(self) -> SyncPushStream:
+        return self
+
+    def __next__(self) -> PushResult:
+        if not self._buffer:
+            if self._finished:
+                raise StopIteration
+            batch = self._runner.submit(self._stream.next_batch, _SYNC_BATCH)
+            if not batch:
+                self._finished = True
+                raise StopIteration
+            self._buffer.extend(batch)
+        return self._buffer.popleft()
+
+    def stop(self) -> None:
+        """Stop sending; iteration goes on until every item read has its result."""
+        self._runner.submit(_call_soon, self._stream.stop)
+
+    def close(self) -> None:
+        """Cancel the push now; results not yet received go to ``unfinished``."""
+        if not self._finished:
+            self._finished = True
+            self._runner.submit(self._stream.aclose)
+            self.unfinished.extend(self._buffer)
+            self._buffer.clear()
+
+    def summary(self) -> PushSummary:
+        """Consume the rest and return the totals."""
+        return summarize(self, self._stream.progress)
+
+    def __enter__(self) -> SyncPushStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # An abandoned iterator must not leave the push sending: cancel without blocking.
+        if not self._finished:
+            self._stream.cancel_soon()
+
+
+async def _call_soon(func: Callable[[], None]) -> None:
+    func()
 
 
 def _after_fork_in_child() -> None:

@@ -1,0 +1,588 @@
+"""The bulk push engine: many updates, bounded memory, order per invoice, nothing lost.
+
+How a push flows::
+
+    input ──reader──> ready queue ──workers (concurrency)──> results stream ──> consumer
+             │  one slot per item: at most ``read_ahead`` items between input and result
+             └─ an update whose invoice is busy waits in that invoice's queue instead
+
+* Order per invoice: while an invoice has a request in flight, later updates for it wait in
+  a per-invoice queue; the worker that finishes one sends the next, so they go in input order
+  and never overlap. Other invoices keep flowing through the other workers.
+* Pacing (``_throttle``): a slow-start window of requests in flight, an optional fixed
+  ``rate_limit``, and the adaptive rate that 429/503 answers lower for everyone.
+* Nothing lost: every item read from the input gets exactly one ``PushResult`` — delivered
+  through the stream, or, if the consumer went away or the push was cancelled, kept in
+  ``PushStream.unfinished``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+import weakref
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import attrs
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._errors import (
+    AuthenticationError,
+    PermissionDeniedError,
+    PushStoppedError,
+    ValidationError,
+)
+from ._models import PushResult, PushSummary, TrackingUpdate
+from ._throttle import AdaptiveRate, TokenBucket
+
+if TYPE_CHECKING:
+    from ._client import AsyncTrackingClient
+
+#: Requests in flight when a push starts; grows by one per success up to ``concurrency``.
+#: Keeps a revoked key or a tight rate limit from meeting a full wave of requests.
+INITIAL_WINDOW = 4
+#: Consecutive 401/403 answers (with no success between) after which a push stops sending.
+AUTH_FAILURES_TO_STOP = 3
+#: A ``Retry-After`` at least this long (seconds) pauses every sender of the push.
+GLOBAL_PAUSE_AFTER = 5.0
+#: Items read ahead of the workers, per unit of concurrency.
+READ_AHEAD_PER_WORKER = 4
+
+
+@attrs.define
+class PushProgress:
+    """Live counters of a push, for progress bars: read them at any time.
+
+    ``queued`` items were read from the input and have no result yet (waiting or in flight);
+    ``send_rate`` is the measured requests per second; ``rate_limit`` the pace currently
+    imposed (None: unlimited).
+    """
+
+    read: int = 0
+    queued: int = 0
+    in_flight: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    requests: int = 0
+    throttled: int = 0
+    send_rate: float = 0.0
+    rate_limit: float | None = None
+    started_at: float = attrs.field(factory=time.monotonic)
+
+    @property
+    def done(self) -> int:
+        """Items with a result."""
+        return self.succeeded + self.failed
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds since the push started."""
+        return time.monotonic() - self.started_at
+
+
+class _Pacer:
+    """Implements the client's ``AttemptHooks`` for one push: window, bucket, adaptive rate."""
+
+    def __init__(
+        self,
+        *,
+        concurrency: int,
+        rate_limit: float | None,
+        adaptive: bool,
+        max_retry_after: float,
+        progress: PushProgress,
+    ) -> None:
+        self.bucket = TokenBucket(rate_limit)
+        self.adaptive = AdaptiveRate(self.bucket, ceiling=rate_limit) if adaptive else None
+        self.window = anyio.CapacityLimiter(min(INITIAL_WINDOW, concurrency))
+        self._max_window = concurrency
+        self._max_retry_after = max_retry_after
+        self._progress = progress
+        self._rate_meter = _RateMeter()
+        progress.rate_limit = rate_limit
+
+    async def before_attempt(self) -> None:
+        await self.window.acquire()
+        try:
+            await self.bucket.acquire()
+        except BaseException:
+            self.window.release()
+            raise
+        progress = self._progress
+        progress.in_flight += 1
+        progress.requests += 1
+        progress.send_rate = self._rate_meter.tick()
+
+    def after_attempt(self, status: int | None, retry_after: float | None) -> None:
+        self.window.release()
+        progress = self._progress
+        progress.in_flight -= 1
+        if status == 429 or status == 503:
+            progress.throttled += 1
+            if retry_after is not None and retry_after >= GLOBAL_PAUSE_AFTER:
+                # A long wait means the account is well over its limit: everyone waits, not
+                # just this request. Short ones delay that request and inform the rate.
+                self.bucket.pause_until(
+                    time.monotonic() + min(retry_after, self._max_retry_after)
+                )
+            if self.adaptive is not None:
+                self.adaptive.on_throttle()
+        elif status is not None and 200 <= status < 300:
+            if self.adaptive is not None:
+                self.adaptive.on_success()
+            if self.window.total_tokens < self._max_window:
+                self.window.total_tokens += 1
+        progress.rate_limit = self.bucket.rate
+
+
+class _RateMeter:
+    """Requests per second over the last full second, for progress reports."""
+
+    def __init__(self) -> None:
+        self._window_start = time.monotonic()
+        self._count = 0
+        self._rate = 0.0
+
+    def tick(self) -> float:
+        self._count += 1
+        now = time.monotonic()
+        if now - self._window_start >= 1.0:
+            self._rate = self._count / (now - self._window_start)
+            self._window_start = now
+            self._count = 0
+        return self._rate
+
+
+class _Item:
+    __slots__ = ("index", "update")
+
+    def __init__(self, index: int, update: TrackingUpdate) -> None:
+        self.index = index
+        self.update = update
+
+
+class _Engine:
+    """One push's state and tasks. Runs inside ``PushStream``'s background task."""
+
+    def __init__(
+        self,
+        client: AsyncTrackingClient,
+        updates: Iterable[Any] | AsyncIterable[Any],
+        *,
+        concurrency: int,
+        rate_limit: float | None,
+        adaptive: bool,
+        read_ahead: int,
+        on_result: Callable[[PushResult], None] | None,
+    ) -> None:
+        self._client = client
+        self._updates = updates
+        self._concurrency = concurrency
+        self._read_ahead = read_ahead
+        self._on_result = on_result
+        self.progress = PushProgress()
+        self._pacer = _Pacer(
+            concurrency=concurrency,
+            rate_limit=rate_limit,
+            adaptive=adaptive,
+            max_retry_after=client.config.retry.max_retry_after,
+            progress=self.progress,
+        )
+        # Items read and not yet resolved, by input index: what "unfinished" is made of.
+        self._pending: dict[int, Any] = {}
+        # Invoices with a request in flight -> their later updates, in input order.
+        self._busy: dict[tuple[str, str], collections.deque[_Item]] = {}
+        # Requests on the wire, by input index, so stop() can cut them off.
+        self._in_flight: dict[int, anyio.CancelScope] = {}
+        self._stop_error: PushStoppedError | None = None
+        self._auth_failures = 0
+        self.unfinished: list[PushResult] = []
+        self._results: MemoryObjectSendStream[PushResult] | None = None
+        self._slots = anyio.Semaphore(read_ahead)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, results: MemoryObjectSendStream[PushResult]) -> None:
+        self._results = results
+        ready_send, ready_receive = anyio.create_memory_object_stream[_Item](self._read_ahead)
+        try:
+            async with results, anyio.create_task_group() as tg:
+                tg.start_soon(self._read, ready_send)
+                for _ in range(self._concurrency):
+                    tg.start_soon(self._work, ready_receive.clone())
+                ready_receive.close()
+        finally:
+            # Cancelled, or the consumer went away: whatever has no result yet is recorded
+            # as unfinished, so every item read is still accounted for.
+            for index, update in sorted(self._pending.items()):
+                was_sent = index in self._in_flight
+                self.unfinished.append(self._stopped_result(index, update, in_flight=was_sent))
+                self.progress.failed += 1
+            self._pending.clear()
+            self.progress.queued = 0
+
+    def stop(self, reason: str = "stopped", cause: BaseException | None = None) -> None:
+        """Stop sending: no new requests, in-flight ones are cancelled, and every item already
+        read still gets a result (a ``PushStoppedError``)."""
+        if self._stop_error is None:
+            if reason == "auth":
+                message = (
+                    "not sent: the push stopped because VTEX kept refusing the credentials"
+                    f" ({cause})"
+                )
+            else:
+                message = "not sent: the push was stopped"
+            self._stop_error = PushStoppedError(message, reason=reason, cause=cause)
+        for scope in list(self._in_flight.values()):
+            scope.cancel()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def _read(self, ready: MemoryObjectSendStream[_Item]) -> None:
+        async with ready:
+            index = 0
+            async for raw in _aiter(self._updates, self._slots):
+                self._track(index, raw)
+                if self._stop_error is not None:
+                    # Read after the stop: this item too gets its result, then reading ends.
+                    await self._emit(self._stopped_result(index, raw, in_flight=False))
+                    break
+                if not isinstance(raw, TrackingUpdate):
+                    await self._emit(_invalid(index, raw))
+                else:
+                    item = _Item(index, raw)
+                    queue = self._busy.get(raw.key)
+                    if queue is not None:
+                        queue.append(item)
+                    else:
+                        self._busy[raw.key] = collections.deque()
+                        await ready.send(item)
+                index += 1
+
+    def _track(self, index: int, raw: Any) -> None:
+        self._pending[index] = raw
+        self.progress.read += 1
+        self.progress.queued += 1
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def _work(self, ready: MemoryObjectReceiveStream[_Item]) -> None:
+        async with ready:
+            async for item in ready:
+                # Send this invoice's updates one after the other, in input order.
+                current: _Item | None = item
+                while current is not None:
+                    await self._send_one(current)
+                    current = self._next_for(current.update.key)
+
+    def _next_for(self, key: tuple[str, str]) -> _Item | None:
+        queue = self._busy[key]
+        if queue:
+            return queue.popleft()
+        del self._busy[key]
+        return None
+
+    async def _send_one(self, item: _Item) -> None:
+        if self._stop_error is not None:
+            await self._emit(self._stopped_result(item.index, item.update, in_flight=False))
+            return
+        result: PushResult | None = None
+        with anyio.CancelScope() as scope:
+            self._in_flight[item.index] = scope
+            try:
+                receipt = await self._client._send(item.update, self._pacer)
+            except Exception as exc:  # every failure is this item's result, never the push's
+                attempts = getattr(exc, "attempts", 1)
+                result = PushResult(item.index, item.update, error=exc, attempts=attempts)
+                self._note_failure(exc)
+            else:
+                result = PushResult(
+                    item.index, item.update, receipt=receipt, attempts=receipt.attempts
+                )
+                self._auth_failures = 0
+            finally:
+                del self._in_flight[item.index]
+        if result is None:  # stop() cancelled this request mid-flight
+            result = self._stopped_result(item.index, item.update, in_flight=True)
+        await self._emit(result)
+
+    def _note_failure(self, exc: Exception) -> None:
+        if isinstance(exc, (AuthenticationError, PermissionDeniedError)):
+            self._auth_failures += 1
+            if self._auth_failures >= AUTH_FAILURES_TO_STOP:
+                # A revoked key must not fire the rest of a million-update file.
+                self.stop("auth", exc)
+
+    # -- results -----------------------------------------------------------------------------
+
+    def _stopped_result(self, index: int, update: Any, *, in_flight: bool) -> PushResult:
+        stop = self._stop_error
+        if in_flight:
+            error = PushStoppedError(
+                "cancelled while in flight: VTEX may or may not have applied it",
+                reason=stop.reason if stop is not None else "cancelled",
+                cause=stop.cause if stop is not None else None,
+                in_flight=True,
+            )
+        elif stop is not None:
+            error = stop
+        else:
+            error = PushStoppedError("not sent: the push was cancelled", reason="cancelled")
+        return PushResult(index, update, error=error, attempts=0)
+
+    async def _emit(self, result: PushResult) -> None:
+        """Hand one result out and free its read-ahead slot."""
+        self._pending.pop(result.index, None)
+        self._slots.release()
+        progress = self.progress
+        progress.queued -= 1
+        if result.ok:
+            progress.succeeded += 1
+        else:
+            progress.failed += 1
+        if self._on_result is not None:
+            self._on_result(result)
+        assert self._results is not None
+        try:
+            await self._results.send(result)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            # The consumer stopped listening: keep the result for PushStream.unfinished.
+            self.unfinished.append(result)
+
+
+def _invalid(index: int, raw: Any) -> PushResult:
+    error = ValidationError(
+        f"item[{index}]", f"expected a TrackingUpdate, got {type(raw).__name__}"
+    )
+    return PushResult(index, raw, error=error, attempts=0)
+
+
+async def _aiter(
+    updates: Iterable[Any] | AsyncIterable[Any], slots: anyio.Semaphore
+) -> AsyncIterator[Any]:
+    """Yield input items one at a time, each only once a read-ahead slot is free."""
+    if isinstance(updates, AsyncIterable):
+        iterator = aiter(updates)
+        while True:
+            await slots.acquire()
+            try:
+                item = await anext(iterator)
+            except StopAsyncIteration:
+                slots.release()
+                return
+            yield item
+    else:
+        sync_iterator = iter(updates)
+        while True:
+            await slots.acquire()
+            try:
+                item = next(sync_iterator)
+            except StopIteration:
+                slots.release()
+                return
+            yield item
+
+
+class PushStream:
+    """The results of ``AsyncTrackingClient.push``, in completion order, one per input item.
+
+    Iterate it with ``async for``. ``progress`` has live counters. ``stop()`` stops sending and
+    lets the iteration finish with a result for every item already read. Leaving the loop early
+    (``break``) or ``aclose()`` cancels in-flight requests at once; results nobody received are
+    then in ``unfinished``.
+    """
+
+    def __init__(self, engine: _Engine, buffer: int) -> None:
+        self._engine = engine
+        self._send, self._receive = anyio.create_memory_object_stream[PushResult](buffer)
+        self._task: asyncio.Task[None] | None = None
+        self._started_at: float | None = None
+
+    @property
+    def progress(self) -> PushProgress:
+        """Live counters: read, queued, in flight, succeeded, failed, send rate, rate limit."""
+        return self._engine.progress
+
+    @property
+    def unfinished(self) -> list[PushResult]:
+        """Results the consumer never received (cancelled pushes, early exits)."""
+        return self._engine.unfinished
+
+    def _start(self) -> None:
+        if self._task is None:
+            self._engine.progress.started_at = time.monotonic()
+            # A plain asyncio task, not a task group: the consumer may leave the `async for`
+            # at any point, and an async iterator cannot hold a task group open across
+            # iterations. The task is cancelled when the stream is closed or collected.
+            self._task = asyncio.get_running_loop().create_task(self._engine.run(self._send))
+            weakref.finalize(self, _cancel_task, self._task)
+
+    def __aiter__(self) -> PushStream:
+        return self
+
+    async def __anext__(self) -> PushResult:
+        self._start()
+        try:
+            return await self._receive.receive()
+        except anyio.EndOfStream:
+            await self._join()
+            raise StopAsyncIteration from None
+
+    async def next_batch(self, max_items: int) -> list[PushResult]:
+        """Wait for at least one result, then take up to ``max_items`` already available;
+        an empty list means the push is over. (The sync facade uses this to cross the
+        portal once per batch instead of once per result.)"""
+        self._start()
+        try:
+            batch = [await self._receive.receive()]
+        except anyio.EndOfStream:
+            await self._join()
+            return []
+        while len(batch) < max_items:
+            try:
+                batch.append(self._receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+        return batch
+
+    def stop(self) -> None:
+        """Stop sending; iteration goes on until every item read has its result."""
+        self._engine.stop()
+
+    async def aclose(self) -> None:
+        """Cancel the push now; results not yet received go to ``unfinished``."""
+        self._receive.close()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        await self._join()
+
+    async def _join(self) -> None:
+        """Wait for the engine task to end; re-raise what broke it (e.g. the input iterator)."""
+        task = self._task
+        if task is None:
+            return
+        if not task.done():
+            await asyncio.wait({task})
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            raise _single(exc)
+
+    async def __aenter__(self) -> PushStream:
+        self._start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def summary(self) -> PushSummary:
+        """Consume the rest of the stream and return the totals."""
+        tally = _Tally(self.progress)
+        async for result in self:
+            tally.add(result)
+        return tally.summary()
+
+    def cancel_soon(self) -> None:
+        """Cancel the push without waiting (safe from finalizers and other threads)."""
+        self._receive.close()
+        if self._task is not None:
+            _cancel_task(self._task)
+
+
+class _Tally:
+    """Counts results into a ``PushSummary``."""
+
+    def __init__(self, progress: PushProgress) -> None:
+        self._progress = progress
+        self._started = time.monotonic()
+        self.total = 0
+        self.succeeded = 0
+        self.by_outcome: collections.Counter[str] = collections.Counter()
+        self.failures: list[PushResult] = []
+
+    def add(self, result: PushResult) -> None:
+        self.total += 1
+        self.by_outcome[result.outcome] += 1
+        if result.ok:
+            self.succeeded += 1
+        else:
+            self.failures.append(result)
+
+    def summary(self) -> PushSummary:
+        started = min(self._started, self._progress.started_at)
+        return PushSummary(
+            total=self.total,
+            succeeded=self.succeeded,
+            failed=self.total - self.succeeded,
+            by_outcome=dict(self.by_outcome),
+            elapsed_s=time.monotonic() - started,
+            failures=tuple(self.failures),
+            requests=self._progress.requests,
+        )
+
+
+def summarize(results: Iterable[PushResult], progress: PushProgress) -> PushSummary:
+    """Consume results synchronously and return the totals (for the sync facade)."""
+    tally = _Tally(progress)
+    for result in results:
+        tally.add(result)
+    return tally.summary()
+
+
+def _single(exc: BaseException) -> BaseException:
+    # anyio task groups wrap errors in an ExceptionGroup; a lone error reads better bare.
+    inner = getattr(exc, "exceptions", None)
+    while inner is not None and len(inner) == 1:
+        exc = inner[0]
+        inner = getattr(exc, "exceptions", None)
+    return exc
+
+
+def _cancel_task(task: asyncio.Task[None]) -> None:
+    if not task.done():
+        loop = task.get_loop()
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(task.cancel)
+
+
+def start_push(
+    client: AsyncTrackingClient,
+    updates: Iterable[Any] | AsyncIterable[Any],
+    *,
+    concurrency: int,
+    rate_limit: float | None,
+    adaptive: bool,
+    read_ahead: int | None,
+    on_result: Callable[[PushResult], None] | None,
+) -> PushStream:
+    """Build a push; it starts sending on first iteration (or ``async with``)."""
+    if isinstance(updates, (str, bytes)) or not isinstance(updates, (Iterable, AsyncIterable)):
+        raise ValidationError("updates", "expected an iterable of TrackingUpdate")
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValidationError("concurrency", f"expected an integer >= 1, got {concurrency!r}")
+    if rate_limit is not None and (
+        isinstance(rate_limit, bool) or not isinstance(rate_limit, (int, float)) or rate_limit <= 0
+    ):
+        raise ValidationError("rate_limit", f"expected requests per second > 0, got {rate_limit!r}")
+    read_ahead = read_ahead or concurrency * READ_AHEAD_PER_WORKER
+    engine = _Engine(
+        client,
+        updates,
+        concurrency=concurrency,
+        rate_limit=float(rate_limit) if rate_limit is not None else None,
+        adaptive=adaptive,
+        read_ahead=read_ahead,
+        on_result=on_result,
+    )
+    return PushStream(engine, buffer=concurrency)
+

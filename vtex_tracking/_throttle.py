@@ -1,0 +1,220 @@
+"""Pacing: a token bucket whose rate can change under waiting senders, and an adaptive rate.
+
+VTEX limits per account and does not say how much (``VTEX-FACTS.md``). So the bulk engine
+learns the limit: 429/503 answers lower the sending rate for all senders to just under the
+rate the server was measured to accept, successes raise it again along a CUBIC curve (as
+botocore's adaptive mode does), and a long ``Retry-After`` pauses every sender.
+
+Waiters never reserve future slots: each one re-reads the current rate and pause after every
+wake-up, and a rate change wakes them all, so a lower rate takes effect at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import anyio
+
+#: The lowest rate the adaptive throttle falls to, in requests per second.
+MIN_RATE = 0.5
+#: After measuring the server's rate, send at this fraction of it (botocore uses 0.7 from a
+#: rougher estimate; a measured rate allows a gentler cut).
+BETA = 0.9
+#: CUBIC scaling constant (botocore uses 0.4): how fast the rate probes past the measured one.
+SCALE = 0.4
+#: While probing for the limit, the rate doubles every this many seconds.
+PROBE_DOUBLING = 0.25
+#: Seconds the rate is held while the server's rate is measured.
+MEASURE_TIME = 0.3
+#: Seconds after a rate change during which throttles are taken as echoes of the old rate.
+COOLDOWN = 0.05
+
+
+class TokenBucket:
+    """Paces senders to ``rate`` requests per second with a burst of ``capacity``.
+
+    ``rate=None`` means unlimited. ``acquire()`` waits for a token; ``pause_until(t)`` holds
+    every sender until monotonic time ``t``. Rate changes apply to those already waiting.
+    """
+
+    def __init__(
+        self,
+        rate: float | None,
+        capacity: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
+        self._rate = rate
+        self._capacity = capacity if capacity is not None else self._default_capacity(rate)
+        self._tokens = self._capacity
+        self._updated = clock()
+        self._paused_until = 0.0
+        self._changed = anyio.Event()
+
+    @staticmethod
+    def _default_capacity(rate: float | None) -> float:
+        # A small burst: enough to start promptly, too little to overrun a server limit.
+        return 1.0 if rate is None else max(1.0, min(rate / 10, 10.0))
+
+    @property
+    def rate(self) -> float | None:
+        """The current rate in requests per second, or None when unlimited."""
+        return self._rate
+
+    def set_rate(self, rate: float | None) -> None:
+        """Change the rate; waiting senders see the new rate immediately."""
+        self._refill()
+        self._rate = rate
+        self._capacity = self._default_capacity(rate)
+        self._tokens = min(self._tokens, self._capacity)
+        self._wake_waiters()
+
+    def pause_until(self, deadline: float) -> None:
+        """Hold every sender until monotonic time ``deadline`` (a ``Retry-After``)."""
+        if deadline > self._paused_until:
+            self._paused_until = deadline
+            self._tokens = min(self._tokens, 1.0)
+            self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        if self._rate is not None:
+            self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+
+    def _wait_time(self) -> float:
+        """Seconds until a token may be available (0: take one now)."""
+        now = self._clock()
+        if now < self._paused_until:
+            return self._paused_until - now
+        if self._rate is None:
+            return 0.0
+        self._refill()
+        if self._tokens >= 1.0:
+            return 0.0
+        return (1.0 - self._tokens) / self._rate
+
+    async def acquire(self) -> None:
+        """Wait until this sender may send one request."""
+        while True:
+            wait = self._wait_time()
+            if wait <= 0:
+                if self._rate is not None:
+                    self._tokens -= 1.0
+                return
+            changed = self._changed
+            with anyio.move_on_after(wait):
+                await changed.wait()
+
+
+class AdaptiveRate:
+    """Learns the account's rate limit from 429/503 answers and paces the bucket below it.
+
+    States, in the order a push usually meets them:
+
+    * ``unlimited``: no throttle seen; only the concurrency bounds the pace.
+    * ``probe``: after the first throttle, restart from the success rate seen so far and
+      double every ``PROBE_DOUBLING`` seconds until the server pushes back again.
+    * ``measure``: the server pushes back, so it is saturated and its bucket empty; hold the
+      rate for ``MEASURE_TIME`` and count successes: that is the server's rate.
+    * ``cubic``: send at ``BETA`` times the measured rate and grow along CUBIC's curve
+      ``SCALE * (t - K)**3 + w_max``: back to ``w_max`` in ``K`` seconds, flat near it, probing
+      slowly beyond. The next throttle measures again.
+
+    Throttles that arrive within ``COOLDOWN`` of a change answer requests sent before it and
+    are not counted again.
+    """
+
+    def __init__(
+        self,
+        bucket: TokenBucket,
+        *,
+        ceiling: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._bucket = bucket
+        self._ceiling = ceiling
+        self._clock = clock
+        self._state = "unlimited"
+        self._started = clock()
+        self._since = self._started
+        self._successes_total = 0
+        self._measure_successes = 0
+        self._base = 0.0
+        self._w_max = 0.0
+        self._ignore_until = 0.0
+        self.throttles = 0
+
+    @property
+    def state(self) -> str:
+        """``unlimited``, ``probe``, ``measure`` or ``cubic``."""
+        return self._state
+
+    def _set(self, rate: float) -> None:
+        rate = max(MIN_RATE, rate)
+        if self._ceiling is not None:
+            rate = min(rate, self._ceiling)
+        self._bucket.set_rate(rate)
+
+    def on_throttle(self) -> None:
+        """A 429 or 503 answer."""
+        self.throttles += 1
+        now = self._clock()
+        if now < self._ignore_until:
+            return
+        if self._state == "unlimited":
+            # Little is known yet: restart from what got through, floored at one second so
+            # the opening burst the server allowed does not pass for its rate.
+            elapsed = max(now - self._started, 1.0)
+            self._base = max(MIN_RATE, self._successes_total / elapsed)
+            self._enter("probe", now)
+            self._set(self._base)
+        elif self._state in ("probe", "cubic"):
+            self._enter("measure", now)
+            self._measure_successes = 0
+        elif now - self._since >= MEASURE_TIME:
+            self._finish_measure(now)
+
+    def on_success(self) -> None:
+        """A 2xx answer."""
+        self._successes_total += 1
+        if self._state == "unlimited":
+            return
+        now = self._clock()
+        t = now - self._since
+        if self._state == "probe":
+            self._set(self._base * 2 ** (t / PROBE_DOUBLING))
+        elif self._state == "measure":
+            self._measure_successes += 1
+            if t >= MEASURE_TIME:
+                self._finish_measure(now)
+        else:
+            k = (self._w_max * (1 - BETA) / SCALE) ** (1 / 3)
+            self._set(SCALE * (t - k) ** 3 + self._w_max)
+
+    def _finish_measure(self, now: float) -> None:
+        self._w_max = max(MIN_RATE, self._measure_successes / (now - self._since))
+        self._enter("cubic", now)
+        self._set(self._w_max * BETA)
+
+    def _enter(self, state: str, now: float) -> None:
+        self._state = state
+        self._since = now
+        self._ignore_until = now + COOLDOWN
+
+
+class AttemptHooks(Protocol):
+    """What the client's retry loop tells a pacer around each attempt (the bulk engine's)."""
+
+    async def before_attempt(self) -> None:
+        """Wait until this attempt may be sent."""
+
+    def after_attempt(self, status: int | None, retry_after: float | None) -> None:
+        """Learn from the attempt: its HTTP status (None: no answer or cancelled) and the
+        server's requested wait, if any."""
