@@ -30,7 +30,9 @@ SAMPLE_UPDATES = [
         "000030711",
         TrackingStatus(
             [
-                TrackingEvent("Rio de Janeiro", "RJ", "Coletado pela transportadora", dt.date(2026, 11, 2)),
+                TrackingEvent(
+                    "Rio de Janeiro", "RJ", "Coletado pela transportadora", dt.date(2026, 11, 2)
+                ),
                 TrackingEvent("São Paulo", "SP", "Em trânsito para Curitiba", dt.date(2026, 11, 3)),
             ]
         ),
@@ -41,7 +43,9 @@ SAMPLE_UPDATES = [
         TrackingStatus(
             [
                 TrackingEvent("Recife", "PE", "Objeto postado", dt.date(2026, 11, 1)),
-                TrackingEvent("Recife", "PE", "Saiu para entrega ao destinatário", dt.date(2026, 11, 4)),
+                TrackingEvent(
+                    "Recife", "PE", "Saiu para entrega ao destinatário", dt.date(2026, 11, 4)
+                ),
                 TrackingEvent("Olinda", "PE", "Entregue ao destinatário", dt.date(2026, 11, 4)),
             ],
             is_delivered=True,
@@ -73,9 +77,10 @@ async def open_client() -> AsyncIterator[AsyncTrackingClient]:
             print(f"Sending to VTEX: {client.config.url_prefix}")
             yield client
         return
-    async with FakeOMS() as oms, AsyncTrackingClient(
-        "sandbox", oms.app_key, oms.app_token, base_url=oms.url
-    ) as client:
+    async with (
+        FakeOMS() as oms,
+        AsyncTrackingClient("sandbox", oms.app_key, oms.app_token, base_url=oms.url) as client,
+    ):
         print(f"No VTEX credentials set: sending to an embedded FakeOMS at {oms.url}")
         yield client
 
@@ -86,7 +91,7 @@ async def main() -> int:
         results = await asyncio.gather(
             *(client.send(update) for update in SAMPLE_UPDATES), return_exceptions=True
         )
-    for update, result in zip(SAMPLE_UPDATES, results):
+    for update, result in zip(SAMPLE_UPDATES, results, strict=True):
         if isinstance(result, VtexTrackingError):
             failures += 1
             print(f"FAILED  {update.order_id} / {update.invoice_number}: {result}")

@@ -38,7 +38,9 @@ def test_default_url_is_vtex_host() -> None:
 )
 def test_base_url_allowed(url: str) -> None:
     """HTTPS anywhere and plain HTTP to loopback are accepted."""
-    assert AsyncTrackingClient("acme", KEY, TOKEN, base_url=url).config.url_prefix == url.rstrip("/")
+    assert AsyncTrackingClient("acme", KEY, TOKEN, base_url=url).config.url_prefix == url.rstrip(
+        "/"
+    )
 
 
 def test_plain_http_to_remote_host_needs_explicit_opt_out() -> None:

@@ -47,8 +47,11 @@ def test_status_selects_the_error_class(status: int, cls: type[APIError]) -> Non
 @pytest.mark.parametrize(
     ("body", "code", "message"),
     [
-        (b'{"error": {"code": "OMS007", "message": "Order Not Found", "exception": null}}',
-         "OMS007", "Order Not Found"),
+        (
+            b'{"error": {"code": "OMS007", "message": "Order Not Found", "exception": null}}',
+            "OMS007",
+            "Order Not Found",
+        ),
         (b'{"Message": "The request is invalid."}', None, "The request is invalid."),
         (b'{"error": "Invoice Not Found"}', None, "Invoice Not Found"),
         (b"No authorized", None, "No authorized"),

@@ -106,7 +106,7 @@ def test_bad_ids_are_rejected(order_id: object, invoice: object, field: str, pro
 
 def test_update_requires_a_status() -> None:
     """The status must be a TrackingStatus, not a dict."""
-    with pytest.raises(ValidationError, match="TrackingUpdate.status"):
+    with pytest.raises(ValidationError, match=r"TrackingUpdate\.status"):
         TrackingUpdate("o", "1", {"events": []})  # type: ignore[arg-type]
 
 

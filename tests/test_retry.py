@@ -52,7 +52,7 @@ def test_backoff_is_full_jitter_capped_by_max_backoff() -> None:
     rng = random.Random(7)
     for retry_number, ceiling in ((1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0), (10, 5.0)):
         delays = [backoff(policy, retry_number, rng) for _ in range(200)]
-        assert 0 <= min(delays)
+        assert min(delays) >= 0
         assert max(delays) <= ceiling
         assert max(delays) > ceiling * 0.8  # the whole range is used, not a constant
 

@@ -28,7 +28,12 @@ def test_status_is_encoded_in_vtex_shape() -> None:
         "isDelivered": True,
         "deliveredDate": "2015-06-25 21:15",
         "events": [
-            {"city": "Rio de Janeiro", "state": "RJ", "description": "Coletado", "date": "2015-06-23"},
+            {
+                "city": "Rio de Janeiro",
+                "state": "RJ",
+                "description": "Coletado",
+                "date": "2015-06-23",
+            },
             {
                 "city": "São Paulo",
                 "state": "SP",

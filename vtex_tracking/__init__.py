@@ -3,6 +3,7 @@
 Import everything from here; modules starting with ``_`` are private and may change.
 """
 
+from ._bulk import PushProgress, PushStream
 from ._client import AsyncTrackingClient
 from ._config import ClientConfig, RetryPolicy
 from ._errors import (
@@ -14,6 +15,7 @@ from ._errors import (
     ConflictError,
     NotFoundError,
     PermissionDeniedError,
+    PushStoppedError,
     RateLimitError,
     ServerError,
     TransportError,
@@ -22,8 +24,15 @@ from ._errors import (
     ValidationError,
     VtexTrackingError,
 )
-from ._models import TrackingEvent, TrackingReceipt, TrackingStatus, TrackingUpdate
-from ._sync import TrackingClient
+from ._models import (
+    PushResult,
+    PushSummary,
+    TrackingEvent,
+    TrackingReceipt,
+    TrackingStatus,
+    TrackingUpdate,
+)
+from ._sync import SyncPushStream, TrackingClient
 from ._version import __version__
 
 __all__ = [
@@ -37,9 +46,15 @@ __all__ = [
     "ConflictError",
     "NotFoundError",
     "PermissionDeniedError",
+    "PushProgress",
+    "PushResult",
+    "PushStoppedError",
+    "PushStream",
+    "PushSummary",
     "RateLimitError",
     "RetryPolicy",
     "ServerError",
+    "SyncPushStream",
     "TrackingClient",
     "TrackingEvent",
     "TrackingReceipt",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import time
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
@@ -112,16 +113,20 @@ class _Pacer:
         except BaseException:
             self.window.release()
             raise
+        item = _current_item.get()
+        if item is not None:
+            item.sent = True
         progress = self._progress
         progress.in_flight += 1
         progress.requests += 1
         progress.send_rate = self._rate_meter.tick()
 
     def after_attempt(self, status: int | None, retry_after: float | None) -> None:
-        self.window.release()
         progress = self._progress
         progress.in_flight -= 1
-        if status == 429 or status == 503:
+        # A 503 with Retry-After is VTEX's circuit breaker asking for less; a bare 503 is
+        # treated as a server error (retried), so random failures don't throttle a push.
+        if status == 429 or (status == 503 and retry_after is not None):
             progress.throttled += 1
             if retry_after is not None and retry_after >= GLOBAL_PAUSE_AFTER:
                 # A long wait means the account is well over its limit: everyone waits, not
@@ -131,12 +136,17 @@ class _Pacer:
                 )
             if self.adaptive is not None:
                 self.adaptive.on_throttle()
+        elif status == 401 or status == 403:
+            # Likely a revoked key: let fewer requests out until something succeeds.
+            self.window.total_tokens = max(1, self.window.total_tokens - 1)
         elif status is not None and 200 <= status < 300:
             if self.adaptive is not None:
                 self.adaptive.on_success()
             if self.window.total_tokens < self._max_window:
                 self.window.total_tokens += 1
         progress.rate_limit = self.bucket.rate
+        # Released last, so a shrunken window already applies to whoever waits for this slot.
+        self.window.release()
 
 
 class _RateMeter:
@@ -158,11 +168,20 @@ class _RateMeter:
 
 
 class _Item:
-    __slots__ = ("index", "update")
+    """A valid update on its way; ``sent`` turns True once a request for it hits the wire."""
+
+    __slots__ = ("index", "sent", "update")
 
     def __init__(self, index: int, update: TrackingUpdate) -> None:
         self.index = index
         self.update = update
+        self.sent = False
+
+
+# The item the current worker task is sending, so the pacer can mark it sent.
+_current_item: contextvars.ContextVar[_Item | None] = contextvars.ContextVar(
+    "vtex_tracking_current_item", default=None
+)
 
 
 class _Engine:
@@ -196,8 +215,8 @@ class _Engine:
         self._pending: dict[int, Any] = {}
         # Invoices with a request in flight -> their later updates, in input order.
         self._busy: dict[tuple[str, str], collections.deque[_Item]] = {}
-        # Requests on the wire, by input index, so stop() can cut them off.
-        self._in_flight: dict[int, anyio.CancelScope] = {}
+        # Items being sent (or waiting for their turn to), so stop() can cut them off.
+        self._in_flight: dict[int, tuple[anyio.CancelScope, _Item]] = {}
         self._stop_error: PushStoppedError | None = None
         self._auth_failures = 0
         self.unfinished: list[PushResult] = []
@@ -219,7 +238,8 @@ class _Engine:
             # Cancelled, or the consumer went away: whatever has no result yet is recorded
             # as unfinished, so every item read is still accounted for.
             for index, update in sorted(self._pending.items()):
-                was_sent = index in self._in_flight
+                entry = self._in_flight.get(index)
+                was_sent = entry is not None and entry[1].sent
                 self.unfinished.append(self._stopped_result(index, update, in_flight=was_sent))
                 self.progress.failed += 1
             self._pending.clear()
@@ -237,7 +257,7 @@ class _Engine:
             else:
                 message = "not sent: the push was stopped"
             self._stop_error = PushStoppedError(message, reason=reason, cause=cause)
-        for scope in list(self._in_flight.values()):
+        for scope, _ in list(self._in_flight.values()):
             scope.cancel()
 
     # -- reading -----------------------------------------------------------------------------
@@ -245,12 +265,15 @@ class _Engine:
     async def _read(self, ready: MemoryObjectSendStream[_Item]) -> None:
         async with ready:
             index = 0
-            async for raw in _aiter(self._updates, self._slots):
+            async for raw in _aiter(self._updates, self._slots, self._keep_reading):
                 self._track(index, raw)
                 if self._stop_error is not None:
-                    # Read after the stop: this item too gets its result, then reading ends.
+                    # After an auth stop every remaining input item is reported as not
+                    # attempted, with the cause: cheap (no network), and the caller sees
+                    # exactly what was not sent.
                     await self._emit(self._stopped_result(index, raw, in_flight=False))
-                    break
+                    index += 1
+                    continue
                 if not isinstance(raw, TrackingUpdate):
                     await self._emit(_invalid(index, raw))
                 else:
@@ -262,6 +285,10 @@ class _Engine:
                         self._busy[raw.key] = collections.deque()
                         await ready.send(item)
                 index += 1
+
+    def _keep_reading(self) -> bool:
+        # stop() by the caller ends reading at once; an auth stop reads on (see _read).
+        return self._stop_error is None or self._stop_error.reason == "auth"
 
     def _track(self, index: int, raw: Any) -> None:
         self._pending[index] = raw
@@ -291,8 +318,9 @@ class _Engine:
             await self._emit(self._stopped_result(item.index, item.update, in_flight=False))
             return
         result: PushResult | None = None
+        token = _current_item.set(item)
         with anyio.CancelScope() as scope:
-            self._in_flight[item.index] = scope
+            self._in_flight[item.index] = (scope, item)
             try:
                 receipt = await self._client._send(item.update, self._pacer)
             except Exception as exc:  # every failure is this item's result, never the push's
@@ -304,10 +332,12 @@ class _Engine:
                     item.index, item.update, receipt=receipt, attempts=receipt.attempts
                 )
                 self._auth_failures = 0
-            finally:
-                del self._in_flight[item.index]
-        if result is None:  # stop() cancelled this request mid-flight
-            result = self._stopped_result(item.index, item.update, in_flight=True)
+        _current_item.reset(token)
+        # Not in a `finally`: if the whole push is cancelled, the entry stays so that run()
+        # can tell which unfinished items had been sent.
+        del self._in_flight[item.index]
+        if result is None:  # stop() cancelled this item, on the wire or waiting for its turn
+            result = self._stopped_result(item.index, item.update, in_flight=item.sent)
         await self._emit(result)
 
     def _note_failure(self, exc: Exception) -> None:
@@ -352,6 +382,10 @@ class _Engine:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             # The consumer stopped listening: keep the result for PushStream.unfinished.
             self.unfinished.append(result)
+        except BaseException:
+            # Cancelled while handing it over: it was not delivered, so keep it.
+            self.unfinished.append(result)
+            raise
 
 
 def _invalid(index: int, raw: Any) -> PushResult:
@@ -362,27 +396,32 @@ def _invalid(index: int, raw: Any) -> PushResult:
 
 
 async def _aiter(
-    updates: Iterable[Any] | AsyncIterable[Any], slots: anyio.Semaphore
+    updates: Iterable[Any] | AsyncIterable[Any],
+    slots: anyio.Semaphore,
+    keep_reading: Callable[[], bool],
 ) -> AsyncIterator[Any]:
-    """Yield input items one at a time, each only once a read-ahead slot is free."""
+    """Yield input items one at a time, each only once a read-ahead slot is free and only
+    while ``keep_reading()``: an item taken from the caller's iterator must get a result."""
     if isinstance(updates, AsyncIterable):
         iterator = aiter(updates)
         while True:
             await slots.acquire()
+            if not keep_reading():
+                return
             try:
                 item = await anext(iterator)
             except StopAsyncIteration:
-                slots.release()
                 return
             yield item
     else:
         sync_iterator = iter(updates)
         while True:
             await slots.acquire()
+            if not keep_reading():
+                return
             try:
                 item = next(sync_iterator)
             except StopIteration:
-                slots.release()
                 return
             yield item
 
@@ -455,13 +494,22 @@ class PushStream:
 
     async def aclose(self) -> None:
         """Cancel the push now; results not yet received go to ``unfinished``."""
+        task = self._task
+        if task is not None:
+            if not task.done():
+                task.cancel()
+            await asyncio.wait({task})
+        # Results already produced but not received are unfinished too.
+        while True:
+            try:
+                self._engine.unfinished.append(self._receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
         self._receive.close()
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-        await self._join()
 
     async def _join(self) -> None:
         """Wait for the engine task to end; re-raise what broke it (e.g. the input iterator)."""
+        self._receive.close()
         task = self._task
         if task is None:
             return
@@ -493,10 +541,18 @@ class PushStream:
         return tally.summary()
 
     def cancel_soon(self) -> None:
-        """Cancel the push without waiting (safe from finalizers and other threads)."""
+        """Cancel the push without waiting; safe from finalizers and other threads, because
+        the work is handed to the stream's own event loop."""
+        task = self._task
+        if task is not None and not task.done():
+            loop = task.get_loop()
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(self._cancel_now)
+
+    def _cancel_now(self) -> None:
         self._receive.close()
         if self._task is not None:
-            _cancel_task(self._task)
+            self._task.cancel()
 
 
 class _Tally:

@@ -24,6 +24,8 @@ MIN_RATE = 0.5
 BETA = 0.9
 #: CUBIC scaling constant (botocore uses 0.4): how fast the rate probes past the measured one.
 SCALE = 0.4
+#: The lowest rate a probe starts from, in requests per second.
+PROBE_FLOOR = 2.0
 #: While probing for the limit, the rate doubles every this many seconds.
 PROBE_DOUBLING = 0.25
 #: Seconds the rate is held while the server's rate is measured.
@@ -122,7 +124,8 @@ class AdaptiveRate:
     * ``probe``: after the first throttle, restart from the success rate seen so far and
       double every ``PROBE_DOUBLING`` seconds until the server pushes back again.
     * ``measure``: the server pushes back, so it is saturated and its bucket empty; hold the
-      rate for ``MEASURE_TIME`` and count successes: that is the server's rate.
+      rate for ``MEASURE_TIME`` and count successes: that is the server's rate. If no further
+      throttle arrives meanwhile, the server was not saturated: back to ``probe``.
     * ``cubic``: send at ``BETA`` times the measured rate and grow along CUBIC's curve
       ``SCALE * (t - K)**3 + w_max``: back to ``w_max`` in ``K`` seconds, flat near it, probing
       slowly beyond. The next throttle measures again.
@@ -146,6 +149,7 @@ class AdaptiveRate:
         self._since = self._started
         self._successes_total = 0
         self._measure_successes = 0
+        self._measure_throttles = 0
         self._base = 0.0
         self._w_max = 0.0
         self._ignore_until = 0.0
@@ -172,14 +176,17 @@ class AdaptiveRate:
             # Little is known yet: restart from what got through, floored at one second so
             # the opening burst the server allowed does not pass for its rate.
             elapsed = max(now - self._started, 1.0)
-            self._base = max(MIN_RATE, self._successes_total / elapsed)
+            self._base = max(PROBE_FLOOR, self._successes_total / elapsed)
             self._enter("probe", now)
             self._set(self._base)
         elif self._state in ("probe", "cubic"):
             self._enter("measure", now)
             self._measure_successes = 0
-        elif now - self._since >= MEASURE_TIME:
-            self._finish_measure(now)
+            self._measure_throttles = 0
+        else:
+            self._measure_throttles += 1
+            if now - self._since >= MEASURE_TIME:
+                self._finish_measure(now)
 
     def on_success(self) -> None:
         """A 2xx answer."""
@@ -199,6 +206,12 @@ class AdaptiveRate:
             self._set(SCALE * (t - k) ** 3 + self._w_max)
 
     def _finish_measure(self, now: float) -> None:
+        if self._measure_throttles == 0:
+            # No pushback while holding this rate: the throttle was an echo or a blip, and
+            # what got through measures only our own pace. Keep probing upward from here.
+            self._base = self._bucket.rate or PROBE_FLOOR
+            self._enter("probe", now)
+            return
         self._w_max = max(MIN_RATE, self._measure_successes / (now - self._since))
         self._enter("cubic", now)
         self._set(self._w_max * BETA)

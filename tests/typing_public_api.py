@@ -1,0 +1,46 @@
+"""Pins the public types: checked by `mypy --strict`, never run (no test_ prefix)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from typing_extensions import assert_type
+
+from vtex_tracking import (
+    APIError,
+    AsyncTrackingClient,
+    RateLimitError,
+    RetryPolicy,
+    TrackingClient,
+    TrackingEvent,
+    TrackingReceipt,
+    TrackingStatus,
+    TrackingUpdate,
+)
+
+
+async def async_usage() -> None:
+    status = TrackingStatus(
+        [TrackingEvent("Recife", "PE", "Saiu para entrega", dt.date(2026, 1, 2))],
+        is_delivered=True,
+        delivered_date=dt.datetime(2026, 1, 2, 10, 0),
+    )
+    async with AsyncTrackingClient(
+        "acme", "key", "token", retry=RetryPolicy(max_attempts=2), max_concurrency=4
+    ) as client:
+        receipt = await client.update_tracking_status("o", "1", status)
+        assert_type(receipt, TrackingReceipt)
+        assert_type(receipt.status_code, int)
+        assert_type(receipt.request_id, str | None)
+        assert_type(await client.send(TrackingUpdate("o", "1", status)), TrackingReceipt)
+
+
+def sync_usage(status: TrackingStatus) -> None:
+    with TrackingClient.from_env(timeout=5.0) as client:
+        try:
+            assert_type(client.update_tracking_status("o", "1", status), TrackingReceipt)
+        except RateLimitError as exc:
+            assert_type(exc.retry_after, float | None)
+        except APIError as exc:
+            assert_type(exc.status_code, int)
+            assert_type(exc.code, str | None)
