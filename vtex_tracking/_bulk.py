@@ -23,9 +23,9 @@ import collections
 import contextvars
 import time
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import attrs
@@ -38,7 +38,7 @@ from ._errors import (
     ValidationError,
 )
 from ._models import PushResult, PushSummary, TrackingUpdate
-from ._throttle import AdaptiveRate, TokenBucket
+from ._throttle import AdaptiveRate, TokenBucket, acquire
 
 if TYPE_CHECKING:
     from ._client import AsyncTrackingClient
@@ -107,7 +107,7 @@ class _Pacer:
         progress.rate_limit = rate_limit
 
     async def before_attempt(self) -> None:
-        await self.window.acquire()
+        await acquire(self.window)
         try:
             await self.bucket.acquire()
         except BaseException:
@@ -168,13 +168,17 @@ class _RateMeter:
 
 
 class _Item:
-    """A valid update on its way; ``sent`` turns True once a request for it hits the wire."""
+    """One input item on its way. ``key`` is its invoice (None for an invalid item); ``sent``
+    turns True once a request for it hits the wire."""
 
-    __slots__ = ("index", "sent", "update")
+    __slots__ = ("index", "key", "sent", "update")
 
-    def __init__(self, index: int, update: TrackingUpdate) -> None:
+    def __init__(self, index: int, update: Any) -> None:
         self.index = index
         self.update = update
+        self.key: tuple[str, str] | None = (
+            (update.order_id, update.invoice_number) if isinstance(update, TrackingUpdate) else None
+        )
         self.sent = False
 
 
@@ -183,9 +187,38 @@ _current_item: contextvars.ContextVar[_Item | None] = contextvars.ContextVar(
     "vtex_tracking_current_item", default=None
 )
 
+_END = object()
+
+
+class _Source:
+    """The caller's iterable or async iterable, read one item at a time."""
+
+    def __init__(self, updates: Iterable[Any] | AsyncIterable[Any]) -> None:
+        self._async: AsyncIterator[Any] | None = None
+        self._sync: Iterator[Any] | None = None
+        if isinstance(updates, AsyncIterable):
+            self._async = aiter(updates)
+        else:
+            self._sync = iter(updates)
+
+    async def next(self) -> Any:
+        """The next item, or ``_END``."""
+        if self._sync is not None:
+            return next(self._sync, _END)
+        assert self._async is not None
+        try:
+            return await anext(self._async)
+        except StopAsyncIteration:
+            return _END
+
 
 class _Engine:
-    """One push's state and tasks. Runs inside ``PushStream``'s background task."""
+    """One push's state and tasks. Runs inside ``PushStream``'s background task.
+
+    A reader task fills a ready queue; ``concurrency`` worker tasks send. ``stop()`` cancels
+    the reader and the workers at once (in-flight requests included) and ``run`` then reports
+    every item still pending, so nothing read goes without a result.
+    """
 
     def __init__(
         self,
@@ -199,7 +232,7 @@ class _Engine:
         on_result: Callable[[PushResult], None] | None,
     ) -> None:
         self._client = client
-        self._updates = updates
+        self._source = _Source(updates)
         self._concurrency = concurrency
         self._read_ahead = read_ahead
         self._on_result = on_result
@@ -211,14 +244,16 @@ class _Engine:
             max_retry_after=client.config.retry.max_retry_after,
             progress=self.progress,
         )
-        # Items read and not yet resolved, by input index: what "unfinished" is made of.
-        self._pending: dict[int, Any] = {}
-        # Invoices with a request in flight -> their later updates, in input order.
-        self._busy: dict[tuple[str, str], collections.deque[_Item]] = {}
-        # Items being sent (or waiting for their turn to), so stop() can cut them off.
-        self._in_flight: dict[int, tuple[anyio.CancelScope, _Item]] = {}
+        self._next_index = 0
+        # Items read and without a result yet, by input index.
+        self._pending: dict[int, _Item] = {}
+        # Invoices with an update being sent -> their later updates (None: none waiting yet).
+        self._busy: dict[tuple[str, str], collections.deque[_Item] | None] = {}
         self._stop_error: PushStoppedError | None = None
+        self._workers: anyio.CancelScope | None = None
         self._auth_failures = 0
+        # Results made but not handed over when a stop interrupted the handing over.
+        self._undelivered: list[PushResult] = []
         self.unfinished: list[PushResult] = []
         self._results: MemoryObjectSendStream[PushResult] | None = None
         self._slots = anyio.Semaphore(read_ahead)
@@ -227,20 +262,26 @@ class _Engine:
 
     async def run(self, results: MemoryObjectSendStream[PushResult]) -> None:
         self._results = results
-        ready_send, ready_receive = anyio.create_memory_object_stream[_Item](self._read_ahead)
         try:
-            async with results, anyio.create_task_group() as tg:
-                tg.start_soon(self._read, ready_send)
-                for _ in range(self._concurrency):
-                    tg.start_soon(self._work, ready_receive.clone())
-                ready_receive.close()
+            async with results:
+                async with anyio.create_task_group() as tg:
+                    self._workers = tg.cancel_scope
+                    ready_send, ready_receive = anyio.create_memory_object_stream[_Item](
+                        self._read_ahead
+                    )
+                    tg.start_soon(self._read, ready_send)
+                    for _ in range(self._concurrency):
+                        tg.start_soon(self._work, ready_receive.clone())
+                    ready_receive.close()
+                if self._stop_error is not None:
+                    await self._report_stopped()
         finally:
             # Cancelled, or the consumer went away: whatever has no result yet is recorded
             # as unfinished, so every item read is still accounted for.
-            for index, update in sorted(self._pending.items()):
-                entry = self._in_flight.get(index)
-                was_sent = entry is not None and entry[1].sent
-                self.unfinished.append(self._stopped_result(index, update, in_flight=was_sent))
+            self.unfinished.extend(self._undelivered)
+            self._undelivered.clear()
+            for _, item in sorted(self._pending.items()):
+                self.unfinished.append(self._stopped_result(item))
                 self.progress.failed += 1
             self._pending.clear()
             self.progress.queued = 0
@@ -257,56 +298,70 @@ class _Engine:
             else:
                 message = "not sent: the push was stopped"
             self._stop_error = PushStoppedError(message, reason=reason, cause=cause)
-        for scope, _ in list(self._in_flight.values()):
-            scope.cancel()
+        if self._workers is not None:
+            self._workers.cancel()
+
+    async def _report_stopped(self) -> None:
+        """After a stop: hand out a result for every item still pending; after an auth stop,
+        also for every remaining input item (cheap: no network, and the caller then sees
+        exactly what was not sent)."""
+        undelivered, self._undelivered = self._undelivered, []
+        for result in undelivered:
+            await self._hand_over(result)
+        for _, item in sorted(self._pending.items()):
+            await self._emit(self._stopped_result(item))
+        assert self._stop_error is not None
+        if self._stop_error.reason == "auth":
+            while (raw := await self._source.next()) is not _END:
+                await self._emit(self._stopped_result(self._track(raw)))
 
     # -- reading -----------------------------------------------------------------------------
 
     async def _read(self, ready: MemoryObjectSendStream[_Item]) -> None:
         async with ready:
-            index = 0
-            async for raw in _aiter(self._updates, self._slots, self._keep_reading):
-                self._track(index, raw)
-                if self._stop_error is not None:
-                    # After an auth stop every remaining input item is reported as not
-                    # attempted, with the cause: cheap (no network), and the caller sees
-                    # exactly what was not sent.
-                    await self._emit(self._stopped_result(index, raw, in_flight=False))
-                    index += 1
-                    continue
-                if not isinstance(raw, TrackingUpdate):
-                    await self._emit(_invalid(index, raw))
+            while True:
+                await acquire(self._slots)
+                raw = await self._source.next()
+                if raw is _END:
+                    return
+                item = self._track(raw)
+                key = item.key
+                if key is None:
+                    await self._emit(_invalid(item.index, raw))
+                elif key in self._busy:
+                    # Its invoice is being sent: wait behind it, in input order.
+                    queue = self._busy[key]
+                    if queue is None:
+                        queue = self._busy[key] = collections.deque()
+                    queue.append(item)
                 else:
-                    item = _Item(index, raw)
-                    queue = self._busy.get(raw.key)
-                    if queue is not None:
-                        queue.append(item)
-                    else:
-                        self._busy[raw.key] = collections.deque()
-                        await ready.send(item)
-                index += 1
+                    self._busy[key] = None
+                    await _send(ready, item)
 
-    def _keep_reading(self) -> bool:
-        # stop() by the caller ends reading at once; an auth stop reads on (see _read).
-        return self._stop_error is None or self._stop_error.reason == "auth"
-
-    def _track(self, index: int, raw: Any) -> None:
-        self._pending[index] = raw
+    def _track(self, raw: Any) -> _Item:
+        item = _Item(self._next_index, raw)
+        self._next_index += 1
+        self._pending[item.index] = item
         self.progress.read += 1
         self.progress.queued += 1
+        return item
 
     # -- sending -----------------------------------------------------------------------------
 
     async def _work(self, ready: MemoryObjectReceiveStream[_Item]) -> None:
         async with ready:
-            async for item in ready:
+            while True:
+                try:
+                    item: _Item | None = await _receive(ready)
+                except anyio.EndOfStream:
+                    return
                 # Send this invoice's updates one after the other, in input order.
-                current: _Item | None = item
-                while current is not None:
-                    await self._send_one(current)
-                    current = self._next_for(current.update.key)
+                while item is not None:
+                    await self._send_one(item)
+                    item = self._next_for(item.key)
 
-    def _next_for(self, key: tuple[str, str]) -> _Item | None:
+    def _next_for(self, key: tuple[str, str] | None) -> _Item | None:
+        assert key is not None
         queue = self._busy[key]
         if queue:
             return queue.popleft()
@@ -314,30 +369,19 @@ class _Engine:
         return None
 
     async def _send_one(self, item: _Item) -> None:
-        if self._stop_error is not None:
-            await self._emit(self._stopped_result(item.index, item.update, in_flight=False))
-            return
-        result: PushResult | None = None
         token = _current_item.set(item)
-        with anyio.CancelScope() as scope:
-            self._in_flight[item.index] = (scope, item)
-            try:
-                receipt = await self._client._send(item.update, self._pacer)
-            except Exception as exc:  # every failure is this item's result, never the push's
-                attempts = getattr(exc, "attempts", 1)
-                result = PushResult(item.index, item.update, error=exc, attempts=attempts)
-                self._note_failure(exc)
-            else:
-                result = PushResult(
-                    item.index, item.update, receipt=receipt, attempts=receipt.attempts
-                )
-                self._auth_failures = 0
-        _current_item.reset(token)
-        # Not in a `finally`: if the whole push is cancelled, the entry stays so that run()
-        # can tell which unfinished items had been sent.
-        del self._in_flight[item.index]
-        if result is None:  # stop() cancelled this item, on the wire or waiting for its turn
-            result = self._stopped_result(item.index, item.update, in_flight=item.sent)
+        try:
+            receipt = await self._client._send(item.update, self._pacer)
+        except Exception as exc:  # every failure is this item's result, never the push's
+            result = PushResult(
+                item.index, item.update, error=exc, attempts=getattr(exc, "attempts", 1)
+            )
+            self._note_failure(exc)
+        else:
+            result = PushResult(item.index, item.update, receipt=receipt, attempts=receipt.attempts)
+            self._auth_failures = 0
+        finally:
+            _current_item.reset(token)
         await self._emit(result)
 
     def _note_failure(self, exc: Exception) -> None:
@@ -349,9 +393,9 @@ class _Engine:
 
     # -- results -----------------------------------------------------------------------------
 
-    def _stopped_result(self, index: int, update: Any, *, in_flight: bool) -> PushResult:
+    def _stopped_result(self, item: _Item) -> PushResult:
         stop = self._stop_error
-        if in_flight:
+        if item.sent:
             error = PushStoppedError(
                 "cancelled while in flight: VTEX may or may not have applied it",
                 reason=stop.reason if stop is not None else "cancelled",
@@ -362,10 +406,10 @@ class _Engine:
             error = stop
         else:
             error = PushStoppedError("not sent: the push was cancelled", reason="cancelled")
-        return PushResult(index, update, error=error, attempts=0)
+        return PushResult(item.index, item.update, error=error, attempts=0)
 
     async def _emit(self, result: PushResult) -> None:
-        """Hand one result out and free its read-ahead slot."""
+        """Count one result, free its read-ahead slot and hand it out."""
         self._pending.pop(result.index, None)
         self._slots.release()
         progress = self.progress
@@ -376,16 +420,38 @@ class _Engine:
             progress.failed += 1
         if self._on_result is not None:
             self._on_result(result)
+        await self._hand_over(result)
+
+    async def _hand_over(self, result: PushResult) -> None:
         assert self._results is not None
         try:
-            await self._results.send(result)
+            await _send(self._results, result)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             # The consumer stopped listening: keep the result for PushStream.unfinished.
             self.unfinished.append(result)
         except BaseException:
-            # Cancelled while handing it over: it was not delivered, so keep it.
-            self.unfinished.append(result)
+            # Interrupted (a stop, or cancellation) before it was handed over: keep it.
+            self._undelivered.append(result)
             raise
+
+
+T = TypeVar("T")
+
+
+# Memory-stream calls with a fast path: anyio's send()/receive() always pass through a
+# checkpoint (an extra event-loop turn), even when the buffer is ready (see _throttle.acquire).
+async def _send(stream: MemoryObjectSendStream[T], item: T) -> None:
+    try:
+        stream.send_nowait(item)
+    except anyio.WouldBlock:
+        await stream.send(item)
+
+
+async def _receive(stream: MemoryObjectReceiveStream[T]) -> T:
+    try:
+        return stream.receive_nowait()
+    except anyio.WouldBlock:
+        return await stream.receive()
 
 
 def _invalid(index: int, raw: Any) -> PushResult:
@@ -393,37 +459,6 @@ def _invalid(index: int, raw: Any) -> PushResult:
         f"item[{index}]", f"expected a TrackingUpdate, got {type(raw).__name__}"
     )
     return PushResult(index, raw, error=error, attempts=0)
-
-
-async def _aiter(
-    updates: Iterable[Any] | AsyncIterable[Any],
-    slots: anyio.Semaphore,
-    keep_reading: Callable[[], bool],
-) -> AsyncIterator[Any]:
-    """Yield input items one at a time, each only once a read-ahead slot is free and only
-    while ``keep_reading()``: an item taken from the caller's iterator must get a result."""
-    if isinstance(updates, AsyncIterable):
-        iterator = aiter(updates)
-        while True:
-            await slots.acquire()
-            if not keep_reading():
-                return
-            try:
-                item = await anext(iterator)
-            except StopAsyncIteration:
-                return
-            yield item
-    else:
-        sync_iterator = iter(updates)
-        while True:
-            await slots.acquire()
-            if not keep_reading():
-                return
-            try:
-                item = next(sync_iterator)
-            except StopIteration:
-                return
-            yield item
 
 
 class PushStream:
@@ -466,7 +501,7 @@ class PushStream:
     async def __anext__(self) -> PushResult:
         self._start()
         try:
-            return await self._receive.receive()
+            return await _receive(self._receive)
         except anyio.EndOfStream:
             await self._join()
             raise StopAsyncIteration from None
@@ -477,7 +512,7 @@ class PushStream:
         portal once per batch instead of once per result.)"""
         self._start()
         try:
-            batch = [await self._receive.receive()]
+            batch = [await _receive(self._receive)]
         except anyio.EndOfStream:
             await self._join()
             return []

@@ -24,7 +24,7 @@ from ._errors import TransportError, error_from_response, find_request_id, unexp
 from ._models import PushResult, PushSummary, TrackingReceipt, TrackingStatus, TrackingUpdate
 from ._retry import retry_after_from_headers, retry_delay
 from ._serde import decode_receipt, encode_status
-from ._throttle import AttemptHooks
+from ._throttle import AttemptHooks, acquire
 from ._transport import RawResponse, Transport
 from ._version import __version__
 
@@ -190,8 +190,11 @@ class AsyncTrackingClient:
         status: int | None = None
         retry_after: float | None = None
         try:
-            async with self._limiter:
+            await acquire(self._limiter)
+            try:
                 raw = await self._transport.put(path, body)
+            finally:
+                self._limiter.release()
         except TransportError as exc:
             return exc
         else:

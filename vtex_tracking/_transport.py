@@ -7,10 +7,9 @@ exceptions are translated to ours at one boundary (``_translate_errors``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-from collections.abc import Iterator, Mapping
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import aiohttp
 from yarl import URL
@@ -34,31 +33,25 @@ class RawResponse(NamedTuple):
     truncated: bool = False
 
 
-@contextlib.contextmanager
-def _translate_errors(url: str) -> Iterator[None]:
-    """Turn aiohttp and OS errors into ``TransportError``s, most specific first."""
-    try:
-        yield
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise TransportTimeoutError(f"timed out waiting for {url}") from exc
-    except aiohttp.ClientConnectorCertificateError as exc:
-        raise TransportError(
+def _translate_error(exc: BaseException, where: str) -> TransportError:
+    """The ``TransportError`` for an aiohttp or OS error, most specific first."""
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return TransportTimeoutError(f"timed out waiting for {where}")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return TransportError(
             f"TLS certificate of {exc.host} could not be verified: {exc.certificate_error}"
-        ) from exc
-    except aiohttp.ClientSSLError as exc:
-        raise TransportError(f"TLS handshake with {url} failed: {exc}") from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise TransportError(
-            f"cannot connect to {exc.host}:{exc.port}: {exc.strerror or exc}"
-        ) from exc
-    except aiohttp.ServerDisconnectedError as exc:
-        raise TransportError(f"{url} closed the connection without answering") from exc
-    except aiohttp.ClientPayloadError as exc:
-        raise TransportError(f"the response from {url} was cut short: {exc}") from exc
-    except aiohttp.ClientError as exc:
-        raise TransportError(f"request to {url} failed: {type(exc).__name__}: {exc}") from exc
-    except OSError as exc:
-        raise TransportError(f"request to {url} failed: {exc}") from exc
+        )
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return TransportError(f"TLS handshake with {where} failed: {exc}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return TransportError(f"cannot connect to {exc.host}:{exc.port}: {exc.strerror or exc}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return TransportError(f"{where} closed the connection without answering")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return TransportError(f"the response from {where} was cut short: {exc}")
+    if isinstance(exc, aiohttp.ClientError):
+        return TransportError(f"request to {where} failed: {type(exc).__name__}: {exc}")
+    return TransportError(f"request to {where} failed: {exc}")
 
 
 class Transport:
@@ -91,6 +84,10 @@ class Transport:
         self._pool_size = pool_size
         self._trust_env = trust_env
         self._borrowed = session
+        # Our own session carries the timeout as its default; a borrowed one gets it per request.
+        self._request_timeout: aiohttp.ClientTimeout | Any = (
+            self._timeout if session is not None else aiohttp.helpers.sentinel
+        )
         self._session: aiohttp.ClientSession | None = session
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid = os.getpid()
@@ -139,12 +136,12 @@ class Transport:
         url = URL(self._url_prefix + path, encoded=True)
         # A borrowed session has its own defaults: send ours with each request.
         headers = self._headers if session is self._borrowed else None
-        with _translate_errors(f"{self._display_host}{path}"):
+        try:
             async with session.put(
                 url,
                 data=body,
                 headers=headers,
-                timeout=self._timeout,
+                timeout=self._request_timeout,
                 # A redirect would forward the app token to another host; report it instead.
                 allow_redirects=False,
             ) as response:
@@ -156,6 +153,9 @@ class Transport:
                     # Unread bytes remain on this connection: it cannot be reused.
                     response.close()
                 return RawResponse(response.status, response.headers, data, truncated)
+        except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
+            # The one place aiohttp's errors become ours.
+            raise _translate_error(exc, f"{self._display_host}{path}") from exc
 
     def abandon(self) -> None:
         """Forget the pool without closing it: its loop is dead, or it belongs to our parent."""
