@@ -27,9 +27,11 @@ SCALE = 0.4
 #: The lowest rate a probe starts from, in requests per second.
 PROBE_FLOOR = 2.0
 #: While probing for the limit, the rate doubles every this many seconds.
-PROBE_DOUBLING = 0.25
+PROBE_DOUBLING = 0.35
+#: Entering a measurement from a probe, the rate drops to this fraction first.
+PROBE_BACKOFF = 0.75
 #: Seconds the rate is held while the server's rate is measured.
-MEASURE_TIME = 0.3
+MEASURE_TIME = 0.2
 #: Seconds after a rate change during which throttles are taken as echoes of the old rate.
 COOLDOWN = 0.05
 
@@ -137,8 +139,10 @@ class AdaptiveRate:
     * ``probe``: after the first throttle, restart from the success rate seen so far and
       double every ``PROBE_DOUBLING`` seconds until the server pushes back again.
     * ``measure``: the server pushes back, so it is saturated and its bucket empty; hold the
-      rate for ``MEASURE_TIME`` and count successes: that is the server's rate. If no further
-      throttle arrives meanwhile, the server was not saturated: back to ``probe``.
+      rate (after a probe, ``PROBE_BACKOFF`` of it) for ``MEASURE_TIME`` and count successes:
+      that is the server's rate. If no further throttle arrives meanwhile, the server was not
+      saturated at the held rate: a probe goes on probing, and CUBIC backs off from the rate
+      that drew the throttle.
     * ``cubic``: send at ``BETA`` times the measured rate and grow along CUBIC's curve
       ``SCALE * (t - K)**3 + w_max``: back to ``w_max`` in ``K`` seconds, flat near it, probing
       slowly beyond. The next throttle measures again.
@@ -163,6 +167,8 @@ class AdaptiveRate:
         self._successes_total = 0
         self._measure_successes = 0
         self._measure_throttles = 0
+        self._measured_from = "probe"
+        self._entry_rate = 0.0
         self._base = 0.0
         self._w_max = 0.0
         self._ignore_until = 0.0
@@ -193,9 +199,15 @@ class AdaptiveRate:
             self._enter("probe", now)
             self._set(self._base)
         elif self._state in ("probe", "cubic"):
+            self._measured_from = self._state
+            self._entry_rate = self._bucket.rate or PROBE_FLOOR
             self._enter("measure", now)
             self._measure_successes = 0
             self._measure_throttles = 0
+            if self._measured_from == "probe":
+                # A probe overshoots by up to one doubling step: measure from a little lower,
+                # still above the limit in most cases, with fewer 429s while measuring.
+                self._set(self._entry_rate * PROBE_BACKOFF)
         else:
             self._measure_throttles += 1
             if now - self._since >= MEASURE_TIME:
@@ -220,10 +232,16 @@ class AdaptiveRate:
 
     def _finish_measure(self, now: float) -> None:
         if self._measure_throttles == 0:
-            # No pushback while holding this rate: the throttle was an echo or a blip, and
-            # what got through measures only our own pace. Keep probing upward from here.
-            self._base = self._bucket.rate or PROBE_FLOOR
-            self._enter("probe", now)
+            # No pushback while holding this rate: what got through measures only our own
+            # pace, not the server's. After a probe, keep probing from here; in cubic, we were
+            # just past the limit, so back off from where the throttle came, as CUBIC does.
+            if self._measured_from == "probe":
+                self._base = self._bucket.rate or PROBE_FLOOR
+                self._enter("probe", now)
+            else:
+                self._w_max = self._entry_rate
+                self._enter("cubic", now)
+                self._set(self._w_max * BETA)
             return
         self._w_max = max(MIN_RATE, self._measure_successes / (now - self._since))
         self._enter("cubic", now)

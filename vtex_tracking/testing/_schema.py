@@ -2,7 +2,8 @@
 
 A deliberately small validator for the subset of JSON Schema the file uses (``type``,
 ``required``, ``properties``, ``items``, ``nullable``, ``$ref``), so the fake server needs no
-extra dependency and cannot drift from the contract: it reads the contract itself.
+extra dependency and cannot drift from the contract: it reads the contract itself. The
+contract's path template also drives how the fake server finds the ids in a request path.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import functools
 import importlib.resources
 import json
 from typing import Any
+from urllib.parse import unquote
 
 _TRACKING_PATH = "/api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}/tracking"
 
@@ -54,6 +56,28 @@ def receipt_schema() -> dict[str, Any]:
     return schema
 
 
+def parse_tracking_path(raw_path: str) -> tuple[str, str] | None:
+    """``(order_id, invoice_number)`` from a raw request path matching the contract's path
+    template, each segment percent-decoded; None when the path does not match.
+
+    aiohttp's router matches decoded paths, where ``NF%2F123`` would become two segments;
+    splitting the raw path keeps each id one segment, as VTEX's contract has it.
+    """
+    template = _TRACKING_PATH.split("/")
+    parts = raw_path.split("?", 1)[0].split("/")
+    if len(parts) != len(template):
+        return None
+    ids: dict[str, str] = {}
+    for expected, part in zip(template, parts, strict=True):
+        if expected.startswith("{"):
+            if not part:
+                return None
+            ids[expected[1:-1]] = unquote(part)
+        elif part != expected:
+            return None
+    return ids["orderId"], ids["invoiceNumber"]
+
+
 def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
     while "$ref" in schema:
         ref = schema["$ref"]
@@ -86,7 +110,9 @@ def validate(doc: object, schema: dict[str, Any], path: str = "") -> list[str]:
         return [f"{where}: expected {schema.get('type')}, got null"]
     expected = schema.get("type")
     if expected is not None:
-        allowed = _TYPES[expected]
+        allowed = _TYPES.get(expected)
+        if allowed is None:
+            raise ValueError(f"unsupported schema type {expected!r}")
         # JSON booleans are not numbers, although bool is an int in Python.
         if not isinstance(doc, allowed) or (isinstance(doc, bool) and bool not in allowed):
             return [f"{where}: expected {expected}, got {_type_name(doc)}"]

@@ -2,65 +2,51 @@
 
 Tests (ours and our users') talk to it over real sockets instead of mocking the HTTP library.
 It checks credentials, validates bodies against VTEX's OpenAPI schema, answers receipts,
-records what it accepted, and has knobs for the failures VTEX produces in production.
+records what it received and accepted, and has knobs for the failures VTEX produces.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import datetime as dt
+import http
 import random
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from types import TracebackType
 from typing import Any
-from urllib.parse import unquote
 
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
-from ._schema import validate_request_body
+from ._schema import parse_tracking_path, validate_request_body
 
-_PREFIX = ("", "api", "oms", "pvt", "orders")
 _JSON = "application/json; charset=utf-8"
+_TEXT = "text/plain; charset=utf-8"
 
 
+@dataclasses.dataclass(repr=False, eq=False)
 class RecordedRequest:
-    """One request as FakeOMS received it. Header values are kept but never shown in repr
-    (they hold credentials)."""
+    """One request as FakeOMS received it, for assertions in tests.
 
-    __slots__ = (
-        "body",
-        "headers",
-        "invoice_number",
-        "method",
-        "order_id",
-        "raw_path",
-        "received_at",
-        "status",
-    )
+    ``headers`` is a case-insensitive copy; its values are never shown in ``repr`` because
+    they hold credentials. ``order_id``/``invoice_number`` are decoded from the path (None when
+    it is not the tracking path); ``status`` is what was answered (0 while pending or when the
+    connection was dropped); ``received_at`` is ``time.monotonic()`` at arrival.
+    """
 
-    def __init__(
-        self,
-        method: str,
-        raw_path: str,
-        order_id: str | None,
-        invoice_number: str | None,
-        headers: CIMultiDict[str],
-        body: bytes,
-    ) -> None:
-        self.method = method
-        self.raw_path = raw_path
-        self.order_id = order_id
-        self.invoice_number = invoice_number
-        self.headers = headers
-        self.body = body
-        self.status = 0  # what was answered; 0 while pending or when the connection was dropped
-        self.received_at = time.monotonic()
+    method: str
+    raw_path: str
+    order_id: str | None
+    invoice_number: str | None
+    headers: CIMultiDict[str]
+    body: bytes
+    status: int = 0
+    received_at: float = dataclasses.field(default_factory=time.monotonic)
 
     def json(self) -> Any:
         """The body parsed as JSON."""
@@ -69,50 +55,62 @@ class RecordedRequest:
     def __repr__(self) -> str:
         return (
             f"RecordedRequest({self.method} {self.raw_path} -> {self.status},"
-            f" headers=[{', '.join(self.headers)}])"
+            f" headers=[{', '.join(self.headers)}], body={len(self.body)} bytes)"
         )
 
 
-def parse_tracking_path(raw_path: str) -> tuple[str, str] | None:
-    """``(order_id, invoice_number)`` decoded from a raw tracking path, or None.
-
-    aiohttp's router matches decoded paths, where ``NF%2F123`` would become two segments;
-    splitting the raw path keeps each id one segment, as VTEX's contract has it.
-    """
-    parts = raw_path.split("?", 1)[0].split("/")
-    if len(parts) != 9 or tuple(parts[:5]) != _PREFIX:
-        return None
-    if parts[6] != "invoice" or parts[8] != "tracking" or not parts[5] or not parts[7]:
-        return None
-    return unquote(parts[5]), unquote(parts[7])
-
-
 def vtex_timestamp(now: dt.datetime | None = None) -> str:
-    """Now in VTEX's receipt format: 7 fractional digits and an offset."""
+    """``now`` (default: the current time) in VTEX's receipt format: 7 fractional digits and
+    an offset, e.g. ``2017-03-29T18:04:31.0521233+00:00``."""
     now = now or dt.datetime.now(dt.timezone.utc)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond:06d}0+00:00"
 
 
-def _error_body(status: int, message: str, code: str | None = None) -> bytes:
-    """VTEX's OMS error shape: ``{"error": {"code", "message", "exception"}}``."""
+def _error_body(status: int, message: str | None = None, code: str | None = None) -> bytes:
+    """VTEX's OMS error shape: ``{"error": {"code", "message", "exception"}}``; the message
+    defaults to the status's reason phrase."""
+    if message is None:
+        try:
+            message = http.HTTPStatus(status).phrase
+        except ValueError:
+            message = "Injected failure"
     error = {"code": code or str(status), "message": message, "exception": None}
     return orjson.dumps({"error": error})
+
+
+def _response(
+    status: int, body: bytes, content_type: str | None, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    response = web.Response(status=status, body=body, headers=dict(headers or {}))
+    if content_type is not None:
+        response.headers["Content-Type"] = content_type
+    return response
 
 
 def _vtex_error(
     status: int, message: str, code: str | None = None, headers: Mapping[str, str] | None = None
 ) -> web.Response:
-    return _raw_response(status, _error_body(status, message, code), headers or {}, _JSON)
+    return _response(status, _error_body(status, message, code), _JSON, headers)
 
 
 class FakeOMS:
     """A fake VTEX OMS tracking endpoint on 127.0.0.1 (ephemeral port by default).
 
-    Use ``async with FakeOMS() as oms:`` in async code, ``with FakeOMS() as oms:`` (a background
-    thread) in sync code, or the ``fake_oms`` pytest fixture. Point a client at ``oms.url`` with
-    ``oms.app_key``/``oms.app_token``. Knobs are plain attributes, settable at any time:
-    ``latency``, ``rate_limit``/``burst``/``retry_after``, ``fail_rate``/``fail_status``,
-    ``strict``; plus ``fail_next()``, ``drop_next()`` and ``add_invoice()``.
+    Use ``async with FakeOMS() as oms:`` in async code, ``with FakeOMS() as oms:`` (a daemon
+    thread with its own event loop) in sync code, or the ``fake_oms`` pytest fixture. Point a
+    client at ``oms.url`` with ``oms.app_key``/``oms.app_token``. Knobs are plain attributes,
+    settable at any time: ``latency``, ``rate_limit``/``burst``/``retry_after``,
+    ``fail_rate``/``fail_status``/``seed``, ``strict``/``known_invoices``, ``user_token``.
+
+    Each request goes through: record it; sleep ``latency`` (so failures are slow too, like a
+    loaded VTEX); ``drop_next``; credentials (401); token bucket (429); ``fail_next`` queue;
+    ``fail_rate``; path (404) and method (405); Content-Type (400); schema (400); ``strict``
+    unknown invoice (404 OMS007); accept (200 receipt). Every answer carries ``X-Request-Id``.
+    Like aiohttp by default, a handler is not cancelled when its client gives up: a request
+    the client timed out on may still be accepted, as on the real service.
+
+    Counters for tests: ``in_flight``/``max_in_flight`` (requests being handled at once) and
+    ``overlaps`` (arrivals for an invoice while another request for it was being handled).
     """
 
     def __init__(
@@ -146,15 +144,14 @@ class FakeOMS:
         self.retry_after = retry_after
         self.fail_rate = fail_rate
         self.fail_status = fail_status
-        # Failure injection only needs to be repeatable, not secure.
-        self._random = random.Random(seed)  # noqa: S311
+        self.seed = seed
         self.requests: list[RecordedRequest] = []
-        self.updates: dict[tuple[str, str], list[Any]] = {}
+        self.updates: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.in_flight = 0
         self.max_in_flight = 0
         self.overlaps = 0
         self._active: collections.Counter[tuple[str, str]] = collections.Counter()
-        self._failures: collections.deque[tuple[int, bytes | None, dict[str, str], str | None]] = (
+        self._failures: collections.deque[tuple[int, bytes, Mapping[str, str], str | None]] = (
             collections.deque()
         )
         self._drops = 0
@@ -166,14 +163,27 @@ class FakeOMS:
         self._thread_stop: asyncio.Event | None = None
 
     def __repr__(self) -> str:
-        return f"FakeOMS(url={self.url if self._runner else None!r}, credentials=<redacted>)"
+        url = self.url if self._runner is not None else None
+        return f"FakeOMS(url={url!r}, app_key={self.app_key!r}, tokens=<redacted>)"
+
+    @property
+    def seed(self) -> int:
+        """Seed of the generator behind ``fail_rate``; setting it restarts the sequence."""
+        return self._seed
+
+    @seed.setter
+    def seed(self, value: int) -> None:
+        self._seed = value
+        # Failure injection only needs to be repeatable, not secure.
+        self._random = random.Random(value)  # noqa: S311
 
     @property
     def url(self) -> str:
-        """The base URL to give a client, e.g. ``http://127.0.0.1:54321``."""
+        """The base URL to give a client, e.g. ``http://127.0.0.1:54321`` (once started)."""
         if self._runner is None:
             raise RuntimeError("FakeOMS is not running")
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     # -- knobs -------------------------------------------------------------------------------
 
@@ -186,32 +196,35 @@ class FakeOMS:
         headers: Mapping[str, str] | None = None,
         content_type: str | None = None,
     ) -> None:
-        """Answer the next ``count`` authenticated requests with ``status`` (queued after any
-        earlier ``fail_next``); ``body`` defaults to a VTEX-shaped JSON error."""
-        if isinstance(body, str):
-            raw: bytes | None = body.encode()
-        elif isinstance(body, (dict, list, Mapping)):
-            raw = orjson.dumps(body)
-            content_type = content_type or _JSON
-        else:
+        """Answer the next ``count`` authenticated requests with ``status``, queued after any
+        earlier ``fail_next``. ``body`` is sent as is (str as UTF-8 text, dict/list as JSON);
+        by default a VTEX-shaped JSON error. ``headers`` are added (e.g. ``Retry-After``)."""
+        if body is None:
+            raw, content_type = _error_body(status), content_type or _JSON
+        elif isinstance(body, str):
+            raw, content_type = body.encode(), content_type or _TEXT
+        elif isinstance(body, bytes):
             raw = body
+        else:
+            raw, content_type = orjson.dumps(body), content_type or _JSON
         for _ in range(count):
             self._failures.append((status, raw, dict(headers or {}), content_type))
 
     def drop_next(self, count: int) -> None:
-        """Close the connection of the next ``count`` requests without answering."""
+        """Close the connection of the next ``count`` requests without answering, so clients
+        see a disconnection. (aiohttp's client resends an idempotent PUT once by itself.)"""
         self._drops += count
 
     def add_invoice(self, order_id: str, invoice_number: str) -> None:
-        """Make an invoice known (for ``strict`` mode)."""
+        """Make an invoice known, for ``strict`` mode."""
         self.known_invoices.add((order_id, invoice_number))
 
-    def accepted(self, order_id: str, invoice_number: str) -> list[Any]:
-        """The bodies accepted for one invoice, in arrival order."""
+    def accepted(self, order_id: str, invoice_number: str) -> list[dict[str, Any]]:
+        """The bodies accepted (200) for one invoice, parsed, in arrival order."""
         return self.updates.get((order_id, invoice_number), [])
 
     def reset(self) -> None:
-        """Forget recorded requests and updates, and queued failures and drops."""
+        """Forget recorded requests, updates and counters, and queued failures and drops."""
         self.requests.clear()
         self.updates.clear()
         self._failures.clear()
@@ -222,13 +235,18 @@ class FakeOMS:
     # -- request handling --------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
         ids = parse_tracking_path(request.raw_path)
+        early: web.HTTPException | None = None
+        try:
+            body = await request.read()
+        except web.HTTPException as exc:  # e.g. 413: a body over client_max_size
+            body, early = b"", exc
+        order_id, invoice_number = ids or (None, None)
         record = RecordedRequest(
             request.method,
             request.raw_path,
-            ids[0] if ids else None,
-            ids[1] if ids else None,
+            order_id,
+            invoice_number,
             CIMultiDict(request.headers),
             body,
         )
@@ -244,11 +262,10 @@ class FakeOMS:
                 await asyncio.sleep(self.latency)
             if self._drops > 0:
                 self._drops -= 1
-                assert request.transport is not None
-                request.transport.close()
+                if request.transport is not None:
+                    request.transport.close()
                 return web.Response(status=500)  # never reaches the client
-            response = self._answer(request, record, ids)
-            response.headers["X-Request-Id"] = uuid.uuid4().hex
+            response: web.StreamResponse = early or self._answer(request, record, ids)
             record.status = response.status
             return response
         finally:
@@ -268,6 +285,7 @@ class FakeOMS:
         )
 
     def _take_token(self) -> bool:
+        """One token from the bucket (refilled at ``rate_limit``/s, capped at ``burst``)."""
         if self.rate_limit is None:
             return True
         now = time.monotonic()
@@ -283,22 +301,20 @@ class FakeOMS:
         self, request: web.Request, record: RecordedRequest, ids: tuple[str, str] | None
     ) -> web.Response:
         if not self._authorized(request):
-            return web.Response(status=401, text="Unauthorized")
+            return _response(401, b"Unauthorized", _TEXT)
         if not self._take_token():
-            headers = {"Retry-After": self.retry_after} if self.retry_after is not None else {}
-            return web.Response(status=429, text="Too Many Requests", headers=headers)
+            retry = {"Retry-After": self.retry_after} if self.retry_after is not None else {}
+            return _response(429, b"Too Many Requests", _TEXT, retry)
         if self._failures:
             status, body, headers, content_type = self._failures.popleft()
-            if body is None:
-                body, content_type = _error_body(status, "Injected failure"), content_type or _JSON
-            return _raw_response(status, body, headers, content_type)
+            return _response(status, body, content_type, headers)
         if self.fail_rate > 0 and self._random.random() < self.fail_rate:
-            return _vtex_error(self.fail_status, "Injected failure")
+            return _response(self.fail_status, _error_body(self.fail_status), _JSON)
         if ids is None:
             return _vtex_error(404, "Resource not found")
         if request.method != "PUT":
             return _vtex_error(405, "Method not allowed", headers={"Allow": "PUT"})
-        if not request.headers.get("Content-Type", "").startswith("application/json"):
+        if request.content_type != "application/json":
             return _vtex_error(400, "Content-Type must be application/json")
         try:
             doc = orjson.loads(record.body)
@@ -306,31 +322,36 @@ class FakeOMS:
             return _vtex_error(400, "The request body is not valid JSON")
         problems = validate_request_body(doc)
         if problems:
-            return _raw_response(400, _error_body(400, "; ".join(problems)), {}, _JSON)
+            return _vtex_error(400, "; ".join(problems), "1")
         if self.strict and ids not in self.known_invoices:
             return _vtex_error(404, "Invoice Not Found", "OMS007")
         self.updates.setdefault(ids, []).append(doc)
         receipt = {"date": vtex_timestamp(), "orderId": ids[0], "receipt": uuid.uuid4().hex}
-        return _raw_response(200, orjson.dumps(receipt), {}, _JSON)
+        return _response(200, orjson.dumps(receipt), _JSON)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start listening in the running event loop."""
+        """Start listening in the running event loop; ``url`` is valid afterwards."""
+        if self._runner is not None:
+            raise RuntimeError("FakeOMS is already running")
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        # A short shutdown timeout: clients' idle keep-alive connections must not delay stop().
+        app.on_response_prepare.append(_add_request_id)
+        # A short shutdown timeout: handlers still sleeping (latency) must not delay stop();
+        # aiohttp cancels them after it, and their clients see a disconnection.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        self.port = server.sockets[0].getsockname()[1]
+        try:
+            await web.TCPSite(runner, self.host, self.port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self.port = runner.addresses[0][1]
         self._runner = runner
 
     async def stop(self) -> None:
-        """Stop listening and close every connection."""
+        """Stop listening and close every connection (idempotent)."""
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -339,16 +360,11 @@ class FakeOMS:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
     def __enter__(self) -> FakeOMS:
-        """Run the server in a background thread with its own event loop."""
+        """Run the server in a daemon thread with its own event loop; return once listening."""
         ready = threading.Event()
         errors: list[BaseException] = []
 
@@ -359,9 +375,9 @@ class FakeOMS:
                 await self.start()
             except BaseException as exc:
                 errors.append(exc)
-                ready.set()
                 return
-            ready.set()
+            finally:
+                ready.set()
             await self._thread_stop.wait()
             await self.stop()
 
@@ -372,26 +388,20 @@ class FakeOMS:
         ready.wait()
         if errors:
             self._thread.join()
+            self._thread = None
             raise errors[0]
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._thread is None or self._thread_loop is None or self._thread_stop is None:
+    def __exit__(self, *exc_info: object) -> None:
+        """Stop the background server and join its thread."""
+        thread, loop, stop = self._thread, self._thread_loop, self._thread_stop
+        self._thread = self._thread_loop = self._thread_stop = None
+        if thread is None or loop is None or stop is None:
             return
-        self._thread_loop.call_soon_threadsafe(self._thread_stop.set)
-        self._thread.join(timeout=10)
-        self._thread = None
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=10)
 
 
-def _raw_response(
-    status: int, body: bytes | None, headers: Mapping[str, str], content_type: str | None
-) -> web.Response:
-    response = web.Response(status=status, body=body or b"", headers=dict(headers))
-    if content_type is not None:
-        response.headers["Content-Type"] = content_type
-    return response
+async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """Give every answer, errors included, an ``X-Request-Id`` like VTEX's."""
+    response.headers.setdefault("X-Request-Id", uuid.uuid4().hex)
