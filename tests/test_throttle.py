@@ -1,0 +1,94 @@
+"""Pacing primitives with a fake clock: the token bucket and the adaptive rate's states."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from vtex_tracking._throttle import MEASURE_TIME, AdaptiveRate, TokenBucket
+
+pytestmark = pytest.mark.anyio
+
+
+class Clock:
+    """A manual monotonic clock."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_bucket_spends_its_burst_then_refills_at_its_rate() -> None:
+    """A bucket at 10/s holds 1 token (its burst) and refills one per 0.1 s."""
+    clock = Clock()
+    bucket = TokenBucket(10.0, clock=clock)
+    assert bucket._wait_time() == 0.0
+    bucket._tokens -= 1
+    assert bucket._wait_time() == pytest.approx(0.1)
+    clock.now += 0.05
+    assert bucket._wait_time() == pytest.approx(0.05)
+
+
+def test_pause_holds_every_sender_until_the_deadline() -> None:
+    """pause_until makes the wait at least the remaining pause, even when unlimited."""
+    clock = Clock()
+    bucket = TokenBucket(None, clock=clock)
+    bucket.pause_until(clock.now + 3)
+    assert bucket._wait_time() == pytest.approx(3.0)
+    clock.now += 3
+    assert bucket._wait_time() == 0.0
+
+
+async def test_lowering_the_rate_applies_to_senders_already_waiting() -> None:
+    """A waiter does not keep a slot reserved at the old rate: a rate change wakes it."""
+    bucket = TokenBucket(1000.0)
+    bucket._tokens = 0.0
+    bucket.set_rate(0.5)  # now a token takes two seconds
+    with anyio.move_on_after(0.3) as scope:
+        await bucket.acquire()
+    assert scope.cancelled_caught  # still waiting: the new, slower rate applies
+    bucket.set_rate(1000.0)
+    with anyio.fail_after(1):
+        await bucket.acquire()  # woken at once by the faster rate
+
+
+def test_adaptive_rate_probes_measures_and_settles_under_the_limit() -> None:
+    """unlimited -> probe (from what got through) -> measure -> cubic at BETA x measured."""
+    clock = Clock()
+    bucket = TokenBucket(None, clock=clock)
+    adaptive = AdaptiveRate(bucket, clock=clock)
+    for _ in range(20):
+        adaptive.on_success()
+    clock.now += 0.5
+    adaptive.on_throttle()
+    assert adaptive.state == "probe"
+    assert bucket.rate == pytest.approx(20.0)  # 20 successes, over at least one second
+    clock.now += 1.0
+    adaptive.on_success()
+    assert bucket.rate is not None and bucket.rate > 100  # doubled several times
+    adaptive.on_throttle()
+    assert adaptive.state == "measure"
+    # The server accepts 100/s: 20 successes in 0.2 s while more 429s arrive.
+    for _ in range(20):
+        clock.now += MEASURE_TIME / 20
+        adaptive.on_success()
+        adaptive.on_throttle()
+    assert adaptive.state == "cubic"
+    assert bucket.rate == pytest.approx(90.0, rel=0.15)
+
+
+def test_adaptive_rate_respects_the_fixed_ceiling() -> None:
+    """With rate_limit set, the adaptive rate never exceeds it."""
+    clock = Clock()
+    bucket = TokenBucket(50.0, clock=clock)
+    adaptive = AdaptiveRate(bucket, ceiling=50.0, clock=clock)
+    for _ in range(500):
+        adaptive.on_success()
+    clock.now += 1
+    adaptive.on_throttle()
+    clock.now += 10
+    for _ in range(100):
+        adaptive.on_success()
+    assert bucket.rate is not None and bucket.rate <= 50.0
