@@ -276,3 +276,65 @@ def test_sigint_stops_and_every_update_is_accounted_for(tmp_path: pathlib.Path) 
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["interrupted"] is True
     assert summary["total"] == 3000
+
+
+def test_stdin_is_read_as_jsonl(oms: FakeOMS) -> None:
+    """`-` reads JSONL from standard input."""
+    env = {
+        **os.environ,
+        "VTEX_ACCOUNT_NAME": "acme",
+        "VTEX_APP_KEY": oms.app_key,
+        "VTEX_APP_TOKEN": oms.app_token,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "vtex_tracking.cli", "push", "-", "--base-url", oms.url, "--json"],
+        input=JSONL.read_text(encoding="utf-8"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["succeeded"] == 30
+    assert len(oms.updates) == 30
+
+
+def test_fake_server_command_serves_until_interrupted() -> None:
+    """`fake-server` prints its URL and credentials, accepts updates, and stops on Ctrl-C."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vtex_tracking.cli", "fake-server", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert f"http://127.0.0.1:{port}" in first
+        key = process.stdout.readline().split(":", 1)[1].strip()
+        token = process.stdout.readline().split(":", 1)[1].strip()
+        record = _lines(JSONL)[0]
+        body = {k: record[k] for k in ("isDelivered", "deliveredDate", "events")}
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/oms/pvt/orders/o-1/invoice/NF-1/tracking",
+            data=json.dumps(body).encode(),
+            method="PUT",
+            headers={
+                "X-VTEX-API-AppKey": key,
+                "X-VTEX-API-AppToken": token,
+                "Content-Type": "application/json",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=20)
+    assert process.returncode == 0
+    assert "Stopped after 1 requests" in out
