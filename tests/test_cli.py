@@ -1,7 +1,12 @@
-"""The vtex-tracking command line, against FakeOMS over real sockets."""
+"""The vtex-tracking command line, against FakeOMS over real sockets.
+
+Most tests call ``main([...])`` in-process; exit codes, signals and ``fake-server`` are also
+checked in real subprocesses (``python -m vtex_tracking.cli``).
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pathlib
@@ -9,6 +14,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -18,48 +25,83 @@ from vtex_tracking.testing import FakeOMS
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 JSONL = EXAMPLES / "sample-updates.jsonl"
 CSV = EXAMPLES / "sample-updates.csv"
+CSV_HEADER = "orderId,invoiceNumber,city,state,description,date,isDelivered,deliveredDate\n"
+CREDENTIAL_VARIABLES = (
+    "VTEX_ACCOUNT_NAME",
+    "VTEX_ENVIRONMENT",
+    "VTEX_APP_KEY",
+    "VTEX_APP_TOKEN",
+    "VTEX_USER_TOKEN",
+)
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_dir(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every test in its own directory, where default failures files land."""
+    monkeypatch.chdir(tmp_path)
+    for name in CREDENTIAL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
-def oms(monkeypatch: pytest.MonkeyPatch) -> FakeOMS:
+def oms(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOMS]:
     """A threaded FakeOMS whose credentials are in the VTEX_* environment variables."""
     with FakeOMS() as server:
         monkeypatch.setenv("VTEX_ACCOUNT_NAME", "acme")
         monkeypatch.setenv("VTEX_APP_KEY", server.app_key)
         monkeypatch.setenv("VTEX_APP_TOKEN", server.app_token)
-        monkeypatch.delenv("VTEX_USER_TOKEN", raising=False)
         yield server
 
 
-def _lines(path: pathlib.Path) -> list[dict[str, object]]:
+def _records(path: pathlib.Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _body(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: record[k] for k in ("isDelivered", "deliveredDate", "events")}
+
+
+def _event(city: str, state: str, description: str, date: str) -> dict[str, str]:
+    return {"city": city, "state": state, "description": description, "date": date}
+
+
+def _line(order: str, invoice: str = "NF-1", **fields: Any) -> str:
+    doc = {"orderId": order, "invoiceNumber": invoice, "isDelivered": False, "deliveredDate": None}
+    doc["events"] = [_event("Recife", "PE", "Objeto postado", "2026-11-02")]
+    doc.update(fields)
+    return json.dumps(doc, ensure_ascii=False)
+
+
+# -- happy paths ----------------------------------------------------------------------------
 
 
 def test_jsonl_file_is_pushed_as_written(
     oms: FakeOMS, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Every JSONL update reaches the server with its events, in order, Portuguese intact."""
-    code = main(["push", str(JSONL), "--base-url", oms.url, "--failed", str(tmp_path / "f.jsonl")])
-    assert code == 0
-    expected = _lines(JSONL)
-    for record in expected:
-        accepted = oms.accepted(str(record["orderId"]), str(record["invoiceNumber"]))
-        body = {k: record[k] for k in ("isDelivered", "deliveredDate", "events")}
-        assert accepted == [body]
-    assert any("ã" in json.dumps(b, ensure_ascii=False) for b in oms.updates.values())
+    """Every JSONL update reaches the server as written: per invoice in file order, events in
+    order, Portuguese intact; no failures file is created."""
+    assert main(["push", str(JSONL), "--base-url", oms.url]) == 0
+    expected: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for record in _records(JSONL):
+        expected.setdefault((record["orderId"], record["invoiceNumber"]), []).append(_body(record))
+    assert oms.updates == expected
+    assert any(len(bodies) == 2 for bodies in expected.values())  # the sample repeats invoices
+    sent = json.dumps(list(oms.updates.values()), ensure_ascii=False)
+    assert "Em trânsito para São Paulo - SP" in sent
     out = capsys.readouterr().out
-    assert f"{len(expected)} updates" in out and f"{len(expected)} succeeded" in out
-    assert not (tmp_path / "f.jsonl").exists()
+    assert "Done: 30 updates" in out and "30 succeeded, 0 failed" in out
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_csv_rows_of_an_invoice_become_one_update(oms: FakeOMS, tmp_path: pathlib.Path) -> None:
-    """Consecutive CSV rows of one invoice are one update with the events in file order."""
+    """Consecutive CSV rows of one invoice are one update, events in file order; its delivery
+    state is the last one its rows give."""
     path = tmp_path / "eventos.csv"
     path.write_text(
-        "orderId,invoiceNumber,city,state,description,date,isDelivered,deliveredDate\n"
-        "o-1,NF-1,Recife,PE,Objeto postado,2026-11-01,false,\n"
-        "o-1,NF-1,Olinda,PE,Entregue ao destinatário,2026-11-03,true,2026-11-03 10:15\n"
-        "o-2,NF-2,Natal,RN,Em trânsito,2026-11-02,,\n",
+        CSV_HEADER + "o-1,NF-1,Recife,PE,Objeto postado,2026-11-01,false,\n"
+        'o-1,NF-1,Olinda,PE,"Saiu para entrega, rota 3",2026-11-02,,\n'
+        "o-1,NF-1,Olinda,PE,Entregue ao destinatário,2026-11-03,sim,2026-11-03 10:15\n"
+        "o-2,NF-2,Natal,RN,Em trânsito para João Pessoa - PB,2026-11-02,,\n",
         encoding="utf-8",
     )
     assert main(["push", str(path), "--base-url", oms.url]) == 0
@@ -68,273 +110,397 @@ def test_csv_rows_of_an_invoice_become_one_update(oms: FakeOMS, tmp_path: pathli
             "isDelivered": True,
             "deliveredDate": "2026-11-03 10:15",
             "events": [
-                {
-                    "city": "Recife",
-                    "state": "PE",
-                    "description": "Objeto postado",
-                    "date": "2026-11-01",
-                },
-                {
-                    "city": "Olinda",
-                    "state": "PE",
-                    "description": "Entregue ao destinatário",
-                    "date": "2026-11-03",
-                },
+                _event("Recife", "PE", "Objeto postado", "2026-11-01"),
+                _event("Olinda", "PE", "Saiu para entrega, rota 3", "2026-11-02"),
+                _event("Olinda", "PE", "Entregue ao destinatário", "2026-11-03"),
             ],
         }
     ]
-    assert len(oms.accepted("o-2", "NF-2")) == 1
+    assert oms.accepted("o-2", "NF-2")[0]["isDelivered"] is False
     assert len(oms.updates) == 2
+
+
+def test_sample_csv_is_one_update_per_invoice(oms: FakeOMS) -> None:
+    """The sample CSV's 85 rows become its 20 invoices' updates."""
+    assert main(["push", str(CSV), "--base-url", oms.url]) == 0
+    assert len(oms.updates) == 20
+    assert all(len(bodies) == 1 for bodies in oms.updates.values())
+    assert sum(len(b[0]["events"]) for b in oms.updates.values()) == 84
+
+
+def test_excel_csv_with_bom_and_semicolons_is_read(oms: FakeOMS, tmp_path: pathlib.Path) -> None:
+    """A UTF-8 BOM and ';' separators (Excel in Brazil) are accepted."""
+    path = tmp_path / "excel.csv"
+    text = CSV_HEADER.replace(",", ";") + "o-1;NF-1;São Paulo;SP;Objeto postado;2026-11-01;;\n"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert main(["push", str(path), "--base-url", oms.url]) == 0
+    assert oms.accepted("o-1", "NF-1")[0]["events"][0]["city"] == "São Paulo"
+
+
+def test_stdin_is_read_as_jsonl(
+    oms: FakeOMS, monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    """'-' reads JSONL from stdin; its failures go to stdin.failed.jsonl."""
+    data = f"{_line('o-1')}\nnot json\n".encode()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+    assert main(["push", "-", "--base-url", oms.url]) == 1
+    assert len(oms.accepted("o-1", "NF-1")) == 1
+    assert _records(tmp_path / "stdin.failed.jsonl")[0]["source"] == "<stdin>:2"
+
+
+def test_fake_flag_needs_no_credentials(capsys: pytest.CaptureFixture[str]) -> None:
+    """--fake pushes to an embedded server without any credentials."""
+    assert main(["push", str(JSONL), "--fake"]) == 0
+    captured = capsys.readouterr()
+    assert "30 succeeded" in captured.out
+    assert "embedded fake VTEX" in captured.err
+
+
+# -- nothing lost ---------------------------------------------------------------------------
 
 
 def test_malformed_lines_are_reported_and_kept(
     oms: FakeOMS, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A bad line is named file:line with the reason, kept raw in the failures file, and the
-    rest is still pushed; exit status 1."""
-    good = JSONL.read_text(encoding="utf-8").splitlines()[0]
+    """Each bad line is named file:line with its reason on stderr, kept raw in the failures
+    file, and the rest is still pushed; exit status 1."""
     path = tmp_path / "mixed.jsonl"
-    path.write_text(
-        f'{good}\n{{"orderId": "o", "invoiceNumber"\n'
-        '{"orderId": "o", "invoiceNumber": "1", "events": [{"city": ""}]}\n',
-        encoding="utf-8",
-    )
+    bad = [
+        '{"orderId": "o", "invoiceNumber"',
+        _line("o-3", invoice=30700),  # type: ignore[arg-type]
+        _line("o-4", isDelivred=True),
+        _line("o-5", events=[_event("Natal", "RN", "Postado", "04/11/2026")]),
+        _line("o-6", events=[_event("", "RN", "Postado", "2026-11-04")]),
+        _line("o-7 "),
+        "[1, 2]",
+    ]
+    path.write_text("\n".join([_line("o-1"), *bad, _line("o-2")]) + "\n", encoding="utf-8")
     failed = tmp_path / "failed.jsonl"
     assert main(["push", str(path), "--base-url", oms.url, "--failed", str(failed)]) == 1
     err = capsys.readouterr().err
-    assert f"{path}:2: not valid JSON" in err
-    assert f"{path}:3:" in err and "state: required field missing" in err
-    records = _lines(failed)
-    assert [r["source"] for r in records] == [f"{path}:2", f"{path}:3"]
-    assert records[0]["raw"] == '{"orderId": "o", "invoiceNumber"'
-    assert len(oms.updates) == 1
+    for number, reason in [
+        (2, "not valid JSON"),
+        (3, "invoiceNumber: expected a string, got integer"),
+        (4, "isDelivred: unknown field; did you mean 'isDelivered'?"),
+        (5, "events[0].date: expected YYYY-MM-DD, got '04/11/2026'"),
+        (6, "events[0].city: must not be empty"),
+        (7, "orderId: must not start or end with whitespace"),
+        (8, "expected a JSON object, got array"),
+    ]:
+        assert f"{path}:{number}: {reason}" in err
+    records = _records(failed)
+    assert [r["source"] for r in records] == [f"{path}:{n}" for n in range(2, 9)]
+    assert [r["raw"] for r in records] == bad
+    assert set(oms.updates) == {("o-1", "NF-1"), ("o-2", "NF-1")}
+
+
+def test_bytes_that_are_not_utf8_spoil_only_their_line(
+    oms: FakeOMS, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Latin-1 byte is one malformed line or row (kept visible in 'raw'), not a crash."""
+    jsonl, csv_path = tmp_path / "a.jsonl", tmp_path / "b.csv"
+    latin = _line("o-2", events=[_event("São Paulo", "SP", "Objeto postado", "2026-11-01")])
+    jsonl.write_bytes(f"{_line('o-1')}\n".encode() + latin.encode("latin-1") + b"\n")
+    csv_path.write_bytes(
+        (CSV_HEADER + "o-3,NF-3,Recife,PE,Objeto postado,2026-11-01,,\n").encode()
+        + "o-4,NF-4,São Paulo,SP,Objeto postado,2026-11-01,,\n".encode("latin-1")
+    )
+    assert main(["push", str(jsonl), str(csv_path), "--base-url", oms.url]) == 1
+    assert set(oms.updates) == {("o-1", "NF-1"), ("o-3", "NF-3")}
+    assert f"{csv_path}:3: not UTF-8 (byte 0xe3)" in capsys.readouterr().err
+    records = _records(tmp_path / "a.failed.jsonl")
+    assert [r["source"] for r in records] == [f"{jsonl}:2", f"{csv_path}:3"]
+    assert all("S\\xe3o Paulo" in r["raw"] for r in records)
+
+
+def test_csv_rows_of_an_invoice_that_are_not_together_are_refused(
+    oms: FakeOMS, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An invoice whose rows come back later would erase its earlier events at VTEX: those
+    later rows are reported, not sent, and kept in the failures file."""
+    path = tmp_path / "log.csv"
+    path.write_text(
+        CSV_HEADER + "o-1,NF-1,Recife,PE,Objeto postado,2026-11-01,,\n"
+        "o-2,NF-2,Natal,RN,Objeto postado,2026-11-01,,\n"
+        "o-1,NF-1,Recife,PE,Saiu para entrega,2026-11-02,,\n",
+        encoding="utf-8",
+    )
+    assert main(["push", str(path), "--base-url", oms.url]) == 1
+    assert [len(b[0]["events"]) for b in oms.updates.values()] == [1, 1]
+    assert f"{path}:4: this invoice already had rows at {path}:2" in capsys.readouterr().err
+    (record,) = _records(tmp_path / "log.failed.jsonl")
+    assert record["raw"] == "o-1,NF-1,Recife,PE,Saiu para entrega,2026-11-02,,"
 
 
 def test_failures_file_round_trip(oms: FakeOMS, tmp_path: pathlib.Path) -> None:
-    """Refused updates land in the failures file; pushing that file sends exactly those."""
+    """Refused updates land in the default failures file in the input format; pushing that
+    file sends exactly those, and leaves it untouched."""
     oms.fail_next(3, 404)
-    failed = tmp_path / "failed.jsonl"
-    assert (
-        main(
-            [
-                "push",
-                str(JSONL),
-                "--base-url",
-                oms.url,
-                "--concurrency",
-                "1",
-                "--failed",
-                str(failed),
-            ]
-        )
-        == 1
-    )
-    records = _lines(failed)
-    assert len(records) == 3
-    assert all("HTTP 404" in str(r["error"]) for r in records)
-    retried = {(r["orderId"], r["invoiceNumber"]) for r in records}
-    assert not any(oms.accepted(str(o), str(i)) for o, i in retried)
+    assert main(["push", str(JSONL), "--base-url", oms.url, "--concurrency", "1"]) == 1
+    failed = tmp_path / "sample-updates.failed.jsonl"
+    records = _records(failed)
+    assert len(records) == 3 and all("404" in r["error"] for r in records)
+    assert all(r["source"].startswith(f"{JSONL}:") for r in records)
+    by_line = {r["source"]: r for r in records}
+    lines = JSONL.read_text(encoding="utf-8").splitlines()
+    for source, record in by_line.items():
+        original = json.loads(lines[int(source.rsplit(":", 1)[1]) - 1])
+        assert {k: record[k] for k in original} == original
+    before = failed.read_bytes()
     oms.reset()
     assert main(["push", str(failed), "--base-url", oms.url]) == 0
-    assert set(oms.updates) == retried
+    assert sorted(k for k, v in oms.updates.items() for _ in v) == sorted(
+        (r["orderId"], r["invoiceNumber"]) for r in records
+    )
+    assert failed.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sample-updates.failed.jsonl"]
+
+
+def test_retrying_a_failures_file_never_overwrites_it(
+    oms: FakeOMS, tmp_path: pathlib.Path
+) -> None:
+    """Pushing day.failed.jsonl writes its own failures to day.failed-2.jsonl."""
+    retry = tmp_path / "day.failed.jsonl"
+    retry.write_text(f"{_line('o-1')}\n{{oops\n{_line('o-2')}\n", encoding="utf-8")
+    before = retry.read_bytes()
+    assert main(["push", "day.failed.jsonl", "--base-url", oms.url]) == 1
+    assert retry.read_bytes() == before
+    assert _records(tmp_path / "day.failed-2.jsonl")[0]["raw"] == "{oops"
+    assert set(oms.updates) == {("o-1", "NF-1"), ("o-2", "NF-1")}
+
+
+def test_failed_option_cannot_name_an_input(
+    oms: FakeOMS, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--failed pointing at an input file is a usage error; nothing is sent."""
+    assert main(["push", str(JSONL), "--failed", str(JSONL), "--base-url", oms.url]) == 2
+    assert "cannot be one of the inputs" in capsys.readouterr().err
+    assert oms.requests == []
+
+
+def test_a_malformed_line_stays_malformed_after_a_retry(
+    oms: FakeOMS, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failures file's raw-only record is reported again, its raw text kept as it was."""
+    kept = tmp_path / "kept.jsonl"
+    kept.write_text('{"source": "a.jsonl:7", "raw": "{oops", "error": "not JSON"}\n', "utf-8")
+    assert main(["push", str(kept), "--base-url", oms.url]) == 1
+    assert "malformed in an earlier run (a.jsonl:7" in capsys.readouterr().err
+    assert _records(tmp_path / "kept.failed.jsonl")[0]["raw"] == "{oops"
+
+
+# -- options and exit statuses --------------------------------------------------------------
 
 
 def test_dry_run_sends_nothing(oms: FakeOMS, capsys: pytest.CaptureFixture[str]) -> None:
     """--dry-run reads and validates every record and makes no request."""
     assert main(["push", str(JSONL), str(CSV), "--dry-run", "--base-url", oms.url]) == 0
     assert oms.requests == []
-    assert "valid=" in capsys.readouterr().out
+    assert "50 valid, 0 malformed. Nothing was sent." in capsys.readouterr().out
 
 
 def test_json_summary_is_the_last_line(oms: FakeOMS, capsys: pytest.CaptureFixture[str]) -> None:
     """--json ends stdout with one JSON object holding the totals."""
-    assert main(["push", str(CSV), "--base-url", oms.url, "--json"]) == 0
+    oms.fail_next(2, 400)
+    assert main(["push", str(CSV), "--base-url", oms.url, "--json", "--concurrency", "1"]) == 1
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert last["total"] == last["succeeded"] == len(oms.updates)
-    assert last["failed"] == 0
-    assert last["elapsed_s"] >= 0
+    assert (last["total"], last["succeeded"], last["failed"]) == (20, 18, 2)
+    assert last["by_outcome"] == {"200": 18, "400": 2}
+    assert last["failures_file"] == "sample-updates.failed.jsonl"
+    assert last["elapsed_s"] > 0 and last["interrupted"] is False
 
 
-def test_missing_file_exits_2_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
-    """An unreadable input stops before anything is sent, naming the file; exit 2."""
-    assert main(["push", str(JSONL), "nao-existe.jsonl", "--fake"]) == 2
-    assert "nao-existe.jsonl" in capsys.readouterr().err
+def test_missing_file_exits_2_naming_it(oms: FakeOMS, capsys: pytest.CaptureFixture[str]) -> None:
+    """An unreadable input stops everything before anything is sent, naming the file."""
+    assert main(["push", str(JSONL), "nao-existe.jsonl", "--base-url", oms.url]) == 2
+    assert "nao-existe.jsonl: cannot read" in capsys.readouterr().err
+    assert oms.requests == []
 
 
-def test_missing_credentials_exit_2_naming_variables(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Without credentials the error names the environment variables; exit 2."""
-    for name in ("VTEX_ACCOUNT_NAME", "VTEX_APP_KEY", "VTEX_APP_TOKEN", "VTEX_USER_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
+def test_missing_credentials_exit_2_naming_variables(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without credentials the error names the environment variables to set."""
     assert main(["push", str(JSONL)]) == 2
     err = capsys.readouterr().err
-    assert "VTEX_ACCOUNT_NAME" in err and "VTEX_APP_TOKEN" in err
+    assert "VTEX_ACCOUNT_NAME" in err and "VTEX_APP_KEY" in err and "VTEX_APP_TOKEN" in err
 
 
-def test_usage_error_exits_2() -> None:
-    """Unknown options are usage errors."""
-    assert main(["push", str(JSONL), "--concurrency", "0"]) == 2
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["push", str(JSONL), "--concurrency", "0"],
+        ["push", str(JSONL), "--fake", "--base-url", "http://127.0.0.1:1"],
+        ["push", str(JSONL), "--rate-limit", "-1"],
+        ["push", "updates.txt"],
+        ["push"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Bad options, or a file of unknown type, are usage errors."""
+    assert main(argv) == 2
+    assert capsys.readouterr().err
 
 
 def test_plain_progress_lines_when_not_a_tty(
     oms: FakeOMS, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Without a terminal, progress is printed as plain lines on stderr."""
-    monkeypatch.setattr(_report, "PLAIN_PROGRESS_EVERY", 0.0)
-    assert main(["push", str(JSONL), "--base-url", oms.url]) == 0
-    err = capsys.readouterr().err
-    assert "progress: read" in err and "succeeded" in err
+    """Without a terminal, progress is printed as plain periodic lines on stderr."""
+    monkeypatch.setattr(_report, "PLAIN_PROGRESS_EVERY", 0.01)
+    oms.latency = 0.02
+    assert main(["push", str(JSONL), "--base-url", oms.url, "--concurrency", "2"]) == 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("progress: ")]
+    assert len(lines) >= 2
+    assert "ok" in lines[-1] and "in flight" in lines[-1] and "requests/s" in lines[-1]
 
 
-def test_secrets_never_printed_or_written(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+def test_refused_credentials_appear_nowhere(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A refused key and token appear in no output and not in the failures file."""
+    """Refused credentials stop the push (every update in the failures file, the reason in
+    the summary) and appear in no output, even with -v, nor in the failures file."""
     with FakeOMS() as server:
-        monkeypatch.setenv("VTEX_ACCOUNT_NAME", "acme")
-        failed = tmp_path / "f.jsonl"
         code = main(
             [
-                "push",
-                str(JSONL),
-                "--base-url",
-                server.url,
-                "-v",
-                "--app-key",
-                "vtexappkey-SUPERSECRET",
-                "--app-token",
-                "TOKEN-SUPERSECRET",
-                "--failed",
-                str(failed),
-                "--json",
+                *("push", str(JSONL), "--base-url", server.url, "-v", "--account", "acme"),
+                *("--app-key", "vtexappkey-SUPERSECRET", "--app-token", "TOKEN-SUPERSECRET"),
             ]
         )
     assert code == 1
     captured = capsys.readouterr()
-    for text in (captured.out, captured.err, failed.read_text(encoding="utf-8")):
+    failures = (tmp_path / "sample-updates.failed.jsonl").read_text(encoding="utf-8")
+    assert len(failures.splitlines()) == 30
+    assert "PUT /api/oms/pvt/orders/" in captured.err  # -v logs requests
+    assert "kept refusing the credentials" in captured.out
+    for text in (captured.out, captured.err, failures):
         assert "SUPERSECRET" not in text
-    assert "auth" in captured.out
 
 
-def test_fake_flag_needs_no_credentials(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_accepted_credentials_appear_nowhere(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """--fake pushes to an embedded server without any credentials."""
-    for name in ("VTEX_ACCOUNT_NAME", "VTEX_APP_KEY", "VTEX_APP_TOKEN", "VTEX_USER_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    assert main(["push", str(JSONL), "--fake"]) == 0
-    assert "30 succeeded" in capsys.readouterr().out
+    """Working credentials from the environment are not echoed either (verbose, JSON,
+    failures file)."""
+    with FakeOMS(app_key="vtexappkey-DISTINCT-KEY", app_token="DISTINCT-TOKEN-42") as server:
+        monkeypatch.setenv("VTEX_ACCOUNT_NAME", "acme")
+        monkeypatch.setenv("VTEX_APP_KEY", server.app_key)
+        monkeypatch.setenv("VTEX_APP_TOKEN", server.app_token)
+        server.fail_next(1, 404)
+        assert main(["push", str(JSONL), "--base-url", server.url, "-v", "--json"]) == 1
+    captured = capsys.readouterr()
+    failures = (tmp_path / "sample-updates.failed.jsonl").read_text(encoding="utf-8")
+    for text in (captured.out, captured.err, failures):
+        assert "DISTINCT-KEY" not in text and "DISTINCT-TOKEN" not in text
 
 
-def test_sigint_stops_and_every_update_is_accounted_for(tmp_path: pathlib.Path) -> None:
-    """Ctrl-C: exit 130, and every input update is accepted by the server or in the failures
-    file (including the input not read yet)."""
-    big = tmp_path / "big.jsonl"
-    template = _lines(JSONL)[0]
-    with big.open("w", encoding="utf-8") as out:
-        for n in range(3000):
-            out.write(json.dumps({**template, "orderId": f"big-{n}"}, ensure_ascii=False) + "\n")
-    failed = tmp_path / "failed.jsonl"
-    with FakeOMS(latency=0.01) as server:
-        env = {
-            **os.environ,
-            "VTEX_ACCOUNT_NAME": "acme",
-            "VTEX_APP_KEY": server.app_key,
-            "VTEX_APP_TOKEN": server.app_token,
-        }
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "vtex_tracking.cli",
-                "push",
-                str(big),
-                "--base-url",
-                server.url,
-                "--concurrency",
-                "4",
-                "--failed",
-                str(failed),
-                "--json",
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 20
-        while len(server.updates) < 50 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
-        accepted = {order for order, _ in server.updates}
-    assert process.returncode == 130, err
-    assert 50 <= len(accepted) < 3000
-    in_failures = {str(r["orderId"]) for r in _lines(failed)}
-    assert accepted | in_failures == {f"big-{n}" for n in range(3000)}
-    summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["interrupted"] is True
-    assert summary["total"] == 3000
+# -- subprocesses: signals and fake-server ----------------------------------------------------
 
 
-def test_stdin_is_read_as_jsonl(oms: FakeOMS) -> None:
-    """`-` reads JSONL from standard input."""
-    env = {
-        **os.environ,
-        "VTEX_ACCOUNT_NAME": "acme",
-        "VTEX_APP_KEY": oms.app_key,
-        "VTEX_APP_TOKEN": oms.app_token,
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "vtex_tracking.cli", "push", "-", "--base-url", oms.url, "--json"],
-        input=JSONL.read_text(encoding="utf-8"),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1])["succeeded"] == 30
-    assert len(oms.updates) == 30
-
-
-def test_fake_server_command_serves_until_interrupted() -> None:
-    """`fake-server` prints its URL and credentials, accepts updates, and stops on Ctrl-C."""
-    import socket
-    import urllib.request
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vtex_tracking.cli", "fake-server", "--port", str(port)],
+def _cli(*args: str, env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vtex_tracking.cli", *args],
+        env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        encoding="utf-8",
+        **kwargs,
     )
-    try:
-        assert process.stdout is not None
-        first = process.stdout.readline()
-        assert f"http://127.0.0.1:{port}" in first
-        key = process.stdout.readline().split(":", 1)[1].strip()
-        token = process.stdout.readline().split(":", 1)[1].strip()
-        record = _lines(JSONL)[0]
-        body = {k: record[k] for k in ("isDelivered", "deliveredDate", "events")}
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/api/oms/pvt/orders/o-1/invoice/NF-1/tracking",
-            data=json.dumps(body).encode(),
-            method="PUT",
-            headers={
-                "X-VTEX-API-AppKey": key,
-                "X-VTEX-API-AppToken": token,
-                "Content-Type": "application/json",
-            },
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status == 200
-    finally:
+
+
+def _wait_for(condition: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _big_file(path: pathlib.Path, count: int) -> set[str]:
+    template = json.loads(JSONL.read_text(encoding="utf-8").splitlines()[0])
+    with path.open("w", encoding="utf-8") as out:
+        for n in range(count):
+            out.write(json.dumps({**template, "orderId": f"big-{n}"}, ensure_ascii=False) + "\n")
+    return {f"big-{n}" for n in range(count)}
+
+
+def _env(server: FakeOMS) -> dict[str, str]:
+    return {
+        "VTEX_ACCOUNT_NAME": "acme",
+        "VTEX_APP_KEY": server.app_key,
+        "VTEX_APP_TOKEN": server.app_token,
+    }
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_exits_130_and_every_update_is_accounted_for(
+    signum: int, tmp_path: pathlib.Path
+) -> None:
+    """Ctrl-C or SIGTERM: exit 130, and every input update is accepted by the server or in the
+    failures file, including those cancelled in flight and those not read yet."""
+    orders = _big_file(tmp_path / "big.jsonl", 3000)
+    with FakeOMS(latency=0.01) as server:
+        process = _cli("push", "big.jsonl", "--base-url", server.url, "--json", env=_env(server))
+        _wait_for(lambda: len(server.updates) >= 50)
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=30)
+        accepted = {order for order, _ in server.updates}
+    assert process.returncode == 130, err
+    assert "Interrupted: stopping" in err
+    in_failures = {r["orderId"] for r in _records(tmp_path / "big.failed.jsonl")}
+    assert 50 <= len(accepted) < 3000
+    assert accepted | in_failures == orders
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["interrupted"] is True and summary["total"] == 3000
+    assert summary["succeeded"] + len(in_failures) == 3000
+    assert summary["by_outcome"]["not sent"] > 0
+
+
+def test_second_interrupt_stops_reading_and_says_where(tmp_path: pathlib.Path) -> None:
+    """When stdin never ends, a second Ctrl-C stops reading it: what was read is accounted
+    for, and the summary names the last line read."""
+    lines = [_line(f"o-{n}") for n in range(40)]
+    with FakeOMS(latency=0.05) as server:
+        process = _cli(
+            "push", "-", "--base-url", server.url, "--concurrency", "1", "--json",
+            env=_env(server), stdin=subprocess.PIPE,
+        )  # fmt: skip
+        assert process.stdin is not None
+        process.stdin.write("\n".join(lines) + "\n")
+        process.stdin.flush()
+        _wait_for(lambda: len(server.updates) >= 2)
         process.send_signal(signal.SIGINT)
-        out, _ = process.communicate(timeout=20)
+        failures = tmp_path / "stdin.failed.jsonl"
+        _wait_for(lambda: failures.exists() and len(server.updates) + len(_records(failures)) >= 40)
+        process.send_signal(signal.SIGINT)  # stdin is still open: reading would never end
+        process.wait(timeout=30)
+        assert process.stdout is not None and process.stderr is not None
+        out, err = process.stdout.read(), process.stderr.read()
+        process.stdin.close()
+        process.stdout.close()
+        process.stderr.close()
+        accepted = {order for order, _ in server.updates}
+    assert process.returncode == 130, err
+    assert accepted | {r["orderId"] for r in _records(failures)} == {f"o-{n}" for n in range(40)}
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["unread_after"] == "<stdin>:40"
+    assert "NOT read, and not in the failures file: the input after <stdin>:40" in out
+
+
+def test_fake_server_serves_until_ctrl_c(tmp_path: pathlib.Path) -> None:
+    """fake-server prints its URL and credentials, accepts pushes (here with latency), and
+    stops on Ctrl-C with exit 0 and a count."""
+    process = _cli("fake-server", "--port", "0", "--latency", "0.01")
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    url = first.rsplit(" ", 1)[1].strip()
+    credentials = process.stdout.readline()
+    assert "vtexappkey-fake-oms" in credentials and "fake-oms-app-token" in credentials
+    code = main(
+        [
+            *("push", str(JSONL), "--base-url", url, "--account", "acme"),
+            *("--app-key", "vtexappkey-fake-oms", "--app-token", "fake-oms-app-token"),
+        ]
+    )
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=10)
+    assert code == 0
     assert process.returncode == 0
-    assert "Stopped after 1 requests" in out
+    assert "Stopped after 30 requests: 30 updates accepted for 27 invoices." in out

@@ -1,8 +1,9 @@
-"""``vtex-tracking push``: stream files into VTEX through the SDK's bulk engine.
+"""``vtex-tracking push``: stream input files into VTEX through the SDK's push engine.
 
-Every input record ends up either confirmed by the server or in the failures file: bad lines
-at once, refused or failed updates as their results arrive, and on Ctrl-C/SIGTERM everything
-not confirmed, including the input not read yet.
+Every input record ends up either confirmed by the server or in the failures file: malformed
+records as they are read, refused or failed updates as their results arrive, and after Ctrl-C
+or SIGTERM everything not confirmed, including the input not read yet (see ``_signals`` for the
+one exception, a second Ctrl-C, which the summary then reports precisely).
 """
 
 from __future__ import annotations
@@ -10,204 +11,235 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import signal
-import sys
+import queue
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
-from vtex_tracking import AsyncTrackingClient, ConfigurationError, TrackingUpdate
+from vtex_tracking import (
+    AsyncTrackingClient,
+    ConfigurationError,
+    PushResult,
+    PushStoppedError,
+    PushStream,
+    TrackingUpdate,
+)
 from vtex_tracking.testing import FakeOMS
 
-from ._readers import InputError, Line, read_inputs
-from ._report import FailuresFile, Progress, print_summary
+from ._feed import Feed
+from ._readers import InputError, Record, check_inputs, read_inputs
+from ._records import update_record
+from ._report import Console, FailuresFile, Progress, Tally, print_summary
+from ._signals import EXIT_INTERRUPTED, Interrupts
 
-#: Failures echoed to stderr one by one; the rest are only counted (and in the file).
-MAX_FAILURES_SHOWN = 20
-
-EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-def default_failures_path(files: list[str]) -> str:
-    """``<first input stem>.failed.jsonl`` in the current directory."""
-    stem = "stdin" if files[0] == "-" else Path(files[0]).name.split(".")[0]
-    return f"{stem}.failed.jsonl"
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+#: Seconds the main thread waits for a record before checking for a second Ctrl-C.
+_DRAIN_POLL_S = 0.1
 
 
 class _Run:
-    """Counters and outputs of one push command."""
+    """One ``push`` command: its input feed, counts, failures file and interrupts."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        console: Console,
+        feed: Feed,
+        failures: FailuresFile,
+        interrupts: Interrupts,
+    ) -> None:
         self.args = args
-        self.failures = FailuresFile(args.failed or default_failures_path(args.files))
-        self.outcomes: Counter[str] = Counter()
-        self.total = 0
-        self.succeeded = 0
-        self.shown = 0
+        self.console = console
+        self.feed = feed
+        self.failures = failures
+        self.interrupts = interrupts
+        self.tally = Tally(dry_run=args.dry_run)
+        # Source (file:line) of each update handed to the engine, by the engine's index,
+        # until its result arrives: bounded by the engine's read-ahead.
         self.sources: dict[int, str] = {}
-        self.interrupted = False
 
-    def report_failure(self, source: str, message: str) -> None:
-        if self.shown < MAX_FAILURES_SHOWN or self.args.verbose:
-            print(f"{source}: {message}", file=sys.stderr)
-        elif self.shown == MAX_FAILURES_SHOWN:
-            print("(more failures: see the failures file)", file=sys.stderr)
-        self.shown += 1
+    def malformed(self, record: Record) -> None:
+        """A record that could not be read: reported, counted and kept raw."""
+        assert record.error is not None
+        self.tally.add("invalid", ok=False)
+        self.failures.add({"source": record.source, "raw": record.raw, "error": record.error})
+        self.console.failure(f"{record.source}: {record.error}")
 
-    def malformed(self, line: Line) -> None:
-        self.total += 1
-        self.outcomes["invalid"] += 1
-        assert line.error is not None
-        self.failures.add_malformed(line.source, line.raw, line.error)
-        self.report_failure(line.source, line.error)
+    def failed(self, update: TrackingUpdate, source: str, outcome: str, error: str) -> None:
+        """An update that was not confirmed: counted and written in the input format."""
+        self.tally.add(outcome, ok=False)
+        self.failures.add({**update_record(update), "source": source, "error": error})
 
-    def updates(self, lines: Iterator[Line]) -> Iterator[TrackingUpdate]:
-        """The valid updates, for the engine; bad lines are recorded on the way."""
-        index = 0
-        for line in lines:
-            if line.update is None:
-                self.malformed(line)
+    def result(self, result: PushResult) -> None:
+        """Account for one result of the push engine."""
+        source = self.sources.pop(result.index, "?")
+        if result.ok:
+            self.tally.add(result.outcome, ok=True)
+            return
+        error = result.error
+        if isinstance(error, PushStoppedError):
+            # Consequences of a stop: counted, kept, not echoed one by one.
+            if error.reason == "auth":
+                self.tally.stopped_for_auth = True
+            outcome = "cancelled in flight" if error.in_flight else "not sent"
+            self.failed(result.update, source, outcome, str(error))
+            return
+        self.failed(result.update, source, result.outcome, str(error))
+        update = result.update
+        self.console.failure(f"{source}: {update.order_id}/{update.invoice_number}: {error}")
+
+    def stop(self, stream: PushStream) -> None:
+        """The first Ctrl-C/SIGTERM, in the event loop: stop sending."""
+        self.console.note(
+            "\nInterrupted: stopping; in-flight requests are cancelled and everything not"
+            " confirmed goes to the failures file (Ctrl-C again to stop reading the input)."
+        )
+        stream.stop()
+
+
+class _Updates:
+    """The valid updates of the feed, for the push engine; malformed records are recorded on
+    the way, so the engine's indexes count updates only."""
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+        self._index = 0
+
+    def __aiter__(self) -> _Updates:
+        return self
+
+    async def __anext__(self) -> TrackingUpdate:
+        run = self._run
+        while True:
+            record = await run.feed.aget()
+            if record is None:
+                raise StopAsyncIteration
+            if record.update is None:
+                run.malformed(record)
                 continue
-            self.sources[index] = line.source
-            index += 1
-            yield line.update
-
-    def not_sent(self, lines: Iterator[Line]) -> None:
-        """After an interruption: the input not read yet goes to the failures file too."""
-        for line in lines:
-            if line.update is None:
-                self.malformed(line)
-            else:
-                self.total += 1
-                self.outcomes["not sent"] += 1
-                self.failures.add_update(line.update, "not sent: the push was interrupted")
-
-
-def _client_options(args: argparse.Namespace) -> dict[str, object]:
-    options: dict[str, object] = {}
-    for name in ("account", "environment", "app_key", "app_token", "user_token", "base_url"):
-        value = getattr(args, name)
-        if value:
-            options["account_name" if name == "account" else name] = value
-    options["max_concurrency"] = args.concurrency
-    return options
+            run.sources[self._index] = record.source
+            self._index += 1
+            return record.update
 
 
 @contextlib.asynccontextmanager
-async def _open_client(args: argparse.Namespace) -> AsyncIterator[AsyncTrackingClient]:
+async def _client(args: argparse.Namespace, console: Console) -> AsyncIterator[AsyncTrackingClient]:
+    """The client for this run: VTEX (credentials from options or environment) or, with
+    ``--fake``, an embedded FakeOMS with its own test credentials."""
     if args.fake:
         async with FakeOMS() as oms, AsyncTrackingClient(
             "fake", oms.app_key, oms.app_token, base_url=oms.url, max_concurrency=args.concurrency
         ) as client:
-            print(f"Pushing to an embedded fake VTEX server at {oms.url}", file=sys.stderr)
+            console.note(f"--fake: pushing to an embedded fake VTEX at {oms.url}, not to VTEX.")
             yield client
         return
-    async with AsyncTrackingClient.from_env(**_client_options(args)) as client:
+    options: dict[str, object] = {"max_concurrency": args.concurrency}
+    for option, name in (
+        ("account", "account_name"),
+        ("environment", "environment"),
+        ("app_key", "app_key"),
+        ("app_token", "app_token"),
+        ("user_token", "user_token"),
+        ("base_url", "base_url"),
+    ):
+        value = getattr(args, option)
+        if value:
+            options[name] = value
+    async with AsyncTrackingClient.from_env(**options) as client:
         yield client
 
 
-async def _push(args: argparse.Namespace, run: _Run, lines: Iterator[Line]) -> None:
-    async with _open_client(args) as client:
+async def _push(run: _Run) -> None:
+    args = run.args
+    loop = asyncio.get_running_loop()
+    async with _client(args, run.console) as client:
+        run.feed.attach(loop)
+        run.feed.start()
+        if run.interrupts.stop_sending:
+            return
         stream = client.push(
-            run.updates(lines), concurrency=args.concurrency, rate_limit=args.rate_limit
+            _Updates(run), concurrency=args.concurrency, rate_limit=args.rate_limit
         )
-        progress = Progress(stream.progress, enabled=True)
-        loop = asyncio.get_running_loop()
 
-        def interrupt() -> None:
-            if not run.interrupted:
-                run.interrupted = True
-                print("\nInterrupted: stopping; in-flight requests are cancelled.", file=sys.stderr)
-                stream.stop()
+        def on_interrupt() -> None:
+            loop.call_soon_threadsafe(run.stop, stream)
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, interrupt)
+        run.interrupts.on_first = on_interrupt
+        run.interrupts.wake_loop(loop)
+        progress = Progress(run.console, run.tally, stream.progress)
+        ticker = loop.create_task(progress.run())
         try:
             async with stream:
                 async for result in stream:
-                    run.total += 1
-                    run.outcomes[result.outcome] += 1
-                    source = run.sources.pop(result.index, "?")
-                    if result.ok:
-                        run.succeeded += 1
-                    else:
-                        assert isinstance(result.update, TrackingUpdate)
-                        run.failures.add_update(result.update, str(result.error))
-                        run.report_failure(
-                            source,
-                            f"{result.update.order_id} / {result.update.invoice_number}:"
-                            f" {result.error}",
-                        )
-                    progress.tick()
+                    run.result(result)
             for result in stream.unfinished:
-                run.total += 1
-                run.outcomes[result.outcome] += 1
-                if result.ok:
-                    run.succeeded += 1
-                else:
-                    run.failures.add_update(result.update, str(result.error))
+                run.result(result)
         finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
+            run.interrupts.on_first = None
+            run.interrupts.unwake_loop(loop)
+            run.feed.detach()
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
             progress.close()
-    if run.interrupted:
-        run.not_sent(lines)
+            run.tally.requests = stream.progress.requests
+            run.tally.throttled = stream.progress.throttled
 
 
-def _dry_run(run: _Run, lines: Iterator[Line]) -> None:
-    for update in run.updates(lines):
-        run.total += 1
-        run.succeeded += 1
-        run.outcomes["valid"] += 1
-        del update
-    run.sources.clear()
+def _drain(run: _Run, *, keep: bool) -> None:
+    """Take the rest of the input in the main thread: with ``keep``, into the failures file
+    (after a stop); otherwise to validate it (``--dry-run``). A Ctrl-C (a second one, after a
+    stop) ends it; records already read are still taken, then the position is noted."""
+    tally = run.tally
+    if keep:
+        run.feed.start()  # in case the stop came before the push started
+    while True:
+        stopping = run.interrupts.count >= (2 if keep else 1)
+        try:
+            record = run.feed.get_nowait() if stopping else run.feed.get(_DRAIN_POLL_S)
+        except queue.Empty:
+            if not stopping:
+                continue
+            tally.reading_stopped, tally.unread_after = True, run.feed.last
+            run.console.note(f"Stopped reading the input after {run.feed.last or 'nothing'}.")
+            return
+        if record is None:
+            return
+        if record.update is None:
+            run.malformed(record)
+        elif keep:
+            run.failed(record.update, record.source, "not sent", "not sent: push interrupted")
+        else:
+            tally.add("valid", ok=True)
 
 
-def run_push(args: argparse.Namespace) -> int:
+def run_push(args: argparse.Namespace, console: Console) -> int:
     """The ``push`` command; returns the exit status."""
-    run = _Run(args)
     started = time.monotonic()
     try:
-        lines = read_inputs(args.files, args.format)
-        first = next(lines, None)  # surfaces a missing file before anything is sent
-        lines = _chain(first, lines)
-        if args.dry_run:
-            _dry_run(run, lines)
-        else:
-            asyncio.run(_push(args, run, lines))
+        inputs = check_inputs(args.files, args.format)
+        failures = FailuresFile(args.failed, args.files)
     except InputError as exc:
-        print(f"vtex-tracking: {exc}", file=sys.stderr)
+        console.note(f"vtex-tracking: {exc}")
         return EXIT_USAGE
-    except ConfigurationError as exc:
-        print(f"vtex-tracking: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        run.interrupted = True
-    finally:
-        run.failures.close()
-    print_summary(
-        total=run.total,
-        succeeded=run.succeeded,
-        outcomes=run.outcomes,
-        elapsed=time.monotonic() - started,
-        failures=run.failures,
-        interrupted=run.interrupted,
-        as_json=args.json,
-    )
-    if run.interrupted:
+    with Interrupts() as interrupts:
+        run = _Run(args, console, Feed(read_inputs(inputs)), failures, interrupts)
+        try:
+            if args.dry_run:
+                run.feed.start()
+                _drain(run, keep=False)
+            else:
+                asyncio.run(_push(run))
+                if interrupts.stop_sending:
+                    _drain(run, keep=True)
+            failures.finish()
+        except ConfigurationError as exc:  # raised before anything was read or sent
+            console.note(f"vtex-tracking: {exc}")
+            return EXIT_USAGE
+        finally:
+            run.feed.close()
+            failures.close()
+        run.tally.interrupted = interrupts.stop_sending
+        print_summary(run.tally, failures, time.monotonic() - started, as_json=args.json)
+    if run.tally.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_OK if run.succeeded == run.total else EXIT_FAILURES
-
-
-def _chain(first: Line | None, rest: Iterator[Line]) -> Iterator[Line]:
-    if first is not None:
-        yield first
-        yield from rest
-
-
-def environment_help() -> str:
-    """Which credentials the environment provides (names only, never values)."""
-    names = ("VTEX_ACCOUNT_NAME", "VTEX_APP_KEY", "VTEX_APP_TOKEN", "VTEX_USER_TOKEN")
-    return ", ".join(f"{n}={'set' if os.environ.get(n) else 'unset'}" for n in names)
+    return EXIT_OK if run.tally.failed == 0 else EXIT_FAILURES

@@ -1,24 +1,34 @@
-"""Input files to ``TrackingUpdate``s: JSONL (one update per line) and CSV (one event per row).
+"""Input files to ``Record``s: JSONL (one update per line) or CSV (one event per row).
 
-Readers are generators: a file is read line by line, never loaded whole. Each yields ``Line``
-records; a malformed line is a ``Line`` with ``error`` set (and its raw text), so one bad line
-never stops the rest and is reported as ``file:line``.
+Readers are generators over open files, so a file is streamed, never loaded whole. Every
+record carries its origin (``file:line``); a malformed one carries the reason and its raw text
+instead of an update, so one bad line never stops the rest.
+
+CSV grouping: consecutive rows of one invoice (same ``orderId`` and ``invoiceNumber``) become
+one update, events in file order. Rows of an invoice that come back later in the file are
+*not* merged: merging would need the whole file in memory (or a sort on disk) before the first
+request. They are reported as malformed instead, because each VTEX update replaces the whole
+history and sending them would erase the events sent before. The only memory that grows with
+the file is the set of invoice keys already seen (for that check: about 200 bytes per invoice).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
+import os
+import re
 import sys
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import IO
 
 import attrs
+import orjson
 
-from vtex_tracking import TrackingEvent, TrackingStatus, TrackingUpdate, VtexTrackingError
+from vtex_tracking import TrackingEvent, TrackingUpdate
 
-#: CSV columns, in the order the README documents them.
+from ._records import RecordError, delivered_date, flag, make_event, make_update, update_from_json
+
 CSV_COLUMNS = (
     "orderId",
     "invoiceNumber",
@@ -30,11 +40,17 @@ CSV_COLUMNS = (
     "deliveredDate",
 )
 _CSV_REQUIRED = CSV_COLUMNS[:6]
+_BOM = b"\xef\xbb\xbf"
+# Bytes that are not UTF-8 survive decoding as lone surrogates (errors="surrogateescape").
+_UNDECODED = re.compile("[\udc80-\udcff]")
+#: A CSV header: its column names and its delimiter.
+_Header = tuple[list[str], str]
+_NOT_UTF8 = "not UTF-8 (byte 0x{:02x}): save the file as UTF-8 ('CSV UTF-8' in Excel)"
 
 
 @attrs.frozen
-class Line:
-    """One input record: an update, or the reason it could not be read, with its origin."""
+class Record:
+    """One input record: an update, or why it could not be read and its raw text."""
 
     source: str
     update: TrackingUpdate | None = None
@@ -43,11 +59,29 @@ class Line:
 
 
 class InputError(Exception):
-    """An input that cannot be read at all (missing file, no CSV header): exit status 2."""
+    """An input that cannot be read at all (missing file, bad CSV header): exit status 2."""
+
+
+@attrs.frozen
+class Input:
+    """One input to read: a path (``-`` for stdin) and its format."""
+
+    path: str
+    format: str
+    #: stdin as CSV: the text stream, its header (already read and checked), and whether the
+    #: stream is ours to close (see ``open_stdin``).
+    csv_stdin: tuple[io.TextIOWrapper, _Header, bool] | None = attrs.field(
+        default=None, eq=False
+    )
+
+    @property
+    def name(self) -> str:
+        """The name used in ``file:line``."""
+        return "<stdin>" if self.path == "-" else self.path
 
 
 def detect_format(path: str, forced: str | None) -> str:
-    """``jsonl`` or ``csv``, from ``--format`` or the file extension (stdin is JSONL)."""
+    """``jsonl`` or ``csv``, from ``--format`` or the extension (stdin is JSONL)."""
     if forced:
         return forced
     lowered = path.lower()
@@ -55,137 +89,246 @@ def detect_format(path: str, forced: str | None) -> str:
         return "csv"
     if path == "-" or lowered.endswith((".jsonl", ".ndjson", ".json")):
         return "jsonl"
-    raise InputError(f"{path}: unknown file type; use .jsonl or .csv, or pass --format")
+    raise InputError(f"{path}: unknown file type; name it .jsonl or .csv, or pass --format")
 
 
-def open_input(path: str) -> TextIO:
-    """Open a UTF-8 input (a BOM is accepted), or stdin for ``-``."""
-    if path == "-":
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig")
+def check_inputs(paths: list[str], forced: str | None) -> list[Input]:
+    """Check every input before anything is sent: a typo in the last file name, or a CSV
+    without the needed columns, must not surface in the middle of a push."""
+    if paths.count("-") > 1:
+        raise InputError("-: stdin can be read only once")
+    inputs = []
+    for path in paths:
+        fmt = detect_format(path, forced)
+        if path == "-" and fmt == "csv":
+            # Read stdin's header now (it waits for the first line): a bad one is exit 2.
+            raw, owned = open_stdin()
+            stream = _text(raw)
+            inputs.append(Input(path, fmt, (stream, _csv_header(stream, "<stdin>"), owned)))
+            continue
+        if path != "-":
+            with _open(path) as raw:
+                if fmt == "csv":
+                    with _text(raw) as text:
+                        _csv_header(text, path)
+        inputs.append(Input(path, fmt))
+    return inputs
+
+
+def _text(stream: IO[bytes]) -> io.TextIOWrapper:
+    # utf-8-sig drops a BOM; bytes that are not UTF-8 become lone surrogates, so that one bad
+    # row is reported (see _rows) instead of a UnicodeDecodeError ending the whole file.
+    return io.TextIOWrapper(stream, "utf-8-sig", "surrogateescape", newline="")
+
+
+def open_stdin() -> tuple[IO[bytes], bool]:
+    """stdin's bytes, and whether the caller owns (closes) that stream.
+
+    A duplicate of stdin's file descriptor when it has one: the reader thread may still be
+    blocked reading stdin when the process exits (after a second Ctrl-C), and the
+    interpreter's shutdown, flushing ``sys.stdin``, would abort on the lock that thread holds.
+    A private duplicate is never touched by the shutdown.
+    """
     try:
-        return open(path, encoding="utf-8-sig", newline="")
+        return os.fdopen(os.dup(sys.stdin.fileno()), "rb"), True
+    except (AttributeError, OSError, ValueError):  # no real file behind sys.stdin
+        return sys.stdin.buffer, False
+
+
+def _open(path: str) -> IO[bytes]:
+    try:
+        return open(path, "rb")
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
 
 
-def _delivered(value: Any, where: str) -> bool:
-    if value is None or value == "":
-        return False
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "sim"):
-        return True
-    if isinstance(value, str) and value.strip().lower() in ("false", "0", "no", "nao", "não"):
-        return False
-    raise ValueError(f"{where}: expected true or false, got {value!r}")
+def read_inputs(inputs: list[Input]) -> Iterator[Record]:
+    """Every record of every input, in order."""
+    for item in inputs:
+        try:
+            yield from _read_one(item)
+        except (OSError, InputError) as exc:  # e.g. a disk error, or the file changed
+            yield Record(item.name, error=f"reading stopped: {exc}")
 
 
-def _text(doc: dict[str, Any], name: str) -> Any:
-    if name not in doc:
-        raise ValueError(f"{name}: required field missing")
-    return doc[name]
+def _read_one(item: Input) -> Iterator[Record]:
+    if item.csv_stdin is not None:
+        text, header, owned = item.csv_stdin
+        try:
+            yield from read_csv(text, item.name, header)
+        finally:
+            if owned:
+                text.close()
+            else:
+                text.detach()  # leave the process's stdin open for others
+    elif item.path == "-":
+        stream, owned = open_stdin()
+        try:
+            yield from read_jsonl(stream, item.name)
+        finally:
+            if owned:
+                stream.close()
+    elif item.format == "csv":
+        with _text(_open(item.path)) as text:
+            yield from read_csv(text, item.name)
+    else:
+        with _open(item.path) as stream:
+            yield from read_jsonl(stream, item.name)
 
 
-def update_from_json(doc: object) -> TrackingUpdate:
-    """Build an update from one JSONL object (VTEX's body fields plus ``orderId`` and
-    ``invoiceNumber``); extra fields such as a failures file's ``error`` are ignored."""
-    if not isinstance(doc, dict):
-        raise ValueError(f"expected a JSON object, got {type(doc).__name__}")
-    events_doc = _text(doc, "events")
-    if not isinstance(events_doc, list):
-        raise ValueError(f"events: expected a list, got {type(events_doc).__name__}")
-    events = []
-    for n, event in enumerate(events_doc):
-        if not isinstance(event, dict):
-            raise ValueError(f"events[{n}]: expected an object, got {type(event).__name__}")
-        fields = [_text(event, name) for name in ("city", "state", "description", "date")]
-        events.append(TrackingEvent(*fields))
-    status = TrackingStatus(
-        events,
-        is_delivered=_delivered(doc.get("isDelivered"), "isDelivered"),
-        delivered_date=doc.get("deliveredDate") or None,
-    )
-    return TrackingUpdate(_text(doc, "orderId"), _text(doc, "invoiceNumber"), status)
-
-
-def read_jsonl(stream: TextIO, name: str) -> Iterator[Line]:
-    """One ``Line`` per non-blank line of a JSONL stream."""
-    for number, text in enumerate(stream, start=1):
-        if not text.strip():
+def read_jsonl(stream: IO[bytes], name: str) -> Iterator[Record]:
+    """One record per non-blank line of a JSONL stream."""
+    for number, line in enumerate(stream, start=1):
+        if number == 1 and line.startswith(_BOM):
+            line = line[len(_BOM) :]
+        if not line.strip():
             continue
         source = f"{name}:{number}"
         try:
-            update = update_from_json(json.loads(text.strip()))
-        except (ValueError, VtexTrackingError) as exc:
-            yield Line(source, error=_reason(exc), raw=text.rstrip("\r\n"))
-        else:
-            yield Line(source, update=update)
-
-
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, json.JSONDecodeError):
-        return f"not valid JSON ({exc.msg} at column {exc.colno})"
-    return str(exc)
-
-
-def read_csv(stream: TextIO, name: str) -> Iterator[Line]:
-    """One ``Line`` per invoice: consecutive rows of the same invoice are its events, in file
-    order. (Rows must be grouped by invoice: VTEX replaces an invoice's events on each update,
-    so a later, separate group would replace the earlier one.)"""
-    reader = csv.DictReader(stream)
-    header = reader.fieldnames or []
-    missing = [column for column in _CSV_REQUIRED if column not in header]
-    if missing:
-        raise InputError(f"{name}:1: CSV header lacks column(s) {', '.join(missing)}")
-    group: list[tuple[int, dict[str, str]]] = []
-    for row in reader:
-        number = reader.line_num
-        key = (row.get("orderId"), row.get("invoiceNumber"))
-        if group and key != (group[0][1].get("orderId"), group[0][1].get("invoiceNumber")):
-            yield _csv_update(group, name)
-            group = []
-        group.append((number, row))
-    if group:
-        yield _csv_update(group, name)
-
-
-def _csv_update(group: list[tuple[int, dict[str, str]]], name: str) -> Line:
-    first_line = group[0][0]
-    source = f"{name}:{first_line}" if len(group) == 1 else f"{name}:{first_line}-{group[-1][0]}"
-    raw = json.dumps([row for _, row in group], ensure_ascii=False)
-    try:
-        events = []
-        for number, row in group:
-            if None in row or any(row.get(column) is None for column in _CSV_REQUIRED):
-                raise ValueError(f"line {number}: wrong number of columns")
-            events.append(TrackingEvent(row["city"], row["state"], row["description"], row["date"]))
-        last = group[-1][1]
-        status = TrackingStatus(
-            events,
-            is_delivered=any(_delivered(row.get("isDelivered"), "isDelivered") for _, row in group),
-            delivered_date=next(
-                (row["deliveredDate"] for _, row in reversed(group) if row.get("deliveredDate")),
-                None,
-            ),
-        )
-        update = TrackingUpdate(last["orderId"], last["invoiceNumber"], status)
-    except (ValueError, VtexTrackingError) as exc:
-        return Line(source, error=str(exc), raw=raw)
-    return Line(source, update=update)
-
-
-def read_inputs(paths: list[str], forced_format: str | None) -> Iterator[Line]:
-    """Every record of every input, in order. Raises ``InputError`` before yielding anything
-    if a file is missing, so a typo in the last file name does not surface mid-push."""
-    formats = [detect_format(path, forced_format) for path in paths]
-    for path in paths:
-        if path != "-":
-            open_input(path).close()
-    for path, fmt in zip(paths, formats, strict=True):
-        name = "<stdin>" if path == "-" else path
-        stream = open_input(path)
+            text = line.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            raw = line.decode("utf-8", "backslashreplace").rstrip("\r\n")
+            yield Record(source, error=_NOT_UTF8.format(line[exc.start]), raw=raw)
+            continue
         try:
-            yield from (read_csv if fmt == "csv" else read_jsonl)(stream, name)
-        finally:
-            if path != "-":
-                stream.close()
+            update = update_from_json(orjson.loads(text))
+        except orjson.JSONDecodeError as exc:
+            reason = f"not valid JSON ({exc.msg} at column {exc.colno})"
+            yield Record(source, error=reason, raw=text)
+        except RecordError as exc:
+            yield Record(source, error=str(exc), raw=text if exc.raw is None else exc.raw)
+        else:
+            yield Record(source, update=update)
+
+
+def _csv_header(stream: IO[str], name: str) -> _Header:
+    """The column names and the delimiter: ``,``, or ``;`` as Excel writes in Brazil."""
+    line = stream.readline()
+    if _UNDECODED.search(line):
+        raise InputError(f"{name}:1: the header is not UTF-8; save the file as UTF-8")
+    delimiter = ";" if line.count(";") > line.count(",") else ","
+    columns = [c.strip() for c in next(csv.reader([line], delimiter=delimiter), [])]
+    missing = [c for c in _CSV_REQUIRED if c not in columns]
+    if missing:
+        raise InputError(f"{name}:1: the CSV header lacks {', '.join(missing)}")
+    unknown = [c for c in columns if c not in CSV_COLUMNS]
+    if unknown or len(set(columns)) != len(columns):
+        raise InputError(
+            f"{name}:1: unexpected or repeated CSV columns {', '.join(unknown) or columns};"
+            f" expected {','.join(CSV_COLUMNS)}"
+        )
+    return columns, delimiter
+
+
+@attrs.define
+class _Row:
+    start: int
+    end: int
+    key: tuple[str, str] | None
+    cells: dict[str, str] | None
+    text: str
+    error: str | None = None
+
+
+def _rows(stream: IO[str], name: str, header: _Header | None) -> Iterator[_Row]:
+    columns, delimiter = header or _csv_header(stream, name)
+    reader = csv.reader(stream, delimiter=delimiter)
+    writer_buffer = io.StringIO()
+    writer = csv.writer(writer_buffer, delimiter=delimiter, lineterminator="")
+    order_at, invoice_at = columns.index("orderId"), columns.index("invoiceNumber")
+    end = 1
+    while True:
+        start = end + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            end = reader.line_num + 1  # the header was read before the reader started
+            yield _Row(start, end, None, None, "", f"unreadable CSV ({exc})")
+            continue
+        end = reader.line_num + 1
+        if not cells:
+            continue
+        writer_buffer.seek(0)
+        writer_buffer.truncate()
+        writer.writerow(cells)
+        text = writer_buffer.getvalue()
+        # The key's columns come first in practice: found even when a later unquoted comma
+        # added a column, so the bad row still spoils its own invoice's update.
+        key = (
+            (cells[order_at], cells[invoice_at]) if len(cells) > max(order_at, invoice_at) else None
+        )
+        # A row with a wrong number of cells is kept, mapped as far as it goes, to report it.
+        row = _Row(start, end, key, dict(zip(columns, cells, strict=False)), text)
+        undecoded = _UNDECODED.search(text)
+        if undecoded:
+            row.error = _NOT_UTF8.format(ord(undecoded[0]) - 0xDC00)
+            row.text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        elif len(cells) != len(columns):
+            row.error = f"expected {len(columns)} columns, got {len(cells)}" + (
+                f" (quote fields that contain '{delimiter}')" if len(cells) > len(columns) else ""
+            )
+        yield row
+
+
+def read_csv(
+    stream: IO[str], name: str, header: _Header | None = None
+) -> Iterator[Record]:
+    """One record per invoice: its consecutive rows, as events in file order. ``header`` is
+    given when the header line was already read (stdin)."""
+    group: list[_Row] = []
+    repeated: str | None = None  # where the group's invoice had rows before, if it did
+    seen: dict[tuple[str, str], str] = {}
+    for row in _rows(stream, name, header):
+        if row.key is None:  # no invoice to attach it to: reported on its own
+            yield _record([row], name, None)
+            continue
+        if group and row.key != group[0].key:
+            yield _record(group, name, repeated)
+            group = []
+        if not group:
+            repeated = seen.get(row.key)
+            seen.setdefault(row.key, f"{name}:{row.start}")
+        group.append(row)
+    if group:
+        yield _record(group, name, repeated)
+
+
+def _record(group: list[_Row], name: str, repeated: str | None) -> Record:
+    first, last = group[0].start, group[-1].end
+    source = f"{name}:{first}" if first == last else f"{name}:{first}-{last}"
+    raw = "\n".join(row.text for row in group)
+    try:
+        if repeated is not None:
+            raise RecordError(
+                f"this invoice already had rows at {repeated}: keep an invoice's rows together,"
+                " because each update replaces the whole history at VTEX"
+            )
+        return Record(source, update=_group_update(group))
+    except RecordError as exc:
+        return Record(source, error=str(exc), raw=raw)
+
+
+def _group_update(group: list[_Row]) -> TrackingUpdate:
+    events: list[TrackingEvent] = []
+    is_delivered: bool | None = None
+    delivered: str | None = None
+    for row in group:
+        at = f"line {row.end}: " if len(group) > 1 else ""
+        if row.error is not None or row.cells is None:
+            raise RecordError(f"{at}{row.error}")
+        cells = row.cells
+        try:
+            events.append(
+                make_event(cells["city"], cells["state"], cells["description"], cells["date"], "")
+            )
+            # The invoice's state is the last one its rows give (often only the delivery row).
+            row_delivered = flag(cells.get("isDelivered", ""))
+            is_delivered = is_delivered if row_delivered is None else row_delivered
+            delivered = delivered_date(cells.get("deliveredDate") or None) or delivered
+        except RecordError as exc:
+            raise RecordError(f"{at}{exc}") from None
+    assert group[0].key is not None
+    order_id, invoice_number = group[0].key
+    return make_update(order_id, invoice_number, events, bool(is_delivered), delivered)

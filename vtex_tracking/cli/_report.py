@@ -1,140 +1,272 @@
-"""What the push command shows and writes: progress, the summary, the failures file."""
+"""What ``push`` shows and writes: messages and progress on stderr, the failures file, and the
+summary on stdout."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
+import logging
+import os
+import re
 import sys
-import time
 from collections import Counter
+from pathlib import Path
 from typing import IO, Any
 
+import attrs
 import orjson
+
+# tqdm for the bar: small, pure Python, no dependencies of its own, and it handles what a bar
+# needs (terminal width, refresh rate, rates); rich would bring far more than a bar.
 from tqdm import tqdm
 
-from vtex_tracking import PushProgress, TrackingUpdate
+from vtex_tracking import PushProgress
 
-# The wire form of a status comes from the SDK's one converter, so a failures file is exactly
-# the JSONL input format (the CLI's only use of a private module).
-from vtex_tracking._serde import encode_status
+from ._readers import InputError
 
-#: Seconds between progress lines when stderr is not a terminal.
+#: Seconds between progress lines when stderr is not a terminal (logs, CI, pipes).
 PLAIN_PROGRESS_EVERY = 2.0
+#: Seconds between refreshes of the bar on a terminal.
+BAR_REFRESH_EVERY = 0.2
+#: Failures echoed on stderr one by one (all of them with -v); all are in the failures file.
+MAX_FAILURES_SHOWN = 20
 
 
-def update_record(update: TrackingUpdate) -> dict[str, Any]:
-    """An update in the JSONL input format."""
-    record: dict[str, Any] = {"orderId": update.order_id, "invoiceNumber": update.invoice_number}
-    record.update(orjson.loads(encode_status(update.status)))
-    return record
+class Console:
+    """Every line written to stderr goes through here, so messages never tear the bar."""
+
+    def __init__(self, *, verbose: bool) -> None:
+        self.verbose = verbose
+        self.bar: tqdm[Any] | None = None
+        self._failures_shown = 0
+
+    def note(self, text: str) -> None:
+        """Write one line to stderr."""
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def failure(self, text: str) -> None:
+        """Report one failed record, up to ``MAX_FAILURES_SHOWN`` of them unless verbose."""
+        self._failures_shown += 1
+        if self.verbose or self._failures_shown <= MAX_FAILURES_SHOWN:
+            self.note(text)
+        elif self._failures_shown == MAX_FAILURES_SHOWN + 1:
+            self.note("(more failures: see the failures file, or use -v to show them all)")
 
 
-class FailuresFile:
-    """Collects every update that did not succeed into a JSONL file that ``push`` re-reads.
+class ConsoleLogHandler(logging.Handler):
+    """Sends the ``vtex_tracking`` logger's records (``-v``) to the console."""
 
-    The file is created on the first failure, so a clean run leaves nothing behind.
-    """
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self.console = console
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.count = 0
-        self._stream: IO[str] | None = None
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.console.note(self.format(record))
+        except Exception:
+            self.handleError(record)
 
-    def _write(self, record: dict[str, Any]) -> None:
-        if self._stream is None:
-            self._stream = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
-        self._stream.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self.count += 1
 
-    def add_update(self, update: TrackingUpdate, error: str) -> None:
-        """An update that was refused, failed or never sent."""
-        self._write({**update_record(update), "error": error})
+@attrs.define
+class Tally:
+    """The counts of one run, for progress and the summary."""
 
-    def add_malformed(self, source: str, raw: str | None, error: str) -> None:
-        """A line that could not be read: kept verbatim so nothing is lost."""
-        self._write({"source": source, "raw": raw, "error": error})
+    total: int = 0
+    succeeded: int = 0
+    outcomes: Counter[str] = attrs.field(factory=Counter)
+    requests: int = 0
+    throttled: int = 0
+    dry_run: bool = False
+    interrupted: bool = False
+    stopped_for_auth: bool = False
+    #: When reading stopped before the end: the last record read (None: nothing was read).
+    unread_after: str | None = None
+    reading_stopped: bool = False
 
-    def close(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
+    @property
+    def failed(self) -> int:
+        """Records that did not succeed."""
+        return self.total - self.succeeded
+
+    def add(self, outcome: str, *, ok: bool) -> None:
+        """Count one record's outcome."""
+        self.total += 1
+        self.outcomes[outcome] += 1
+        if ok:
+            self.succeeded += 1
 
 
 class Progress:
-    """A tqdm bar on a terminal; plain periodic lines otherwise (logs, CI, pipes)."""
+    """A tqdm bar on a terminal; otherwise a plain line every ``PLAIN_PROGRESS_EVERY`` seconds.
 
-    def __init__(self, progress: PushProgress, *, enabled: bool) -> None:
-        self._progress = progress
-        self._enabled = enabled
-        # tqdm: small, pure Python, no dependencies of its own, and it handles terminal
-        # width and refresh rate; rich would bring far more than a bar.
+    Refreshed by a timer rather than per result, so that it keeps moving (and showing the
+    throttled pace) when results are slow to come, as during a long ``Retry-After``.
+    """
+
+    def __init__(self, console: Console, tally: Tally, counters: PushProgress) -> None:
+        self._console = console
+        self._tally = tally
+        self._counters = counters
         self._bar: tqdm[Any] | None = None
-        if enabled and sys.stderr.isatty():
-            self._bar = tqdm(unit="upd", file=sys.stderr, dynamic_ncols=True, leave=True)
-        self._last_line = time.monotonic()
+        if sys.stderr.isatty():
+            self._bar = tqdm(unit=" updates", file=sys.stderr, dynamic_ncols=True)
+            console.bar = self._bar
 
-    def tick(self) -> None:
-        """Called after each result."""
-        if not self._enabled:
-            return
-        p = self._progress
-        if self._bar is not None:
-            self._bar.update(p.done - self._bar.n)
-            self._bar.set_postfix(ok=p.succeeded, failed=p.failed, rate=f"{p.send_rate:.0f}/s",
-                                  refresh=False)
-            return
-        now = time.monotonic()
-        if now - self._last_line >= PLAIN_PROGRESS_EVERY:
-            self._last_line = now
-            print(self.line(), file=sys.stderr, flush=True)
+    async def run(self) -> None:
+        """Refresh until cancelled."""
+        every = BAR_REFRESH_EVERY if self._bar is not None else PLAIN_PROGRESS_EVERY
+        while True:
+            await asyncio.sleep(every)
+            self.refresh()
 
-    def line(self) -> str:
-        p = self._progress
-        limit = f"{p.rate_limit:.0f}/s" if p.rate_limit else "none"
-        return (
-            f"progress: read {p.read}, succeeded {p.succeeded}, failed {p.failed},"
-            f" in flight {p.in_flight}, sending {p.send_rate:.0f}/s (limit {limit})"
+    def refresh(self) -> None:
+        """Show the current counts."""
+        t, c = self._tally, self._counters
+        limit = f"{c.rate_limit:.3g}/s" if c.rate_limit else "none"
+        if self._bar is None:
+            self._console.note(
+                f"progress: {t.total} done ({t.succeeded} ok, {t.failed} failed),"
+                f" {c.in_flight} in flight, {c.send_rate:.1f} requests/s (limit {limit}),"
+                f" {c.throttled} throttled, {c.elapsed_s:.0f} s"
+            )
+            return
+        self._bar.set_postfix_str(
+            f"ok={t.succeeded} failed={t.failed} in flight={c.in_flight} limit={limit}",
+            refresh=False,
         )
+        if t.total > self._bar.n:
+            self._bar.update(t.total - self._bar.n)
+        else:
+            self._bar.refresh()  # the clock moves even when no result came
 
     def close(self) -> None:
+        """Remove the bar (the summary follows on stdout)."""
         if self._bar is not None:
+            self.refresh()
             self._bar.close()
+            self._console.bar = None
 
 
-def print_summary(
-    *,
-    total: int,
-    succeeded: int,
-    outcomes: Counter[str],
-    elapsed: float,
-    failures: FailuresFile,
-    interrupted: bool,
-    as_json: bool,
-) -> None:
-    """The human summary on stdout, and with ``--json`` a last line for machines."""
-    failed = total - succeeded
-    rate = succeeded / elapsed if elapsed > 0 else 0.0
-    head = "Interrupted: " if interrupted else ""
-    print(
-        f"{head}{total} updates in {elapsed:.1f} s: {succeeded} succeeded, {failed} failed"
-        f" ({rate:.1f} updates/s)."
-    )
-    if outcomes:
-        print("By outcome: " + ", ".join(f"{k}={v}" for k, v in sorted(outcomes.items())))
+class FailuresFile:
+    """Every record that did not succeed, as JSONL that ``push`` reads again.
+
+    Each record is written with one unbuffered write as soon as it is known, so even a crash
+    loses at most the record being written. ``--failed FILE`` is truncated when the run starts
+    writing and is created (empty) even when nothing failed, so it always describes the last
+    run. The default, ``<first input stem>.failed.jsonl`` in the current directory, is created
+    only when something failed and never overwrites a file: if the name is taken (an earlier
+    run's failures, or the very file being retried) the next of ``.failed-2.jsonl``,
+    ``.failed-3.jsonl``... is used.
+    """
+
+    def __init__(self, path: str | None, inputs: list[str]) -> None:
+        self.explicit = path is not None
+        self._stem = default_stem(inputs[0])
+        self.path = path if path is not None else f"{self._stem}.failed.jsonl"
+        self.count = 0
+        self._file: IO[bytes] | None = None
+        self._check(inputs)
+
+    def _check(self, inputs: list[str]) -> None:
+        if not self.explicit:
+            if not os.access(".", os.W_OK):
+                raise InputError(".: the current directory is not writable; pass --failed FILE")
+            return
+        target = Path(self.path)
+        if target.is_dir() or not os.access(target.parent, os.W_OK):
+            raise InputError(f"{self.path}: cannot write the failures file there")
+        for name in inputs:
+            if name != "-" and target.exists() and os.path.samefile(name, target):
+                raise InputError(f"{self.path}: the failures file cannot be one of the inputs")
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Write one record."""
+        if self._file is None:
+            self._file = self._create()
+        self._file.write(orjson.dumps(record) + b"\n")
+        self.count += 1
+
+    def _create(self) -> IO[bytes]:
+        if self.explicit:
+            return open(self.path, "wb", buffering=0)
+        for n in itertools.count(1):
+            candidate = f"{self._stem}.failed{'' if n == 1 else f'-{n}'}.jsonl"
+            try:
+                stream = open(candidate, "xb", buffering=0)  # noqa: SIM115 - kept open
+            except FileExistsError:
+                continue
+            self.path = candidate
+            return stream
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def finish(self) -> None:
+        """The run is over: make sure an explicit failures file exists (possibly empty)."""
+        if self._file is None and self.explicit:
+            self._file = self._create()
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        if self._file is not None:
+            self._file.close()
+
+
+def default_stem(first_input: str) -> str:
+    """The name a default failures file starts with: ``day.csv`` -> ``day``, and a failures
+    file being retried (``day.failed.jsonl``, ``day.failed-2.jsonl``) -> ``day`` as well."""
+    if first_input == "-":
+        return "stdin"
+    return re.sub(r"\.failed(-\d+)?$", "", Path(first_input).stem) or "input"
+
+
+def print_summary(tally: Tally, failures: FailuresFile, elapsed: float, *, as_json: bool) -> None:
+    """The human summary on stdout; with ``as_json``, then one JSON line for machines."""
+    rate = tally.succeeded / elapsed if elapsed > 0 else 0.0
+    if tally.dry_run:
+        print(
+            f"Dry run: {tally.total} updates read in {elapsed:.1f} s: {tally.succeeded} valid,"
+            f" {tally.failed} malformed. Nothing was sent."
+        )
+    else:
+        head = "Interrupted" if tally.interrupted else "Done"
+        print(
+            f"{head}: {tally.total} updates in {elapsed:.1f} s: {tally.succeeded} succeeded,"
+            f" {tally.failed} failed ({rate:.1f} updates/s)."
+        )
+        print(f"  requests: {tally.requests}, throttled (429/503): {tally.throttled}")
+    if tally.outcomes:
+        counts = ", ".join(f"{k}: {v}" for k, v in sorted(tally.outcomes.items()))
+        print(f"  by outcome: {counts}")
+    if tally.stopped_for_auth:
+        print(
+            "  VTEX kept refusing the credentials (401/403), so the push stopped: check the app"
+            " key and token, and that the key has the 'Notify invoice' resource."
+        )
     if failures.count:
         print(
-            f"{failures.count} failed updates written to {failures.path};"
+            f"  failed: {failures.count} record{'' if failures.count == 1 else 's'} in"
+            f" {failures.path};"
             f" retry them with: vtex-tracking push {failures.path}"
         )
+    if tally.reading_stopped:
+        where = f"after {tally.unread_after}" if tally.unread_after else "from the start"
+        print(f"  NOT read, and not in the failures file: the input {where}.")
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "total": total,
-                    "succeeded": succeeded,
-                    "failed": failed,
-                    "elapsed_s": round(elapsed, 3),
-                    "by_outcome": dict(sorted(outcomes.items())),
-                    "failures_file": failures.path if failures.count else None,
-                    "interrupted": interrupted,
-                }
-            )
-        )
+        summary = {
+            "total": tally.total,
+            "succeeded": tally.succeeded,
+            "failed": tally.failed,
+            "elapsed_s": round(elapsed, 3),
+            "by_outcome": dict(sorted(tally.outcomes.items())),
+            "requests": tally.requests,
+            "throttled": tally.throttled,
+            "failures_file": failures.path if failures.count else None,
+            "dry_run": tally.dry_run,
+            "interrupted": tally.interrupted,
+            "unread_after": tally.unread_after if tally.reading_stopped else None,
+        }
+        print(json.dumps(summary, ensure_ascii=False))
