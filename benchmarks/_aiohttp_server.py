@@ -1,0 +1,39 @@
+"""The fallback local server: a minimal aiohttp app answering every PUT with the receipt.
+
+Run by ``_server.local_server()`` when nginx is missing. Prints its URL, then serves until
+its stdin closes (the harness holds the other end) or it is terminated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from aiohttp import web
+
+from ._workload import RECEIPT
+
+
+async def _receipt(request: web.Request) -> web.Response:
+    await request.read()
+    return web.Response(body=RECEIPT, content_type="application/json")
+
+
+async def main() -> None:
+    app = web.Application()
+    app.router.add_put("/{tail:.*}", _receipt)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+    await site.start()
+    port = runner.addresses[0][1]
+    print(f"http://127.0.0.1:{port}", flush=True)
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.run_in_executor(None, sys.stdin.read)  # returns at EOF: the harness is gone
+    finally:
+        await runner.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

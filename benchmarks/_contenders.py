@@ -1,0 +1,421 @@
+"""The contenders, each run alone in a fresh process: ``python -m benchmarks._contenders NAME
+'{"url": ..., ...}'`` prints one ``RESULT {json}`` line.
+
+A fresh process per run makes its CPU time and peak RSS its own. Each contender warms its
+connections up first (``warmup`` requests), then measures ``n`` requests in a ``Window``.
+Imports happen inside the contenders, so a baseline's memory holds only its own stack.
+
+Every contender does the same work per request: PUT the same body with the same headers to
+a distinct tracking path, read the answer, check the status and parse the JSON receipt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ._measure import Profile, Window, peak_rss_mb, rss_mb, window_figures
+from ._workload import (
+    APP_KEY,
+    APP_TOKEN,
+    BODY,
+    EVENTS,
+    HEADERS,
+    USER_AGENT,
+    invoice_number,
+    order_id,
+    path,
+)
+
+#: Seconds one request may take before a contender counts it as failed.
+REQUEST_TIMEOUT = 30.0
+
+Params = dict[str, Any]
+
+
+# -- the SDK -------------------------------------------------------------------------------------
+
+
+def _sdk_status() -> Any:
+    from vtex_tracking import TrackingEvent, TrackingStatus
+    from vtex_tracking._serde import encode_status
+
+    status = TrackingStatus([TrackingEvent(*event) for event in EVENTS])
+    # The baselines send BODY: make sure the SDK sends the very same bytes.
+    assert encode_status(status) == BODY, "benchmarks/_workload.py BODY is out of date"
+    return status
+
+
+def _sdk_client(p: Params, cls: Any = None, **options: Any) -> Any:
+    from vtex_tracking import AsyncTrackingClient
+
+    return (cls or AsyncTrackingClient)(
+        "bench",
+        APP_KEY,
+        APP_TOKEN,
+        base_url=p["url"],
+        max_concurrency=p.get("concurrency", 16),
+        user_agent=USER_AGENT,
+        timeout=REQUEST_TIMEOUT,
+        **options,
+    )
+
+
+def _updates(indices: Iterable[int]) -> Iterator[Any]:
+    """TrackingUpdates for ``indices``, built lazily."""
+    from vtex_tracking import TrackingUpdate
+
+    status = _sdk_status()
+    for i in indices:
+        yield TrackingUpdate(order_id(i), invoice_number(i), status)
+
+
+def _maybe_profile(p: Params) -> Any:
+    """A ``Profile`` when the run is asked for one (``profile``: where to write it)."""
+    return Profile() if p.get("profile") else contextlib.nullcontext()
+
+
+def _with_profile(result: Params, profile: Any, p: Params) -> Params:
+    if isinstance(profile, Profile):
+        result["profile"] = profile.save(Path(p["profile"]))
+    return result
+
+
+def _summary_statuses(summary: Any) -> Counter[str]:
+    return Counter({str(k): v for k, v in summary.by_outcome.items()})
+
+
+async def sdk_push(p: Params) -> Params:
+    """``AsyncTrackingClient.push_all`` of ``n`` distinct updates (built before timing)."""
+    n, warmup, concurrency = p["n"], p["warmup"], p["concurrency"]
+    updates = list(_updates(range(n)))
+    async with _sdk_client(p) as client:
+        await client.push_all(_updates(range(n, n + warmup)), concurrency=concurrency)
+        with Window() as window, _maybe_profile(p) as profile:
+            summary = await client.push_all(updates, concurrency=concurrency)
+    result = window_figures(window, n, summary.succeeded, _summary_statuses(summary))
+    return _with_profile(result, profile, p)
+
+
+async def sdk_send_pool(p: Params) -> Params:
+    """64 tasks awaiting ``AsyncTrackingClient.send``: the client without the push engine.
+
+    A diagnostic, not a target: ``sdk_push`` minus this is what the push engine costs.
+    """
+    from vtex_tracking import VtexTrackingError
+
+    n, warmup, concurrency = p["n"], p["warmup"], p["concurrency"]
+    updates = list(_updates(range(n + warmup)))
+    async with _sdk_client(p) as client:
+
+        async def run(items: list[Any]) -> Counter[str]:
+            statuses: Counter[str] = Counter()
+            shared = iter(items)
+
+            async def worker() -> None:
+                for update in shared:
+                    try:
+                        statuses[str((await client.send(update)).status_code)] += 1
+                    except VtexTrackingError as exc:
+                        statuses[type(exc).__name__] += 1
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return statuses
+
+        await run(updates[n:])
+        with Window() as window:
+            statuses = await run(updates[:n])
+    return window_figures(window, n, statuses["200"], statuses)
+
+
+def sdk_sync_seq(p: Params) -> Params:
+    """``TrackingClient.update_tracking_status``, one call after the other."""
+    from vtex_tracking import TrackingClient, VtexTrackingError
+
+    n, warmup = p["n"], p["warmup"]
+    status = _sdk_status()
+    statuses: Counter[str] = Counter()
+    with _sdk_client(p, TrackingClient) as client:
+        for i in range(n, n + warmup):
+            client.update_tracking_status(order_id(i), invoice_number(i), status)
+        with Window() as window:
+            for i in range(n):
+                try:
+                    receipt = client.update_tracking_status(order_id(i), invoice_number(i), status)
+                    statuses[str(receipt.status_code)] += 1
+                except VtexTrackingError as exc:
+                    statuses[type(exc).__name__] += 1
+    return window_figures(window, n, statuses["200"], statuses)
+
+
+async def sdk_async_seq(p: Params) -> Params:
+    """``await AsyncTrackingClient.update_tracking_status``, one call after the other."""
+    from vtex_tracking import VtexTrackingError
+
+    n, warmup = p["n"], p["warmup"]
+    status = _sdk_status()
+    statuses: Counter[str] = Counter()
+    async with _sdk_client(p) as client:
+        for i in range(n, n + warmup):
+            await client.update_tracking_status(order_id(i), invoice_number(i), status)
+        with Window() as window:
+            for i in range(n):
+                try:
+                    receipt = await client.update_tracking_status(
+                        order_id(i), invoice_number(i), status
+                    )
+                    statuses[str(receipt.status_code)] += 1
+                except VtexTrackingError as exc:
+                    statuses[type(exc).__name__] += 1
+    return window_figures(window, n, statuses["200"], statuses)
+
+
+async def sdk_memory(p: Params) -> Params:
+    """``push`` of ``n`` lazily generated updates; RSS sampled as results arrive."""
+    n, mark, every = p["n"], p["mark"], p["sample_every"]
+    statuses: Counter[str] = Counter()
+    rss_at_mark = None
+    done = 0
+    async with _sdk_client(p) as client:
+        _sdk_status()  # everything imported: the start figure is the SDK at rest
+        samples: list[tuple[int, float | None]] = [(0, rss_mb())]
+        with Window() as window:
+            async with client.push(_updates(range(n)), concurrency=p["concurrency"]) as stream:
+                async for result in stream:
+                    done += 1
+                    statuses[result.outcome] += 1
+                    if done % every == 0:
+                        samples.append((done, rss_mb()))
+                    if done == mark:
+                        rss_at_mark = rss_mb()
+        rss_end = rss_mb()
+    result = window_figures(window, n, statuses["200"], statuses)
+    result.update(rss_start_mb=samples[0][1], rss_mark_mb=rss_at_mark, rss_end_mb=rss_end)
+    result["rss_samples"] = samples
+    return result
+
+
+async def sdk_rate_limited(p: Params) -> Params:
+    """``push_all`` against a rate-limited FakeOMS, with ``adaptive`` on or off."""
+    from vtex_tracking import RetryPolicy
+
+    n = p["n"]
+    retry = RetryPolicy(max_attempts=p["max_attempts"])
+    async with _sdk_client(p, retry=retry) as client:
+        with Window() as window:
+            summary = await client.push_all(
+                _updates(range(n)), concurrency=p["concurrency"], adaptive=p["adaptive"]
+            )
+    result = window_figures(window, n, summary.succeeded, _summary_statuses(summary))
+    result["client_requests"] = summary.requests
+    return result
+
+
+# -- the baselines -------------------------------------------------------------------------------
+
+
+def _check(status: int, body: bytes, statuses: Counter[str]) -> None:
+    """What every baseline does with an answer: check the status, parse the receipt."""
+    if status == 200:
+        json.loads(body)
+    statuses[str(status)] += 1
+
+
+async def _async_pool(
+    send: Callable[[int], Any], indices: Iterable[int], concurrency: int
+) -> Counter[str]:
+    """``concurrency`` tasks taking indices from one iterator; ``send(i)`` returns a status
+    and a body. Any error is counted under its type name."""
+    statuses: Counter[str] = Counter()
+    shared = iter(indices)
+
+    async def worker() -> None:
+        for i in shared:
+            try:
+                status, body = await send(i)
+            except Exception as exc:
+                statuses[type(exc).__name__] += 1
+            else:
+                _check(status, body, statuses)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return statuses
+
+
+async def raw_aiohttp(p: Params) -> Params:
+    """64 tasks over one ``aiohttp.ClientSession(TCPConnector(limit=64))``: the stack's limit."""
+    import aiohttp
+
+    base, n, warmup, concurrency = p["url"], p["n"], p["warmup"], p["concurrency"]
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(
+        connector=connector, headers=HEADERS, timeout=timeout
+    ) as session:
+
+        async def send(i: int) -> tuple[int, bytes]:
+            async with session.put(base + path(i), data=BODY) as response:
+                return response.status, await response.read()
+
+        await _async_pool(send, range(n, n + warmup), concurrency)
+        if p.get("memory"):
+            return await _pool_memory(send, p)
+        with Window() as window, _maybe_profile(p) as profile:
+            statuses = await _async_pool(send, range(n), concurrency)
+    result = window_figures(window, n, statuses["200"], statuses)
+    return _with_profile(result, profile, p)
+
+
+async def _pool_memory(send: Callable[[int], Any], p: Params) -> Params:
+    """The memory scenario's baseline: the raw pool over a lazy range, RSS sampled."""
+    n, mark, every = p["n"], p["mark"], p["sample_every"]
+    samples: list[tuple[int, float | None]] = [(0, rss_mb())]
+    marks: dict[str, float | None] = {}
+
+    def indices() -> Iterator[int]:
+        for i in range(n):
+            if i and i % every == 0:
+                samples.append((i, rss_mb()))
+            if i == mark:
+                marks["mark"] = rss_mb()
+            yield i
+
+    with Window() as window:
+        statuses = await _async_pool(send, indices(), p["concurrency"])
+    result = window_figures(window, n, statuses["200"], statuses)
+    result.update(rss_start_mb=samples[0][1], rss_mark_mb=marks.get("mark"), rss_end_mb=rss_mb())
+    result["rss_samples"] = samples
+    return result
+
+
+async def httpx_pool(p: Params) -> Params:
+    """64 tasks over one ``httpx.AsyncClient`` limited to 64 connections."""
+    import httpx
+
+    n, warmup, concurrency = p["n"], p["warmup"], p["concurrency"]
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(
+        base_url=p["url"], headers=HEADERS, limits=limits, timeout=REQUEST_TIMEOUT
+    ) as client:
+
+        async def send(i: int) -> tuple[int, bytes]:
+            response = await client.put(path(i), content=BODY)
+            return response.status_code, response.content
+
+        await _async_pool(send, range(n, n + warmup), concurrency)
+        with Window() as window:
+            statuses = await _async_pool(send, range(n), concurrency)
+    return window_figures(window, n, statuses["200"], statuses)
+
+
+def requests_threads(p: Params) -> Params:
+    """64 threads, each with its own ``requests.Session`` (kept across the warm-up)."""
+    import requests
+
+    base, n, warmup, concurrency = p["url"], p["n"], p["warmup"], p["concurrency"]
+    local = threading.local()
+
+    def session() -> requests.Session:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+            local.session.headers.update(HEADERS)
+        return local.session  # type: ignore[no-any-return]
+
+    def run(pool: ThreadPoolExecutor, indices: Iterable[int]) -> Counter[str]:
+        shared, lock = iter(indices), threading.Lock()
+
+        def worker() -> Counter[str]:
+            statuses: Counter[str] = Counter()
+            s = session()
+            while True:
+                with lock:
+                    i = next(shared, None)
+                if i is None:
+                    return statuses
+                try:
+                    response = s.put(base + path(i), data=BODY, timeout=REQUEST_TIMEOUT)
+                except requests.RequestException as exc:
+                    statuses[type(exc).__name__] += 1
+                else:
+                    _check(response.status_code, response.content, statuses)
+
+        futures = [pool.submit(worker) for _ in range(concurrency)]
+        return sum((f.result() for f in futures), Counter())
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        run(pool, range(n, n + warmup))
+        with Window() as window:
+            statuses = run(pool, range(n))
+    return window_figures(window, n, statuses["200"], statuses)
+
+
+def requests_seq(p: Params) -> Params:
+    """One ``requests.Session``, one request after the other."""
+    import requests
+
+    base, n, warmup = p["url"], p["n"], p["warmup"]
+    statuses: Counter[str] = Counter()
+    with requests.Session() as session:
+        session.headers.update(HEADERS)
+        for i in range(n, n + warmup):
+            session.put(base + path(i), data=BODY, timeout=REQUEST_TIMEOUT)
+        with Window() as window:
+            for i in range(n):
+                try:
+                    response = session.put(base + path(i), data=BODY, timeout=REQUEST_TIMEOUT)
+                except requests.RequestException as exc:
+                    statuses[type(exc).__name__] += 1
+                else:
+                    _check(response.status_code, response.content, statuses)
+    return window_figures(window, n, statuses["200"], statuses)
+
+
+CONTENDERS: dict[str, Callable[[Params], Any]] = {
+    "sdk_push": sdk_push,
+    "sdk_send_pool": sdk_send_pool,
+    "sdk_sync_seq": sdk_sync_seq,
+    "sdk_async_seq": sdk_async_seq,
+    "sdk_memory": sdk_memory,
+    "sdk_rate_limited": sdk_rate_limited,
+    "raw_aiohttp": raw_aiohttp,
+    "httpx_pool": httpx_pool,
+    "requests_threads": requests_threads,
+    "requests_seq": requests_seq,
+}
+
+#: The module each contender needs besides the standard library (to skip it when missing).
+REQUIRES = {
+    "raw_aiohttp": "aiohttp",
+    "httpx_pool": "httpx",
+    "requests_threads": "requests",
+    "requests_seq": "requests",
+}
+
+
+def main(argv: list[str]) -> int:
+    name, params = argv[0], json.loads(argv[1])
+    started = time.perf_counter()
+    func = CONTENDERS[name]
+    outcome = func(params)
+    if asyncio.iscoroutine(outcome):
+        outcome = asyncio.run(outcome)
+    outcome.update(
+        contender=name,
+        peak_rss_mb=peak_rss_mb(),
+        process_s=time.perf_counter() - started,
+    )
+    print("RESULT " + json.dumps(outcome), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,248 @@
+"""What a run leaves behind: the machine's description, the printed tables, results.json and
+the chart."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+PACKAGES = (
+    "vtex-tracking",
+    "aiohttp",
+    "anyio",
+    "attrs",
+    "cattrs",
+    "orjson",
+    "yarl",
+    "multidict",
+    "httpx",
+    "httpcore",
+    "requests",
+    "urllib3",
+    "pyinstrument",
+    "matplotlib",
+)
+
+NAMES = {
+    "sdk_push": "vtex_tracking push_all",
+    "raw_aiohttp": "raw aiohttp pool (a)",
+    "httpx_pool": "httpx.AsyncClient pool (b)",
+    "requests_threads": "requests, 64 threads (c)",
+    "sdk_send_pool": "client.send, 64 tasks (diag.)",
+    "sdk_sync_seq": "TrackingClient (sync)",
+    "requests_seq": "requests.Session",
+    "sdk_async_seq": "AsyncTrackingClient, awaited",
+}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, cores, memory, OS, Python and package versions, and the time of the run."""
+    packages = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        memory_gb: float | None = round(pages / 1024**3, 1)
+    except (ValueError, OSError, AttributeError):
+        memory_gb = None
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "cpu_model": _cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": usable,
+        "memory_gb": memory_gb,
+        "platform": platform.platform(),
+        "python": f"{platform.python_implementation()} {sys.version.split()[0]}",
+        "packages": packages,
+        "load_average_at_start": list(os.getloadavg()),
+    }
+
+
+def _fmt(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _range(spread: dict[str, Any] | None, digits: int = 0) -> str:
+    if spread is None:
+        return "-"
+    low, high = _fmt(spread["min"], digits), _fmt(spread["max"], digits)
+    return f"{_fmt(spread['median'], digits)} [{low}-{high}]"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
+    return "\n".join(
+        ["  " + line(headers), "  " + line(["-" * w for w in widths])]
+        + ["  " + line(r) for r in rows]
+    )
+
+
+def _compare_table(section: dict[str, Any], subject: str) -> str:
+    ratios = section["ratios_of_" + subject]
+    rows = []
+    for name, c in section["contenders"].items():
+        ratio = ratios.get(name, {})
+        rows.append(
+            [
+                NAMES.get(name, name),
+                f"{c['n']:,}",
+                _range(c["rps"]),
+                _range(c["cpu_us_per_req"]),
+                _range(c["peak_rss_mb"], 1),
+                "1 (subject)" if name == subject else _range(ratio.get("speed"), 2),
+                "" if name == subject else _range(ratio.get("cpu"), 2),
+            ]
+        )
+    for name, why in section["skipped"].items():
+        rows.append([NAMES.get(name, name), "-", f"skipped: {why}", "", "", "", ""])
+    headers = [
+        "contender",
+        "n",
+        "req/s",
+        "CPU us/req",
+        "peak RSS MB",
+        f"speed: {NAMES[subject]} / this",
+        "CPU: ... / this",
+    ]
+    return _table(headers, rows)
+
+
+def render(results: dict[str, Any]) -> str:
+    """The human-readable summary printed at the end of a run."""
+    m, sc = results["machine"], results["scenarios"]
+    out = [
+        f"\n== vtex-tracking benchmarks ({results['mode']}), {m['date']} ==",
+        f"{m['cpu_model']}, {m['usable_cpus']} CPUs, {m['python']},"
+        f" server: {results['server'].get('version', '-')}",
+        "Figures: median [min-max] over repetitions; ratios paired per repetition.",
+    ]
+    if "bulk" in sc:
+        out += [
+            "",
+            f"Bulk push, concurrency 64 ({sc['bulk']['reps']} reps):",
+            _compare_table(sc["bulk"], "sdk_push"),
+        ]
+    if "sync" in sc:
+        out += [
+            "",
+            f"Sequential single calls ({sc['sync']['reps']} reps):",
+            _compare_table(sc["sync"], "sdk_sync_seq"),
+        ]
+    if "memory" in sc:
+        rows = []
+        for label, key in (
+            ("vtex_tracking push", "sdk"),
+            ("raw aiohttp pool", "baseline_raw_aiohttp"),
+        ):
+            f = sc["memory"].get(key)
+            if f:
+                rows.append(
+                    [
+                        label,
+                        f"{f['n']:,}",
+                        _fmt(f["rss_start_mb"], 1),
+                        _fmt(f["rss_mark_mb"], 1),
+                        _fmt(f["rss_end_mb"], 1),
+                        _fmt(f["peak_rss_mb"], 1),
+                        _fmt(f["growth_after_mark_mb"], 1),
+                        _fmt(f["rps"]),
+                    ]
+                )
+        out += [
+            "",
+            f"Memory, lazily generated input (mark at {sc['memory']['mark']:,} results):",
+            _table(
+                [
+                    "contender",
+                    "n",
+                    "RSS start MB",
+                    "at mark",
+                    "at end",
+                    "peak",
+                    "end - mark",
+                    "req/s",
+                ],
+                rows,
+            ),
+        ]
+    if "rate_limited" in sc:
+        r = sc["rate_limited"]
+        rows = [
+            [
+                mode,
+                _range(r[mode]["time_over_ideal"], 2),
+                _range(r[mode]["wall_s"], 1),
+                _range(_pct(r[mode]["share_429"]), 1),
+                str(r[mode]["failed"]),
+            ]
+            for mode in ("adaptive", "fixed")
+        ]
+        out += [
+            "",
+            f"Rate-limited ({r['n']:,} updates at {r['rate_limit']:g}/s, ideal"
+            f" {r['ideal_s']:.1f} s, {r['reps']} reps, {r['server']}):",
+            _table(["pacing", "time / ideal", "seconds", "429 share %", "failed"], rows),
+        ]
+    if sc.get("profile", {}).get("sdk_push"):
+        p = sc["profile"]["sdk_push"]
+        rows = [[f"{row['share'] * 100:.1f} %", row["area"]] for row in p["by_area"][:10]]
+        rows2 = [[f"{row['share'] * 100:.1f} %", row["where"]] for row in p["top_functions"][:15]]
+        out += [
+            "",
+            f"Profile of the bulk push ({p['tool']}; full report in"
+            f" {sc['profile']['file']}): own time by area",
+            _table(["share", "area"], rows),
+            "",
+            "Top functions by own time:",
+            _table(["share", "function"], rows2),
+        ]
+    rows = [
+        [
+            t["status"],
+            t["description"],
+            _fmt(t["measured"], 2) + f" {t['unit']}".rstrip(),
+            f"{t['comparison']} {t['threshold']:g}",
+            t["note"],
+        ]
+        for t in results["targets"]
+    ]
+    out += ["", "Targets:", _table(["", "target", "measured", "wanted", "note"], rows)]
+    for note in results["notes"]:
+        out.append(f"note: {note}")
+    return "\n".join(out) + "\n"
+
+
+def _pct(spread: dict[str, Any] | None) -> dict[str, Any] | None:
+    if spread is None:
+        return None
+    return {k: (v * 100 if k != "runs" else v) for k, v in spread.items()}
+
+
+def write_json(results: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")

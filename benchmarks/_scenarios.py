@@ -1,0 +1,461 @@
+"""The scenarios: which contenders run, how often, in which order, and what is compared.
+
+Each scenario runs its contenders as fresh subprocesses (``_contenders``), interleaved: in
+repetition *r* the list is rotated by *r*, so no contender always runs first or last on a
+machine whose load drifts. Ratios are paired (same repetition), then summarised.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ._contenders import REQUIRES
+from ._server import Server, child_env, fake_oms_server
+from ._stats import paired_ratios, spread, target
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+Run = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes and repetitions of every scenario (``full()`` or ``quick()``)."""
+
+    mode: str
+    reps: int
+    concurrency: int
+    bulk_n: int
+    bulk_slow_n: int  # httpx and requests are ~10x slower: fewer requests, same rate
+    bulk_warmup: int
+    sync_n: int
+    sync_warmup: int
+    memory_n: int
+    memory_mark: int
+    memory_baseline_n: int
+    rl_n: int
+    rl_rate: float
+    rl_burst: int
+    rl_retry_after: str
+    rl_max_attempts: int
+    rl_reps: int
+    profile_n: int
+
+    @classmethod
+    def full(cls) -> Settings:
+        """The sizes of the brief: 1,500 rate-limited updates, a million for memory."""
+        return cls(
+            mode="full", reps=5, concurrency=64,
+            bulk_n=15_000, bulk_slow_n=3_000, bulk_warmup=1_000,
+            sync_n=3_000, sync_warmup=200,
+            memory_n=1_000_000, memory_mark=100_000, memory_baseline_n=200_000,
+            rl_n=1_500, rl_rate=100.0, rl_burst=10, rl_retry_after="1", rl_max_attempts=10,
+            rl_reps=3, profile_n=15_000,
+        )  # fmt: skip
+
+    @classmethod
+    def quick(cls) -> Settings:
+        """A smoke run: every scenario, small, in well under two minutes."""
+        return cls(
+            mode="quick", reps=2, concurrency=64,
+            bulk_n=2_000, bulk_slow_n=400, bulk_warmup=200,
+            sync_n=300, sync_warmup=50,
+            memory_n=30_000, memory_mark=3_000, memory_baseline_n=30_000,
+            rl_n=300, rl_rate=50.0, rl_burst=10, rl_retry_after="1", rl_max_attempts=10,
+            rl_reps=1, profile_n=2_000,
+        )  # fmt: skip
+
+    def with_bulk_n(self, n: int) -> Settings:
+        """These settings with the bulk (and profile) size set to ``n``."""
+        values = asdict(self)
+        slow = max(min(n, 400), n // 5)
+        values.update(bulk_n=n, bulk_slow_n=slow, bulk_warmup=min(self.bulk_warmup, n), profile_n=n)
+        return Settings(**values)
+
+    def with_reps(self, reps: int) -> Settings:
+        values = asdict(self)
+        values.update(reps=reps, rl_reps=min(self.rl_reps, reps))
+        return Settings(**values)
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def missing_module(contender: str) -> str | None:
+    """Why a contender cannot run here (its library is not installed), or None."""
+    module = REQUIRES.get(contender)
+    if module is not None and importlib.util.find_spec(module) is None:
+        return f"{module} is not installed (pip install {module})"
+    return None
+
+
+def run_contender(name: str, params: dict[str, Any], timeout: float) -> Run | None:
+    """Run one contender in a fresh process, killed after ``timeout`` seconds; its figures,
+    or None (the reason is logged and kept under ``failed_runs``)."""
+    label = f"  {name:<17} n={params.get('n')}"
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks._contenders", name, json.dumps(params)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=_ROOT,
+            env=child_env(),
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        _FAILURES.append(f"{name}: killed after the {timeout:.0f} s limit")
+        log(f"{label}  KILLED after {timeout:.0f} s")
+        return None
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        tail = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+        _FAILURES.append(f"{name}: {tail[0]}")
+        log(f"{label}  FAILED: {tail[0]}")
+        return None
+    run: Run = json.loads(lines[-1][len("RESULT ") :])
+    log(
+        f"{label}  {run['rps']:8.0f} req/s  {run['cpu_us_per_req']:7.0f} us CPU/req"
+        f"  peak {run['peak_rss_mb']:5.1f} MB  errors {run['errors']}"
+        f"  ({time.monotonic() - started:.1f} s)"
+    )
+    return run
+
+
+_FAILURES: list[str] = []
+
+
+def take_failures() -> list[str]:
+    """Failed runs logged since the last call."""
+    failures = list(_FAILURES)
+    _FAILURES.clear()
+    return failures
+
+
+def _timeout(n: int, floor_rps: float) -> float:
+    """A hard limit for one run: generous, but a hang cannot stall the suite."""
+    return 60.0 + n / floor_rps
+
+
+def _interleaved(
+    names: list[str], reps: int, params_for: dict[str, dict[str, Any]], floor_rps: float
+) -> dict[str, list[Run | None]]:
+    runs: dict[str, list[Run | None]] = {name: [] for name in names}
+    for rep in range(reps):
+        log(f" repetition {rep + 1}/{reps}")
+        shift = rep % len(names)
+        for name in names[shift:] + names[:shift]:
+            params = params_for[name]
+            runs[name].append(run_contender(name, params, _timeout(params["n"], floor_rps)))
+    return runs
+
+
+def _contender_section(runs: list[Run | None], n: int) -> dict[str, Any]:
+    done = [r for r in runs if r is not None]
+    return {
+        "n": n,
+        "runs_ok": len(done),
+        "runs_failed": len(runs) - len(done),
+        "errors": sum(r["errors"] for r in done),
+        **{
+            key: spread([r[key] for r in done])
+            for key in ("rps", "cpu_us_per_req", "peak_rss_mb", "wall_s")
+        },
+    }
+
+
+def _compare(
+    names: list[str],
+    reps: int,
+    params_for: dict[str, dict[str, Any]],
+    subject: str,
+    floor_rps: float,
+) -> dict[str, Any]:
+    """Run ``names`` (skipping missing ones) and compare ``subject`` with each other one."""
+    skipped = {name: why for name in names if (why := missing_module(name))}
+    for name, why in skipped.items():
+        log(f"  {name:<17} SKIPPED: {why}")
+    available = [name for name in names if name not in skipped]
+    runs = _interleaved(available, reps, params_for, floor_rps)
+    ratios = {
+        name: {
+            "speed": paired_ratios(runs[subject], runs[name], "rps"),
+            "cpu": paired_ratios(runs[subject], runs[name], "cpu_us_per_req"),
+        }
+        for name in available
+        if name != subject
+    }
+    return {
+        "reps": reps,
+        "contenders": {
+            name: _contender_section(runs[name], params_for[name]["n"]) for name in available
+        },
+        "skipped": skipped,
+        "ratios_of_" + subject: ratios,
+        "failed_runs": take_failures(),
+    }
+
+
+def _median(section: dict[str, Any], subject: str, other: str) -> float | None:
+    ratio = section["ratios_of_" + subject].get(other, {}).get("speed")
+    return ratio["median"] if ratio else None
+
+
+def bulk(s: Settings, server: Server) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Throughput of ``push_all`` at concurrency 64 against three hand-written pools."""
+    log(f"\n== bulk: {s.bulk_n} updates at concurrency {s.concurrency} ==")
+    # sdk_send_pool is a diagnostic: the client without the push engine.
+    names = ["sdk_push", "raw_aiohttp", "httpx_pool", "requests_threads", "sdk_send_pool"]
+    params_for = {
+        name: {
+            "url": server.url,
+            "n": s.bulk_slow_n if name in ("httpx_pool", "requests_threads") else s.bulk_n,
+            "warmup": s.bulk_warmup,
+            "concurrency": s.concurrency,
+        }
+        for name in names
+    }
+    section = _compare(names, s.reps, params_for, "sdk_push", floor_rps=50)
+    skipped = section["skipped"]
+    targets = [
+        target(
+            "bulk_vs_raw_aiohttp",
+            "bulk push >= 0.95 x raw aiohttp pool (requests/s)",
+            _median(section, "sdk_push", "raw_aiohttp"),
+            0.95,
+            ">=",
+            unit="x",
+            skipped=skipped.get("raw_aiohttp"),
+        ),
+        target(
+            "bulk_vs_httpx",
+            "bulk push >= 5 x httpx.AsyncClient pool (requests/s)",
+            _median(section, "sdk_push", "httpx_pool"),
+            5.0,
+            ">=",
+            unit="x",
+            skipped=skipped.get("httpx_pool"),
+        ),
+    ]
+    return section, targets
+
+
+def sync(s: Settings, server: Server) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Sequential single calls: the sync facade against requests and the async client."""
+    log(f"\n== sync facade: {s.sync_n} sequential calls ==")
+    names = ["sdk_sync_seq", "requests_seq", "sdk_async_seq"]
+    params_for = {
+        name: {"url": server.url, "n": s.sync_n, "warmup": s.sync_warmup} for name in names
+    }
+    section = _compare(names, s.reps, params_for, "sdk_sync_seq", floor_rps=50)
+    targets = [
+        target(
+            "sync_vs_requests",
+            "sync facade sequential >= 1.2 x requests.Session",
+            _median(section, "sdk_sync_seq", "requests_seq"),
+            1.2,
+            ">=",
+            unit="x",
+            skipped=section["skipped"].get("requests_seq"),
+        ),
+    ]
+    return section, targets
+
+
+def memory(s: Settings, server: Server) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """RSS while pushing a lazily generated stream, against the raw pool on a lazy range."""
+    log(f"\n== memory: push of {s.memory_n} lazily generated updates ==")
+    common = {"url": server.url, "concurrency": s.concurrency, "warmup": 0}
+    sdk = run_contender(
+        "sdk_memory",
+        {**common, "n": s.memory_n, "mark": s.memory_mark, "sample_every": s.memory_n // 50},
+        _timeout(s.memory_n, 300),
+    )
+    baseline_n = s.memory_baseline_n
+    baseline = None
+    baseline_skipped = missing_module("raw_aiohttp")
+    if baseline_skipped is None:
+        baseline = run_contender(
+            "raw_aiohttp",
+            {
+                **common,
+                "memory": True,
+                "n": baseline_n,
+                "mark": min(s.memory_mark, baseline_n // 2),
+                "sample_every": max(1, baseline_n // 50),
+            },
+            _timeout(baseline_n, 300),
+        )
+    section: dict[str, Any] = {
+        "n": s.memory_n,
+        "mark": s.memory_mark,
+        "sdk": _memory_figures(sdk),
+        "baseline_raw_aiohttp": _memory_figures(baseline),
+        "baseline_n": baseline_n,
+        "failed_runs": take_failures(),
+    }
+    figures = section["sdk"] or {}
+    growth = figures.get("growth_after_mark_mb")
+    targets = [
+        target(
+            f"memory_peak_{s.memory_n}",
+            f"push of {s.memory_n:,} updates: peak RSS < 100 MB",
+            figures.get("peak_rss_mb"),
+            100.0,
+            "<",
+            unit="MB",
+        ),
+        target(
+            "memory_flat_after_mark",
+            f"RSS at the end within 10 MB of RSS at the {s.memory_mark:,} mark",
+            abs(growth) if growth is not None else None,
+            10.0,
+            "<=",
+            unit="MB",
+        ),
+    ]
+    return section, targets
+
+
+def _memory_figures(run: Run | None) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    mark, end = run.get("rss_mark_mb"), run.get("rss_end_mb")
+    return {
+        "n": run["n"],
+        "errors": run["errors"],
+        "rps": run["rps"],
+        "cpu_us_per_req": run["cpu_us_per_req"],
+        "rss_start_mb": run.get("rss_start_mb"),
+        "rss_mark_mb": mark,
+        "rss_end_mb": end,
+        "peak_rss_mb": run["peak_rss_mb"],
+        "growth_after_mark_mb": end - mark if mark is not None and end is not None else None,
+        "rss_samples": run.get("rss_samples", []),
+    }
+
+
+def rate_limited(s: Settings) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Goodput against FakeOMS's rate limit (own process), adaptive pacing on and off."""
+    ideal = s.rl_n / s.rl_rate
+    log(
+        f"\n== rate-limited: {s.rl_n} updates, FakeOMS at {s.rl_rate:g}/s (burst {s.rl_burst},"
+        f" Retry-After {s.rl_retry_after}), ideal {ideal:.1f} s =="
+    )
+    runs: dict[str, list[dict[str, Any]]] = {"adaptive": [], "fixed": []}
+    with fake_oms_server(s.rl_rate, s.rl_burst, s.rl_retry_after) as oms:
+        for rep in range(s.rl_reps):
+            log(f" repetition {rep + 1}/{s.rl_reps}")
+            modes = [True, False] if rep % 2 == 0 else [False, True]
+            for adaptive in modes:
+                oms.reset()
+                params = {
+                    "url": oms.url,
+                    "n": s.rl_n,
+                    "concurrency": s.concurrency,
+                    "adaptive": adaptive,
+                    "max_attempts": s.rl_max_attempts,
+                }
+                run = run_contender("sdk_rate_limited", params, 60 + 10 * ideal)
+                if run is None:
+                    continue
+                statuses = oms.statuses()
+                answers = sum(statuses.values())
+                figures = {
+                    "wall_s": run["wall_s"],
+                    "time_over_ideal": run["wall_s"] / ideal,
+                    "server_statuses": statuses,
+                    "share_429": statuses.get("429", 0) / answers if answers else None,
+                    "failed": run["errors"],
+                    "cpu_us_per_req": run["cpu_us_per_req"],
+                }
+                runs["adaptive" if adaptive else "fixed"].append(figures)
+                log(
+                    f"    adaptive={adaptive!s:<5}  {figures['wall_s']:6.1f} s"
+                    f" = {figures['time_over_ideal']:.2f} x ideal, 429s"
+                    f" {(figures['share_429'] or 0) * 100:4.1f} %, failed {figures['failed']}"
+                )
+    section: dict[str, Any] = {
+        "n": s.rl_n,
+        "rate_limit": s.rl_rate,
+        "burst": s.rl_burst,
+        "retry_after": s.rl_retry_after,
+        "ideal_s": ideal,
+        "reps": s.rl_reps,
+        "server": "FakeOMS in its own process (benchmarks/_fake_oms_server.py)",
+        "failed_runs": take_failures(),
+    }
+    for mode, figures_list in runs.items():
+        section[mode] = {
+            "time_over_ideal": spread([f["time_over_ideal"] for f in figures_list]),
+            "share_429": spread([f["share_429"] for f in figures_list]),
+            "wall_s": spread([f["wall_s"] for f in figures_list]),
+            "failed": sum(f["failed"] for f in figures_list),
+            "runs": figures_list,
+        }
+    time_ratio = section["adaptive"]["time_over_ideal"]
+    share = section["adaptive"]["share_429"]
+    targets = [
+        target(
+            "rate_limited_time",
+            "rate-limited push (adaptive) <= 1.15 x ideal time N/R",
+            time_ratio["median"] if time_ratio else None,
+            1.15,
+            "<=",
+            unit="x",
+        ),
+        target(
+            "rate_limited_429_share",
+            "rate-limited push (adaptive): < 3 % of answers are 429",
+            share["median"] * 100 if share else None,
+            3.0,
+            "<",
+            unit="%",
+        ),
+    ]
+    return section, targets
+
+
+def profile(s: Settings, server: Server, out: Path) -> dict[str, Any]:
+    """Profile one bulk push, and the raw aiohttp pool for comparison, area by area."""
+    log(f"\n== profile: bulk push of {s.profile_n} updates ==")
+    summaries: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="vtex-bench-profile-") as tmp:
+        texts: dict[str, str] = {}
+        for name in ("sdk_push", "raw_aiohttp"):
+            if missing_module(name):
+                continue
+            where = Path(tmp) / f"{name}.txt"
+            params = {
+                "url": server.url,
+                "n": s.profile_n,
+                "warmup": s.bulk_warmup,
+                "concurrency": s.concurrency,
+                "profile": str(where),
+            }
+            run = run_contender(name, params, _timeout(s.profile_n, 50))
+            if run is not None and where.exists():
+                summaries[name] = {**run["profile"], "n": run["n"], "rps": run["rps"]}
+                texts[name] = where.read_text()
+        if "sdk_push" in texts:
+            from ._profile_report import comparison
+
+            out.write_text(comparison(summaries) + "\n" + texts["sdk_push"])
+    return {
+        "file": out.name if "sdk_push" in summaries else None,
+        "sdk_push": summaries.get("sdk_push"),
+        "raw_aiohttp": summaries.get("raw_aiohttp"),
+        "load_average": os.getloadavg(),
+        "failed_runs": take_failures(),
+    }

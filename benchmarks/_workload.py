@@ -1,0 +1,53 @@
+"""What every contender sends: the same paths, headers and body bytes.
+
+No vtex_tracking import here: the baseline contenders load this module too, and their memory
+and CPU figures must not include the SDK's imports.
+"""
+
+from __future__ import annotations
+
+#: The fixed receipt the local server answers with (VTEX's documented example).
+RECEIPT = b'{"date":"2017-03-29T18:04:31.0521233+00:00","orderId":"x","receipt":"y"}'
+
+APP_KEY = "vtexappkey-fake-oms"
+APP_TOKEN = "fake-oms-app-token"
+USER_AGENT = "vtex-tracking-benchmark"
+
+#: The headers the SDK sends (checked against it by the SDK contenders).
+HEADERS = {
+    "Accept": "application/json",
+    "Content-Type": "application/json",
+    "User-Agent": USER_AGENT,
+    "X-VTEX-API-AppKey": APP_KEY,
+    "X-VTEX-API-AppToken": APP_TOKEN,
+}
+
+#: The events of every update, as the SDK's models take them...
+EVENTS = (
+    ("Rio de Janeiro", "RJ", "Coletado pela transportadora", "2026-11-02"),
+    ("São Paulo", "SP", "Em trânsito para Curitiba", "2026-11-03"),
+)
+#: ...and the body bytes the SDK puts on the wire for them (the SDK contenders assert it).
+BODY = (
+    '{"events":['
+    '{"city":"Rio de Janeiro","state":"RJ","description":"Coletado pela transportadora",'
+    '"date":"2026-11-02"},'
+    '{"city":"São Paulo","state":"SP","description":"Em trânsito para Curitiba",'
+    '"date":"2026-11-03"}],'
+    '"isDelivered":false,"deliveredDate":null}'
+).encode()
+
+
+def order_id(i: int) -> str:
+    """The i-th distinct order id, VTEX-shaped."""
+    return f"{1172452900000 + i}-01"
+
+
+def invoice_number(i: int) -> str:
+    """The i-th distinct invoice number."""
+    return f"NF{i:09d}"
+
+
+def path(i: int) -> str:
+    """The tracking path of the i-th update (ids need no percent-encoding)."""
+    return f"/api/oms/pvt/orders/{order_id(i)}/invoice/{invoice_number(i)}/tracking"
