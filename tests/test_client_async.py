@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import socket
@@ -25,6 +26,7 @@ from vtex_tracking import (
     RateLimitError,
     RetryPolicy,
     ServerError,
+    TrackingEvent,
     TrackingStatus,
     TransportError,
     TransportTimeoutError,
@@ -356,3 +358,47 @@ async def test_errors_never_contain_secrets(status: TrackingStatus) -> None:
             await client.update_tracking_status("o", "1", status)
     for text in (str(info.value), repr(info.value), repr(info.value.__cause__)):
         assert "WRONG-SECRET-TOKEN" not in text and "vtexappkey-acme-WRONG" not in text
+
+
+async def test_a_body_trickling_slower_than_the_timeout_times_out() -> None:
+    """The per-attempt timeout bounds reading the body too, not only waiting for headers: a
+    server that sends its headers and then one byte every 0.2 s fails within the timeout."""
+    done, finished = anyio.Event(), anyio.Event()
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await _trickle(reader, writer)
+        finally:
+            writer.close()
+            finished.set()
+
+    async def _trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.read(65536)  # the body (small: it arrived with the headers or just after)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        writer.write(b"Content-Length: 1000\r\n\r\n")
+        with contextlib.suppress(ConnectionError):
+            while not done.is_set() and not writer.is_closing():
+                writer.write(b" ")
+                await writer.drain()
+                await anyio.sleep(0.2)
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    retry = RetryPolicy(max_attempts=1)
+    client = AsyncTrackingClient(
+        "acme", "key", "token", base_url=f"http://127.0.0.1:{port}", timeout=0.6, retry=retry
+    )
+    status = TrackingStatus([TrackingEvent("Recife", "PE", "Postado", "2026-11-20")])
+    try:
+        started = time.monotonic()
+        with pytest.raises(TransportTimeoutError):
+            await client.update_tracking_status("1-01", "NF-1", status)
+        assert time.monotonic() - started < 3.0  # the 0.6 s timeout, not the 200 s trickle
+    finally:
+        done.set()
+        await client.aclose()
+        with anyio.fail_after(5):
+            await finished.wait()  # the handler closed its side (3.11 does not wait for it)
+        server.close()
+        await server.wait_closed()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterable, Callable, Iterable
 from types import TracebackType
@@ -33,10 +34,18 @@ logger = logging.getLogger("vtex_tracking")
 _TRACKING_PATH = "/api/oms/pvt/orders/{}/invoice/{}/tracking"
 
 
+# Ids made only of these need no encoding (the common case: "1172452900000-01", "NF-4100").
+_UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+def _segment(value: str) -> str:
+    # safe="" also encodes "/", so an invoice "NF/123" stays one segment ("NF%2F123").
+    return value if _UNRESERVED.fullmatch(value) else quote(value, safe="")
+
+
 def tracking_path(order_id: str, invoice_number: str) -> str:
     """The endpoint's path, each id percent-encoded as exactly one path segment."""
-    # safe="" also encodes "/", so an invoice "NF/123" stays one segment ("NF%2F123").
-    return _TRACKING_PATH.format(quote(order_id, safe=""), quote(invoice_number, safe=""))
+    return _TRACKING_PATH.format(_segment(order_id), _segment(invoice_number))
 
 
 class AsyncTrackingClient:
