@@ -122,3 +122,10 @@ def test_transport_errors_are_builtin_connection_and_timeout_errors() -> None:
     assert isinstance(timeout, TransportError)
     assert str(timeout) == "timed out"
     assert timeout.attempts == 3
+
+
+def test_an_html_body_hints_at_the_login_page_only_below_500() -> None:
+    """A 401 HTML page is usually VTEX's login page; a 502 HTML page is a gateway's."""
+    page = b"<!DOCTYPE html><html><body>...</body></html>"
+    assert "login page" in str(error_from_response(401, {}, page))
+    assert "login page" not in str(error_from_response(502, {}, page))

@@ -215,7 +215,7 @@ def parse_error_body(body: bytes) -> tuple[str | None, str | None]:
             str(message) if message is not None else None,
         )
     if looks_like_html(text):
-        return None, "an HTML page (often VTEX's login page: check the credentials and account)"
+        return None, "an HTML page"
     return None, _quote(text)
 
 
@@ -284,6 +284,9 @@ def error_from_response(
         detail = f": {code}: {vtex_message}"
     elif vtex_message or code:
         detail = f": {vtex_message or code}"
+    if vtex_message == "an HTML page" and status < 500:
+        # Below 500 an HTML page is usually VTEX's login page; above, a gateway's error page.
+        detail += " (often VTEX's login page: check the credentials and account)"
     if 300 <= status < 400 and headers.get("Location"):
         detail += f" (redirect to {headers['Location']}; redirects are not followed)"
     plural = "s" if attempts != 1 else ""
