@@ -18,11 +18,7 @@ from vtex_tracking import (
     APIError,
     AsyncTrackingClient,
     AuthenticationError,
-    BadRequestError,
     ClientClosedError,
-    ConflictError,
-    NotFoundError,
-    PermissionDeniedError,
     RateLimitError,
     RetryPolicy,
     ServerError,
@@ -34,7 +30,7 @@ from vtex_tracking import (
 )
 from vtex_tracking.testing import FakeOMS
 
-from .conftest import APP_KEY, APP_TOKEN, FAST_RETRY
+from .conftest import APP_KEY, APP_TOKEN, ERROR_FOR_STATUS, FAST_RETRY
 
 pytestmark = pytest.mark.anyio
 
@@ -120,18 +116,7 @@ async def test_ids_are_sent_as_one_path_segment_each(
 
 
 @pytest.mark.parametrize(
-    ("status_code", "cls"),
-    [
-        (400, BadRequestError),
-        (401, AuthenticationError),
-        (403, PermissionDeniedError),
-        (404, NotFoundError),
-        (409, ConflictError),
-        (429, RateLimitError),
-        (500, ServerError),
-        (503, ServerError),
-        (422, APIError),
-    ],
+    ("status_code", "cls"), [*ERROR_FOR_STATUS, (422, APIError)]
 )
 async def test_each_status_raises_its_error(
     status: TrackingStatus, status_code: int, cls: type[APIError]

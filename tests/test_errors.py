@@ -6,13 +6,7 @@ import pytest
 
 from vtex_tracking import (
     APIError,
-    AuthenticationError,
-    BadRequestError,
-    ConflictError,
-    NotFoundError,
-    PermissionDeniedError,
     RateLimitError,
-    ServerError,
     TransportError,
     TransportTimeoutError,
     UnexpectedResponseError,
@@ -20,21 +14,12 @@ from vtex_tracking import (
 )
 from vtex_tracking._errors import error_from_response, parse_error_body
 
+from .conftest import ERROR_FOR_STATUS
+
 
 @pytest.mark.parametrize(
     ("status", "cls"),
-    [
-        (400, BadRequestError),
-        (401, AuthenticationError),
-        (403, PermissionDeniedError),
-        (404, NotFoundError),
-        (409, ConflictError),
-        (429, RateLimitError),
-        (500, ServerError),
-        (503, ServerError),
-        (418, APIError),
-        (302, UnexpectedResponseError),
-    ],
+    [*ERROR_FOR_STATUS, (418, APIError), (302, UnexpectedResponseError)],
 )
 def test_status_selects_the_error_class(status: int, cls: type[APIError]) -> None:
     """Each status maps to its class, all APIError and VtexTrackingError."""
