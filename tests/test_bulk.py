@@ -291,3 +291,30 @@ async def test_concurrency_and_rate_arguments_are_validated() -> None:
         client.push("not updates")  # type: ignore[arg-type]
     await client.aclose()
     await asyncio.sleep(0)
+
+
+async def test_summary_after_the_loop_totals_every_delivered_result() -> None:
+    """summary() after an `async for` counts the results the loop received, and iterating a
+    finished stream again simply ends."""
+    async with FakeOMS() as oms, _client(oms) as client:
+        oms.fail_next(2, 404)
+        async with client.push(_updates(10, invoices=10)) as stream:
+            received = [result async for result in stream]
+            assert [result async for result in stream] == []
+            summary = await stream.summary()
+    assert len(received) == 10
+    assert (summary.total, summary.succeeded, summary.failed) == (10, 8, 2)
+    assert {r.index for r in summary.failures} == {r.index for r in received if not r.ok}
+
+
+def test_sync_summary_after_the_loop_totals_every_delivered_result() -> None:
+    """The same for the sync facade, with a summary taken halfway through."""
+    with FakeOMS() as oms:
+        oms.fail_next(1, 409)
+        client = TrackingClient("acme", APP_KEY, APP_TOKEN, base_url=oms.url, retry=FAST_RETRY)
+        with client, client.push(_updates(6, invoices=6), concurrency=1) as stream:
+            first = [next(stream), next(stream)]
+            summary = stream.summary()
+            assert list(stream) == []
+    assert first[0].index == 0
+    assert (summary.total, summary.succeeded, summary.failed) == (6, 5, 1)

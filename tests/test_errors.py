@@ -7,6 +7,7 @@ import pytest
 from vtex_tracking import (
     APIError,
     RateLimitError,
+    ServerError,
     TransportError,
     TransportTimeoutError,
     UnexpectedResponseError,
@@ -114,3 +115,22 @@ def test_an_html_body_hints_at_the_login_page_only_below_500() -> None:
     page = b"<!DOCTYPE html><html><body>...</body></html>"
     assert "login page" in str(error_from_response(401, {}, page))
     assert "login page" not in str(error_from_response(502, {}, page))
+
+
+def test_a_deeply_nested_error_body_is_quoted_not_a_crash() -> None:
+    """A body of 100,000 '[' (found while fuzzing) made json.loads raise RecursionError; it is
+    now an ordinary ServerError quoting the start of the body."""
+    error = error_from_response(500, {}, b"[" * 100_000)
+    assert isinstance(error, ServerError)
+    assert "[[[[" in str(error)
+
+
+def test_credentials_echoed_by_a_server_are_redacted() -> None:
+    """A proxy that echoes the request headers must not carry the token into the error."""
+    body = b'{"error": {"code": "E", "message": "bad header X-VTEX-API-AppToken: TOK-123"}}'
+    error = error_from_response(
+        400, {"X-Echo": "AppKey=KEY-9"}, body, secrets=("KEY-9", "TOK-123")
+    )
+    text = f"{error} {error.body!r} {dict(error.headers)} {error.message}"
+    assert "TOK-123" not in text and "KEY-9" not in text
+    assert "<redacted>" in str(error) and error.headers["X-Echo"] == "AppKey=<redacted>"

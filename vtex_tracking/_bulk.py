@@ -467,7 +467,8 @@ class PushStream:
     Iterate it with ``async for``. ``progress`` has live counters. ``stop()`` stops sending and
     lets the iteration finish with a result for every item already read. Leaving the loop early
     (``break``) or ``aclose()`` cancels in-flight requests at once; results nobody received are
-    then in ``unfinished``.
+    then in ``unfinished``. ``summary()`` totals every result the stream delivered, so it may be
+    called during or after the loop (the stream keeps the failed results for it).
     """
 
     def __init__(self, engine: _Engine, buffer: int) -> None:
@@ -475,6 +476,7 @@ class PushStream:
         self._send, self._receive = anyio.create_memory_object_stream[PushResult](buffer)
         self._task: asyncio.Task[None] | None = None
         self._started_at: float | None = None
+        self._tally = Tally(engine.progress)
 
     @property
     def progress(self) -> PushProgress:
@@ -501,10 +503,14 @@ class PushStream:
     async def __anext__(self) -> PushResult:
         self._start()
         try:
-            return await _receive(self._receive)
+            result = await _receive(self._receive)
         except anyio.EndOfStream:
             await self._join()
             raise StopAsyncIteration from None
+        except anyio.ClosedResourceError:  # iterated again after the end, or after aclose()
+            raise StopAsyncIteration from None
+        self._tally.add(result)
+        return result
 
     async def next_batch(self, max_items: int) -> list[PushResult]:
         """Wait for at least one result, then take up to ``max_items`` already available;
@@ -515,6 +521,8 @@ class PushStream:
             batch = [await _receive(self._receive)]
         except anyio.EndOfStream:
             await self._join()
+            return []
+        except anyio.ClosedResourceError:
             return []
         while len(batch) < max_items:
             try:
@@ -569,11 +577,11 @@ class PushStream:
         await self.aclose()
 
     async def summary(self) -> PushSummary:
-        """Consume the rest of the stream and return the totals."""
-        tally = _Tally(self.progress)
-        async for result in self:
-            tally.add(result)
-        return tally.summary()
+        """Consume the rest of the stream and return the totals of every result it delivered
+        (those received in an ``async for`` before included)."""
+        async for _ in self:
+            pass
+        return self._tally.summary()
 
     def cancel_soon(self) -> None:
         """Cancel the push without waiting; safe from finalizers and other threads, because
@@ -590,8 +598,8 @@ class PushStream:
             self._task.cancel()
 
 
-class _Tally:
-    """Counts results into a ``PushSummary``."""
+class Tally:
+    """Counts results into a ``PushSummary`` (failed results are kept for it)."""
 
     def __init__(self, progress: PushProgress) -> None:
         self._progress = progress
@@ -620,14 +628,6 @@ class _Tally:
             failures=tuple(self.failures),
             requests=self._progress.requests,
         )
-
-
-def summarize(results: Iterable[PushResult], progress: PushProgress) -> PushSummary:
-    """Consume results synchronously and return the totals (for the sync facade)."""
-    tally = _Tally(progress)
-    for result in results:
-        tally.add(result)
-    return tally.summary()
 
 
 def _single(exc: BaseException) -> BaseException:

@@ -117,6 +117,8 @@ class AsyncTrackingClient:
             session=session,
         )
         self._limiter = anyio.CapacityLimiter(max_concurrency)
+        # Redacted from error responses, in case a proxy echoes the request headers back.
+        self._secrets = credentials.secrets()
 
     @classmethod
     def from_env(cls, **overrides: Any) -> AsyncTrackingClient:
@@ -186,6 +188,7 @@ class AsyncTrackingClient:
                     invoice_number=update.invoice_number,
                     attempts=attempts,
                     retry_after=retry_after,
+                    secrets=self._secrets,
                 )
             self._log_retry(path, f"HTTP {raw.status}", attempts, delay)
             await anyio.sleep(delay)
@@ -276,6 +279,7 @@ class AsyncTrackingClient:
                 order_id=update.order_id,
                 invoice_number=update.invoice_number,
                 attempts=attempts,
+                secrets=self._secrets,
             )
         return decode_receipt(
             raw.status,
@@ -285,6 +289,7 @@ class AsyncTrackingClient:
             order_id=update.order_id,
             invoice_number=update.invoice_number,
             attempts=attempts,
+            secrets=self._secrets,
         )
 
     @staticmethod

@@ -24,9 +24,11 @@ Messages read like sentences; the attributes are for code. Credentials never app
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import orjson
+from multidict import CIMultiDict
 
 from ._constants import MAX_QUOTED_BODY_CHARS, REQUEST_ID_HEADERS
 
@@ -180,6 +182,28 @@ _ERROR_FOR_STATUS: dict[int, type[APIError]] = {
 }
 
 
+REDACTED = "<redacted>"
+
+
+def redact(
+    headers: Mapping[str, str], body: bytes, secrets: Sequence[str]
+) -> tuple[Mapping[str, str], bytes]:
+    """The response with every credential value replaced by ``<redacted>``.
+
+    Some proxies and debug endpoints echo the request's headers back; an error built from such
+    an answer would carry the app token into messages, logs and failures files.
+    """
+    for secret in secrets:
+        raw = secret.encode()
+        if raw in body:
+            body = body.replace(raw, REDACTED.encode())
+        if any(secret in value for value in headers.values()):
+            headers = CIMultiDict(
+                (name, value.replace(secret, REDACTED)) for name, value in headers.items()
+            )
+    return headers, body
+
+
 def find_request_id(headers: Mapping[str, str]) -> str | None:
     """Return the request id VTEX (or a proxy) put in the response headers, if any."""
     for name in REQUEST_ID_HEADERS:
@@ -199,8 +223,9 @@ def parse_error_body(body: bytes) -> tuple[str | None, str | None]:
     if not text:
         return None, None
     try:
-        doc = json.loads(text)
-    except ValueError:
+        # orjson, not json: json.loads recurses and raises RecursionError on deep nesting.
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
         doc = None
     if isinstance(doc, dict):
         inner = doc.get("error")
@@ -266,8 +291,11 @@ def error_from_response(
     invoice_number: str | None = None,
     attempts: int = 1,
     retry_after: float | None = None,
+    secrets: Sequence[str] = (),
 ) -> APIError:
-    """Build the error for a response that is not a receipt, of the class its status calls for."""
+    """Build the error for a response that is not a receipt, of the class its status calls for.
+    ``secrets`` (the client's credentials) are redacted from everything kept."""
+    headers, body = redact(headers, body, secrets)
     code, vtex_message = parse_error_body(body)
     request_id = find_request_id(headers)
     if status in _ERROR_FOR_STATUS:
@@ -322,8 +350,11 @@ def unexpected_body_error(
     order_id: str | None,
     invoice_number: str | None,
     attempts: int,
+    secrets: Sequence[str] = (),
 ) -> UnexpectedResponseError:
-    """Build the error for a success status whose body is not the documented receipt."""
+    """Build the error for a success status whose body is not the documented receipt.
+    ``secrets`` (the client's credentials) are redacted from everything kept."""
+    headers, body = redact(headers, body, secrets)
     request_id = find_request_id(headers)
     text = body.decode("utf-8", errors="replace")
     if looks_like_html(text):

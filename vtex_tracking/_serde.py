@@ -6,7 +6,7 @@ once by cattrs at import, and orjson encodes the result in one call.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -128,8 +128,10 @@ def decode_receipt(
     order_id: str,
     invoice_number: str,
     attempts: int,
+    secrets: Sequence[str] = (),
 ) -> TrackingReceipt:
-    """Turn a 2xx answer into a receipt, or raise ``UnexpectedResponseError`` saying why not."""
+    """Turn a 2xx answer into a receipt, or raise ``UnexpectedResponseError`` saying why not
+    (with ``secrets`` redacted from it)."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -142,6 +144,7 @@ def decode_receipt(
             order_id=order_id,
             invoice_number=invoice_number,
             attempts=attempts,
+            secrets=secrets,
         ) from None
     if not isinstance(doc, dict):
         problem = f"the JSON body is a {type(doc).__name__}, not the receipt object"
@@ -153,6 +156,7 @@ def decode_receipt(
             order_id=order_id,
             invoice_number=invoice_number,
             attempts=attempts,
+            secrets=secrets,
         )
     try:
         parsed = converter.structure(doc, _ReceiptBody)
@@ -166,6 +170,7 @@ def decode_receipt(
             order_id=order_id,
             invoice_number=invoice_number,
             attempts=attempts,
+            secrets=secrets,
         ) from None
     return TrackingReceipt(
         date=parsed.date,

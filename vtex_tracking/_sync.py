@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import anyio
 from anyio.from_thread import BlockingPortal
 
-from ._bulk import PushProgress, PushStream, summarize
+from ._bulk import PushProgress, PushStream, Tally
 from ._client import AsyncTrackingClient
 from ._config import ClientConfig, RetryPolicy, settings_from_env
 from ._constants import (
@@ -325,6 +325,7 @@ class SyncPushStream:
         self._stream = stream
         self._buffer: collections.deque[PushResult] = collections.deque()
         self._finished = False
+        self._tally = Tally(stream.progress)
 
     @property
     def progress(self) -> PushProgress:
@@ -348,7 +349,9 @@ class SyncPushStream:
                 self._finished = True
                 raise StopIteration
             self._buffer.extend(batch)
-        return self._buffer.popleft()
+        result = self._buffer.popleft()
+        self._tally.add(result)
+        return result
 
     def stop(self) -> None:
         """Stop sending; iteration goes on until every item read has its result."""
@@ -363,8 +366,11 @@ class SyncPushStream:
             self._buffer.clear()
 
     def summary(self) -> PushSummary:
-        """Consume the rest and return the totals."""
-        return summarize(self, self._stream.progress)
+        """Consume the rest and return the totals of every result the stream delivered
+        (those received in a ``for`` loop before included)."""
+        for _ in self:
+            pass
+        return self._tally.summary()
 
     def __enter__(self) -> SyncPushStream:
         return self
