@@ -281,7 +281,10 @@ def read_csv(
     repeated: str | None = None  # where the group's invoice had rows before, if it did
     seen: dict[tuple[str, str], str] = {}
     for row in _rows(stream, name, header):
-        if row.key is None:  # no invoice to attach it to: reported on its own
+        if row.key is None:  # no invoice to attach it to: reported on its own, in file order
+            if group:
+                yield _record(group, name, repeated)
+                group = []
             yield _record([row], name, None)
             continue
         if group and row.key != group[0].key:
