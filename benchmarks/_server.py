@@ -148,7 +148,7 @@ def _start_nginx(binary: str, tmp: Path) -> Server | None:
     return None
 
 
-def _read_line(stream: IO[bytes], deadline: float) -> str | None:
+def read_line(stream: IO[bytes], deadline: float) -> str | None:
     """One line from a child's stdout, or None when the deadline passes first."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
@@ -160,7 +160,7 @@ def _read_line(stream: IO[bytes], deadline: float) -> str | None:
     return line.decode().strip() if line else None
 
 
-def _start_python_server(module: str, args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+def start_python_server(module: str, args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``python -m benchmarks.<module>``; it prints its URL as its first line.
 
     Its stdin stays a pipe held by us: the server exits when it reads EOF, so even a harness
@@ -176,7 +176,7 @@ def _start_python_server(module: str, args: list[str]) -> tuple[subprocess.Popen
         start_new_session=True,
     )
     assert process.stdout is not None
-    line = _read_line(process.stdout, time.monotonic() + START_TIMEOUT)
+    line = read_line(process.stdout, time.monotonic() + START_TIMEOUT)
     if not line or not line.startswith("http://127.0.0.1:"):
         stop_process(process)
         raise RuntimeError(f"benchmarks.{module} did not start (said {line!r})")
@@ -212,7 +212,7 @@ def local_server(prefer: str = "auto") -> Iterator[Server]:
         if server is None:
             import aiohttp
 
-            process, url = _start_python_server("_aiohttp_server", [])
+            process, url = start_python_server("_aiohttp_server", [])
             server = Server("aiohttp", url, f"aiohttp {aiohttp.__version__}", process)
         server.notes.extend(notes)
         yield server
@@ -233,7 +233,7 @@ class FakeOMSProcess:
         assert self.process.stdin is not None and self.process.stdout is not None
         self.process.stdin.write(command.encode() + b"\n")
         self.process.stdin.flush()
-        line = _read_line(self.process.stdout, time.monotonic() + START_TIMEOUT)
+        line = read_line(self.process.stdout, time.monotonic() + START_TIMEOUT)
         if line is None:
             raise RuntimeError(f"FakeOMS server did not answer {command!r}")
         return json.loads(line)
@@ -250,7 +250,7 @@ class FakeOMSProcess:
 @contextlib.contextmanager
 def fake_oms_server(rate_limit: float, burst: int, retry_after: str) -> Iterator[FakeOMSProcess]:
     """``FakeOMS(rate_limit=..., burst=..., retry_after=...)`` in its own process."""
-    process, url = _start_python_server(
+    process, url = start_python_server(
         "_fake_oms_server",
         ["--rate-limit", str(rate_limit), "--burst", str(burst), "--retry-after", retry_after],
     )

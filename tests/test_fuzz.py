@@ -7,7 +7,7 @@ says why), or an ``InputError`` for a CSV header that cannot work.
 
 CI runs a small budget per target. The long run (not in CI)::
 
-    VTEX_FUZZ_EXAMPLES=50000 python -m pytest tests/test_fuzz.py -p no:randomly \\
+    VTEX_FUZZ_EXAMPLES=50000 python -m pytest tests/test_fuzz.py --timeout 0 -p no:randomly \\
         --hypothesis-show-statistics
 
 Generators mix raw bytes with near-valid documents (real field names, VTEX's date shapes,

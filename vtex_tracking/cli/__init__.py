@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 
-from vtex_tracking import __version__
+from vtex_tracking import RetryPolicy, __version__
 
 from ._fake import run_fake_server
 from ._push import EXIT_USAGE, run_push
@@ -98,6 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=_number(0, low_ok=False),
         metavar="R",
         help="at most R requests per second (default: adapt to VTEX's 429/503 answers)",
+    )
+    push.add_argument(
+        "--timeout",
+        type=_number(0, low_ok=False),
+        metavar="S",
+        help="seconds one attempt may take, body included (default: the SDK's, 30)",
+    )
+    push.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        default=RetryPolicy().max_attempts,
+        metavar="N",
+        help=f"attempts per update, retries included (default {RetryPolicy().max_attempts})",
     )
     push.add_argument(
         "--failed",

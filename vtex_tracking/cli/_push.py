@@ -14,6 +14,7 @@ import contextlib
 import queue
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from vtex_tracking import (
     AsyncTrackingClient,
@@ -21,6 +22,7 @@ from vtex_tracking import (
     PushResult,
     PushStoppedError,
     PushStream,
+    RetryPolicy,
     TrackingUpdate,
 )
 from vtex_tracking.testing import FakeOMS
@@ -125,14 +127,20 @@ class _Updates:
 async def _client(args: argparse.Namespace, console: Console) -> AsyncIterator[AsyncTrackingClient]:
     """The client for this run: VTEX (credentials from options or environment) or, with
     ``--fake``, an embedded FakeOMS with its own test credentials."""
+    settings: dict[str, Any] = {
+        "max_concurrency": args.concurrency,
+        "retry": RetryPolicy(max_attempts=args.max_attempts),
+    }
+    if args.timeout is not None:
+        settings["timeout"] = args.timeout
     if args.fake:
         async with FakeOMS() as oms, AsyncTrackingClient(
-            "fake", oms.app_key, oms.app_token, base_url=oms.url, max_concurrency=args.concurrency
+            "fake", oms.app_key, oms.app_token, base_url=oms.url, **settings
         ) as client:
             console.note(f"--fake: pushing to an embedded fake VTEX at {oms.url}, not to VTEX.")
             yield client
         return
-    options: dict[str, object] = {"max_concurrency": args.concurrency}
+    options = dict(settings)
     for option, name in (
         ("account", "account_name"),
         ("environment", "environment"),
