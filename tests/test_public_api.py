@@ -17,6 +17,10 @@ def test_public_names_are_pinned() -> None:
     assert sorted(vtex_tracking.__all__) == sorted(
         [
             "APIError",
+            "Account",
+            "AccountProgress",
+            "AccountSummary",
+            "Accounts",
             "AsyncTrackingClient",
             "AuthenticationError",
             "BadRequestError",

@@ -3,7 +3,8 @@
 Import everything from here; modules starting with ``_`` are private and may change.
 """
 
-from ._bulk import PushProgress, PushStream
+from ._accounts import Account, Accounts
+from ._bulk import AccountProgress, PushProgress, PushStream
 from ._client import AsyncTrackingClient
 from ._config import ClientConfig, RetryPolicy
 from ._errors import (
@@ -25,6 +26,7 @@ from ._errors import (
     VtexTrackingError,
 )
 from ._models import (
+    AccountSummary,
     PushResult,
     PushSummary,
     TrackingEvent,
@@ -37,6 +39,10 @@ from ._version import __version__
 
 __all__ = [
     "APIError",
+    "Account",
+    "AccountProgress",
+    "AccountSummary",
+    "Accounts",
     "AsyncTrackingClient",
     "AuthenticationError",
     "BadRequestError",

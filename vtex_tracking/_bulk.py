@@ -2,15 +2,21 @@
 
 How a push flows::
 
-    input ──reader──> ready queue ──workers (concurrency)──> results stream ──> consumer
+    input ──reader──> lane of the update's store ──its workers──> results stream ──> consumer
              │  one slot per item: at most ``read_ahead`` items between input and result
+             │  (and at most half of them in one store's lane, in a multi-store push)
              └─ an update whose invoice is busy waits in that invoice's queue instead
+
+A lane (``_Lane``) is one store's share: its client, its pacer, its ready queue and up to its
+``max_concurrency`` workers, made on the store's first update. A push without ``accounts`` has
+one lane. Workers end when their lane's queue is empty and are started again as items come.
 
 * Order per invoice: while an invoice has a request in flight, later updates for it wait in
   a per-invoice queue; the worker that finishes one sends the next, so they go in input order
   and never overlap. Other invoices keep flowing through the other workers.
-* Pacing (``_throttle``): a slow-start window of requests in flight, an optional fixed
-  ``rate_limit``, and the adaptive rate that 429/503 answers lower for everyone.
+* Pacing (``_throttle``), per store: a slow-start window of requests in flight, an optional
+  fixed ``rate_limit``, and the adaptive rate that 429/503 answers lower for that store; in a
+  multi-store push, one global budget of ``concurrency`` requests, taken last.
 * Nothing lost: every item read from the input gets exactly one ``PushResult`` — delivered
   through the stream, or, if the consumer went away or the push was cancelled, kept in
   ``PushStream.unfinished``.
@@ -28,6 +34,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
+import anyio.abc
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -36,8 +43,9 @@ from ._errors import (
     PermissionDeniedError,
     PushStoppedError,
     ValidationError,
+    VtexTrackingError,
 )
-from ._models import PushResult, PushSummary, TrackingUpdate
+from ._models import AccountSummary, PushResult, PushSummary, TrackingUpdate
 from ._throttle import AdaptiveRate, TokenBucket, acquire
 
 if TYPE_CHECKING:
@@ -52,6 +60,8 @@ AUTH_FAILURES_TO_STOP = 3
 GLOBAL_PAUSE_AFTER = 5.0
 #: Items read ahead of the workers, per unit of concurrency.
 READ_AHEAD_PER_WORKER = 4
+#: The least read-ahead of a push that may span stores (about 1 KB per buffered update).
+MULTI_STORE_READ_AHEAD = 4096
 
 
 @attrs.define
@@ -73,6 +83,10 @@ class PushProgress:
     send_rate: float = 0.0
     rate_limit: float | None = None
     started_at: float = attrs.field(factory=time.monotonic)
+    #: Per store, for pushes that span several accounts (``TrackingUpdate.account_name``).
+    accounts: dict[str, AccountProgress] = attrs.field(factory=dict)
+    #: The store whose full buffer is holding up reading the input right now, if any.
+    bottleneck: str | None = None
 
     @property
     def done(self) -> int:
@@ -83,6 +97,22 @@ class PushProgress:
     def elapsed_s(self) -> float:
         """Seconds since the push started."""
         return time.monotonic() - self.started_at
+
+
+@attrs.define
+class AccountProgress:
+    """Live counters of one store within a push."""
+
+    buffered: int = 0
+    in_flight: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    requests: int = 0
+    throttled: int = 0
+    rate_limit: float | None = None
+    #: Why the store's updates are no longer sent (a revoked key), or None.
+    stopped: str | None = None
+    last_result_at: float = 0.0
 
 
 class _Pacer:
@@ -96,6 +126,10 @@ class _Pacer:
         adaptive: bool,
         max_retry_after: float,
         progress: PushProgress,
+        stats: AccountProgress,
+        rate_meter: _RateMeter,
+        budget: anyio.CapacityLimiter | None,
+        shows_rate: bool,
     ) -> None:
         self.bucket = TokenBucket(rate_limit)
         self.adaptive = AdaptiveRate(self.bucket, ceiling=rate_limit) if adaptive else None
@@ -103,13 +137,22 @@ class _Pacer:
         self._max_window = concurrency
         self._max_retry_after = max_retry_after
         self._progress = progress
-        self._rate_meter = _RateMeter()
-        progress.rate_limit = rate_limit
+        self._stats = stats
+        self._rate_meter = rate_meter
+        # Shared by every store's pacer: taken last, after this store's own window and rate,
+        # so a throttled store waits without holding a slot the others could use.
+        self._budget = budget
+        self._shows_rate = shows_rate
+        stats.rate_limit = rate_limit
+        if shows_rate:
+            progress.rate_limit = rate_limit
 
     async def before_attempt(self) -> None:
         await acquire(self.window)
         try:
             await self.bucket.acquire()
+            if self._budget is not None:
+                await acquire(self._budget)
         except BaseException:
             self.window.release()
             raise
@@ -120,14 +163,20 @@ class _Pacer:
         progress.in_flight += 1
         progress.requests += 1
         progress.send_rate = self._rate_meter.tick()
+        self._stats.in_flight += 1
+        self._stats.requests += 1
 
     def after_attempt(self, status: int | None, retry_after: float | None) -> None:
         progress = self._progress
         progress.in_flight -= 1
+        self._stats.in_flight -= 1
+        if self._budget is not None:
+            self._budget.release()
         # A 503 with Retry-After is VTEX's circuit breaker asking for less; a bare 503 is
         # treated as a server error (retried), so random failures don't throttle a push.
         if status == 429 or (status == 503 and retry_after is not None):
             progress.throttled += 1
+            self._stats.throttled += 1
             if retry_after is not None and retry_after >= GLOBAL_PAUSE_AFTER:
                 # A long wait means the account is well over its limit: everyone waits, not
                 # just this request. Short ones delay that request and inform the rate.
@@ -144,7 +193,9 @@ class _Pacer:
                 self.adaptive.on_success()
             if self.window.total_tokens < self._max_window:
                 self.window.total_tokens += 1
-        progress.rate_limit = self.bucket.rate
+        self._stats.rate_limit = self.bucket.rate
+        if self._shows_rate:
+            progress.rate_limit = self.bucket.rate
         # Released last, so a shrunken window already applies to whoever waits for this slot.
         self.window.release()
 
@@ -171,15 +222,50 @@ class _Item:
     """One input item on its way. ``key`` is its invoice (None for an invalid item); ``sent``
     turns True once a request for it hits the wire."""
 
-    __slots__ = ("index", "key", "sent", "update")
+    __slots__ = ("index", "key", "lane", "sent", "update")
 
-    def __init__(self, index: int, update: Any) -> None:
+    def __init__(self, index: int, update: Any, home: str) -> None:
         self.index = index
         self.update = update
-        self.key: tuple[str, str] | None = (
-            (update.order_id, update.invoice_number) if isinstance(update, TrackingUpdate) else None
-        )
+        # The invoice, within its store (None: the client's own): the same ids in two stores
+        # are two invoices.
+        self.key: tuple[str, str, str | None] | None = None
+        if isinstance(update, TrackingUpdate):
+            store = None if update.account_name == home else update.account_name
+            self.key = (update.order_id, update.invoice_number, store)
         self.sent = False
+        # The lane whose buffer counts it, once it is in one.
+        self.lane: _Lane | None = None
+
+
+class _Lane:
+    """One store's share of a push: its client, its pacer, its queue of items ready to send
+    (each the next of its invoice) and the workers sending them. Made when the store's first
+    update is read; its workers end when its queue is empty, so an idle store costs nothing.
+    """
+
+    def __init__(
+        self,
+        account: str,
+        client: AsyncTrackingClient,
+        pacer: _Pacer,
+        stats: AccountProgress,
+        *,
+        max_workers: int,
+        buffer_cap: int,
+    ) -> None:
+        self.account = account
+        self.client = client
+        self.pacer = pacer
+        self.stats = stats
+        self.ready: collections.deque[_Item] = collections.deque()
+        self.workers = 0
+        self.max_workers = max_workers
+        self.buffer_cap = buffer_cap
+        self.room = anyio.Event()
+        self.auth_failures = 0
+        self.stop_error: PushStoppedError | None = None
+        self.scopes: set[anyio.CancelScope] = set()
 
 
 # The item the current worker task is sending, so the pacer can mark it sent.
@@ -215,9 +301,12 @@ class _Source:
 class _Engine:
     """One push's state and tasks. Runs inside ``PushStream``'s background task.
 
-    A reader task fills a ready queue; ``concurrency`` worker tasks send. ``stop()`` cancels
-    the reader and the workers at once (in-flight requests included) and ``run`` then reports
-    every item still pending, so nothing read goes without a result.
+    A reader task reads the input into per-store lanes (``_Lane``); each lane's workers send
+    its ready items, at most ``max_workers`` at once, paced by the lane's own window, rate
+    and adaptive throttle, and all of them under one global budget of ``concurrency``
+    requests in flight. ``stop()`` cancels the reader and the workers at once (in-flight
+    requests included) and ``run`` then reports every item still pending, so nothing read
+    goes without a result. A store whose key is refused is stopped alone.
     """
 
     def __init__(
@@ -234,24 +323,25 @@ class _Engine:
         self._client = client
         self._source = _Source(updates)
         self._concurrency = concurrency
+        self._rate_limit = rate_limit
+        self._adaptive = adaptive
         self._read_ahead = read_ahead
         self._on_result = on_result
         self.progress = PushProgress()
-        self._pacer = _Pacer(
-            concurrency=concurrency,
-            rate_limit=rate_limit,
-            adaptive=adaptive,
-            max_retry_after=client.config.retry.max_retry_after,
-            progress=self.progress,
-        )
+        self._rate_meter = _RateMeter()
+        self._home = client.config.account_name
+        # Only a push that may span stores needs a budget shared between lanes.
+        self._multi_store = client.accounts is not None
+        self._budget = anyio.CapacityLimiter(concurrency) if self._multi_store else None
+        self._lanes: dict[str | None, _Lane] = {}
         self._next_index = 0
         # Items read and without a result yet, by input index.
         self._pending: dict[int, _Item] = {}
-        # Invoices with an update being sent -> their later updates (None: none waiting yet).
-        self._busy: dict[tuple[str, str], collections.deque[_Item] | None] = {}
+        # Invoices with an update being sent or ready -> their later updates (None: none yet).
+        self._busy: dict[tuple[str, str, str | None], collections.deque[_Item] | None] = {}
         self._stop_error: PushStoppedError | None = None
         self._workers: anyio.CancelScope | None = None
-        self._auth_failures = 0
+        self._task_group: anyio.abc.TaskGroup | None = None
         # Results made but not handed over when a stop interrupted the handing over.
         self._undelivered: list[PushResult] = []
         self.unfinished: list[PushResult] = []
@@ -266,13 +356,8 @@ class _Engine:
             async with results:
                 async with anyio.create_task_group() as tg:
                     self._workers = tg.cancel_scope
-                    ready_send, ready_receive = anyio.create_memory_object_stream[_Item](
-                        self._read_ahead
-                    )
-                    tg.start_soon(self._read, ready_send)
-                    for _ in range(self._concurrency):
-                        tg.start_soon(self._work, ready_receive.clone())
-                    ready_receive.close()
+                    self._task_group = tg
+                    tg.start_soon(self._read)
                 if self._stop_error is not None:
                     await self._report_stopped()
         finally:
@@ -290,77 +375,135 @@ class _Engine:
         """Stop sending: no new requests, in-flight ones are cancelled, and every item already
         read still gets a result (a ``PushStoppedError``)."""
         if self._stop_error is None:
-            if reason == "auth":
-                message = (
-                    "not sent: the push stopped because VTEX kept refusing the credentials"
-                    f" ({cause})"
-                )
-            else:
-                message = "not sent: the push was stopped"
-            self._stop_error = PushStoppedError(message, reason=reason, cause=cause)
+            self._stop_error = PushStoppedError(
+                "not sent: the push was stopped", reason=reason, cause=cause
+            )
         if self._workers is not None:
             self._workers.cancel()
 
     async def _report_stopped(self) -> None:
-        """After a stop: hand out a result for every item still pending; after an auth stop,
-        also for every remaining input item (cheap: no network, and the caller then sees
-        exactly what was not sent)."""
+        """After a stop: hand out a result for every item still pending."""
         undelivered, self._undelivered = self._undelivered, []
         for result in undelivered:
             await self._hand_over(result)
         for _, item in sorted(self._pending.items()):
             await self._emit(self._stopped_result(item))
-        assert self._stop_error is not None
-        if self._stop_error.reason == "auth":
-            while (raw := await self._source.next()) is not _END:
-                await self._emit(self._stopped_result(self._track(raw)))
 
     # -- reading -----------------------------------------------------------------------------
 
-    async def _read(self, ready: MemoryObjectSendStream[_Item]) -> None:
-        async with ready:
-            while True:
-                await acquire(self._slots)
-                raw = await self._source.next()
-                if raw is _END:
-                    return
-                item = self._track(raw)
-                key = item.key
-                if key is None:
-                    await self._emit(_invalid(item.index, raw))
-                elif key in self._busy:
-                    # Its invoice is being sent: wait behind it, in input order.
-                    queue = self._busy[key]
-                    if queue is None:
-                        queue = self._busy[key] = collections.deque()
-                    queue.append(item)
-                else:
-                    self._busy[key] = None
-                    await _send(ready, item)
+    async def _read(self) -> None:
+        while True:
+            await acquire(self._slots)
+            raw = await self._source.next()
+            if raw is _END:
+                self._slots.release()
+                return
+            item = self._track(raw)
+            key = item.key
+            if key is None:
+                await self._emit(_invalid(item.index, raw))
+                continue
+            try:
+                lane = self._lane(key[2])
+            except VtexTrackingError as exc:  # no credentials for that store
+                await self._emit(PushResult(item.index, raw, error=exc, account=key[2]))
+                continue
+            if lane.stop_error is not None:
+                await self._emit(self._stopped_result(item, lane))
+                continue
+            stats = lane.stats
+            if stats.buffered >= lane.buffer_cap:
+                # This store is the slowest: hold the input rather than memory without bound.
+                self.progress.bottleneck = lane.account
+                while stats.buffered >= lane.buffer_cap and lane.stop_error is None:
+                    lane.room = anyio.Event()
+                    await lane.room.wait()
+                self.progress.bottleneck = None
+                if lane.stop_error is not None:
+                    await self._emit(self._stopped_result(item, lane))
+                    continue
+            stats.buffered += 1
+            item.lane = lane
+            if key in self._busy:
+                # Its invoice is being sent: wait behind it, in input order.
+                queue = self._busy[key]
+                if queue is None:
+                    queue = self._busy[key] = collections.deque()
+                queue.append(item)
+            else:
+                self._busy[key] = None
+                lane.ready.append(item)
+                self._spawn(lane)
 
     def _track(self, raw: Any) -> _Item:
-        item = _Item(self._next_index, raw)
+        item = _Item(self._next_index, raw, self._home)
         self._next_index += 1
         self._pending[item.index] = item
         self.progress.read += 1
         self.progress.queued += 1
         return item
 
+    def _lane(self, account: str | None) -> _Lane:
+        lane = self._lanes.get(account)
+        if lane is not None:
+            return lane
+        client = self._client.for_account(account)  # ConfigurationError: unknown store
+        config = client.config
+        name = config.account_name
+        stats = self.progress.accounts.setdefault(name, AccountProgress())
+        registered = self._client.accounts.get(name) if self._client.accounts else None
+        rate_limit = self._rate_limit
+        if registered is not None and registered.rate_limit is not None:
+            rate_limit = min(rate_limit or registered.rate_limit, registered.rate_limit)
+        max_workers = min(config.max_concurrency, self._concurrency)
+        pacer = _Pacer(
+            concurrency=max_workers,
+            rate_limit=rate_limit,
+            adaptive=self._adaptive,
+            max_retry_after=config.retry.max_retry_after,
+            progress=self.progress,
+            stats=stats,
+            rate_meter=self._rate_meter,
+            budget=self._budget,
+            shows_rate=not self._multi_store,
+        )
+        # One store may fill at most half the read-ahead, so the others keep flowing.
+        cap = max(1, self._read_ahead // 2) if self._multi_store else self._read_ahead
+        lane = _Lane(name, client, pacer, stats, max_workers=max_workers, buffer_cap=cap)
+        self._lanes[account] = lane
+        return lane
+
     # -- sending -----------------------------------------------------------------------------
 
-    async def _work(self, ready: MemoryObjectReceiveStream[_Item]) -> None:
-        async with ready:
-            while True:
-                try:
-                    item: _Item | None = await _receive(ready)
-                except anyio.EndOfStream:
-                    return
-                # Send this invoice's updates one after the other, in input order.
-                while item is not None:
-                    await self._send_one(item)
-                    item = self._next_for(item.key)
+    def _spawn(self, lane: _Lane) -> None:
+        if lane.workers < lane.max_workers and lane.ready:
+            lane.workers += 1
+            assert self._task_group is not None
+            self._task_group.start_soon(self._work, lane)
 
-    def _next_for(self, key: tuple[str, str] | None) -> _Item | None:
+    async def _work(self, lane: _Lane) -> None:
+        try:
+            while lane.ready and lane.stop_error is None:
+                item: _Item | None = lane.ready.popleft()
+                with anyio.CancelScope() as scope:
+                    lane.scopes.add(scope)
+                    # Send this invoice's updates one after the other, in input order.
+                    while item is not None:
+                        await self._send_one(lane, item)
+                        item = self._next_for(item.key)
+                lane.scopes.discard(scope)
+                if scope.cancelled_caught:
+                    # The store was stopped while this invoice was being sent: deliver what
+                    # the stop interrupted, then report the invoice's unsent updates.
+                    undelivered, self._undelivered = self._undelivered, []
+                    for result in undelivered:
+                        await self._hand_over(result)
+                    if item is not None:
+                        await self._drop_invoice(lane, item)
+        finally:
+            lane.workers -= 1
+
+    def _next_for(self, key: tuple[str, str, str | None] | None) -> _Item | None:
         assert key is not None
         queue = self._busy[key]
         if queue:
@@ -368,33 +511,63 @@ class _Engine:
         del self._busy[key]
         return None
 
-    async def _send_one(self, item: _Item) -> None:
+    async def _send_one(self, lane: _Lane, item: _Item) -> None:
         token = _current_item.set(item)
         try:
-            receipt = await self._client._send(item.update, self._pacer)
+            receipt = await lane.client._send(item.update, lane.pacer)
         except Exception as exc:  # every failure is this item's result, never the push's
             result = PushResult(
-                item.index, item.update, error=exc, attempts=getattr(exc, "attempts", 1)
+                item.index,
+                item.update,
+                error=exc,
+                attempts=getattr(exc, "attempts", 1),
+                account=lane.account,
             )
-            self._note_failure(exc)
+            self._note_failure(lane, exc)
         else:
-            result = PushResult(item.index, item.update, receipt=receipt, attempts=receipt.attempts)
-            self._auth_failures = 0
+            result = PushResult(
+                item.index,
+                item.update,
+                receipt=receipt,
+                attempts=receipt.attempts,
+                account=lane.account,
+            )
+            lane.auth_failures = 0
         finally:
             _current_item.reset(token)
         await self._emit(result)
 
-    def _note_failure(self, exc: Exception) -> None:
+    def _note_failure(self, lane: _Lane, exc: Exception) -> None:
         if isinstance(exc, (AuthenticationError, PermissionDeniedError)):
-            self._auth_failures += 1
-            if self._auth_failures >= AUTH_FAILURES_TO_STOP:
-                # A revoked key must not fire the rest of a million-update file.
-                self.stop("auth", exc)
+            lane.auth_failures += 1
+            if lane.auth_failures >= AUTH_FAILURES_TO_STOP and lane.stop_error is None:
+                # A revoked key must not fire the rest of a million-update file; the other
+                # stores go on.
+                message = (
+                    f"not sent: VTEX kept refusing the credentials of account {lane.account!r}"
+                    f" ({exc})"
+                )
+                lane.stop_error = PushStoppedError(message, reason="auth", cause=exc)
+                lane.stats.stopped = "auth"
+                lane.room.set()
+                for scope in lane.scopes:
+                    scope.cancel()
+
+    async def _drop_invoice(self, lane: _Lane, item: _Item) -> None:
+        """Report an invoice's pending updates as stopped: ``item`` and those behind it."""
+        while item is not None:
+            if item.index in self._pending:
+                await self._emit(self._stopped_result(item, lane))
+            next_item = self._next_for(item.key)
+            item = next_item  # type: ignore[assignment]
+        while lane.ready:
+            await self._drop_invoice(lane, lane.ready.popleft())
 
     # -- results -----------------------------------------------------------------------------
 
-    def _stopped_result(self, item: _Item) -> PushResult:
-        stop = self._stop_error
+    def _stopped_result(self, item: _Item, lane: _Lane | None = None) -> PushResult:
+        stop = lane.stop_error if lane is not None and lane.stop_error else self._stop_error
+        account = lane.account if lane is not None else _account_of(item, self._client)
         if item.sent:
             error = PushStoppedError(
                 "cancelled while in flight: VTEX may or may not have applied it",
@@ -406,11 +579,11 @@ class _Engine:
             error = stop
         else:
             error = PushStoppedError("not sent: the push was cancelled", reason="cancelled")
-        return PushResult(item.index, item.update, error=error, attempts=0)
+        return PushResult(item.index, item.update, error=error, attempts=0, account=account)
 
     async def _emit(self, result: PushResult) -> None:
         """Count one result, free its read-ahead slot and hand it out."""
-        self._pending.pop(result.index, None)
+        item = self._pending.pop(result.index, None)
         self._slots.release()
         progress = self.progress
         progress.queued -= 1
@@ -418,6 +591,18 @@ class _Engine:
             progress.succeeded += 1
         else:
             progress.failed += 1
+        stats = progress.accounts.get(result.account) if result.account is not None else None
+        if stats is not None:
+            if result.ok:
+                stats.succeeded += 1
+            else:
+                stats.failed += 1
+            stats.last_result_at = time.monotonic()
+        lane = item.lane if item is not None else None
+        if lane is not None:
+            lane.stats.buffered -= 1
+            if lane.stats.buffered < lane.buffer_cap:
+                lane.room.set()
         if self._on_result is not None:
             self._on_result(result)
         await self._hand_over(result)
@@ -433,6 +618,12 @@ class _Engine:
             # Interrupted (a stop, or cancellation) before it was handed over: keep it.
             self._undelivered.append(result)
             raise
+
+
+def _account_of(item: _Item, client: AsyncTrackingClient) -> str | None:
+    if item.key is None:
+        return None
+    return item.key[2] or client.config.account_name
 
 
 T = TypeVar("T")
@@ -608,17 +799,38 @@ class Tally:
         self.succeeded = 0
         self.by_outcome: collections.Counter[str] = collections.Counter()
         self.failures: list[PushResult] = []
+        # Per store: [results, confirmed].
+        self.by_account: dict[str | None, list[int]] = {}
 
     def add(self, result: PushResult) -> None:
         self.total += 1
         self.by_outcome[result.outcome] += 1
+        counts = self.by_account.get(result.account)
+        if counts is None:
+            counts = self.by_account[result.account] = [0, 0]
+        counts[0] += 1
         if result.ok:
             self.succeeded += 1
+            counts[1] += 1
         else:
             self.failures.append(result)
 
     def summary(self) -> PushSummary:
         started = min(self._started, self._progress.started_at)
+        accounts = {}
+        for name, (total, succeeded) in self.by_account.items():
+            if name is None:  # invalid items belong to no store
+                continue
+            live = self._progress.accounts.get(name) or AccountProgress()
+            accounts[name] = AccountSummary(
+                total=total,
+                succeeded=succeeded,
+                failed=total - succeeded,
+                requests=live.requests,
+                throttled=live.throttled,
+                elapsed_s=max(0.0, (live.last_result_at or time.monotonic()) - started),
+                stopped=live.stopped,
+            )
         return PushSummary(
             total=self.total,
             succeeded=self.succeeded,
@@ -627,6 +839,7 @@ class Tally:
             elapsed_s=time.monotonic() - started,
             failures=tuple(self.failures),
             requests=self._progress.requests,
+            by_account=accounts,
         )
 
 
@@ -665,7 +878,11 @@ def start_push(
         isinstance(rate_limit, bool) or not isinstance(rate_limit, (int, float)) or rate_limit <= 0
     ):
         raise ValidationError("rate_limit", f"expected requests per second > 0, got {rate_limit!r}")
-    read_ahead = read_ahead or concurrency * READ_AHEAD_PER_WORKER
+    if not read_ahead:
+        read_ahead = concurrency * READ_AHEAD_PER_WORKER
+        if client.accounts is not None:
+            # Room for a slow store's backlog (half of it at most) while the others flow.
+            read_ahead = max(read_ahead, MULTI_STORE_READ_AHEAD)
     engine = _Engine(
         client,
         updates,

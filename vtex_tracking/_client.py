@@ -13,6 +13,7 @@ from urllib.parse import quote
 import aiohttp
 import anyio
 
+from ._accounts import Account, Accounts
 from ._bulk import PushStream, start_push
 from ._config import ClientConfig, Credentials, RetryPolicy, settings_from_env
 from ._constants import (
@@ -21,7 +22,14 @@ from ._constants import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_TIMEOUT,
 )
-from ._errors import TransportError, error_from_response, find_request_id, unexpected_body_error
+from ._errors import (
+    ClientClosedError,
+    ConfigurationError,
+    TransportError,
+    error_from_response,
+    find_request_id,
+    unexpected_body_error,
+)
 from ._models import PushResult, PushSummary, TrackingReceipt, TrackingStatus, TrackingUpdate
 from ._retry import retry_after_from_headers, retry_delay
 from ._serde import decode_receipt, encode_status
@@ -73,6 +81,7 @@ class AsyncTrackingClient:
         allow_insecure_http: bool = False,
         trust_env: bool = False,
         user_agent: str | None = None,
+        accounts: Accounts | None = None,
     ) -> None:
         """Configure a client; nothing is connected until the first request.
 
@@ -80,7 +89,9 @@ class AsyncTrackingClient:
         ``FakeOMS().url`` in tests); plain http is only allowed to loopback hosts unless
         ``allow_insecure_http``. ``timeout`` bounds each attempt, in seconds. ``session`` is
         an aiohttp session to borrow (never closed by the client). ``trust_env`` makes aiohttp
-        honour ``HTTP(S)_PROXY`` and ``.netrc``.
+        honour ``HTTP(S)_PROXY`` and ``.netrc``. ``accounts`` holds other stores' credentials
+        and limits: updates whose ``account_name`` names one go to that store, through this
+        client's connection pool (``max_concurrency`` is then the budget of all stores).
         """
         # A user token replaces the key/token pair, so the pair is dropped when both are given.
         credentials = (
@@ -119,6 +130,9 @@ class AsyncTrackingClient:
         self._limiter = anyio.CapacityLimiter(max_concurrency)
         # Redacted from error responses, in case a proxy echoes the request headers back.
         self._secrets = credentials.secrets()
+        self._accounts = accounts
+        # Other stores' clients, made on first use (idle accounts cost nothing).
+        self._stores: dict[str, AsyncTrackingClient] = {}
 
     @classmethod
     def from_env(cls, **overrides: Any) -> AsyncTrackingClient:
@@ -137,19 +151,82 @@ class AsyncTrackingClient:
             f" url={self._config.url_prefix!r}, credentials=<redacted>)"
         )
 
+    @property
+    def accounts(self) -> Accounts | None:
+        """The other stores this client can send to (``accounts=``), or None."""
+        return self._accounts
+
+    def for_account(self, account_name: str | None) -> AsyncTrackingClient:
+        """The client that sends to ``account_name``: this one for its own account (or None),
+        otherwise one made from ``accounts`` on first use, sharing this client's pool.
+
+        Raises ``ConfigurationError`` when no credentials are known for the account.
+        """
+        if account_name is None or account_name == self._config.account_name:
+            return self
+        store = self._stores.get(account_name)
+        if store is None:
+            if self._transport.closed:
+                raise ClientClosedError("this client is closed; create a new one")
+            account = self._accounts.get(account_name) if self._accounts is not None else None
+            if account is None:
+                raise ConfigurationError(f"no credentials for account {account_name!r}")
+            store = self._stores[account_name] = self._store_client(account)
+        return store
+
+    def _store_client(self, account: Account) -> AsyncTrackingClient:
+        config = self._config
+        credentials = account.credentials
+        store = AsyncTrackingClient(
+            account.name,
+            credentials.app_key,
+            credentials.app_token,
+            user_token=credentials.user_token,
+            environment=account.environment,
+            base_url=account.base_url,
+            timeout=config.timeout,
+            connect_timeout=config.connect_timeout,
+            retry=config.retry,
+            max_concurrency=min(
+                account.max_concurrency or config.max_concurrency, config.max_concurrency
+            ),
+            allow_insecure_http=config.allow_insecure_http,
+            trust_env=config.trust_env,
+            user_agent=config.user_agent,
+        )
+        # One pool for every store: one global connection budget, pooled per host.
+        store._transport = Transport(
+            url_prefix=store._config.url_prefix,
+            headers=store._transport.headers,
+            timeout=config.timeout,
+            connect_timeout=config.connect_timeout,
+            pool_size=config.max_concurrency,
+            shares_pool_of=self._transport,
+        )
+        return store
+
     async def update_tracking_status(
-        self, order_id: str, invoice_number: str, status: TrackingStatus
+        self,
+        order_id: str,
+        invoice_number: str,
+        status: TrackingStatus,
+        *,
+        account_name: str | None = None,
     ) -> TrackingReceipt:
         """Replace the tracking events of one invoice and return VTEX's receipt.
 
+        ``account_name`` sends to another store of ``accounts`` (default: this client's).
         Raises ``ValidationError`` for bad input before sending, an ``APIError`` subclass when
         VTEX refuses (after retrying what is worth retrying), ``TransportError`` when no
-        answer came back.
+        answer came back, ``ConfigurationError`` for an account without credentials.
         """
-        return await self.send(TrackingUpdate(order_id, invoice_number, status))
+        update = TrackingUpdate(order_id, invoice_number, status, account_name=account_name)
+        return await self.send(update)
 
     async def send(self, update: TrackingUpdate) -> TrackingReceipt:
-        """Send one ``TrackingUpdate``; the same as ``update_tracking_status``."""
+        """Send one ``TrackingUpdate`` (to its ``account_name``'s store, if it has one)."""
+        if update.account_name is not None and update.account_name != self._config.account_name:
+            return await self.for_account(update.account_name)._send(update)
         return await self._send(update)
 
     async def _send(
@@ -311,6 +388,8 @@ class AsyncTrackingClient:
 
     async def aclose(self) -> None:
         """Close the connection pool (if the client created it); safe to call twice."""
+        for store in self._stores.values():
+            await store.aclose()
         await self._transport.aclose()
 
     async def __aenter__(self) -> AsyncTrackingClient:
@@ -329,6 +408,8 @@ class AsyncTrackingClient:
         self._transport.abandon()
         # Tokens held by the parent's in-flight requests would never be returned here.
         self._limiter = anyio.CapacityLimiter(self._config.max_concurrency)
+        for store in self._stores.values():
+            store._abandon_after_fork()
 
 
 def _with_context(exc: TransportError, update: TrackingUpdate, attempts: int) -> TransportError:

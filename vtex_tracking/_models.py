@@ -61,6 +61,20 @@ def _path_segment(instance: object, attribute: attrs.Attribute[Any], value: obje
         )
 
 
+_ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def _account(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    # Account names become host names: one DNS label, nothing an attacker could steer.
+    if value is None:
+        return
+    if not isinstance(value, str) or not _ACCOUNT_NAME.match(value):
+        raise ValidationError(
+            _where(instance, attribute),
+            f"expected a VTEX account name (letters, digits, '-'), got {value!r}",
+        )
+
+
 def _event_date(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, str):
         _non_empty_text(instance, attribute, value)
@@ -155,6 +169,8 @@ class TrackingUpdate:
     order_id: str = attrs.field(validator=_path_segment)
     invoice_number: str = attrs.field(validator=_path_segment)
     status: TrackingStatus = attrs.field(validator=_status)
+    #: The VTEX store (account) it goes to; None: the client's own account.
+    account_name: str | None = attrs.field(default=None, kw_only=True, validator=_account)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -227,6 +243,8 @@ class PushResult:
     receipt: TrackingReceipt | None = None
     error: Exception | None = None
     attempts: int = 0
+    #: The store it went to (the client's own account unless the update named another).
+    account: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -257,8 +275,28 @@ class PushResult:
 
 
 @attrs.frozen
+class AccountSummary:
+    """One store's totals within a push: updates, requests, 429/503 throttles, and
+    ``elapsed_s`` from the start of the push to the store's last result."""
+
+    total: int
+    succeeded: int
+    failed: int
+    requests: int
+    throttled: int
+    elapsed_s: float
+    #: Why the store's remaining updates were not sent (``"auth"``: a refused key), or None.
+    stopped: str | None = None
+
+    @property
+    def throughput(self) -> float:
+        """Confirmed updates per second for this store."""
+        return self.succeeded / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@attrs.frozen
 class PushSummary:
-    """Totals of a finished bulk push (``push_all``)."""
+    """Totals of a finished bulk push (``push_all``); ``by_account`` per store."""
 
     total: int
     succeeded: int
@@ -267,6 +305,7 @@ class PushSummary:
     elapsed_s: float
     failures: tuple[PushResult, ...] = attrs.field(repr=False)
     requests: int = 0
+    by_account: Mapping[str, AccountSummary] = attrs.field(factory=dict, repr=False)
 
     @property
     def throughput(self) -> float:

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import anyio
 from anyio.from_thread import BlockingPortal
 
+from ._accounts import Accounts
 from ._bulk import PushProgress, PushStream, Tally
 from ._client import AsyncTrackingClient
 from ._config import ClientConfig, RetryPolicy, settings_from_env
@@ -152,8 +153,10 @@ class TrackingClient:
         allow_insecure_http: bool = False,
         trust_env: bool = False,
         user_agent: str | None = None,
+        accounts: Accounts | None = None,
     ) -> None:
-        """Configure a client; the background thread starts on the first call."""
+        """Configure a client; the background thread starts on the first call. Arguments
+        as for ``AsyncTrackingClient`` (``accounts``: other stores it can send to)."""
         self._async = AsyncTrackingClient(
             account_name,
             app_key,
@@ -168,6 +171,7 @@ class TrackingClient:
             allow_insecure_http=allow_insecure_http,
             trust_env=trust_env,
             user_agent=user_agent,
+            accounts=accounts,
         )
         self._lock = threading.Lock()
         self._runner: _PortalThread | None = None
@@ -207,14 +211,20 @@ class TrackingClient:
             return self._runner
 
     def update_tracking_status(
-        self, order_id: str, invoice_number: str, status: TrackingStatus
+        self,
+        order_id: str,
+        invoice_number: str,
+        status: TrackingStatus,
+        *,
+        account_name: str | None = None,
     ) -> TrackingReceipt:
         """Replace the tracking events of one invoice and return VTEX's receipt.
 
-        Same errors as ``AsyncTrackingClient.update_tracking_status``, raised unchanged.
+        ``account_name`` sends to another store of ``accounts``. Same errors as
+        ``AsyncTrackingClient.update_tracking_status``, raised unchanged.
         """
         # Validate in the caller's thread: the error's traceback then points at the caller.
-        update = TrackingUpdate(order_id, invoice_number, status)
+        update = TrackingUpdate(order_id, invoice_number, status, account_name=account_name)
         return self._portal_thread().submit(self._async.send, update)
 
     def send(self, update: TrackingUpdate) -> TrackingReceipt:

@@ -71,6 +71,7 @@ class Transport:
         pool_size: int,
         trust_env: bool = False,
         session: aiohttp.ClientSession | None = None,
+        shares_pool_of: Transport | None = None,
     ) -> None:
         self._url_prefix = url_prefix
         self._display_host = URL(url_prefix).host or url_prefix
@@ -84,14 +85,23 @@ class Transport:
         self._pool_size = pool_size
         self._trust_env = trust_env
         self._borrowed = session
-        # Our own session carries the timeout as its default; a borrowed one gets it per request.
+        # Another account's transport whose pool (one global connection budget) we use.
+        self._pool_owner = shares_pool_of
+        # Our own session carries our headers and timeout as defaults; a borrowed or shared
+        # one gets them with each request.
+        self._per_request = session is not None or shares_pool_of is not None
         self._request_timeout: aiohttp.ClientTimeout | Any = (
-            self._timeout if session is not None else aiohttp.helpers.sentinel
+            self._timeout if self._per_request else aiohttp.helpers.sentinel
         )
         self._session: aiohttp.ClientSession | None = session
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid = os.getpid()
         self._closed = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The headers sent with every request (credentials included: never log them)."""
+        return self._headers
 
     @property
     def closed(self) -> bool:
@@ -101,6 +111,8 @@ class Transport:
     def _session_for_current_loop(self) -> aiohttp.ClientSession:
         if self._closed:
             raise ClientClosedError("this client is closed; create a new one")
+        if self._pool_owner is not None:
+            return self._pool_owner._session_for_current_loop()
         loop = asyncio.get_running_loop()
         if self._session is not None and self._loop is loop:
             return self._session
@@ -134,8 +146,8 @@ class Transport:
         """PUT ``body`` (JSON bytes) to ``url_prefix + path`` (already percent-encoded)."""
         session = self._session_for_current_loop()
         url = URL(self._url_prefix + path, encoded=True)
-        # A borrowed session has its own defaults: send ours with each request.
-        headers = self._headers if session is self._borrowed else None
+        # A borrowed or shared session has its own defaults: send ours with each request.
+        headers = self._headers if self._per_request else None
         try:
             async with session.put(
                 url,

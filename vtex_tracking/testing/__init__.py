@@ -7,9 +7,10 @@ removes backoff sleeps so suites that exercise retries stay fast.
 
 from .._retry import is_testing, set_testing
 from ._schema import validate_receipt, validate_request_body
-from ._server import FakeOMS, RecordedRequest
+from ._server import FakeAccount, FakeOMS, RecordedRequest
 
 __all__ = [
+    "FakeAccount",
     "FakeOMS",
     "RecordedRequest",
     "is_testing",

@@ -47,6 +47,9 @@ class RecordedRequest:
     body: bytes
     status: int = 0
     received_at: float = dataclasses.field(default_factory=time.monotonic)
+    #: The store whose credentials came with it (``FakeOMS.accounts``), None for the server's
+    #: own credentials or unknown ones.
+    account: str | None = None
 
     def json(self) -> Any:
         """The body parsed as JSON."""
@@ -57,6 +60,45 @@ class RecordedRequest:
             f"RecordedRequest({self.method} {self.raw_path} -> {self.status},"
             f" headers=[{', '.join(self.headers)}], body={len(self.body)} bytes)"
         )
+
+
+@dataclasses.dataclass
+class FakeAccount:
+    """One more store served by a ``FakeOMS``, told apart by its credentials.
+
+    ``rate_limit``/``burst`` give it its own token bucket (429 past it, with the server's
+    ``retry_after``); ``revoked`` answers 401 to its key, as after a key rotation.
+    """
+
+    app_key: str
+    app_token: str
+    rate_limit: float | None = None
+    burst: int = 10
+    revoked: bool = False
+
+    def __post_init__(self) -> None:
+        self._tokens = float(self.burst)
+        self._tokens_at = time.monotonic()
+
+    def __repr__(self) -> str:
+        return (
+            f"FakeAccount(app_key={self.app_key!r}, rate_limit={self.rate_limit},"
+            f" revoked={self.revoked}, app_token=<redacted>)"
+        )
+
+    def take_token(self) -> bool:
+        """One token from this store's bucket."""
+        if self.rate_limit is None:
+            return True
+        now = time.monotonic()
+        self._tokens = min(
+            float(self.burst), self._tokens + (now - self._tokens_at) * self.rate_limit
+        )
+        self._tokens_at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
 
 
 def vtex_timestamp(now: dt.datetime | None = None) -> str:
@@ -130,6 +172,7 @@ class FakeOMS:
         fail_rate: float = 0.0,
         fail_status: int = 503,
         seed: int = 0,
+        accounts: Mapping[str, FakeAccount] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -145,6 +188,8 @@ class FakeOMS:
         self.fail_rate = fail_rate
         self.fail_status = fail_status
         self.seed = seed
+        #: More stores, by account name, each with its own credentials, bucket and key state.
+        self.accounts: dict[str, FakeAccount] = dict(accounts or {})
         self.requests: list[RecordedRequest] = []
         self.updates: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.in_flight = 0
@@ -284,6 +329,15 @@ class FakeOMS:
             and headers.get("X-VTEX-API-AppToken") == self.app_token
         )
 
+    def _store(self, request: web.Request) -> tuple[str, FakeAccount] | None:
+        """The extra store whose credentials the request carries, if any."""
+        key = request.headers.get("X-VTEX-API-AppKey")
+        token = request.headers.get("X-VTEX-API-AppToken")
+        for name, account in self.accounts.items():
+            if account.app_key == key and account.app_token == token:
+                return name, account
+        return None
+
     def _take_token(self) -> bool:
         """One token from the bucket (refilled at ``rate_limit``/s, capped at ``burst``)."""
         if self.rate_limit is None:
@@ -300,9 +354,17 @@ class FakeOMS:
     def _answer(
         self, request: web.Request, record: RecordedRequest, ids: tuple[str, str] | None
     ) -> web.Response:
-        if not self._authorized(request):
+        store = self._store(request) if self.accounts else None
+        if store is not None:
+            record.account, account = store
+            if account.revoked:
+                return _response(401, b"Unauthorized", _TEXT)
+            if not account.take_token():
+                retry = {"Retry-After": self.retry_after} if self.retry_after is not None else {}
+                return _response(429, b"Too Many Requests", _TEXT, retry)
+        elif not self._authorized(request):
             return _response(401, b"Unauthorized", _TEXT)
-        if not self._take_token():
+        elif not self._take_token():
             retry = {"Retry-After": self.retry_after} if self.retry_after is not None else {}
             return _response(429, b"Too Many Requests", _TEXT, retry)
         if self._failures:
