@@ -553,15 +553,15 @@ class _Engine:
                 for scope in lane.scopes:
                     scope.cancel()
 
-    async def _drop_invoice(self, lane: _Lane, item: _Item) -> None:
-        """Report an invoice's pending updates as stopped: ``item`` and those behind it."""
+    async def _drop_invoice(self, lane: _Lane, item: _Item | None) -> None:
+        """Report as stopped ``item``, the updates of its invoice behind it, then every
+        invoice still waiting in the stopped lane."""
         while item is not None:
             if item.index in self._pending:
                 await self._emit(self._stopped_result(item, lane))
-            next_item = self._next_for(item.key)
-            item = next_item  # type: ignore[assignment]
-        while lane.ready:
-            await self._drop_invoice(lane, lane.ready.popleft())
+            item = self._next_for(item.key)
+            if item is None and lane.ready:
+                item = lane.ready.popleft()
 
     # -- results -----------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -88,17 +88,28 @@ class FakeAccount:
 
     def take_token(self) -> bool:
         """One token from this store's bucket."""
-        if self.rate_limit is None:
-            return True
-        now = time.monotonic()
-        self._tokens = min(
-            float(self.burst), self._tokens + (now - self._tokens_at) * self.rate_limit
-        )
-        self._tokens_at = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
+        return _take_token(self)
+
+
+class _Bucket(Protocol):
+    rate_limit: float | None
+    burst: int
+    _tokens: float
+    _tokens_at: float
+
+
+def _take_token(bucket: _Bucket) -> bool:
+    """One token from a bucket refilled at ``rate_limit``/s and capped at ``burst``."""
+    if bucket.rate_limit is None:
+        return True
+    now = time.monotonic()
+    refill = (now - bucket._tokens_at) * bucket.rate_limit
+    bucket._tokens = min(float(bucket.burst), bucket._tokens + refill)
+    bucket._tokens_at = now
+    if bucket._tokens >= 1:
+        bucket._tokens -= 1
+        return True
+    return False
 
 
 def vtex_timestamp(now: dt.datetime | None = None) -> str:
@@ -338,18 +349,6 @@ class FakeOMS:
                 return name, account
         return None
 
-    def _take_token(self) -> bool:
-        """One token from the bucket (refilled at ``rate_limit``/s, capped at ``burst``)."""
-        if self.rate_limit is None:
-            return True
-        now = time.monotonic()
-        refill = (now - self._tokens_at) * self.rate_limit
-        self._tokens = min(float(self.burst), self._tokens + refill)
-        self._tokens_at = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
 
     def _answer(
         self, request: web.Request, record: RecordedRequest, ids: tuple[str, str] | None
@@ -364,7 +363,7 @@ class FakeOMS:
                 return _response(429, b"Too Many Requests", _TEXT, retry)
         elif not self._authorized(request):
             return _response(401, b"Unauthorized", _TEXT)
-        elif not self._take_token():
+        elif not _take_token(self):
             retry = {"Retry-After": self.retry_after} if self.retry_after is not None else {}
             return _response(429, b"Too Many Requests", _TEXT, retry)
         if self._failures:
