@@ -34,6 +34,8 @@ from ._workload import (
     invoice_number,
     order_id,
     path,
+    store_credentials,
+    store_name,
 )
 
 #: Seconds one request may take before a contender counts it as failed.
@@ -220,6 +222,88 @@ async def sdk_rate_limited(p: Params) -> Params:
     return result
 
 
+def _hub_client(p: Params, names: list[str], **options: Any) -> Any:
+    """A client for a hub serving ``names`` (each with its own credentials), no default."""
+    from vtex_tracking import Accounts, AsyncTrackingClient
+
+    settings = {}
+    for name in names:
+        key, token = store_credentials(name)
+        settings[name] = {"app_key": key, "app_token": token, "base_url": p["url"]}
+    return AsyncTrackingClient.from_accounts(
+        Accounts.from_mapping(settings),
+        max_concurrency=p["concurrency"],
+        user_agent=USER_AGENT,
+        timeout=REQUEST_TIMEOUT,
+        **options,
+    )
+
+
+def _store_updates(indices: Iterable[int], names: list[str]) -> Iterator[Any]:
+    """TrackingUpdates for ``indices``, spread over the stores ``names`` in turn."""
+    from vtex_tracking import TrackingUpdate
+
+    status = _sdk_status()
+    for i in indices:
+        yield TrackingUpdate(
+            order_id(i), invoice_number(i), status, account_name=names[i % len(names)]
+        )
+
+
+async def sdk_push_stores(p: Params) -> Params:
+    """``push_all`` of ``n`` updates spread evenly over ``stores`` stores, through one pool:
+    the multi-store engine (a lane per store, one global budget) with nothing throttled."""
+    n, warmup, concurrency = p["n"], p["warmup"], p["concurrency"]
+    names = [store_name(k) for k in range(p["stores"])]
+    updates = list(_store_updates(range(n), names))
+    async with _hub_client(p, names) as client:
+        await client.push_all(_store_updates(range(n, n + warmup), names), concurrency=concurrency)
+        with Window() as window:
+            summary = await client.push_all(updates, concurrency=concurrency)
+    return window_figures(window, n, summary.succeeded, _summary_statuses(summary))
+
+
+async def sdk_many_stores(p: Params) -> Params:
+    """One push over ``stores`` against a FakeOMS that limits each store on its own.
+
+    Stops once every store but ``slow`` has all its results: by then the slow store has
+    shown whether it holds the others back, and finishing it alone (its updates at its own
+    rate) is what the single-store rate-limited scenario measures.
+    """
+    from vtex_tracking import RetryPolicy
+
+    n, names, slow = p["n"], p["stores"], p["slow"]
+    waiting = Counter(names[i % len(names)] for i in range(n))
+    retry = RetryPolicy(max_attempts=p["max_attempts"])
+    stopped_at = None
+    async with _hub_client(p, names, retry=retry) as client:
+        with Window() as window:
+            stream = client.push(_store_updates(range(n), names), concurrency=p["concurrency"])
+            async with stream:
+                async for result in stream:
+                    waiting[result.account] -= 1
+                    others = sum(count for name, count in waiting.items() if name != slow)
+                    if others == 0 and stopped_at is None:
+                        stopped_at = stream.progress.elapsed_s
+                        stream.stop()
+            summary = await stream.summary()
+    result = window_figures(window, n, summary.succeeded, _summary_statuses(summary))
+    result["stopped_at_s"] = stopped_at
+    result["by_store"] = {
+        name: {
+            "total": store.total,
+            "succeeded": store.succeeded,
+            "failed": store.failed,
+            "requests": store.requests,
+            "throttled": store.throttled,
+            "elapsed_s": store.elapsed_s,
+            "stopped": store.stopped,
+        }
+        for name, store in summary.by_account.items()
+    }
+    return result
+
+
 # -- the baselines -------------------------------------------------------------------------------
 
 
@@ -386,6 +470,8 @@ CONTENDERS: dict[str, Callable[[Params], Any]] = {
     "sdk_async_seq": sdk_async_seq,
     "sdk_memory": sdk_memory,
     "sdk_rate_limited": sdk_rate_limited,
+    "sdk_push_stores": sdk_push_stores,
+    "sdk_many_stores": sdk_many_stores,
     "raw_aiohttp": raw_aiohttp,
     "httpx_pool": httpx_pool,
     "requests_threads": requests_threads,

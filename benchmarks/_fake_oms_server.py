@@ -1,8 +1,11 @@
-"""``FakeOMS`` with a rate limit, in a process of its own, for the rate-limited scenario.
+"""``FakeOMS`` with rate limits, in a process of its own, for the rate-limited and many-store
+scenarios.
 
 Prints its URL, then answers one JSON line per command read from stdin: ``reset`` (forget
-requests and wait until the token bucket is full again) and ``statuses`` (answers given per
-HTTP status since the last reset). Exits at EOF.
+requests and wait until the token buckets are full again), ``statuses`` (answers given per
+HTTP status since the last reset) and ``statuses_by_store`` (the same, per store). Exits at
+EOF. ``--stores`` serves several stores (``{"name": {"rate_limit": 50, "burst": 10,
+"revoked": false}, ...}``), each told apart by its credentials (``store_credentials``).
 """
 
 from __future__ import annotations
@@ -12,30 +15,48 @@ import asyncio
 import collections
 import json
 import sys
+from typing import Any
 
-from vtex_tracking.testing import FakeOMS
+from vtex_tracking.testing import FakeAccount, FakeOMS
+
+from ._workload import store_credentials
+
+
+def _stores(spec: dict[str, dict[str, Any]]) -> dict[str, FakeAccount]:
+    return {name: FakeAccount(*store_credentials(name), **opts) for name, opts in spec.items()}
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rate-limit", type=float, required=True)
+    parser.add_argument("--rate-limit", type=float, default=None)
     parser.add_argument("--burst", type=int, default=10)
     parser.add_argument("--retry-after", default="1")
+    parser.add_argument("--stores", type=json.loads, default={}, help="JSON: name -> options")
     args = parser.parse_args()
     loop = asyncio.get_running_loop()
     async with FakeOMS(
-        rate_limit=args.rate_limit, burst=args.burst, retry_after=args.retry_after
+        rate_limit=args.rate_limit,
+        burst=args.burst,
+        retry_after=args.retry_after,
+        accounts=_stores(args.stores),
     ) as oms:
         print(oms.url, flush=True)
         while line := await loop.run_in_executor(None, sys.stdin.readline):
             command = line.strip()
             if command == "reset":
                 oms.reset()
+                oms.accounts = _stores(args.stores)  # full buckets
                 # Idle until the bucket is full again, so every run starts from the same state.
-                await asyncio.sleep(args.burst / args.rate_limit + 0.05)
+                if args.rate_limit:
+                    await asyncio.sleep(args.burst / args.rate_limit + 0.05)
                 answer: object = {"ok": True}
             elif command == "statuses":
                 answer = collections.Counter(str(r.status) for r in oms.requests)
+            elif command == "statuses_by_store":
+                by_store: dict[str, collections.Counter[str]] = {}
+                for r in oms.requests:
+                    by_store.setdefault(r.account or "", collections.Counter())[str(r.status)] += 1
+                answer = by_store
             else:
                 answer = {"error": f"unknown command {command!r}"}
             print(json.dumps(answer), flush=True)

@@ -21,6 +21,7 @@ from typing import Any
 from ._contenders import REQUIRES
 from ._server import Server, child_env, fake_oms_server
 from ._stats import paired_ratios, spread, target
+from ._workload import store_name
 
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,6 +50,12 @@ class Settings:
     rl_max_attempts: int
     rl_reps: int
     profile_n: int
+    ms_stores: int  # many stores, throttled: the stores, one slow and one revoked among them
+    ms_per_store: int
+    ms_rate: float
+    ms_slow_rate: float
+    ms_reps: int
+    hub_stores: int  # many stores, unthrottled: against a single-store push of bulk_n
 
     @classmethod
     def full(cls) -> Settings:
@@ -60,6 +67,8 @@ class Settings:
             memory_n=1_000_000, memory_mark=100_000, memory_baseline_n=200_000,
             rl_n=1_500, rl_rate=100.0, rl_burst=10, rl_retry_after="1", rl_max_attempts=10,
             rl_reps=3, profile_n=15_000,
+            ms_stores=20, ms_per_store=1_000, ms_rate=50.0, ms_slow_rate=5.0, ms_reps=3,
+            hub_stores=100,
         )  # fmt: skip
 
     @classmethod
@@ -72,6 +81,8 @@ class Settings:
             memory_n=30_000, memory_mark=3_000, memory_baseline_n=30_000,
             rl_n=300, rl_rate=50.0, rl_burst=10, rl_retry_after="1", rl_max_attempts=10,
             rl_reps=1, profile_n=2_000,
+            ms_stores=20, ms_per_store=250, ms_rate=50.0, ms_slow_rate=5.0, ms_reps=1,
+            hub_stores=100,
         )  # fmt: skip
 
     def with_bulk_n(self, n: int) -> Settings:
@@ -83,7 +94,9 @@ class Settings:
 
     def with_reps(self, reps: int) -> Settings:
         values = asdict(self)
-        values.update(reps=reps, rl_reps=min(self.rl_reps, reps))
+        values.update(
+            reps=reps, rl_reps=min(self.rl_reps, reps), ms_reps=min(self.ms_reps, reps)
+        )
         return Settings(**values)
 
 
@@ -422,6 +435,157 @@ def rate_limited(s: Settings) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             3.0,
             "<",
             unit="%",
+        ),
+    ]
+    return section, targets
+
+
+def many_stores(s: Settings) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One push over many stores, each limited on its own by FakeOMS (own process): one store
+    is slow and one has a revoked key; do the healthy ones keep their own pace?"""
+    names = [store_name(k) for k in range(s.ms_stores)]
+    slow, revoked = names[-2], names[-1]
+    burst, retry_after = 10, "1"
+    stores: dict[str, dict[str, Any]] = {
+        name: {"rate_limit": s.ms_rate, "burst": burst} for name in names
+    }
+    stores[slow]["rate_limit"] = s.ms_slow_rate
+    stores[revoked]["revoked"] = True
+    n = s.ms_stores * s.ms_per_store
+    ideal = s.ms_per_store / s.ms_rate
+    log(
+        f"\n== many stores: {n:,} updates over {s.ms_stores} stores, each limited to"
+        f" {s.ms_rate:g}/s (burst {burst}, Retry-After {retry_after}) except {slow} at"
+        f" {s.ms_slow_rate:g}/s and {revoked} revoked; ideal per healthy store {ideal:.1f} s =="
+    )
+    reps = []
+    with fake_oms_server(None, burst, retry_after, stores=stores) as oms:
+        for rep in range(s.ms_reps):
+            log(f" repetition {rep + 1}/{s.ms_reps}")
+            oms.reset()
+            params = {
+                "url": oms.url,
+                "n": n,
+                "stores": names,
+                "slow": slow,
+                "concurrency": s.concurrency,
+                "max_attempts": 10,
+            }
+            run = run_contender("sdk_many_stores", params, 120 + 3 * ideal)
+            if run is None:
+                continue
+            served = oms.statuses_by_store()
+            answers = sum(sum(counts.values()) for counts in served.values())
+            refused = sum(counts.get("429", 0) for counts in served.values())
+            by_store = run["by_store"]
+            healthy = {
+                name: by_store[name]["elapsed_s"] / ideal
+                for name in names
+                if name not in (slow, revoked)
+            }
+            worst = max(healthy, key=lambda name: healthy[name])
+            figures = {
+                "worst_healthy_over_ideal": healthy[worst],
+                "worst_healthy_store": worst,
+                "median_healthy_over_ideal": spread(list(healthy.values()))["median"],
+                "healthy_failed": sum(by_store[name]["failed"] for name in healthy),
+                "revoked_requests": sum(served.get(revoked, {}).values()),
+                "share_429": refused / answers if answers else None,
+                "slow_store_done": by_store[slow]["succeeded"],
+                "slow_store_rate": by_store[slow]["succeeded"] / run["stopped_at_s"]
+                if run["stopped_at_s"]
+                else None,
+                "stopped_at_s": run["stopped_at_s"],
+                "cpu_us_per_req": run["cpu_s"] / max(1, answers) * 1e6,
+                "server_statuses_by_store": served,
+                "client_by_store": by_store,
+            }
+            reps.append(figures)
+            log(
+                f"    healthy stores: worst {figures['worst_healthy_over_ideal']:.2f} x ideal"
+                f" ({worst}), median {figures['median_healthy_over_ideal']:.2f} x; revoked:"
+                f" {figures['revoked_requests']} requests; 429s"
+                f" {(figures['share_429'] or 0) * 100:.1f} %; slow store"
+                f" {figures['slow_store_rate'] or 0:.1f}/s; stopped at {run['stopped_at_s']:.1f} s"
+            )
+    section: dict[str, Any] = {
+        "n": n,
+        "stores": s.ms_stores,
+        "per_store": s.ms_per_store,
+        "rate_limit": s.ms_rate,
+        "slow_store": {"name": slow, "rate_limit": s.ms_slow_rate},
+        "revoked_store": revoked,
+        "burst": burst,
+        "retry_after": retry_after,
+        "ideal_per_store_s": ideal,
+        "reps": s.ms_reps,
+        "server": "FakeOMS in its own process (benchmarks/_fake_oms_server.py --stores)",
+        "method": "the push stops once every store but the slow one has all its results",
+        "failed_runs": take_failures(),
+    }
+    for key in (
+        "worst_healthy_over_ideal",
+        "median_healthy_over_ideal",
+        "share_429",
+        "slow_store_rate",
+        "stopped_at_s",
+    ):
+        section[key] = spread([f[key] for f in reps if f[key] is not None])
+    section["revoked_requests_max"] = max((f["revoked_requests"] for f in reps), default=None)
+    section["healthy_failed"] = sum(f["healthy_failed"] for f in reps)
+    section["runs"] = reps
+    worst_ratio, share = section["worst_healthy_over_ideal"], section["share_429"]
+    targets = [
+        target(
+            "many_stores_healthy_time",
+            f"{s.ms_stores - 2} healthy stores each finish <= 1.25 x ideal (slowest store)",
+            worst_ratio["median"] if worst_ratio else None,
+            1.25,
+            "<=",
+            unit="x",
+        ),
+        target(
+            "many_stores_revoked_requests",
+            "the revoked store gets <= 5 requests (most in any run)",
+            section["revoked_requests_max"],
+            5,
+            "<=",
+        ),
+        target(
+            "many_stores_429_share",
+            "many stores: < 5 % of all answers are 429",
+            share["median"] * 100 if share else None,
+            5.0,
+            "<",
+            unit="%",
+        ),
+    ]
+    return section, targets
+
+
+def many_stores_bulk(s: Settings, server: Server) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The same updates pushed to one store, and spread over ``hub_stores`` unthrottled
+    stores: the cost of the multi-store engine (lanes, global budget)."""
+    log(
+        f"\n== many stores, unthrottled: {s.bulk_n} updates over {s.hub_stores} stores vs one"
+        f" store, concurrency {s.concurrency} =="
+    )
+    names = ["sdk_push_stores", "sdk_push"]
+    common = {"url": server.url, "n": s.bulk_n, "warmup": s.bulk_warmup}
+    params_for = {
+        "sdk_push_stores": {**common, "concurrency": s.concurrency, "stores": s.hub_stores},
+        "sdk_push": {**common, "concurrency": s.concurrency},
+    }
+    section = _compare(names, s.reps, params_for, "sdk_push_stores", floor_rps=50)
+    section["stores"] = s.hub_stores
+    targets = [
+        target(
+            "many_stores_bulk_vs_one",
+            f"{s.hub_stores} unthrottled stores >= 0.9 x one store (requests/s)",
+            _median(section, "sdk_push_stores", "sdk_push"),
+            0.9,
+            ">=",
+            unit="x",
         ),
     ]
     return section, targets

@@ -246,14 +246,29 @@ class FakeOMSProcess:
         """How many answers of each HTTP status the server gave since the last reset."""
         return {str(k): int(v) for k, v in self._ask("statuses").items()}
 
+    def statuses_by_store(self) -> dict[str, dict[str, int]]:
+        """``statuses()`` per store (``""``: requests with the server's own credentials)."""
+        answer = self._ask("statuses_by_store")
+        return {
+            store: {str(k): int(v) for k, v in counts.items()} for store, counts in answer.items()
+        }
+
 
 @contextlib.contextmanager
-def fake_oms_server(rate_limit: float, burst: int, retry_after: str) -> Iterator[FakeOMSProcess]:
-    """``FakeOMS(rate_limit=..., burst=..., retry_after=...)`` in its own process."""
-    process, url = start_python_server(
-        "_fake_oms_server",
-        ["--rate-limit", str(rate_limit), "--burst", str(burst), "--retry-after", retry_after],
-    )
+def fake_oms_server(
+    rate_limit: float | None,
+    burst: int,
+    retry_after: str,
+    stores: dict[str, dict[str, Any]] | None = None,
+) -> Iterator[FakeOMSProcess]:
+    """``FakeOMS(rate_limit=..., burst=..., retry_after=...)`` in its own process; ``stores``
+    adds stores told apart by credentials (see ``_fake_oms_server``)."""
+    args = ["--burst", str(burst), "--retry-after", retry_after]
+    if rate_limit is not None:
+        args += ["--rate-limit", str(rate_limit)]
+    if stores:
+        args += ["--stores", json.dumps(stores)]
+    process, url = start_python_server("_fake_oms_server", args)
     try:
         yield FakeOMSProcess(process, url)
     finally:

@@ -51,3 +51,13 @@ def invoice_number(i: int) -> str:
 def path(i: int) -> str:
     """The tracking path of the i-th update (ids need no percent-encoding)."""
     return f"/api/oms/pvt/orders/{order_id(i)}/invoice/{invoice_number(i)}/tracking"
+
+
+def store_name(k: int) -> str:
+    """The k-th store of the many-store scenarios."""
+    return f"store-{k:03d}"
+
+
+def store_credentials(name: str) -> tuple[str, str]:
+    """The app key and token of one benchmark store (fixed test values, not secrets)."""
+    return f"vtexappkey-{name}-bench", f"token-{name}-bench"

@@ -21,7 +21,17 @@ from typing import Any
 from . import _report, _scenarios
 from ._server import local_server
 
-SCENARIOS = ("bulk", "sync", "memory", "rate_limited", "profile")
+SCENARIOS = (
+    "bulk",
+    "sync",
+    "memory",
+    "rate_limited",
+    "many_stores",
+    "many_stores_bulk",
+    "profile",
+)
+#: Scenarios that start their own FakeOMS instead of using the local receipt server.
+OWN_SERVER = ("rate_limited", "many_stores")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 #: Quick runs are smoke tests: they must not overwrite the published full results.
 QUICK_OUT = Path(__file__).resolve().parent / "results" / "quick" / "results.json"
@@ -93,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "notes": [],
     }
     broken = False
-    needs_server = [s for s in args.only if s != "rate_limited"]
+    needs_server = [s for s in args.only if s not in OWN_SERVER]
     with local_server(args.server) if needs_server else _no_server() as server:
         if server is not None:
             results["server"] = server.describe()
@@ -127,8 +137,8 @@ def _run_scenario(
         if name == "profile":
             section = _scenarios.profile(settings, server, out.with_name("profile.txt"))
             targets: list[dict[str, Any]] = []
-        elif name == "rate_limited":
-            section, targets = _scenarios.rate_limited(settings)
+        elif name in OWN_SERVER:
+            section, targets = getattr(_scenarios, name)(settings)
         else:
             section, targets = getattr(_scenarios, name)(settings, server)
     except Exception:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
+import gc
 import os
 import pathlib
 import time
+import tracemalloc
 import warnings
 
+import attrs
 import pytest
 
 from vtex_tracking import (
@@ -305,3 +309,124 @@ async def test_secrets_from_env_references_appear_in_no_output(
         texts += [repr(result), str(result.error), repr(result.error)]
     texts.append(caplog.text)
     assert not [t for t in texts if SECRET in t]
+
+
+async def test_a_hub_client_without_a_default_store_guesses_nothing() -> None:
+    """``from_accounts`` without ``default``: updates naming a store go to it; one naming
+    none fails alone with ConfigurationError (push and single call), sent nowhere."""
+    async with FakeOMS(accounts=_stores(["acme", "globex"])) as oms:  # noqa: SIM117
+        async with AsyncTrackingClient.from_accounts(_registry(oms), retry=RETRY) as client:
+            assert client.default_account is None
+            updates = [
+                TrackingUpdate(f"o-{i}", "1", STATUS, account_name=["acme", "globex", None][i % 3])
+                for i in range(9)
+            ]
+            results = sorted([r async for r in client.push(updates)], key=lambda r: r.index)
+            with pytest.raises(ConfigurationError, match="names no account_name"):
+                await client.update_tracking_status("single", "1", STATUS)
+            await client.update_tracking_status("single", "1", STATUS, account_name="globex")
+    assert [r.ok for r in results] == [True, True, False] * 3
+    for result in results[2::3]:
+        assert isinstance(result.error, ConfigurationError) and result.account is None
+    assert {r.order_id: r.account for r in oms.requests} == {
+        **{f"o-{i}": ["acme", "globex"][i % 3] for i in range(9) if i % 3 != 2},
+        "single": "globex",
+    }
+
+
+async def test_a_hub_client_with_a_default_store() -> None:
+    """``from_accounts(default=...)``: updates without a store go to the default one, under
+    that store's own limits from the registry (here 2 requests in flight)."""
+    async with FakeOMS(accounts=_stores(["acme", "globex"]), latency=0.02) as oms:
+        registry = _registry(oms, acme={"max_concurrency": 2})
+        async with AsyncTrackingClient.from_accounts(
+            registry, default="acme", retry=RETRY, max_concurrency=16
+        ) as client:
+            assert client.default_account == "acme"
+            updates = (TrackingUpdate(f"o-{i}", "1", STATUS) for i in range(20))
+            summary = await client.push_all(updates)
+    assert summary.succeeded == 20 and set(summary.by_account) == {"acme"}
+    assert {r.account for r in oms.requests} == {"acme"}
+    assert oms.max_in_flight == 2
+
+
+def test_from_accounts_refuses_an_unknown_default_and_an_empty_registry() -> None:
+    """Mistakes in building a hub client are found at once, naming the account."""
+    registry = Accounts.from_mapping({"acme": {"app_key": "k", "app_token": "t"}})
+    with pytest.raises(ConfigurationError, match=r"default account 'globex'.*it has acme"):
+        AsyncTrackingClient.from_accounts(registry, default="globex")
+    with pytest.raises(ConfigurationError, match="registry is empty"):
+        TrackingClient.from_accounts(Accounts())
+
+
+def test_sync_hub_client_without_a_default_store() -> None:
+    """The sync facade's ``from_accounts`` behaves the same."""
+    with FakeOMS(accounts=_stores(["acme"])) as oms:  # noqa: SIM117 - the client needs oms
+        with TrackingClient.from_accounts(_registry(oms), retry=RETRY) as client:
+            assert client.default_account is None and client.accounts is not None
+            client.update_tracking_status("o-1", "1", STATUS, account_name="acme")
+            with pytest.raises(ConfigurationError, match="names no account_name"):
+                client.update_tracking_status("o-2", "1", STATUS)
+    assert [(r.order_id, r.account) for r in oms.requests] == [("o-1", "acme")]
+
+
+async def test_a_store_request_carries_only_its_own_credentials() -> None:
+    """A store with a user token must not also send the home store's key pair (and the home
+    store's requests none of a store's): each request has exactly one store's headers."""
+    async with FakeOMS(accounts=_stores(["acme"]), user_token="globex-user-token") as oms:
+        accounts = Accounts.from_mapping(
+            {
+                "acme": {"app_key": "vtexappkey-acme", "app_token": "token-acme"},
+                "globex": {"user_token": "globex-user-token"},
+            }
+            | {},
+        )
+        accounts = Accounts(
+            {n: attrs.evolve(a, base_url=oms.url) for n, a in accounts.items()}
+        )
+        async with _client(oms, accounts) as client:
+            for store in ("globex", None, "acme"):
+                await client.update_tracking_status(f"o-{store}", "1", STATUS, account_name=store)
+    headers = {r.order_id: r.headers for r in oms.requests}
+    assert "X-VTEX-API-AppKey" not in headers["o-globex"]
+    assert headers["o-globex"]["VtexIdclientAutCookie"] == "globex-user-token"
+    assert headers["o-None"]["X-VTEX-API-AppKey"] == APP_KEY
+    assert "VtexIdclientAutCookie" not in headers["o-None"]
+    assert headers["o-acme"]["X-VTEX-API-AppKey"] == "vtexappkey-acme"
+    assert "VtexIdclientAutCookie" not in headers["o-acme"]
+
+
+async def test_a_thousand_stores_cost_little_and_idle_ones_nothing() -> None:
+    """1,000 stores with 3 updates each: every store gets exactly its own, the client keeps
+    a few KB per store used (measured with tracemalloc), and a later push touching two of
+    the thousand sets up two stores only."""
+    names = [f"s{k}" for k in range(1000)]
+    async with FakeOMS(accounts=_stores(names)) as oms:  # noqa: SIM117
+        async with AsyncTrackingClient.from_accounts(
+            _registry(oms), retry=RETRY, max_concurrency=32
+        ) as client:
+            await client.push_all([TrackingUpdate("warm", "1", STATUS, account_name="s0")])
+            updates = [
+                TrackingUpdate(f"o-{i}", "1", STATUS, account_name=names[i % 1000])
+                for i in range(3000)
+            ]
+            gc.collect()
+            tracemalloc.start()
+            try:
+                before = tracemalloc.get_traced_memory()[0]
+                summary = await client.push_all(updates)
+                served = collections.Counter(r.account for r in oms.requests)
+                oms.reset()  # the server's records of the requests are not the client's
+                gc.collect()
+                retained = tracemalloc.get_traced_memory()[0] - before
+            finally:
+                tracemalloc.stop()
+            later = [TrackingUpdate(f"i-{k}", "1", STATUS, account_name=f"s{k}") for k in (7, 8)]
+            stream = client.push(later)
+            async with stream:
+                results = [r async for r in stream]
+            touched = set(stream.progress.accounts)
+    assert summary.succeeded == 3000
+    assert served == {name: 3 for name in names} | {"s0": 4}  # s0 had the warm-up too
+    assert retained / 1000 < 16_000, f"{retained / 1000:.0f} bytes per store"
+    assert all(r.ok for r in results) and touched == {"s7", "s8"}

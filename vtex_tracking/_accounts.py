@@ -161,6 +161,30 @@ class Accounts(Mapping[str, Account]):
         return cls(accounts)
 
 
+def hub_settings(accounts: Accounts, default: str | None) -> dict[str, Any]:
+    """Constructor arguments for a client whose own store is ``default`` (None: the first
+    store, standing in for a default that does not exist; see ``from_accounts``)."""
+    if not accounts:
+        raise ConfigurationError("the accounts registry is empty")
+    name = default if default is not None else next(iter(accounts))
+    account = accounts.get(name)
+    if account is None:
+        raise ConfigurationError(
+            f"no credentials for the default account {name!r} in the registry"
+            f" (it has {', '.join(sorted(accounts))})"
+        )
+    credentials = account.credentials
+    return {
+        "account_name": account.name,
+        "app_key": credentials.app_key,
+        "app_token": credentials.app_token,
+        "user_token": credentials.user_token,
+        "environment": account.environment,
+        "base_url": account.base_url,
+        "accounts": accounts,
+    }
+
+
 def _locator(path: Path, lines: list[str], account: str) -> Any:
     """A function giving ``file:line: `` for a key of ``account`` (its table's line if the key
     is absent), so errors point at the line to fix."""

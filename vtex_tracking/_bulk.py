@@ -128,7 +128,7 @@ class _Pacer:
         progress: PushProgress,
         stats: AccountProgress,
         rate_meter: _RateMeter,
-        budget: anyio.CapacityLimiter | None,
+        budget: anyio.Semaphore | None,
         shows_rate: bool,
     ) -> None:
         self.bucket = TokenBucket(rate_limit)
@@ -224,11 +224,11 @@ class _Item:
 
     __slots__ = ("index", "key", "lane", "sent", "update")
 
-    def __init__(self, index: int, update: Any, home: str) -> None:
+    def __init__(self, index: int, update: Any, home: str | None) -> None:
         self.index = index
         self.update = update
-        # The invoice, within its store (None: the client's own): the same ids in two stores
-        # are two invoices.
+        # The invoice, within its store (None: the client's default store, whether named or
+        # not): the same ids in two stores are two invoices.
         self.key: tuple[str, str, str | None] | None = None
         if isinstance(update, TrackingUpdate):
             store = None if update.account_name == home else update.account_name
@@ -329,10 +329,12 @@ class _Engine:
         self._on_result = on_result
         self.progress = PushProgress()
         self._rate_meter = _RateMeter()
-        self._home = client.config.account_name
+        self._home = client.default_account
         # Only a push that may span stores needs a budget shared between lanes.
         self._multi_store = client.accounts is not None
-        self._budget = anyio.CapacityLimiter(concurrency) if self._multi_store else None
+        # A plain semaphore: cheaper per request than a CapacityLimiter, which tracks its
+        # borrowers (the slot is taken in one task and may be given back in another anyway).
+        self._budget = anyio.Semaphore(concurrency) if self._multi_store else None
         self._lanes: dict[str | None, _Lane] = {}
         self._next_index = 0
         # Items read and without a result yet, by input index.
@@ -456,6 +458,8 @@ class _Engine:
         if registered is not None and registered.rate_limit is not None:
             rate_limit = min(rate_limit or registered.rate_limit, registered.rate_limit)
         max_workers = min(config.max_concurrency, self._concurrency)
+        if registered is not None and registered.max_concurrency is not None:
+            max_workers = min(max_workers, registered.max_concurrency)  # the home store's
         pacer = _Pacer(
             concurrency=max_workers,
             rate_limit=rate_limit,
@@ -476,15 +480,27 @@ class _Engine:
     # -- sending -----------------------------------------------------------------------------
 
     def _spawn(self, lane: _Lane) -> None:
-        if lane.workers < lane.max_workers and lane.ready:
-            lane.workers += 1
-            assert self._task_group is not None
-            self._task_group.start_soon(self._work, lane)
+        """Start one more worker for ``lane`` if it can use one. Never more than the store's
+        current window (the extra ones would only wait on it); in a multi-store push, a store
+        gets a second and later worker only while the global budget has a free slot: a
+        hundred stores with 64 waiting workers each would cost memory and wake-ups for no
+        more requests in flight."""
+        if not lane.ready or lane.workers >= lane.max_workers:
+            return
+        if lane.workers >= lane.pacer.window.total_tokens:
+            return
+        budget = self._budget
+        if budget is not None and lane.workers > 0 and budget.value < 1:
+            return
+        lane.workers += 1
+        assert self._task_group is not None
+        self._task_group.start_soon(self._work, lane)
 
     async def _work(self, lane: _Lane) -> None:
         try:
             while lane.ready and lane.stop_error is None:
                 item: _Item | None = lane.ready.popleft()
+                self._spawn(lane)  # the window may have grown since the last one started
                 with anyio.CancelScope() as scope:
                     lane.scopes.add(scope)
                     # Send this invoice's updates one after the other, in input order.
@@ -623,7 +639,7 @@ class _Engine:
 def _account_of(item: _Item, client: AsyncTrackingClient) -> str | None:
     if item.key is None:
         return None
-    return item.key[2] or client.config.account_name
+    return item.key[2] or client.default_account
 
 
 T = TypeVar("T")

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import aiohttp
 import anyio
 
-from ._accounts import Account, Accounts
+from ._accounts import Account, Accounts, hub_settings
 from ._bulk import PushStream, start_push
 from ._config import ClientConfig, Credentials, RetryPolicy, settings_from_env
 from ._constants import (
@@ -133,12 +133,28 @@ class AsyncTrackingClient:
         self._accounts = accounts
         # Other stores' clients, made on first use (idle accounts cost nothing).
         self._stores: dict[str, AsyncTrackingClient] = {}
+        # False for a hub client made without a default store (``from_accounts``): an update
+        # that names no account then fails instead of going to an arbitrary store.
+        self._has_default_store = True
 
     @classmethod
     def from_env(cls, **overrides: Any) -> AsyncTrackingClient:
         """Build a client from ``VTEX_ACCOUNT_NAME``, ``VTEX_ENVIRONMENT``, ``VTEX_APP_KEY``,
         ``VTEX_APP_TOKEN`` and ``VTEX_USER_TOKEN``; keyword arguments override them."""
         return cls(**settings_from_env(overrides))
+
+    @classmethod
+    def from_accounts(
+        cls, accounts: Accounts, *, default: str | None = None, **settings: Any
+    ) -> AsyncTrackingClient:
+        """A client for a hub serving every store of ``accounts``: each update goes to its
+        ``account_name``'s store. ``default`` names the store for updates without an
+        ``account_name``; with None such updates fail (``ConfigurationError``) rather than go
+        to a store picked by chance. ``settings`` are the other constructor arguments
+        (``max_concurrency`` is the budget of all stores together)."""
+        client = cls(**hub_settings(accounts, default), **settings)
+        client._has_default_store = default is not None
+        return client
 
     @property
     def config(self) -> ClientConfig:
@@ -156,12 +172,22 @@ class AsyncTrackingClient:
         """The other stores this client can send to (``accounts=``), or None."""
         return self._accounts
 
+    @property
+    def default_account(self) -> str | None:
+        """The store that updates without an ``account_name`` go to: this client's own, or
+        None for a hub client made by ``from_accounts`` without a default."""
+        return self._config.account_name if self._has_default_store else None
+
     def for_account(self, account_name: str | None) -> AsyncTrackingClient:
         """The client that sends to ``account_name``: this one for its own account (or None),
         otherwise one made from ``accounts`` on first use, sharing this client's pool.
 
         Raises ``ConfigurationError`` when no credentials are known for the account.
         """
+        if account_name is None and not self._has_default_store:
+            raise ConfigurationError(
+                "the update names no account_name, and this client has no default account"
+            )
         if account_name is None or account_name == self._config.account_name:
             return self
         store = self._stores.get(account_name)
@@ -225,9 +251,7 @@ class AsyncTrackingClient:
 
     async def send(self, update: TrackingUpdate) -> TrackingReceipt:
         """Send one ``TrackingUpdate`` (to its ``account_name``'s store, if it has one)."""
-        if update.account_name is not None and update.account_name != self._config.account_name:
-            return await self.for_account(update.account_name)._send(update)
-        return await self._send(update)
+        return await self.for_account(update.account_name)._send(update)
 
     async def _send(
         self, update: TrackingUpdate, hooks: AttemptHooks | None = None

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import anyio
 from anyio.from_thread import BlockingPortal
 
-from ._accounts import Accounts
+from ._accounts import Accounts, hub_settings
 from ._bulk import PushProgress, PushStream, Tally
 from ._client import AsyncTrackingClient
 from ._config import ClientConfig, RetryPolicy, settings_from_env
@@ -184,10 +184,30 @@ class TrackingClient:
         """Build a client from ``VTEX_*`` environment variables; keyword arguments override."""
         return cls(**settings_from_env(overrides))
 
+    @classmethod
+    def from_accounts(
+        cls, accounts: Accounts, *, default: str | None = None, **settings: Any
+    ) -> TrackingClient:
+        """A client for a hub serving every store of ``accounts``; see
+        ``AsyncTrackingClient.from_accounts``."""
+        client = cls(**hub_settings(accounts, default), **settings)
+        client._async._has_default_store = default is not None
+        return client
+
     @property
     def config(self) -> ClientConfig:
         """The client's settings (immutable; credentials redacted from its repr)."""
         return self._async.config
+
+    @property
+    def accounts(self) -> Accounts | None:
+        """The other stores this client can send to (``accounts=``), or None."""
+        return self._async.accounts
+
+    @property
+    def default_account(self) -> str | None:
+        """The store that updates without an ``account_name`` go to (None: no default)."""
+        return self._async.default_account
 
     def __repr__(self) -> str:
         return (

@@ -85,11 +85,13 @@ class Transport:
         self._pool_size = pool_size
         self._trust_env = trust_env
         self._borrowed = session
-        # Another account's transport whose pool (one global connection budget) we use.
+        # Another account's transport whose connection pool (one global budget) we use,
+        # through a session of our own over its connector (see _shared_pool_session).
         self._pool_owner = shares_pool_of
-        # Our own session carries our headers and timeout as defaults; a borrowed or shared
-        # one gets them with each request.
-        self._per_request = session is not None or shares_pool_of is not None
+        self._pool_session: aiohttp.ClientSession | None = None
+        # Our own session carries our headers and timeout as defaults; a borrowed one gets
+        # them with each request.
+        self._per_request = session is not None
         self._request_timeout: aiohttp.ClientTimeout | Any = (
             self._timeout if self._per_request else aiohttp.helpers.sentinel
         )
@@ -112,7 +114,7 @@ class Transport:
         if self._closed:
             raise ClientClosedError("this client is closed; create a new one")
         if self._pool_owner is not None:
-            return self._pool_owner._session_for_current_loop()
+            return self._shared_pool_session()
         loop = asyncio.get_running_loop()
         if self._session is not None and self._loop is loop:
             return self._session
@@ -137,6 +139,28 @@ class Transport:
         )
         self._loop = loop
         self._pid = os.getpid()
+        return self._session
+
+    def _shared_pool_session(self) -> aiohttp.ClientSession:
+        """Our session over the pool owner's connector: the owner's pooled connections, but
+        our own headers and timeout as defaults. Sending ours with each request through the
+        owner's session would not do: aiohttp adds a session's default headers to every
+        request, so a store with a user token would also send the owner's app key."""
+        assert self._pool_owner is not None
+        pool = self._pool_owner._session_for_current_loop()
+        if self._session is None or self._pool_session is not pool:
+            if self._session is not None:
+                self._session.detach()  # the owner's new loop or process has a new pool
+            self._session = aiohttp.ClientSession(
+                connector=pool.connector,
+                connector_owner=False,
+                headers=self._headers,
+                timeout=self._timeout,
+                trust_env=self._trust_env,
+                raise_for_status=False,
+                auto_decompress=True,
+            )
+            self._pool_session = pool
         return self._session
 
     def _loop_is_closed(self) -> bool:
@@ -174,6 +198,9 @@ class Transport:
         session, self._session = self._session, None
         if session is None or session is self._borrowed:
             return
+        if self._pool_owner is not None:
+            session.detach()  # the connector is the owner's to abandon
+            return
         connector = session.connector
         session.detach()
         if connector is not None:
@@ -185,6 +212,11 @@ class Transport:
     async def aclose(self) -> None:
         """Close the pool if we own it (idempotent)."""
         self._closed = True
+        if self._pool_owner is not None:
+            session, self._session = self._session, None
+            if session is not None:
+                session.detach()  # closes nothing: the connector is the owner's
+            return
         if self._pid != os.getpid() or self._loop is not asyncio.get_running_loop():
             self.abandon()
             return

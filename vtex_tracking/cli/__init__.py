@@ -26,6 +26,11 @@ Credentials default to the environment variables VTEX_ACCOUNT_NAME, VTEX_ENVIRON
 VTEX_APP_KEY, VTEX_APP_TOKEN and VTEX_USER_TOKEN; prefer them to --app-token/--user-token,
 which other users of the machine can see in the process list.
 
+Many stores: --accounts FILE (a TOML table per account: app_key, app_token_env = "VAR" or
+user_token_env, optional environment, base_url, rate_limit, max_concurrency), or
+VTEX_ACCOUNTS=a,b with VTEX_<NAME>_APP_KEY and so on. Each line's accountName (a JSONL field,
+a CSV column) picks its store; lines without one go to --account/VTEX_ACCOUNT_NAME.
+
 exit status: 0 all confirmed, 1 some failed (see the failures file), 2 usage error or
 unreadable input, 130 interrupted (Ctrl-C or SIGTERM; everything not confirmed is in the
 failures file).
@@ -80,7 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument(
         "--format", choices=("jsonl", "csv"), help="input format (default: by file extension)"
     )
-    push.add_argument("--account", help="VTEX account name [VTEX_ACCOUNT_NAME]")
+    push.add_argument(
+        "--account",
+        help="VTEX account name [VTEX_ACCOUNT_NAME]; with --accounts, the store of lines"
+        " without an accountName",
+    )
+    push.add_argument(
+        "--accounts",
+        metavar="FILE",
+        help="TOML file of stores (credentials, limits) for lines with an accountName"
+        " [VTEX_ACCOUNTS]",
+    )
     push.add_argument("--environment", help="VTEX environment [VTEX_ENVIRONMENT]")
     push.add_argument("--app-key", help="app key [VTEX_APP_KEY]")
     push.add_argument("--app-token", help="app token [VTEX_APP_TOKEN]")
@@ -137,7 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=8080, help="port to listen on (default 8080; 0: any free)"
     )
     fake.add_argument(
-        "--rate-limit", type=_number(0, low_ok=False), metavar="R", help="answer 429 past R/s"
+        "--rate-limit",
+        type=_number(0, low_ok=False),
+        metavar="R",
+        help="answer 429 past R/s (per store with --accounts, unless the file sets rate_limit)",
+    )
+    fake.add_argument(
+        "--accounts",
+        metavar="FILE",
+        help="serve every store of this TOML file (the one push --accounts reads), each with"
+        " its own credentials and limit, told apart by credentials",
     )
     fake.add_argument(
         "--fail-rate",

@@ -4,19 +4,43 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import signal
 import sys
 
-from vtex_tracking.testing import FakeOMS
+from vtex_tracking import Accounts, ConfigurationError
+from vtex_tracking.testing import FakeAccount, FakeOMS
+
+
+def _stores(path: str, rate_limit: float | None) -> dict[str, FakeAccount]:
+    """One fake store per account of an accounts file, with the credentials ``push
+    --accounts`` will send (read the same way, ``*_env`` references included)."""
+    stores = {}
+    for name, account in Accounts.from_toml(path).items():
+        credentials = account.credentials
+        if credentials.app_key is None or credentials.app_token is None:
+            raise ConfigurationError(
+                f"{path}: {name}: the fake server tells stores apart by app key and token;"
+                " give this account app_key and app_token (not a user token)"
+            )
+        limit = account.rate_limit if account.rate_limit is not None else rate_limit
+        stores[name] = FakeAccount(credentials.app_key, credentials.app_token, limit)
+    return stores
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    try:
+        stores = _stores(args.accounts, args.rate_limit) if args.accounts else {}
+    except ConfigurationError as exc:
+        print(f"vtex-tracking: {exc}", file=sys.stderr)
+        return 2
     oms = FakeOMS(
         host=args.host,
         port=args.port,
         rate_limit=args.rate_limit,
         fail_rate=args.fail_rate,
         latency=args.latency,
+        accounts=stores,
     )
     try:
         await oms.start()
@@ -31,16 +55,7 @@ async def _serve(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        # FakeOMS's credentials are fixed test values, not secrets: printing them is the point.
-        print(
-            f"FakeOMS (a fake VTEX tracking endpoint) listening on {oms.url}\n"
-            f"It accepts app key {oms.app_key} with app token {oms.app_token}. Try:\n"
-            f"  VTEX_ACCOUNT_NAME=fake VTEX_APP_KEY={oms.app_key}"
-            f" VTEX_APP_TOKEN={oms.app_token} \\\n"
-            f"    vtex-tracking push --base-url {oms.url} examples/sample-updates.jsonl\n"
-            "Press Ctrl-C to stop.",
-            flush=True,
-        )
+        print(_banner(oms, args.accounts, stores), flush=True)
         await stop.wait()
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -52,7 +67,32 @@ async def _serve(args: argparse.Namespace) -> int:
         f" for {len(oms.updates)} invoices.",
         flush=True,
     )
+    if stores:
+        per_store = collections.Counter(r.account or "(unknown)" for r in oms.requests)
+        counts = ", ".join(f"{name}: {n}" for name, n in sorted(per_store.items()))
+        print(f"Requests per store: {counts or 'none'}.", flush=True)
     return 0
+
+
+def _banner(oms: FakeOMS, accounts_file: str | None, stores: dict[str, FakeAccount]) -> str:
+    """What the server is and how to push to it."""
+    head = f"FakeOMS (a fake VTEX tracking endpoint) listening on {oms.url}\n"
+    if stores:
+        # These credentials came from the user's file or environment: never printed.
+        return (
+            f"{head}It serves the {len(stores)} stores of {accounts_file}"
+            f" ({', '.join(stores)}), told apart by their credentials. Try:\n"
+            f"  vtex-tracking push --accounts {accounts_file} --base-url {oms.url} FILE\n"
+            "Press Ctrl-C to stop."
+        )
+    # FakeOMS's own credentials are fixed test values, not secrets: printing them is the point.
+    return (
+        f"{head}It accepts app key {oms.app_key} with app token {oms.app_token}. Try:\n"
+        f"  VTEX_ACCOUNT_NAME=fake VTEX_APP_KEY={oms.app_key}"
+        f" VTEX_APP_TOKEN={oms.app_token} \\\n"
+        f"    vtex-tracking push --base-url {oms.url} examples/sample-updates.jsonl\n"
+        "Press Ctrl-C to stop."
+    )
 
 
 def run_fake_server(args: argparse.Namespace) -> int:

@@ -11,12 +11,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import queue
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import attrs
+
 from vtex_tracking import (
+    Accounts,
     AsyncTrackingClient,
     ConfigurationError,
     PushResult,
@@ -25,7 +29,7 @@ from vtex_tracking import (
     RetryPolicy,
     TrackingUpdate,
 )
-from vtex_tracking.testing import FakeOMS
+from vtex_tracking.testing import FakeAccount, FakeOMS
 
 from ._feed import Feed
 from ._readers import InputError, Record, check_inputs, read_inputs
@@ -58,6 +62,8 @@ class _Run:
         # Source (file:line) of each update handed to the engine, by the engine's index,
         # until its result arrives: bounded by the engine's read-ahead.
         self.sources: dict[int, str] = {}
+        # The store of updates without an accountName (None: there is none), once known.
+        self.default_account: str | None = None
 
     def malformed(self, record: Record) -> None:
         """A record that could not be read: reported, counted and kept raw."""
@@ -66,16 +72,19 @@ class _Run:
         self.failures.add({"source": record.source, "raw": record.raw, "error": record.error})
         self.console.failure(f"{record.source}: {record.error}")
 
-    def failed(self, update: TrackingUpdate, source: str, outcome: str, error: str) -> None:
-        """An update that was not confirmed: counted and written in the input format."""
-        self.tally.add(outcome, ok=False)
+    def failed(
+        self, update: TrackingUpdate, source: str, outcome: str, error: str, account: str | None
+    ) -> None:
+        """An update that was not confirmed: counted and written in the input format (with
+        its accountName, so that pushing the failures file sends it to the same store)."""
+        self.tally.add(outcome, ok=False, account=account)
         self.failures.add({**update_record(update), "source": source, "error": error})
 
     def result(self, result: PushResult) -> None:
         """Account for one result of the push engine."""
         source = self.sources.pop(result.index, "?")
         if result.ok:
-            self.tally.add(result.outcome, ok=True)
+            self.tally.add(result.outcome, ok=True, account=result.account)
             return
         error = result.error
         if isinstance(error, PushStoppedError):
@@ -83,9 +92,9 @@ class _Run:
             if error.reason == "auth":
                 self.tally.stopped_for_auth = True
             outcome = "cancelled in flight" if error.in_flight else "not sent"
-            self.failed(result.update, source, outcome, str(error))
+            self.failed(result.update, source, outcome, str(error), result.account)
             return
-        self.failed(result.update, source, result.outcome, str(error))
+        self.failed(result.update, source, result.outcome, str(error), result.account)
         update = result.update
         self.console.failure(f"{source}: {update.order_id}/{update.invoice_number}: {error}")
 
@@ -99,8 +108,9 @@ class _Run:
 
 
 class _Updates:
-    """The valid updates of the feed, for the push engine; malformed records are recorded on
-    the way, so the engine's indexes count updates only."""
+    """The valid updates of the feed, for the push engine; malformed records, and updates
+    that name no store when there is no default one, are recorded on the way, so the
+    engine's indexes count updates only."""
 
     def __init__(self, run: _Run) -> None:
         self._run = run
@@ -118,29 +128,79 @@ class _Updates:
             if record.update is None:
                 run.malformed(record)
                 continue
+            if record.update.account_name is None and run.default_account is None:
+                error = f"accountName: missing, and there is no default account ({_NO_DEFAULT})"
+                run.failed(record.update, record.source, "invalid", error, None)
+                run.console.failure(f"{record.source}: {error}")
+                continue
             run.sources[self._index] = record.source
             self._index += 1
             return record.update
 
 
+#: Where a default store comes from, for messages.
+_NO_DEFAULT = "give each line an accountName, or pass --account or set VTEX_ACCOUNT_NAME"
+
+
+class _AnySecret(Mapping[str, str]):
+    """An environment in which every variable is set: ``--fake`` reads an accounts file for
+    its store names and limits only, without the secrets its ``*_env`` keys point to (the
+    fake stores get test credentials of their own)."""
+
+    def __getitem__(self, name: str) -> str:
+        return "not-a-secret"
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+
+def _registry(args: argparse.Namespace) -> Accounts | None:
+    """The stores of this run: ``--accounts FILE``, else ``VTEX_ACCOUNTS`` (with the
+    ``VTEX_<NAME>_*`` variables), else None (one store)."""
+    listed = os.environ.get("VTEX_ACCOUNTS", "")
+    if args.accounts:
+        registry = Accounts.from_toml(args.accounts, environ=_AnySecret() if args.fake else None)
+    elif listed and args.fake:  # the store names only: the fake stores make their own keys
+        names = [name.strip() for name in listed.split(",") if name.strip()]
+        registry = Accounts.from_mapping({n: {"app_key": "-", "app_token": "-"} for n in names})
+    elif listed:
+        registry = Accounts.from_env()
+    else:
+        return None
+    if args.base_url:  # every store goes there (a proxy, a fake server)
+        moved = {name: attrs.evolve(a, base_url=args.base_url) for name, a in registry.items()}
+        registry = Accounts(moved)
+    return registry
+
+
 @contextlib.asynccontextmanager
 async def _client(args: argparse.Namespace, console: Console) -> AsyncIterator[AsyncTrackingClient]:
-    """The client for this run: VTEX (credentials from options or environment) or, with
-    ``--fake``, an embedded FakeOMS with its own test credentials."""
+    """The client for this run: VTEX (credentials from options or environment; other stores
+    from ``--accounts``) or, with ``--fake``, an embedded FakeOMS with test credentials."""
     settings: dict[str, Any] = {
         "max_concurrency": args.concurrency,
         "retry": RetryPolicy(max_attempts=args.max_attempts),
     }
     if args.timeout is not None:
         settings["timeout"] = args.timeout
+    registry = _registry(args)
+    default = args.account or os.environ.get("VTEX_ACCOUNT_NAME") or None
     if args.fake:
-        async with FakeOMS() as oms, AsyncTrackingClient(
-            "fake", oms.app_key, oms.app_token, base_url=oms.url, **settings
-        ) as client:
-            console.note(f"--fake: pushing to an embedded fake VTEX at {oms.url}, not to VTEX.")
+        async with _fake(registry, default, settings, console) as client:
             yield client
         return
-    options = dict(settings)
+    if registry is not None and (default is None or default in registry):
+        client = AsyncTrackingClient.from_accounts(registry, default=default, **settings)
+        async with client:
+            yield client
+        return
+    options = dict(settings, accounts=registry)
     for option, name in (
         ("account", "account_name"),
         ("environment", "environment"),
@@ -156,10 +216,57 @@ async def _client(args: argparse.Namespace, console: Console) -> AsyncIterator[A
         yield client
 
 
+@contextlib.asynccontextmanager
+async def _fake(
+    registry: Accounts | None, default: str | None, settings: dict[str, Any], console: Console
+) -> AsyncIterator[AsyncTrackingClient]:
+    """``--fake``: an embedded FakeOMS; with an accounts file, one fake store per account
+    (test credentials, answering 429 past the account's ``rate_limit`` as VTEX would)."""
+    if registry is None:
+        async with FakeOMS() as oms, AsyncTrackingClient(
+            "fake", oms.app_key, oms.app_token, base_url=oms.url, **settings
+        ) as client:
+            console.note(f"--fake: pushing to an embedded fake VTEX at {oms.url}, not to VTEX.")
+            yield client
+        return
+    names = list(registry) + ([default] if default and default not in registry else [])
+    limits = {name: registry.get(name) for name in names}
+    stores = {
+        name: FakeAccount(
+            f"vtexappkey-{name}-fake",
+            f"fake-token-{name}",
+            account.rate_limit if account is not None else None,
+        )
+        for name, account in limits.items()
+    }
+    async with FakeOMS(accounts=stores) as oms:
+        fakes = Accounts.from_mapping(
+            {
+                name: {
+                    "app_key": store.app_key,
+                    "app_token": store.app_token,
+                    "base_url": oms.url,
+                    "rate_limit": getattr(limits[name], "rate_limit", None),
+                    "max_concurrency": getattr(limits[name], "max_concurrency", None),
+                }
+                for name, store in stores.items()
+            }
+        )
+        async with AsyncTrackingClient.from_accounts(
+            fakes, default=default, **settings
+        ) as client:
+            console.note(
+                f"--fake: pushing to {len(stores)} fake stores at {oms.url}, not to VTEX."
+            )
+            yield client
+
+
 async def _push(run: _Run) -> None:
     args = run.args
     loop = asyncio.get_running_loop()
     async with _client(args, run.console) as client:
+        run.default_account = client.default_account
+        run.tally.multi_store = client.accounts is not None
         run.feed.attach(loop)
         run.feed.start()
         if run.interrupts.stop_sending:
@@ -191,6 +298,7 @@ async def _push(run: _Run) -> None:
             progress.close()
             run.tally.requests = stream.progress.requests
             run.tally.throttled = stream.progress.throttled
+            run.tally.add_store_counts(stream.progress)
 
 
 def _drain(run: _Run, *, keep: bool) -> None:
@@ -215,7 +323,10 @@ def _drain(run: _Run, *, keep: bool) -> None:
         if record.update is None:
             run.malformed(record)
         elif keep:
-            run.failed(record.update, record.source, "not sent", "not sent: push interrupted")
+            account = record.update.account_name or run.default_account
+            run.failed(
+                record.update, record.source, "not sent", "not sent: push interrupted", account
+            )
         else:
             tally.add("valid", ok=True)
 

@@ -4,7 +4,8 @@ Readers are generators over open files, so a file is streamed, never loaded whol
 record carries its origin (``file:line``); a malformed one carries the reason and its raw text
 instead of an update, so one bad line never stops the rest.
 
-CSV grouping: consecutive rows of one invoice (same ``orderId`` and ``invoiceNumber``) become
+CSV grouping: consecutive rows of one invoice (same ``orderId`` and ``invoiceNumber``, and
+``accountName`` when there is such a column: the same ids in two stores are two invoices) become
 one update, events in file order. Rows of an invoice that come back later in the file are
 *not* merged: merging would need the whole file in memory (or a sort on disk) before the first
 request. They are reported as malformed instead, because each VTEX update replaces the whole
@@ -38,6 +39,7 @@ CSV_COLUMNS = (
     "date",
     "isDelivered",
     "deliveredDate",
+    "accountName",
 )
 _CSV_REQUIRED = CSV_COLUMNS[:6]
 _BOM = b"\xef\xbb\xbf"
@@ -224,7 +226,7 @@ def _csv_header(stream: IO[str], name: str) -> _Header:
 class _Row:
     start: int
     end: int
-    key: tuple[str, str] | None
+    key: tuple[str, str, str] | None
     cells: dict[str, str] | None
     text: str
     error: str | None = None
@@ -236,6 +238,7 @@ def _rows(stream: IO[str], name: str, header: _Header | None) -> Iterator[_Row]:
     writer_buffer = io.StringIO()
     writer = csv.writer(writer_buffer, delimiter=delimiter, lineterminator="")
     order_at, invoice_at = columns.index("orderId"), columns.index("invoiceNumber")
+    account_at = columns.index("accountName") if "accountName" in columns else None
     end = 1
     while True:
         start = end + 1
@@ -256,9 +259,12 @@ def _rows(stream: IO[str], name: str, header: _Header | None) -> Iterator[_Row]:
         text = writer_buffer.getvalue()
         # The key's columns come first in practice: found even when a later unquoted comma
         # added a column, so the bad row still spoils its own invoice's update.
-        key = (
-            (cells[order_at], cells[invoice_at]) if len(cells) > max(order_at, invoice_at) else None
-        )
+        key = None
+        if len(cells) > max(order_at, invoice_at):
+            account = ""
+            if account_at is not None and len(cells) > account_at:
+                account = cells[account_at]
+            key = (cells[order_at], cells[invoice_at], account)
         # A row with a wrong number of cells is kept, mapped as far as it goes, to report it.
         row = _Row(start, end, key, dict(zip(columns, cells, strict=False)), text)
         undecoded = _UNDECODED.search(text)
@@ -279,7 +285,7 @@ def read_csv(
     given when the header line was already read (stdin)."""
     group: list[_Row] = []
     repeated: str | None = None  # where the group's invoice had rows before, if it did
-    seen: dict[tuple[str, str], str] = {}
+    seen: dict[tuple[str, str, str], str] = {}
     for row in _rows(stream, name, header):
         if row.key is None:  # no invoice to attach it to: reported on its own, in file order
             if group:
@@ -333,5 +339,5 @@ def _group_update(group: list[_Row]) -> TrackingUpdate:
         except RecordError as exc:
             raise RecordError(f"{at}{exc}") from None
     assert group[0].key is not None
-    order_id, invoice_number = group[0].key
-    return make_update(order_id, invoice_number, events, bool(is_delivered), delivered)
+    order_id, invoice_number, account = group[0].key
+    return make_update(order_id, invoice_number, events, bool(is_delivered), delivered, account)

@@ -24,7 +24,14 @@ from vtex_tracking import TrackingEvent, TrackingStatus, TrackingUpdate, Validat
 
 #: Fields of one JSONL update. ``error``, ``raw`` and ``source`` are what a failures file adds;
 #: they are ignored so that a failures file can be pushed again as it is.
-UPDATE_FIELDS = ("orderId", "invoiceNumber", "isDelivered", "deliveredDate", "events")
+UPDATE_FIELDS = (
+    "orderId",
+    "invoiceNumber",
+    "isDelivered",
+    "deliveredDate",
+    "events",
+    "accountName",
+)
 IGNORED_FIELDS = ("error", "raw", "source")
 EVENT_FIELDS = ("city", "state", "description", "date")
 
@@ -34,6 +41,7 @@ _INPUT_NAMES = {
     "invoice_number": "invoiceNumber",
     "is_delivered": "isDelivered",
     "delivered_date": "deliveredDate",
+    "account_name": "accountName",
 }
 _EVENT_DATE = re.compile(
     r"^(\d{4}-\d{2}-\d{2})(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?$"
@@ -135,11 +143,15 @@ def make_update(
     events: list[TrackingEvent],
     is_delivered: bool,
     delivered: str | None,
+    account_name: str | None = None,
 ) -> TrackingUpdate:
-    """The update, with the SDK's own checks reported by input field name."""
+    """The update, with the SDK's own checks reported by input field name. ``account_name``
+    None (or empty) sends it to the run's default account."""
     try:
         status = TrackingStatus(events, is_delivered=is_delivered, delivered_date=delivered)
-        return TrackingUpdate(order_id, invoice_number, status)
+        return TrackingUpdate(
+            order_id, invoice_number, status, account_name=account_name or None
+        )
     except ValidationError as exc:
         name = exc.field.rsplit(".", 1)[-1]
         raise RecordError(f"{_INPUT_NAMES.get(name, name)}: {exc.problem}") from None
@@ -148,7 +160,8 @@ def make_update(
 def update_from_json(doc: object) -> TrackingUpdate:
     """Build an update from one JSONL object: ``orderId``, ``invoiceNumber`` and VTEX's body
     fields. ``isDelivered`` (absent: false) and ``deliveredDate`` (absent: null) are optional,
-    as in the SDK's ``TrackingStatus``."""
+    as in the SDK's ``TrackingStatus``; so is ``accountName`` (absent or null: the run's
+    default account)."""
     if not isinstance(doc, dict):
         hint = " (JSONL is one object per line, not a JSON array)" if isinstance(doc, list) else ""
         raise RecordError(f"expected a JSON object, got {json_type(doc)}{hint}")
@@ -169,6 +182,9 @@ def update_from_json(doc: object) -> TrackingUpdate:
     delivered = doc.get("deliveredDate")
     if delivered is not None and not isinstance(delivered, str):
         raise RecordError(f"deliveredDate: expected a string or null, got {json_type(delivered)}")
+    account_name = doc.get("accountName")
+    if account_name is not None and not isinstance(account_name, str):
+        raise RecordError(f"accountName: expected a string, got {json_type(account_name)}")
     if "events" not in doc:
         raise RecordError("events: required field missing")
     items = doc["events"]
@@ -183,18 +199,26 @@ def update_from_json(doc: object) -> TrackingUpdate:
         city, state, description, date = (_string(item, name, where) for name in EVENT_FIELDS)
         events.append(make_event(city, state, description, date, where))
     return make_update(
-        order_id, invoice_number, events, bool(is_delivered), delivered_date(delivered)
+        order_id,
+        invoice_number,
+        events,
+        bool(is_delivered),
+        delivered_date(delivered),
+        account_name,
     )
 
 
 def update_record(update: TrackingUpdate) -> dict[str, Any]:
-    """An update in the JSONL input format (the wire body plus ``orderId``/``invoiceNumber``).
+    """An update in the JSONL input format (the wire body plus ``orderId``/``invoiceNumber``,
+    and ``accountName`` when it names a store), so a failures file pushes again as it is.
 
     Built from the public models: the CLI's updates hold their dates as the strings read from
     the file, which is also exactly what goes on the wire.
     """
     status = update.status
+    account = {"accountName": update.account_name} if update.account_name is not None else {}
     return {
+        **account,
         "orderId": update.order_id,
         "invoiceNumber": update.invoice_number,
         "isDelivered": status.is_delivered,

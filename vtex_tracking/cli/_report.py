@@ -31,6 +31,8 @@ PLAIN_PROGRESS_EVERY = 2.0
 BAR_REFRESH_EVERY = 0.2
 #: Failures echoed on stderr one by one (all of them with -v); all are in the failures file.
 MAX_FAILURES_SHOWN = 20
+#: Stores listed in the human summary (those with the most failures first); --json has all.
+MAX_STORES_SHOWN = 20
 
 
 class Console:
@@ -73,6 +75,37 @@ class ConsoleLogHandler(logging.Handler):
 
 
 @attrs.define
+class StoreTally:
+    """One store's counts within a run."""
+
+    total: int = 0
+    succeeded: int = 0
+    requests: int = 0
+    throttled: int = 0
+    #: Seconds from the start of the push to the store's last result.
+    elapsed_s: float = 0.0
+    stopped: str | None = None
+
+    @property
+    def failed(self) -> int:
+        """Updates of this store that did not succeed."""
+        return self.total - self.succeeded
+
+    def as_json(self) -> dict[str, Any]:
+        """The store's entry in the ``--json`` summary."""
+        rate = self.succeeded / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        return {
+            "total": self.total,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "requests": self.requests,
+            "throttled": self.throttled,
+            "updates_per_s": round(rate, 1),
+            "stopped": self.stopped,
+        }
+
+
+@attrs.define
 class Tally:
     """The counts of one run, for progress and the summary."""
 
@@ -87,18 +120,37 @@ class Tally:
     #: When reading stopped before the end: the last record read (None: nothing was read).
     unread_after: str | None = None
     reading_stopped: bool = False
+    #: The run could send to several stores (``--accounts``): the summary lists them.
+    multi_store: bool = False
+    #: Per store, for updates whose store is known (not for malformed records).
+    stores: dict[str, StoreTally] = attrs.field(factory=dict)
 
     @property
     def failed(self) -> int:
         """Records that did not succeed."""
         return self.total - self.succeeded
 
-    def add(self, outcome: str, *, ok: bool) -> None:
-        """Count one record's outcome."""
+    def add(self, outcome: str, *, ok: bool, account: str | None = None) -> None:
+        """Count one record's outcome (and its store's, when it has one)."""
         self.total += 1
         self.outcomes[outcome] += 1
         if ok:
             self.succeeded += 1
+        if account is not None:
+            store = self.stores.get(account)
+            if store is None:
+                store = self.stores[account] = StoreTally()
+            store.total += 1
+            store.succeeded += ok
+
+    def add_store_counts(self, progress: PushProgress) -> None:
+        """Take each store's requests, throttles, stop and finishing time from the push."""
+        for name, counts in progress.accounts.items():
+            store = self.stores.setdefault(name, StoreTally())
+            store.requests, store.throttled = counts.requests, counts.throttled
+            store.stopped = counts.stopped
+            if counts.last_result_at:
+                store.elapsed_s = counts.last_result_at - progress.started_at
 
 
 class Progress:
@@ -128,15 +180,20 @@ class Progress:
         """Show the current counts."""
         t, c = self._tally, self._counters
         limit = f"{c.rate_limit:.3g}/s" if c.rate_limit else "none"
+        if t.multi_store:
+            limit = "per store"
+        # A slow store whose buffer is full holds up the reading: say which one.
+        waiting = f", reading waits for store {c.bottleneck}" if c.bottleneck else ""
         if self._bar is None:
             self._console.note(
                 f"progress: {t.total} done ({t.succeeded} ok, {t.failed} failed),"
                 f" {c.in_flight} in flight, {c.send_rate:.1f} requests/s (limit {limit}),"
-                f" {c.throttled} throttled, {c.elapsed_s:.0f} s"
+                f" {c.throttled} throttled, {c.elapsed_s:.0f} s{waiting}"
             )
             return
         self._bar.set_postfix_str(
-            f"ok={t.succeeded} failed={t.failed} in flight={c.in_flight} limit={limit}",
+            f"ok={t.succeeded} failed={t.failed} in flight={c.in_flight} limit={limit}"
+            + (f" waiting for {c.bottleneck}" if c.bottleneck else ""),
             refresh=False,
         )
         if t.total > self._bar.n:
@@ -241,10 +298,15 @@ def print_summary(tally: Tally, failures: FailuresFile, elapsed: float, *, as_js
     if tally.outcomes:
         counts = ", ".join(f"{k}: {v}" for k, v in sorted(tally.outcomes.items()))
         print(f"  by outcome: {counts}")
+    if tally.multi_store and tally.stores:
+        _print_stores(tally)
     if tally.stopped_for_auth:
+        stopped = sorted(name for name, store in tally.stores.items() if store.stopped == "auth")
+        whose = f" of {', '.join(stopped)}" if tally.multi_store and stopped else ""
         print(
-            "  VTEX kept refusing the credentials (401/403), so the push stopped: check the app"
-            " key and token, and that the key has the 'Notify invoice' resource."
+            f"  VTEX kept refusing the credentials{whose} (401/403), so the push stopped sending"
+            " to that store: check the app key and token, and that the key has the"
+            " 'Notify invoice' resource."
         )
     if failures.count:
         print(
@@ -268,5 +330,26 @@ def print_summary(tally: Tally, failures: FailuresFile, elapsed: float, *, as_js
             "dry_run": tally.dry_run,
             "interrupted": tally.interrupted,
             "unread_after": tally.unread_after if tally.reading_stopped else None,
+            "by_account": {name: tally.stores[name].as_json() for name in sorted(tally.stores)},
         }
         print(json.dumps(summary, ensure_ascii=False))
+
+
+def _print_stores(tally: Tally) -> None:
+    """One line per store: all of them, or the ``MAX_STORES_SHOWN`` with most failures."""
+    names = sorted(tally.stores)
+    if len(names) > MAX_STORES_SHOWN:
+        names = sorted(names, key=lambda n: (-tally.stores[n].failed, n))[:MAX_STORES_SHOWN]
+    print(f"  by account ({len(tally.stores)}):")
+    for name in names:
+        store = tally.stores[name]
+        rate = store.succeeded / store.elapsed_s if store.elapsed_s > 0 else 0.0
+        stopped = ", stopped: credentials refused" if store.stopped == "auth" else ""
+        print(
+            f"    {name}: {store.total} updates, {store.succeeded} succeeded, {store.failed}"
+            f" failed, {store.requests} requests, {store.throttled} throttled,"
+            f" {rate:.1f} updates/s{stopped}"
+        )
+    hidden = len(tally.stores) - len(names)
+    if hidden:
+        print(f"    ... and {hidden} more accounts with fewer failures (all of them in --json)")
