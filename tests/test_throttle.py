@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import anyio
 import anyio.lowlevel
 import pytest
 
-from vtex_tracking._throttle import MEASURE_TIME, AdaptiveRate, TokenBucket
+from vtex_tracking._throttle import MEASURE_TIME, AdaptiveRate, Budget, TokenBucket
 
 pytestmark = pytest.mark.anyio
 
@@ -139,3 +141,42 @@ async def test_a_rate_change_wakes_one_waiter_not_all() -> None:
             changes_checked = checks
             tg.cancel_scope.cancel()
     assert 100 <= changes_checked <= 150
+
+
+async def test_budget_serves_waiters_in_order_and_survives_cancellation() -> None:
+    """The multi-store budget: FIFO hand-over, a cancelled waiter leaves the queue, and a
+    waiter cancelled after being handed a slot gives it back (no slot is ever lost)."""
+    budget = Budget(1)
+    await budget.acquire()
+    order: list[str] = []
+
+    async def take(name: str) -> None:
+        await budget.acquire()
+        order.append(name)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(take, "first")
+        await anyio.wait_all_tasks_blocked()
+        with anyio.CancelScope() as gone:
+            gone.cancel()
+            await budget.acquire()  # cancelled while waiting: must leave the queue
+        tg.start_soon(take, "second")
+        await anyio.wait_all_tasks_blocked()
+        budget.release()  # to "first"
+        await anyio.wait_all_tasks_blocked()
+        budget.release()  # to "second"
+    assert order == ["first", "second"]
+    assert budget.value == 0
+    budget.release()
+    assert budget.value == 1
+
+    # Handed a slot, then cancelled before it resumed: the slot comes back.
+    await budget.acquire()
+    task = asyncio.get_running_loop().create_task(take("never"))
+    await anyio.wait_all_tasks_blocked()
+    budget.release()  # hands the slot to the waiter...
+    task.cancel()  # ...which is cancelled before it runs again
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert order == ["first", "second"]
+    assert budget.value == 1

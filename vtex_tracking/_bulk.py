@@ -46,7 +46,7 @@ from ._errors import (
     VtexTrackingError,
 )
 from ._models import AccountSummary, PushResult, PushSummary, TrackingUpdate
-from ._throttle import AdaptiveRate, TokenBucket, acquire
+from ._throttle import AdaptiveRate, Budget, TokenBucket, acquire
 
 if TYPE_CHECKING:
     from ._client import AsyncTrackingClient
@@ -128,7 +128,7 @@ class _Pacer:
         progress: PushProgress,
         stats: AccountProgress,
         rate_meter: _RateMeter,
-        budget: anyio.Semaphore | None,
+        budget: Budget | None,
         shows_rate: bool,
     ) -> None:
         self.bucket = TokenBucket(rate_limit)
@@ -152,7 +152,7 @@ class _Pacer:
         try:
             await self.bucket.acquire()
             if self._budget is not None:
-                await acquire(self._budget)
+                await self._budget.acquire()
         except BaseException:
             self.window.release()
             raise
@@ -332,9 +332,7 @@ class _Engine:
         self._home = client.default_account
         # Only a push that may span stores needs a budget shared between lanes.
         self._multi_store = client.accounts is not None
-        # A plain semaphore: cheaper per request than a CapacityLimiter, which tracks its
-        # borrowers (the slot is taken in one task and may be given back in another anyway).
-        self._budget = anyio.Semaphore(concurrency) if self._multi_store else None
+        self._budget = Budget(concurrency) if self._multi_store else None
         self._lanes: dict[str | None, _Lane] = {}
         self._next_index = 0
         # Items read and without a result yet, by input index.

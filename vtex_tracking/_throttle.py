@@ -12,6 +12,8 @@ so a new rate takes effect at once, and costs one wake-up however many senders w
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -48,6 +50,46 @@ async def acquire(limit: anyio.CapacityLimiter | anyio.Semaphore | anyio.Lock) -
         limit.acquire_nowait()
     except anyio.WouldBlock:
         await limit.acquire()
+
+
+class Budget:
+    """A first-come first-served counting semaphore on plain asyncio futures: the global
+    budget of a multi-store push, which many waiting senders contend for.
+
+    anyio's ``Semaphore`` costs an exception, a coroutine, an event and a cancel scope per
+    blocked ``acquire``; with a hundred senders waiting for 64 slots those objects, each
+    alive for the whole wait, roughly doubled the garbage collector's time in a push over
+    100 stores (about 1 s of 6.7 s; 0.5 s with plain futures).
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.value = slots
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> None:
+        """Take a slot, waiting in arrival order when none is free."""
+        if self.value > 0 and not self._waiters:
+            self.value -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot, but cancelled before using it
+            else:
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        """Give a slot back: to the longest waiter, if any."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.value += 1
 
 
 class TokenBucket:
