@@ -128,14 +128,8 @@ class Transport:
                     " loop; create one client per event loop"
                 )
             self.abandon()
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=0),
-            headers=self._headers,
-            timeout=self._timeout,
-            trust_env=self._trust_env,
-            # Keep the server's Content-Type and status as they are; we decide what they mean.
-            raise_for_status=False,
-            auto_decompress=True,
+        self._session = self._new_session(
+            aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=0), owned=True
         )
         self._loop = loop
         self._pid = os.getpid()
@@ -151,17 +145,25 @@ class Transport:
         if self._session is None or self._pool_session is not pool:
             if self._session is not None:
                 self._session.detach()  # the owner's new loop or process has a new pool
-            self._session = aiohttp.ClientSession(
-                connector=pool.connector,
-                connector_owner=False,
-                headers=self._headers,
-                timeout=self._timeout,
-                trust_env=self._trust_env,
-                raise_for_status=False,
-                auto_decompress=True,
-            )
+            assert pool.connector is not None
+            self._session = self._new_session(pool.connector, owned=False)
             self._pool_session = pool
         return self._session
+
+    def _new_session(
+        self, connector: aiohttp.BaseConnector, *, owned: bool
+    ) -> aiohttp.ClientSession:
+        """A session over ``connector`` with our headers and timeout as its defaults."""
+        return aiohttp.ClientSession(
+            connector=connector,
+            connector_owner=owned,
+            headers=self._headers,
+            timeout=self._timeout,
+            trust_env=self._trust_env,
+            # Keep the server's Content-Type and status as they are; we decide what they mean.
+            raise_for_status=False,
+            auto_decompress=True,
+        )
 
     def _loop_is_closed(self) -> bool:
         return self._loop is None or self._loop.is_closed()
@@ -212,12 +214,11 @@ class Transport:
     async def aclose(self) -> None:
         """Close the pool if we own it (idempotent)."""
         self._closed = True
-        if self._pool_owner is not None:
-            session, self._session = self._session, None
-            if session is not None:
-                session.detach()  # closes nothing: the connector is the owner's
-            return
-        if self._pid != os.getpid() or self._loop is not asyncio.get_running_loop():
+        if (
+            self._pool_owner is not None  # the connector is the owner's to close
+            or self._pid != os.getpid()
+            or self._loop is not asyncio.get_running_loop()
+        ):
             self.abandon()
             return
         session, self._session = self._session, None
