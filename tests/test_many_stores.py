@@ -303,7 +303,7 @@ async def test_secrets_from_env_references_appear_in_no_output(
                 for i in range(12)
             ]
             results = [r async for r in client.push(updates)]
-            texts = [repr(client), repr(accounts), repr(client.for_account("acme"))]
+            texts = [repr(client), repr(accounts), repr(client._sender_for("acme"))]
     assert any(r.ok for r in results) and any(not r.ok for r in results)
     for result in results:
         texts += [repr(result), str(result.error), repr(result.error)]

@@ -1,11 +1,11 @@
-"""Pacing primitives with a fake clock: the token bucket and the adaptive rate's states."""
+"""Pacing primitives with a fake clock: the token bucket, the adaptive rate's states, the
+budget. (The queue of waiting requests is the account pace's: ``test_pace.py``.)"""
 
 from __future__ import annotations
 
 import asyncio
 
 import anyio
-import anyio.lowlevel
 import pytest
 
 from vtex_tracking._throttle import MEASURE_TIME, AdaptiveRate, Budget, TokenBucket
@@ -42,19 +42,6 @@ def test_pause_holds_every_sender_until_the_deadline() -> None:
     assert bucket._wait_time() == pytest.approx(3.0)
     clock.now += 3
     assert bucket._wait_time() == 0.0
-
-
-async def test_lowering_the_rate_applies_to_senders_already_waiting() -> None:
-    """A waiter does not keep a slot reserved at the old rate: a rate change wakes it."""
-    bucket = TokenBucket(1000.0)
-    bucket._tokens = 0.0
-    bucket.set_rate(0.5)  # now a token takes two seconds
-    with anyio.move_on_after(0.3) as scope:
-        await bucket.acquire()
-    assert scope.cancelled_caught  # still waiting: the new, slower rate applies
-    bucket.set_rate(1000.0)
-    with anyio.fail_after(1):
-        await bucket.acquire()  # woken at once by the faster rate
 
 
 def test_adaptive_rate_probes_measures_and_settles_under_the_limit() -> None:
@@ -95,52 +82,6 @@ def test_adaptive_rate_respects_the_fixed_ceiling() -> None:
     for _ in range(100):
         adaptive.on_success()
     assert bucket.rate is not None and bucket.rate <= 50.0
-
-
-async def test_waiting_senders_are_served_in_arrival_order() -> None:
-    """The bucket is fair: senders that queue for tokens get them first come, first served."""
-    bucket = TokenBucket(200.0)
-    bucket._tokens = 0.0
-    served: list[int] = []
-
-    async def sender(n: int) -> None:
-        await bucket.acquire()
-        served.append(n)
-
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            for n in range(20):
-                tg.start_soon(sender, n)
-                await anyio.lowlevel.checkpoint()  # queue them in a known order
-    assert served == list(range(20))
-
-
-async def test_a_rate_change_wakes_one_waiter_not_all() -> None:
-    """Only the head of the queue watches the clock: 100 rate changes with 50 senders waiting
-    cost about 100 re-checks, not 5,000 (the adaptive rate changes it on every success)."""
-    bucket = TokenBucket(0.5)
-    bucket._tokens = 0.0
-    checks = 0
-    wait_time = bucket._wait_time
-
-    def counting_wait_time() -> float:
-        nonlocal checks
-        checks += 1
-        return wait_time()
-
-    bucket._wait_time = counting_wait_time  # type: ignore[method-assign]
-    with anyio.move_on_after(0.5):
-        async with anyio.create_task_group() as tg:
-            for _ in range(50):
-                tg.start_soon(bucket.acquire)
-            await anyio.sleep(0.05)
-            checks = 0
-            for _ in range(100):
-                bucket.set_rate(0.5)  # a change that still leaves everyone waiting
-                await anyio.lowlevel.checkpoint()
-            changes_checked = checks
-            tg.cancel_scope.cancel()
-    assert 100 <= changes_checked <= 150
 
 
 async def test_budget_serves_waiters_in_order_and_survives_cancellation() -> None:

@@ -4,17 +4,18 @@ Import everything from here; modules starting with ``_`` are private and may cha
 """
 
 from ._accounts import Account, Accounts
-from ._bulk import AccountProgress, PushProgress, PushStream
 from ._client import AsyncTrackingClient
 from ._config import ClientConfig, RetryPolicy
 from ._errors import (
     APIError,
+    AuthCooldownError,
     AuthenticationError,
     BadRequestError,
     ClientClosedError,
     ConfigurationError,
     ConflictError,
     NotFoundError,
+    PaceTimeoutError,
     PermissionDeniedError,
     PushStoppedError,
     RateLimitError,
@@ -34,6 +35,8 @@ from ._models import (
     TrackingStatus,
     TrackingUpdate,
 )
+from ._progress import AccountProgress, PushProgress
+from ._stream import PushStream
 from ._sync import SyncPushStream, TrackingClient
 from ._version import __version__
 
@@ -44,6 +47,7 @@ __all__ = [
     "AccountSummary",
     "Accounts",
     "AsyncTrackingClient",
+    "AuthCooldownError",
     "AuthenticationError",
     "BadRequestError",
     "ClientClosedError",
@@ -51,6 +55,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "NotFoundError",
+    "PaceTimeoutError",
     "PermissionDeniedError",
     "PushProgress",
     "PushResult",

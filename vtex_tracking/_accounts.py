@@ -39,6 +39,7 @@ _KEYS = (
     "environment",
     "base_url",
     "rate_limit",
+    "adaptive",
     "max_concurrency",
 )
 #: Environment variable listing the accounts for ``Accounts.from_env``.
@@ -49,8 +50,9 @@ ENV_ACCOUNTS = "VTEX_ACCOUNTS"
 class Account:
     """One store: its name, credentials (never shown), host and optional limits.
 
-    ``rate_limit`` caps its requests per second in a push (None: learn it from 429s);
-    ``max_concurrency`` caps its requests in flight (None: the push's share).
+    ``rate_limit`` caps its requests per second (None: the client's; learned from 429s
+    when ``adaptive``); ``adaptive`` (None: the client's) learns its limit from 429/503;
+    ``max_concurrency`` caps its requests in flight (None: the client's ``max_concurrency``).
     """
 
     name: str
@@ -59,6 +61,7 @@ class Account:
     base_url: str | None = None
     rate_limit: float | None = None
     max_concurrency: int | None = None
+    adaptive: bool | None = None
 
 
 class Accounts(Mapping[str, Account]):
@@ -89,7 +92,7 @@ class Accounts(Mapping[str, Account]):
 
         Keys per account: ``app_key``, ``app_token`` and ``user_token``, each either inline
         or as ``<key>_env`` naming an environment variable; ``environment``, ``base_url``,
-        ``rate_limit``, ``max_concurrency``.
+        ``rate_limit``, ``adaptive``, ``max_concurrency``.
         """
         env = os.environ if environ is None else environ
         accounts = {}
@@ -101,7 +104,8 @@ class Accounts(Mapping[str, Account]):
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Accounts:
         """From ``VTEX_ACCOUNTS=acme,globex`` and, per account, ``VTEX_<NAME>_APP_KEY``,
         ``VTEX_<NAME>_APP_TOKEN`` (or ``VTEX_<NAME>_USER_TOKEN``), and optionally
-        ``VTEX_<NAME>_ENVIRONMENT``, ``_BASE_URL``, ``_RATE_LIMIT``, ``_MAX_CONCURRENCY``
+        ``VTEX_<NAME>_ENVIRONMENT``, ``_BASE_URL``, ``_RATE_LIMIT``, ``_ADAPTIVE``,
+        ``_MAX_CONCURRENCY``
         (``<NAME>`` upper-cased, ``-`` as ``_``)."""
         env = os.environ if environ is None else environ
         names = [n.strip() for n in env.get(ENV_ACCOUNTS, "").split(",") if n.strip()]
@@ -114,7 +118,7 @@ class Accounts(Mapping[str, Account]):
             for key in ("app_key", "app_token", "user_token"):
                 if f"{prefix}{key.upper()}" in env:
                     table[f"{key}_env"] = f"{prefix}{key.upper()}"
-            for key in ("environment", "base_url", "rate_limit", "max_concurrency"):
+            for key in ("environment", "base_url", "rate_limit", "adaptive", "max_concurrency"):
                 value = env.get(f"{prefix}{key.upper()}")
                 if value:
                     table[key] = value
@@ -260,6 +264,7 @@ def _account(name: str, table: Mapping[str, Any], env: Mapping[str, str], _where
         raise fail("base_url", "expected a URL string")
     rate_limit = _number(table, "rate_limit", fail, float)
     max_concurrency = _number(table, "max_concurrency", fail, int)
+    adaptive = _flag(table, "adaptive", fail)
     return Account(
         name=name,
         credentials=credentials,
@@ -267,7 +272,17 @@ def _account(name: str, table: Mapping[str, Any], env: Mapping[str, str], _where
         base_url=base_url,
         rate_limit=rate_limit,
         max_concurrency=int(max_concurrency) if max_concurrency is not None else None,
+        adaptive=adaptive,
     )
+
+
+def _flag(table: Mapping[str, Any], key: str, fail: Any) -> bool | None:
+    value = table.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "false", "0", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    raise fail(key, f"expected true or false, got {value!r}")
 
 
 def _number(table: Mapping[str, Any], key: str, fail: Any, kind: type) -> Any:

@@ -1,67 +1,49 @@
-"""``AsyncTrackingClient``: builds the request, runs the retry loop over the transport, decodes."""
+"""``AsyncTrackingClient``: the public surface; routes each call to its account's sender.
+
+The client owns the connection pool and the budget of requests in flight; each account it
+talks to gets an ``AccountSender`` (``_sender``) on first use, with its own credentials,
+retry loop and pace. Single calls and pushes go through the same senders, so they share
+each account's pace.
+"""
 
 from __future__ import annotations
 
-import logging
-import re
-import time
 from collections.abc import AsyncIterable, Callable, Iterable
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
-import anyio
+import attrs
 
 from ._accounts import Account, Accounts, hub_settings
-from ._bulk import PushStream, start_push
-from ._config import ClientConfig, Credentials, RetryPolicy, settings_from_env
+from ._config import ClientConfig, Credentials, RetryPolicy, build_base_url, settings_from_env
 from ._constants import (
+    DEFAULT_AUTH_COOLDOWN,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_ENVIRONMENT,
     DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_PACE_TIMEOUT,
     DEFAULT_TIMEOUT,
 )
-from ._errors import (
-    ClientClosedError,
-    ConfigurationError,
-    TransportError,
-    error_from_response,
-    find_request_id,
-    unexpected_body_error,
-)
+from ._errors import ClientClosedError, ConfigurationError
 from ._models import PushResult, PushSummary, TrackingReceipt, TrackingStatus, TrackingUpdate
-from ._retry import retry_after_from_headers, retry_delay
-from ._serde import decode_receipt, encode_status
-from ._throttle import AttemptHooks, acquire
-from ._transport import RawResponse, Transport
+from ._pace import AccountPace
+from ._push import PushOptions, start_push
+from ._sender import AccountSender, SharedBudget, tracking_path
+from ._stream import PushStream
+from ._transport import Transport
 from ._version import __version__
 
-logger = logging.getLogger("vtex_tracking")
-
-_TRACKING_PATH = "/api/oms/pvt/orders/{}/invoice/{}/tracking"
-
-
-# Ids made only of these need no encoding (the common case: "1172452900000-01", "NF-4100").
-_UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
-
-
-def _segment(value: str) -> str:
-    # safe="" also encodes "/", so an invoice "NF/123" stays one segment ("NF%2F123").
-    return value if _UNRESERVED.fullmatch(value) else quote(value, safe="")
-
-
-def tracking_path(order_id: str, invoice_number: str) -> str:
-    """The endpoint's path, each id percent-encoded as exactly one path segment."""
-    return _TRACKING_PATH.format(_segment(order_id), _segment(invoice_number))
+__all__ = ["AsyncTrackingClient", "tracking_path"]
 
 
 class AsyncTrackingClient:
     """Sends tracking updates to VTEX from async code.
 
     One client holds one connection pool; share it across your application and close it
-    with ``await client.aclose()`` or ``async with``. At most ``max_concurrency`` requests are
-    in flight at once, however many coroutines call it.
+    with ``await client.aclose()`` or ``async with``. Every request for an account waits for
+    its turn in that account's pace (rate, window, ``Retry-After``), whichever coroutine or
+    push sends it; at most ``max_concurrency`` requests are in flight over all accounts.
     """
 
     def __init__(
@@ -77,6 +59,10 @@ class AsyncTrackingClient:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         retry: RetryPolicy | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        rate_limit: float | None = None,
+        adaptive: bool = True,
+        pace_timeout: float | None = DEFAULT_PACE_TIMEOUT,
+        auth_cooldown: float = DEFAULT_AUTH_COOLDOWN,
         session: aiohttp.ClientSession | None = None,
         allow_insecure_http: bool = False,
         trust_env: bool = False,
@@ -87,11 +73,17 @@ class AsyncTrackingClient:
 
         ``base_url`` replaces ``https://{account_name}.{environment}.com.br`` (a proxy, or
         ``FakeOMS().url`` in tests); plain http is only allowed to loopback hosts unless
-        ``allow_insecure_http``. ``timeout`` bounds each attempt, in seconds. ``session`` is
-        an aiohttp session to borrow (never closed by the client). ``trust_env`` makes aiohttp
-        honour ``HTTP(S)_PROXY`` and ``.netrc``. ``accounts`` holds other stores' credentials
-        and limits: updates whose ``account_name`` names one go to that store, through this
-        client's connection pool (``max_concurrency`` is then the budget of all stores).
+        ``allow_insecure_http``. ``timeout`` bounds each attempt, in seconds.
+        ``max_concurrency`` caps requests in flight over all accounts (and sizes the pool).
+        ``rate_limit`` caps the account's requests per second; ``adaptive`` learns its limit
+        from 429/503 answers (False, with no ``rate_limit``: the SDK adds no pacing of its
+        own). ``pace_timeout`` bounds how long a single call waits for its turn (None: no
+        bound). After repeated 401/403 an account's calls fail fast for ``auth_cooldown``
+        seconds (``AuthCooldownError``). ``session`` is an aiohttp session to borrow (never
+        closed by the client). ``trust_env`` makes aiohttp honour ``HTTP(S)_PROXY`` and
+        ``.netrc``. ``accounts`` holds other accounts' credentials and limits: updates whose
+        ``account_name`` names one go to that account through this client's pool;
+        ``rate_limit`` and ``adaptive`` are their defaults.
         """
         # A user token replaces the key/token pair, so the pair is dropped when both are given.
         credentials = (
@@ -108,34 +100,36 @@ class AsyncTrackingClient:
             connect_timeout=connect_timeout,
             retry=retry if retry is not None else RetryPolicy(),
             max_concurrency=max_concurrency,
+            rate_limit=rate_limit,
+            adaptive=adaptive,
+            pace_timeout=pace_timeout,
+            auth_cooldown=auth_cooldown,
             allow_insecure_http=allow_insecure_http,
             trust_env=trust_env,
             user_agent=user_agent,
         )
-        headers = {
-            "Accept": "application/json",
-            "Content-Type": "application/json",
-            "User-Agent": user_agent or f"vtex-tracking-python/{__version__}",
-            **credentials.headers(),
-        }
+        self._user_agent = user_agent or f"vtex-tracking-python/{__version__}"
+        # The pool: owned by the client's own account's transport, shared by the others'.
         self._transport = Transport(
             url_prefix=self._config.url_prefix,
-            headers=headers,
+            headers=self._headers(credentials),
             timeout=timeout,
             connect_timeout=connect_timeout,
             pool_size=max_concurrency,
             trust_env=trust_env,
             session=session,
         )
-        self._limiter = anyio.CapacityLimiter(max_concurrency)
-        # Redacted from error responses, in case a proxy echoes the request headers back.
-        self._secrets = credentials.secrets()
+        self._budget = SharedBudget(max_concurrency)
         self._accounts = accounts
-        # Other stores' clients, made on first use (idle accounts cost nothing).
-        self._stores: dict[str, AsyncTrackingClient] = {}
-        # False for a hub client made without a default store (``from_accounts``): an update
-        # that names no account then fails instead of going to an arbitrary store.
-        self._has_default_store = True
+        # One sender per account talked to; others are made on first use (idle accounts
+        # cost nothing).
+        own = accounts.get(account_name) if accounts is not None else None
+        self._senders: dict[str, AccountSender] = {
+            account_name: self._new_sender(account_name, credentials, self._transport, own)
+        }
+        # False for a hub client made without a default account (``from_accounts``): an
+        # update that names no account then fails instead of going to an arbitrary one.
+        self._has_default_account = True
 
     @classmethod
     def from_env(cls, **overrides: Any) -> AsyncTrackingClient:
@@ -147,13 +141,13 @@ class AsyncTrackingClient:
     def from_accounts(
         cls, accounts: Accounts, *, default: str | None = None, **settings: Any
     ) -> AsyncTrackingClient:
-        """A client for a hub serving every store of ``accounts``: each update goes to its
-        ``account_name``'s store. ``default`` names the store for updates without an
+        """A client for a hub serving every account of ``accounts``: each update goes to its
+        ``account_name``'s account. ``default`` names the account for updates without an
         ``account_name``; with None such updates fail (``ConfigurationError``) rather than go
-        to a store picked by chance. ``settings`` are the other constructor arguments
-        (``max_concurrency`` is the budget of all stores together)."""
+        to an account picked by chance. ``settings`` are the other constructor arguments
+        (``max_concurrency`` is the budget of all accounts together)."""
         client = cls(**hub_settings(accounts, default), **settings)
-        client._has_default_store = default is not None
+        client._has_default_account = default is not None
         return client
 
     @property
@@ -169,67 +163,104 @@ class AsyncTrackingClient:
 
     @property
     def accounts(self) -> Accounts | None:
-        """The other stores this client can send to (``accounts=``), or None."""
+        """The other accounts this client can send to (``accounts=``), or None."""
         return self._accounts
 
     @property
     def default_account(self) -> str | None:
-        """The store that updates without an ``account_name`` go to: this client's own, or
+        """The account that updates without an ``account_name`` go to: this client's own, or
         None for a hub client made by ``from_accounts`` without a default."""
-        return self._config.account_name if self._has_default_store else None
+        return self._config.account_name if self._has_default_account else None
 
-    def for_account(self, account_name: str | None) -> AsyncTrackingClient:
-        """The client that sends to ``account_name``: this one for its own account (or None),
-        otherwise one made from ``accounts`` on first use, sharing this client's pool.
+    # -- routing -------------------------------------------------------------------------------
+
+    def _headers(self, credentials: Credentials) -> dict[str, str]:
+        return {
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            "User-Agent": self._user_agent,
+            **credentials.headers(),
+        }
+
+    def _new_sender(
+        self,
+        name: str,
+        credentials: Credentials,
+        transport: Transport,
+        account: Account | None,
+    ) -> AccountSender:
+        """The sender of account ``name``: the registry's limits (``account``) where it sets
+        them, else the client's."""
+        config = self._config
+        rate_limit = config.rate_limit
+        adaptive = config.adaptive
+        window = config.max_concurrency
+        if account is not None:
+            if account.rate_limit is not None:
+                rate_limit = account.rate_limit
+            if account.adaptive is not None:
+                adaptive = account.adaptive
+            if account.max_concurrency is not None:
+                window = min(window, account.max_concurrency)
+        pace = AccountPace(
+            name,
+            rate_limit=rate_limit,
+            adaptive=adaptive,
+            max_concurrency=window,
+            max_retry_after=config.retry.max_retry_after,
+            auth_cooldown=config.auth_cooldown,
+        )
+        return AccountSender(
+            name,
+            transport=transport,
+            pace=pace,
+            budget=self._budget,
+            retry_policy=config.retry,
+            pace_timeout=config.pace_timeout,
+            secrets=credentials.secrets(),
+        )
+
+    def _sender_for(self, account_name: str | None) -> AccountSender:
+        """The sender of ``account_name`` (None: the default account), made on first use.
 
         Raises ``ConfigurationError`` when no credentials are known for the account.
         """
-        if account_name is None and not self._has_default_store:
-            raise ConfigurationError(
-                "the update names no account_name, and this client has no default account"
-            )
-        if account_name is None or account_name == self._config.account_name:
-            return self
-        store = self._stores.get(account_name)
-        if store is None:
-            if self._transport.closed:
-                raise ClientClosedError("this client is closed; create a new one")
-            account = self._accounts.get(account_name) if self._accounts is not None else None
-            if account is None:
-                raise ConfigurationError(f"no credentials for account {account_name!r}")
-            store = self._stores[account_name] = self._store_client(account)
-        return store
-
-    def _store_client(self, account: Account) -> AsyncTrackingClient:
+        if account_name is None:
+            if not self._has_default_account:
+                raise ConfigurationError(
+                    "the update names no account_name, and this client has no default account"
+                )
+            account_name = self._config.account_name
+        sender = self._senders.get(account_name)
+        if sender is not None:
+            return sender
+        if self._transport.closed:
+            raise ClientClosedError("this client is closed; create a new one")
+        account = self._accounts.get(account_name) if self._accounts is not None else None
+        if account is None:
+            raise ConfigurationError(f"no credentials for account {account_name!r}")
         config = self._config
-        credentials = account.credentials
-        store = AsyncTrackingClient(
-            account.name,
-            credentials.app_key,
-            credentials.app_token,
-            user_token=credentials.user_token,
-            environment=account.environment,
-            base_url=account.base_url,
-            timeout=config.timeout,
-            connect_timeout=config.connect_timeout,
-            retry=config.retry,
-            max_concurrency=min(
-                account.max_concurrency or config.max_concurrency, config.max_concurrency
+        # Its own session over this client's pool: one global budget, pooled per host, and
+        # only its own credentials on its requests.
+        transport = Transport(
+            url_prefix=build_base_url(
+                account.name,
+                account.environment,
+                account.base_url,
+                allow_insecure_http=config.allow_insecure_http,
             ),
-            allow_insecure_http=config.allow_insecure_http,
-            trust_env=config.trust_env,
-            user_agent=config.user_agent,
-        )
-        # One pool for every store: one global connection budget, pooled per host.
-        store._transport = Transport(
-            url_prefix=store._config.url_prefix,
-            headers=store._transport.headers,
+            headers=self._headers(account.credentials),
             timeout=config.timeout,
             connect_timeout=config.connect_timeout,
             pool_size=config.max_concurrency,
             shares_pool_of=self._transport,
         )
-        return store
+        sender = self._senders[account_name] = self._new_sender(
+            account.name, account.credentials, transport, account
+        )
+        return sender
+
+    # -- single calls --------------------------------------------------------------------------
 
     async def update_tracking_status(
         self,
@@ -241,84 +272,22 @@ class AsyncTrackingClient:
     ) -> TrackingReceipt:
         """Replace the tracking events of one invoice and return VTEX's receipt.
 
-        ``account_name`` sends to another store of ``accounts`` (default: this client's).
+        ``account_name`` sends to another account of ``accounts`` (default: this client's).
+        The call first waits for its turn in the account's pace (at most ``pace_timeout``).
         Raises ``ValidationError`` for bad input before sending, an ``APIError`` subclass when
         VTEX refuses (after retrying what is worth retrying), ``TransportError`` when no
-        answer came back, ``ConfigurationError`` for an account without credentials.
+        answer came back, ``PaceTimeoutError`` when its turn did not come in time (never
+        sent), ``AuthCooldownError`` while the account's credentials are cooling down after
+        repeated refusals, ``ConfigurationError`` for an account without credentials.
         """
         update = TrackingUpdate(order_id, invoice_number, status, account_name=account_name)
         return await self.send(update)
 
     async def send(self, update: TrackingUpdate) -> TrackingReceipt:
-        """Send one ``TrackingUpdate`` (to its ``account_name``'s store, if it has one)."""
-        return await self.for_account(update.account_name)._send(update)
+        """Send one ``TrackingUpdate`` (to its ``account_name``'s account, if it has one)."""
+        return await self._sender_for(update.account_name).send(update)
 
-    async def _send(
-        self, update: TrackingUpdate, hooks: AttemptHooks | None = None
-    ) -> TrackingReceipt:
-        """The retry loop: attempt, decide, wait, repeat. ``hooks`` let the bulk engine pace
-        attempts and learn from their outcomes."""
-        path = tracking_path(update.order_id, update.invoice_number)
-        body = encode_status(update.status)
-        policy = self._config.retry
-        attempts = 0
-        while True:
-            attempts += 1
-            started = time.perf_counter()
-            outcome = await self._attempt(path, body, hooks)
-            if isinstance(outcome, TransportError):
-                self._log_attempt(path, None, attempts, started)
-                delay = retry_delay(policy, attempts)
-                if delay is None:
-                    raise _with_context(outcome, update, attempts) from outcome.__cause__
-                self._log_retry(path, str(outcome), attempts, delay)
-                await anyio.sleep(delay)
-                continue
-
-            raw, retry_after = outcome
-            self._log_attempt(path, raw.status, attempts, started)
-            if 200 <= raw.status < 300:
-                return self._receipt(raw, update, attempts)
-            delay = retry_delay(policy, attempts, status=raw.status, retry_after=retry_after)
-            if delay is None:
-                raise error_from_response(
-                    raw.status,
-                    raw.headers,
-                    raw.body,
-                    order_id=update.order_id,
-                    invoice_number=update.invoice_number,
-                    attempts=attempts,
-                    retry_after=retry_after,
-                    secrets=self._secrets,
-                )
-            self._log_retry(path, f"HTTP {raw.status}", attempts, delay)
-            await anyio.sleep(delay)
-
-    async def _attempt(
-        self, path: str, body: bytes, hooks: AttemptHooks | None
-    ) -> tuple[RawResponse, float | None] | TransportError:
-        """One request under the client-wide limit, reported to ``hooks`` whatever happens."""
-        if hooks is not None:
-            await hooks.before_attempt()
-        status: int | None = None
-        retry_after: float | None = None
-        try:
-            await acquire(self._limiter)
-            try:
-                raw = await self._transport.put(path, body)
-            finally:
-                self._limiter.release()
-        except TransportError as exc:
-            return exc
-        else:
-            status = raw.status
-            if status in (429, 503):
-                retry_after = retry_after_from_headers(raw.headers)
-            return raw, retry_after
-        finally:
-            # Also on cancellation (status None), so a pacer never leaks a slot.
-            if hooks is not None:
-                hooks.after_attempt(status, retry_after)
+    # -- bulk ----------------------------------------------------------------------------------
 
     def push(
         self,
@@ -326,7 +295,7 @@ class AsyncTrackingClient:
         *,
         concurrency: int | None = None,
         rate_limit: float | None = None,
-        adaptive: bool = True,
+        adaptive: bool | None = None,
         read_ahead: int | None = None,
         on_result: Callable[[PushResult], None] | None = None,
     ) -> PushStream:
@@ -334,19 +303,29 @@ class AsyncTrackingClient:
 
         ``updates`` (an iterable or async iterable) is read lazily, at most ``read_ahead``
         items ahead of the results. Updates for one invoice are sent in input order, never two
-        at once. ``concurrency`` (default: the client's ``max_concurrency``, which also caps
-        it) bounds requests in flight; ``rate_limit`` caps requests per second; ``adaptive``
-        slows everyone down on 429/503 and speeds up again on success. ``on_result`` is
+        at once. Each request waits for its account's pace, shared with every other call to
+        that account. ``concurrency`` (default and ceiling: ``max_concurrency``) bounds this
+        push's requests in flight; ``rate_limit`` caps each account's requests per second in
+        this push (below the account's own); ``adaptive=False`` makes this push pace itself
+        (its own window and ``rate_limit``, nothing learned or shared). ``on_result`` is
         called with each result as it is produced (for progress reporting).
         """
-        return start_push(
-            self,
-            updates,
-            concurrency=concurrency if concurrency is not None else self._config.max_concurrency,
+        ceiling = self._config.max_concurrency
+        options = PushOptions(
+            concurrency=ceiling if concurrency is None else concurrency,
             rate_limit=rate_limit,
             adaptive=adaptive,
             read_ahead=read_ahead,
             on_result=on_result,
+        )
+        if options.concurrency > ceiling:
+            options = attrs.evolve(options, concurrency=ceiling)
+        return start_push(
+            updates,
+            options,
+            sender_for=self._sender_for,
+            default_account=self.default_account,
+            spans_accounts=self._accounts is not None,
         )
 
     async def push_all(
@@ -355,7 +334,7 @@ class AsyncTrackingClient:
         *,
         concurrency: int | None = None,
         rate_limit: float | None = None,
-        adaptive: bool = True,
+        adaptive: bool | None = None,
         read_ahead: int | None = None,
         on_result: Callable[[PushResult], None] | None = None,
     ) -> PushSummary:
@@ -370,50 +349,13 @@ class AsyncTrackingClient:
         ) as stream:
             return await stream.summary()
 
-    def _receipt(self, raw: RawResponse, update: TrackingUpdate, attempts: int) -> TrackingReceipt:
-        if raw.truncated:
-            raise unexpected_body_error(
-                raw.status,
-                raw.headers,
-                raw.body,
-                "the body is larger than any receipt (reading stopped at 1 MiB)",
-                order_id=update.order_id,
-                invoice_number=update.invoice_number,
-                attempts=attempts,
-                secrets=self._secrets,
-            )
-        return decode_receipt(
-            raw.status,
-            raw.headers,
-            raw.body,
-            request_id=find_request_id(raw.headers),
-            order_id=update.order_id,
-            invoice_number=update.invoice_number,
-            attempts=attempts,
-            secrets=self._secrets,
-        )
-
-    @staticmethod
-    def _log_attempt(path: str, status: int | None, attempts: int, started: float) -> None:
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "PUT %s -> %s (attempt %d, %.1f ms)",
-                path,
-                status if status is not None else "no response",
-                attempts,
-                (time.perf_counter() - started) * 1000,
-            )
-
-    @staticmethod
-    def _log_retry(path: str, reason: str, attempts: int, delay: float) -> None:
-        logger.warning(
-            "PUT %s failed with %s on attempt %d; retrying in %.2f s", path, reason, attempts, delay
-        )
+    # -- lifecycle -----------------------------------------------------------------------------
 
     async def aclose(self) -> None:
         """Close the connection pool (if the client created it); safe to call twice."""
-        for store in self._stores.values():
-            await store.aclose()
+        for sender in self._senders.values():
+            if sender.transport is not self._transport:
+                await sender.transport.aclose()
         await self._transport.aclose()
 
     async def __aenter__(self) -> AsyncTrackingClient:
@@ -428,20 +370,8 @@ class AsyncTrackingClient:
         await self.aclose()
 
     def _abandon_after_fork(self) -> None:
-        """Drop the pool inherited from a parent process (used by the sync facade)."""
-        self._transport.abandon()
-        # Tokens held by the parent's in-flight requests would never be returned here.
-        self._limiter = anyio.CapacityLimiter(self._config.max_concurrency)
-        for store in self._stores.values():
-            store._abandon_after_fork()
-
-
-def _with_context(exc: TransportError, update: TrackingUpdate, attempts: int) -> TransportError:
-    plural = "s" if attempts != 1 else ""
-    return type(exc)(
-        f"{exc} (order {update.order_id!r}, invoice {update.invoice_number!r},"
-        f" after {attempts} attempt{plural})",
-        order_id=update.order_id,
-        invoice_number=update.invoice_number,
-        attempts=attempts,
-    )
+        """Drop the pool and requests inherited from a parent process (the sync facade)."""
+        for sender in self._senders.values():
+            sender.forget_requests()
+        # Slots held by the parent's in-flight requests would never be returned here.
+        self._budget.reset()

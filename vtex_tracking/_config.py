@@ -18,6 +18,7 @@ import attrs
 from ._constants import (
     APP_KEY_HEADER,
     APP_TOKEN_HEADER,
+    DEFAULT_AUTH_COOLDOWN,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_ENVIRONMENT,
     DEFAULT_INITIAL_BACKOFF,
@@ -25,6 +26,7 @@ from ._constants import (
     DEFAULT_MAX_BACKOFF,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRY_AFTER,
+    DEFAULT_PACE_TIMEOUT,
     DEFAULT_RETRY_STATUSES,
     DEFAULT_TIMEOUT,
     ENV_ACCOUNT_NAME,
@@ -190,6 +192,12 @@ class ClientConfig:
     )
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    rate_limit: float | None = None
+    adaptive: bool = True
+    pace_timeout: float | None = DEFAULT_PACE_TIMEOUT
+    auth_cooldown: float = attrs.field(
+        default=DEFAULT_AUTH_COOLDOWN, validator=_positive_number("auth_cooldown")
+    )
     allow_insecure_http: bool = False
     trust_env: bool = False
     user_agent: str | None = None
@@ -198,6 +206,14 @@ class ClientConfig:
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.retry, RetryPolicy):
             raise ConfigurationError(f"retry must be a RetryPolicy, got {self.retry!r}")
+        for name in ("rate_limit", "pace_timeout"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
+            ):
+                raise ConfigurationError(f"{name} must be a number > 0 or None, got {value!r}")
+        if not isinstance(self.adaptive, bool):
+            raise ConfigurationError(f"adaptive must be True or False, got {self.adaptive!r}")
         if (
             isinstance(self.max_concurrency, bool)
             or not isinstance(self.max_concurrency, int)

@@ -11,8 +11,29 @@ DEFAULT_TIMEOUT: Final = 30.0
 #: Seconds to establish a TCP/TLS connection (bounded by the attempt timeout).
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 
-#: In-flight requests per client; also the size of the connection pool.
-DEFAULT_MAX_CONCURRENCY: Final = 16
+#: In-flight requests per client (all its accounts together); also the size of the
+#: connection pool. High enough to fill an account at its limit when VTEX is far away (500
+#: req/s at 250 ms round trips is 125 requests in flight; 20 accounts at 50 req/s, 250), low
+#: enough for the default 1,024 file descriptors of a process. Each account's own window
+#: (below) decides how much of it that account uses.
+DEFAULT_MAX_CONCURRENCY: Final = 512
+
+#: Seconds a single call may wait for its turn in its account's pace before giving up
+#: unsent (``PaceTimeoutError``); pushes wait as long as it takes.
+DEFAULT_PACE_TIMEOUT: Final = 60.0
+#: Requests an account may have in flight before its first success; each success adds one
+#: (slow start), so a revoked key or a tight limit never meets a full wave.
+INITIAL_WINDOW: Final = 4
+#: An account's window ceiling, once its rate is known: this many times rate x round trip
+#: (the requests its pace keeps in flight), plus ``INITIAL_WINDOW``.
+WINDOW_HEADROOM: Final = 1.5
+#: Consecutive 401/403 answers (no success between) after which an account fails fast.
+AUTH_FAILURES_TO_STOP: Final = 3
+#: Seconds an account whose credentials VTEX kept refusing fails fast before trying again.
+DEFAULT_AUTH_COOLDOWN: Final = 30.0
+#: A ``Retry-After`` at least this long (seconds) pauses every request of the account; shorter
+#: ones delay only the request that got it (and slow the adaptive rate).
+ACCOUNT_PAUSE_AFTER: Final = 5.0
 
 #: Attempts per call, the first one included.
 DEFAULT_MAX_ATTEMPTS: Final = 4

@@ -17,6 +17,10 @@
     │   └── UnexpectedResponseError    2xx/3xx whose body is not the documented receipt
     ├── TransportError             (also ConnectionError) no usable HTTP answer
     │   └── TransportTimeoutError  (also TimeoutError)
+    ├── PaceTimeoutError           (also TimeoutError) waited too long for the account's pace;
+    │                              never sent, throttled by the SDK, not by VTEX
+    ├── AuthCooldownError          the account's credentials were refused again and again;
+    │                              failing fast, unsent, until the cool-down ends
     └── PushStoppedError           a bulk push stopped before this update was confirmed
 
 Messages read like sentences; the attributes are for code. Credentials never appear in either.
@@ -147,6 +151,54 @@ class TransportError(VtexTrackingError, ConnectionError):
 
 class TransportTimeoutError(TransportError, TimeoutError):
     """An attempt took longer than the configured timeout."""
+
+
+class PaceTimeoutError(VtexTrackingError, TimeoutError):
+    """A call waited ``pace_timeout`` seconds for its turn in its account's pace and gave up.
+
+    Throttled by the SDK, not refused by VTEX: ``attempts`` requests were sent before (0: this
+    update never left the process). ``account`` names the account, ``waited`` the seconds.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        account: str,
+        waited: float,
+        order_id: str | None = None,
+        invoice_number: str | None = None,
+        attempts: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.account = account
+        self.waited = waited
+        self.order_id = order_id
+        self.invoice_number = invoice_number
+        self.attempts = attempts
+
+
+class AuthCooldownError(VtexTrackingError):
+    """Not sent: VTEX refused the account's credentials several times in a row, so its calls
+    fail fast for a cool-down instead of each knocking on VTEX. The first call after
+    ``retry_in`` seconds tries again (keys get fixed). ``cause`` is the last refusal (an
+    ``AuthenticationError`` or ``PermissionDeniedError``), ``account`` the account.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        account: str,
+        retry_in: float,
+        cause: BaseException | None = None,
+        attempts: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.account = account
+        self.retry_in = retry_in
+        self.cause = cause
+        self.attempts = attempts
 
 
 class PushStoppedError(VtexTrackingError):

@@ -31,17 +31,20 @@ import anyio
 from anyio.from_thread import BlockingPortal
 
 from ._accounts import Accounts, hub_settings
-from ._bulk import PushProgress, PushStream, Tally
 from ._client import AsyncTrackingClient
 from ._config import ClientConfig, RetryPolicy, settings_from_env
 from ._constants import (
+    DEFAULT_AUTH_COOLDOWN,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_ENVIRONMENT,
     DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_PACE_TIMEOUT,
     DEFAULT_TIMEOUT,
 )
 from ._errors import ClientClosedError
 from ._models import PushResult, PushSummary, TrackingReceipt, TrackingStatus, TrackingUpdate
+from ._progress import PushProgress, Tally
+from ._stream import PushStream
 
 T = TypeVar("T")
 
@@ -150,13 +153,18 @@ class TrackingClient:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         retry: RetryPolicy | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        rate_limit: float | None = None,
+        adaptive: bool = True,
+        pace_timeout: float | None = DEFAULT_PACE_TIMEOUT,
+        auth_cooldown: float = DEFAULT_AUTH_COOLDOWN,
         allow_insecure_http: bool = False,
         trust_env: bool = False,
         user_agent: str | None = None,
         accounts: Accounts | None = None,
     ) -> None:
         """Configure a client; the background thread starts on the first call. Arguments
-        as for ``AsyncTrackingClient`` (``accounts``: other stores it can send to)."""
+        as for ``AsyncTrackingClient`` (``accounts``: other accounts it can send to). Calls
+        from every thread share each account's pace."""
         self._async = AsyncTrackingClient(
             account_name,
             app_key,
@@ -168,6 +176,10 @@ class TrackingClient:
             connect_timeout=connect_timeout,
             retry=retry,
             max_concurrency=max_concurrency,
+            rate_limit=rate_limit,
+            adaptive=adaptive,
+            pace_timeout=pace_timeout,
+            auth_cooldown=auth_cooldown,
             allow_insecure_http=allow_insecure_http,
             trust_env=trust_env,
             user_agent=user_agent,
@@ -188,10 +200,10 @@ class TrackingClient:
     def from_accounts(
         cls, accounts: Accounts, *, default: str | None = None, **settings: Any
     ) -> TrackingClient:
-        """A client for a hub serving every store of ``accounts``; see
+        """A client for a hub serving every account of ``accounts``; see
         ``AsyncTrackingClient.from_accounts``."""
         client = cls(**hub_settings(accounts, default), **settings)
-        client._async._has_default_store = default is not None
+        client._async._has_default_account = default is not None
         return client
 
     @property
@@ -201,12 +213,12 @@ class TrackingClient:
 
     @property
     def accounts(self) -> Accounts | None:
-        """The other stores this client can send to (``accounts=``), or None."""
+        """The other accounts this client can send to (``accounts=``), or None."""
         return self._async.accounts
 
     @property
     def default_account(self) -> str | None:
-        """The store that updates without an ``account_name`` go to (None: no default)."""
+        """The account that updates without an ``account_name`` go to (None: no default)."""
         return self._async.default_account
 
     def __repr__(self) -> str:
@@ -240,7 +252,7 @@ class TrackingClient:
     ) -> TrackingReceipt:
         """Replace the tracking events of one invoice and return VTEX's receipt.
 
-        ``account_name`` sends to another store of ``accounts``. Same errors as
+        ``account_name`` sends to another account of ``accounts``. Same errors as
         ``AsyncTrackingClient.update_tracking_status``, raised unchanged.
         """
         # Validate in the caller's thread: the error's traceback then points at the caller.
@@ -257,7 +269,7 @@ class TrackingClient:
         *,
         concurrency: int | None = None,
         rate_limit: float | None = None,
-        adaptive: bool = True,
+        adaptive: bool | None = None,
         read_ahead: int | None = None,
         on_result: Callable[[PushResult], None] | None = None,
     ) -> SyncPushStream:
@@ -284,7 +296,7 @@ class TrackingClient:
         *,
         concurrency: int | None = None,
         rate_limit: float | None = None,
-        adaptive: bool = True,
+        adaptive: bool | None = None,
         read_ahead: int | None = None,
         on_result: Callable[[PushResult], None] | None = None,
     ) -> PushSummary:

@@ -1,13 +1,14 @@
-"""Pacing: a token bucket whose rate can change under waiting senders, and an adaptive rate.
+"""Pacing primitives: a token bucket whose rate can change under waiting senders, an adaptive
+rate, and a first-come first-served budget. ``_pace`` composes them into an account's pace.
 
-VTEX limits per account and does not say how much (``VTEX-FACTS.md``). So the bulk engine
+VTEX limits per account and does not say how much (``VTEX-FACTS.md``). So each account's pace
 learns the limit: 429/503 answers lower the sending rate for all senders to just under the
 rate the server was measured to accept, successes raise it again along a CUBIC curve (as
 botocore's adaptive mode does), and a long ``Retry-After`` pauses every sender.
 
-Waiters never reserve future slots: they queue in arrival order and only the first one watches
-the clock, re-reading the current rate and pause after every wake-up; a rate change wakes it,
-so a new rate takes effect at once, and costs one wake-up however many senders wait.
+Waiters never reserve future slots: they queue in arrival order in the account's pace, whose
+timer watches the clock for the head of the queue only; a rate change re-reads the rate once,
+so a new rate takes effect at once and costs one check however many requests wait.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import asyncio
 import collections
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 import anyio
 
@@ -93,11 +93,12 @@ class Budget:
 
 
 class TokenBucket:
-    """Paces senders to ``rate`` requests per second with a burst of ``capacity``.
+    """Paces requests to ``rate`` per second with a burst of ``capacity``.
 
-    ``rate=None`` means unlimited. ``acquire()`` waits for a token; ``pause_until(t)`` holds
-    every sender until monotonic time ``t``. Rate changes apply to those already waiting.
-    Senders are served in arrival order.
+    ``rate=None`` means unlimited. ``wait_time()`` says how long until a token; ``take()``
+    spends one; ``pause_until(t)`` holds everything until monotonic time ``t``. The bucket
+    never waits itself: its owner (``_pace.AccountPace``) queues the waiters, and
+    ``on_change`` tells it when a new rate or pause may change how long they wait.
     """
 
     def __init__(
@@ -112,11 +113,8 @@ class TokenBucket:
         self._tokens = self._capacity
         self._updated = clock()
         self._paused_until = 0.0
-        self._changed = anyio.Event()
-        # The queue of waiting senders: only its head sleeps on the clock. (When every waiter
-        # slept on the clock, the adaptive rate's change on each success woke all of them,
-        # and a throttled push of 64 senders spent most of its CPU time waking up.)
-        self._turn = anyio.Lock()
+        #: Called after a rate change or a new pause.
+        self.on_change: Callable[[], None] | None = None
 
     @staticmethod
     def _default_capacity(rate: float | None) -> float:
@@ -129,23 +127,21 @@ class TokenBucket:
         return self._rate
 
     def set_rate(self, rate: float | None) -> None:
-        """Change the rate; waiting senders see the new rate immediately."""
+        """Change the rate; it applies to requests already waiting."""
         self._refill()
         self._rate = rate
         self._capacity = self._default_capacity(rate)
         self._tokens = min(self._tokens, self._capacity)
-        self._wake_waiters()
+        if self.on_change is not None:
+            self.on_change()
 
     def pause_until(self, deadline: float) -> None:
-        """Hold every sender until monotonic time ``deadline`` (a ``Retry-After``)."""
+        """Hold every request until monotonic time ``deadline`` (a ``Retry-After``)."""
         if deadline > self._paused_until:
             self._paused_until = deadline
             self._tokens = min(self._tokens, 1.0)
-            self._wake_waiters()
-
-    def _wake_waiters(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+            if self.on_change is not None:
+                self.on_change()
 
     def _refill(self) -> None:
         now = self._clock()
@@ -153,8 +149,8 @@ class TokenBucket:
             self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
         self._updated = now
 
-    def _wait_time(self) -> float:
-        """Seconds until a token may be available (0: take one now)."""
+    def wait_time(self) -> float:
+        """Seconds until a token may be available (0: take one now with ``take``)."""
         now = self._clock()
         if now < self._paused_until:
             return self._paused_until - now
@@ -165,22 +161,11 @@ class TokenBucket:
             return 0.0
         return (1.0 - self._tokens) / self._rate
 
-    async def acquire(self) -> None:
-        """Wait until this sender may send one request."""
-        if not self._turn.locked() and self._wait_time() <= 0:
-            self._take()  # the hot path: nobody waiting and a token ready
-            return
-        await acquire(self._turn)
-        try:
-            while (wait := self._wait_time()) > 0:
-                changed = self._changed
-                with anyio.move_on_after(wait):
-                    await changed.wait()
-            self._take()
-        finally:
-            self._turn.release()
+    # Kept for the tests written against the first name.
+    _wait_time = wait_time
 
-    def _take(self) -> None:
+    def take(self) -> None:
+        """Spend one token (call after ``wait_time()`` returned 0)."""
         if self._rate is not None:
             self._tokens -= 1.0
 
@@ -204,6 +189,10 @@ class AdaptiveRate:
 
     Throttles that arrive within ``COOLDOWN`` of a change answer requests sent before it and
     are not counted again.
+
+    Far from VTEX, an answer describes the rate of one round trip ago: ``rtt`` (seconds,
+    measured by the pace) stretches the echo window, the measurement and the probe's doubling
+    time to a few round trips, so a 250 ms account is judged on its own answers.
     """
 
     def __init__(
@@ -212,10 +201,12 @@ class AdaptiveRate:
         *,
         ceiling: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        rtt: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self._bucket = bucket
         self._ceiling = ceiling
         self._clock = clock
+        self._rtt = rtt
         self._state = "unlimited"
         self._started = clock()
         self._since = self._started
@@ -265,7 +256,7 @@ class AdaptiveRate:
                 self._set(self._entry_rate * PROBE_BACKOFF)
         else:
             self._measure_throttles += 1
-            if now - self._since >= MEASURE_TIME:
+            if now - self._since >= self._measure_time():
                 self._finish_measure(now)
 
     def on_success(self) -> None:
@@ -276,10 +267,10 @@ class AdaptiveRate:
         now = self._clock()
         t = now - self._since
         if self._state == "probe":
-            self._set(self._base * 2 ** (t / PROBE_DOUBLING))
+            self._set(self._base * 2 ** (t / max(PROBE_DOUBLING, 2 * self._rtt())))
         elif self._state == "measure":
             self._measure_successes += 1
-            if t >= MEASURE_TIME:
+            if t >= self._measure_time():
                 self._finish_measure(now)
         else:
             k = (self._w_max * (1 - BETA) / SCALE) ** (1 / 3)
@@ -302,18 +293,11 @@ class AdaptiveRate:
         self._enter("cubic", now)
         self._set(self._w_max * BETA)
 
+    def _measure_time(self) -> float:
+        return max(MEASURE_TIME, 2 * self._rtt())
+
     def _enter(self, state: str, now: float) -> None:
         self._state = state
         self._since = now
-        self._ignore_until = now + COOLDOWN
-
-
-class AttemptHooks(Protocol):
-    """What the client's retry loop tells a pacer around each attempt (the bulk engine's)."""
-
-    async def before_attempt(self) -> None:
-        """Wait until this attempt may be sent."""
-
-    def after_attempt(self, status: int | None, retry_after: float | None) -> None:
-        """Learn from the attempt: its HTTP status (None: no answer or cancelled) and the
-        server's requested wait, if any."""
+        # Answers to requests sent before the change are still arriving for one round trip.
+        self._ignore_until = now + max(COOLDOWN, 1.2 * self._rtt())

@@ -106,7 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--fake", action="store_true", help="push to an embedded fake VTEX (no credentials)"
     )
     push.add_argument(
-        "--concurrency", type=_positive_int, default=16, help="requests in flight (default 16)"
+        "--concurrency",
+        type=_positive_int,
+        metavar="N",
+        help="most requests in flight over all stores (default: the SDK's, 512; each store's"
+        " window grows to what its rate needs at its round trip)",
     )
     push.add_argument(
         "--rate-limit",

@@ -183,10 +183,9 @@ def _registry(args: argparse.Namespace) -> Accounts | None:
 async def _client(args: argparse.Namespace, console: Console) -> AsyncIterator[AsyncTrackingClient]:
     """The client for this run: VTEX (credentials from options or environment; other stores
     from ``--accounts``) or, with ``--fake``, an embedded FakeOMS with test credentials."""
-    settings: dict[str, Any] = {
-        "max_concurrency": args.concurrency,
-        "retry": RetryPolicy(max_attempts=args.max_attempts),
-    }
+    settings: dict[str, Any] = {"retry": RetryPolicy(max_attempts=args.max_attempts)}
+    if args.concurrency is not None:
+        settings["max_concurrency"] = args.concurrency
     if args.timeout is not None:
         settings["timeout"] = args.timeout
     registry = _registry(args)

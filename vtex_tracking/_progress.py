@@ -1,0 +1,135 @@
+"""What a push tells while it runs and when it ends: live counters (``PushProgress``, per
+account ``AccountProgress``), the send-rate meter, and the tally that sums results into a
+``PushSummary``."""
+
+from __future__ import annotations
+
+import collections
+import time
+
+import attrs
+
+from ._models import AccountSummary, PushResult, PushSummary
+
+
+@attrs.define
+class PushProgress:
+    """Live counters of a push, for progress bars: read them at any time.
+
+    ``queued`` items were read from the input and have no result yet (waiting or in flight);
+    ``send_rate`` is the measured requests per second; ``rate_limit`` the pace currently
+    imposed (None: unlimited).
+    """
+
+    read: int = 0
+    queued: int = 0
+    in_flight: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    requests: int = 0
+    throttled: int = 0
+    send_rate: float = 0.0
+    rate_limit: float | None = None
+    started_at: float = attrs.field(factory=time.monotonic)
+    #: Per account, for pushes that span several accounts (``TrackingUpdate.account_name``).
+    accounts: dict[str, AccountProgress] = attrs.field(factory=dict)
+    #: The account whose full buffer is holding up reading the input right now, if any.
+    bottleneck: str | None = None
+
+    @property
+    def done(self) -> int:
+        """Items with a result."""
+        return self.succeeded + self.failed
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds since the push started."""
+        return time.monotonic() - self.started_at
+
+
+@attrs.define
+class AccountProgress:
+    """Live counters of one account within a push."""
+
+    buffered: int = 0
+    in_flight: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    requests: int = 0
+    throttled: int = 0
+    rate_limit: float | None = None
+    #: Why the account's updates are no longer sent (a revoked key), or None.
+    stopped: str | None = None
+    last_result_at: float = 0.0
+
+
+class RateMeter:
+    """Requests per second over the last full second, for progress reports."""
+
+    def __init__(self) -> None:
+        self._window_start = time.monotonic()
+        self._count = 0
+        self._rate = 0.0
+
+    def tick(self) -> float:
+        self._count += 1
+        now = time.monotonic()
+        if now - self._window_start >= 1.0:
+            self._rate = self._count / (now - self._window_start)
+            self._window_start = now
+            self._count = 0
+        return self._rate
+
+
+class Tally:
+    """Counts results into a ``PushSummary`` (failed results are kept for it)."""
+
+    def __init__(self, progress: PushProgress) -> None:
+        self._progress = progress
+        self._started = time.monotonic()
+        self.total = 0
+        self.succeeded = 0
+        self.by_outcome: collections.Counter[str] = collections.Counter()
+        self.failures: list[PushResult] = []
+        # Per account: [results, confirmed].
+        self.by_account: dict[str | None, list[int]] = {}
+
+    def add(self, result: PushResult) -> None:
+        self.total += 1
+        self.by_outcome[result.outcome] += 1
+        counts = self.by_account.get(result.account)
+        if counts is None:
+            counts = self.by_account[result.account] = [0, 0]
+        counts[0] += 1
+        if result.ok:
+            self.succeeded += 1
+            counts[1] += 1
+        else:
+            self.failures.append(result)
+
+    def summary(self) -> PushSummary:
+        started = min(self._started, self._progress.started_at)
+        accounts = {}
+        for name, (total, succeeded) in self.by_account.items():
+            if name is None:  # invalid items belong to no account
+                continue
+            live = self._progress.accounts.get(name) or AccountProgress()
+            accounts[name] = AccountSummary(
+                total=total,
+                succeeded=succeeded,
+                failed=total - succeeded,
+                requests=live.requests,
+                throttled=live.throttled,
+                elapsed_s=max(0.0, (live.last_result_at or time.monotonic()) - started),
+                stopped=live.stopped,
+            )
+        return PushSummary(
+            total=self.total,
+            succeeded=self.succeeded,
+            failed=self.total - self.succeeded,
+            by_outcome=dict(self.by_outcome),
+            elapsed_s=time.monotonic() - started,
+            failures=tuple(self.failures),
+            requests=self._progress.requests,
+            by_account=accounts,
+        )

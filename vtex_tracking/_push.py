@@ -1,0 +1,737 @@
+"""The push engine: many updates, bounded memory, order per invoice, nothing lost.
+
+How a push flows::
+
+    input ──reader──> its account's lane ──scheduler──> senders ──> results ──> consumer
+             │  one slot per item: at most ``read_ahead`` items between input and result
+             │  (and at most half of them in one account's lane, when the push spans accounts)
+             └─ an update whose invoice is busy waits in that invoice's queue instead
+
+A lane (``_Lane``) is one account's share of the push: the account's ``AccountSender``, the
+updates ready to go (each the next of its invoice) and the account's counters; it is made on
+the account's first update, so idle accounts cost nothing.
+
+* Scheduling: at most ``concurrency`` sender tasks, started as work appears, take turns at
+  the lanes with ready updates (round robin) and send a lane's next update as soon as its
+  account's pace admits one. A lane whose pace says "not now" (window full, no token, paused)
+  leaves the rotation and leaves one callback in that pace's queue instead; when the pace
+  admits it, the admission goes to an idle sender. So a throttled account's backlog holds no
+  sender and no slot of the client's budget, a slow account never holds up the others, and a
+  fast one cannot take a slow one's turn: the pace's queue is first come first served across
+  this push, other pushes and single calls of the same account.
+* Order per invoice: while an invoice has a request in flight, later updates for it wait in
+  a per-invoice queue; when one ends, the next becomes ready, so they go in input order and
+  never overlap. Other invoices keep flowing meanwhile.
+* Nothing lost: every item read from the input gets exactly one ``PushResult``: delivered
+  through the stream, or, if the consumer went away or the push was cancelled, kept in
+  ``PushStream.unfinished``. An account whose credentials VTEX keeps refusing is stopped
+  alone; its remaining updates end as ``PushStoppedError(reason="auth")``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from typing import Any
+
+import anyio
+import anyio.abc
+import attrs
+from anyio.streams.memory import MemoryObjectSendStream
+
+from ._errors import (
+    AuthCooldownError,
+    AuthenticationError,
+    PermissionDeniedError,
+    PushStoppedError,
+    ValidationError,
+    VtexTrackingError,
+)
+from ._models import PushResult, TrackingUpdate
+from ._pace import AccountPace
+from ._progress import AccountProgress, PushProgress, RateMeter
+from ._sender import AccountSender
+from ._stream import PushStream, send_fast
+from ._throttle import TokenBucket, acquire
+
+#: Items read ahead of the senders, per unit of concurrency (capped: see ``_read_ahead``).
+READ_AHEAD_PER_SENDER = 4
+#: The least read-ahead of a push that may span accounts (about 1 KB per buffered update).
+MULTI_ACCOUNT_READ_AHEAD = 4096
+#: The most read-ahead chosen by default (about 1 KB per buffered update).
+MAX_DEFAULT_READ_AHEAD = 8192
+
+
+def _positive_int(name: str) -> Any:
+    def check(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValidationError(name, f"expected an integer >= 1, got {value!r}")
+
+    return check
+
+
+def _rate(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
+    ):
+        raise ValidationError("rate_limit", f"expected requests per second > 0, got {value!r}")
+
+
+@attrs.frozen
+class PushOptions:
+    """How one push runs; checked once, when the push is made (see ``AsyncTrackingClient.push``
+    for what each option means)."""
+
+    concurrency: int = attrs.field(validator=_positive_int("concurrency"))
+    rate_limit: float | None = attrs.field(default=None, validator=_rate)
+    adaptive: bool | None = None
+    read_ahead: int | None = attrs.field(default=None, validator=_positive_int("read_ahead"))
+    on_result: Callable[[PushResult], None] | None = None
+
+
+class _Source:
+    """The caller's iterable or async iterable, read one item at a time."""
+
+    def __init__(self, updates: Iterable[Any] | AsyncIterable[Any]) -> None:
+        self._async: AsyncIterator[Any] | None = None
+        self._sync: Iterator[Any] | None = None
+        if isinstance(updates, AsyncIterable):
+            self._async = aiter(updates)
+        else:
+            self._sync = iter(updates)
+
+    async def next(self) -> Any:
+        """The next item, or ``_END``."""
+        if self._sync is not None:
+            return next(self._sync, _END)
+        assert self._async is not None
+        try:
+            return await anext(self._async)
+        except StopAsyncIteration:
+            return _END
+
+
+_END = object()
+
+InvoiceKey = tuple[str, str, "str | None"]
+
+
+class _Item:
+    """One input item on its way. ``key`` is its invoice within its account (None for an
+    invalid item); ``sent`` turns True once it is handed to the sender (it may be on the
+    wire from then on)."""
+
+    __slots__ = ("index", "key", "lane", "sent", "update")
+
+    def __init__(self, index: int, update: Any, default_account: str | None) -> None:
+        self.index = index
+        self.update = update
+        self.key: InvoiceKey | None = None
+        if isinstance(update, TrackingUpdate):
+            # The default account under one name (None), named or not: the same ids in two
+            # accounts are two invoices.
+            account = None if update.account_name == default_account else update.account_name
+            self.key = (update.order_id, update.invoice_number, account)
+        self.sent = False
+        # The lane whose buffer counts it, once it is in one.
+        self.lane: _Lane | None = None
+
+
+class _Lane:
+    """One account's share of a push: its sender and pace, the updates ready to go, and its
+    counters. It is also the ``AttemptObserver`` that keeps those counters."""
+
+    __slots__ = (
+        "account",
+        "admitted",
+        "buffer_cap",
+        "cap",
+        "on_admit",
+        "pace",
+        "progress",
+        "queued",
+        "rate_meter",
+        "ready",
+        "room",
+        "sender",
+        "shows_rate",
+        "stats",
+        "stop_error",
+        "waiting",
+        "wake_timer",
+    )
+
+    def __init__(
+        self,
+        sender: AccountSender,
+        pace: AccountPace,
+        cap: TokenBucket | None,
+        stats: AccountProgress,
+        progress: PushProgress,
+        rate_meter: RateMeter,
+        *,
+        buffer_cap: int,
+        shows_rate: bool,
+    ) -> None:
+        self.account = sender.account
+        self.sender = sender
+        self.pace = pace
+        # The push's own rate_limit, when lower than the account's pace.
+        self.cap = cap
+        self.stats = stats
+        self.progress = progress
+        self.rate_meter = rate_meter
+        self.shows_rate = shows_rate
+        self.ready: collections.deque[_Item] = collections.deque()
+        # Admissions the pace granted this lane that no sender has used yet.
+        self.admitted = 0
+        # In the engine's rotation / waiting in the pace's queue (never both).
+        self.queued = False
+        self.waiting = False
+        self.on_admit: Callable[[BaseException | None], None] = lambda error: None
+        self.wake_timer: asyncio.TimerHandle | None = None
+        self.buffer_cap = buffer_cap
+        self.room = anyio.Event()
+        self.stop_error: PushStoppedError | None = None
+        self._show_rate()
+
+    def attempt_started(self) -> None:
+        stats, progress = self.stats, self.progress
+        stats.requests += 1
+        stats.in_flight += 1
+        progress.requests += 1
+        progress.in_flight += 1
+        progress.send_rate = self.rate_meter.tick()
+
+    def attempt_finished(self, status: int | None, retry_after: float | None) -> None:
+        stats, progress = self.stats, self.progress
+        stats.in_flight -= 1
+        progress.in_flight -= 1
+        if status == 429 or (status == 503 and retry_after is not None):
+            stats.throttled += 1
+            progress.throttled += 1
+        self._show_rate()
+
+    def _show_rate(self) -> None:
+        rate = self.pace.bucket.rate
+        if self.cap is not None and self.cap.rate is not None:
+            rate = self.cap.rate if rate is None else min(rate, self.cap.rate)
+        self.stats.rate_limit = rate
+        if self.shows_rate:
+            self.progress.rate_limit = rate
+
+
+class _Engine:
+    """One push's state and tasks; runs inside ``PushStream``'s background task.
+
+    ``stop()`` cancels the reader and the senders at once (in-flight requests included) and
+    ``run`` then reports every item still pending, so nothing read goes without a result.
+    """
+
+    def __init__(
+        self,
+        updates: Iterable[Any] | AsyncIterable[Any],
+        options: PushOptions,
+        *,
+        sender_for: Callable[[str | None], AccountSender],
+        default_account: str | None,
+        spans_accounts: bool,
+    ) -> None:
+        self._source = _Source(updates)
+        self._options = options
+        self._sender_for = sender_for
+        self._default_account = default_account
+        self._spans_accounts = spans_accounts
+        self._read_ahead = _read_ahead(options, spans_accounts)
+        self.progress = PushProgress()
+        self._rate_meter = RateMeter()
+        self._lanes: dict[str | None, _Lane] = {}
+        self._next_index = 0
+        # Items read and without a result yet, by input index.
+        self._pending: dict[int, _Item] = {}
+        # Invoices with an update being sent or ready -> their later updates (None: none yet).
+        self._busy: dict[InvoiceKey, collections.deque[_Item] | None] = {}
+        self._reading_done = False
+        # The scheduler: lanes that may send now, lanes the pace admitted, idle senders.
+        self._rotation: collections.deque[_Lane] = collections.deque()
+        self._admitted: collections.deque[_Lane] = collections.deque()
+        self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._senders = 0
+        self._stop_error: PushStoppedError | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        # Results made but not handed over when a stop interrupted the handing over.
+        self._undelivered: list[PushResult] = []
+        self.unfinished: list[PushResult] = []
+        self._results: MemoryObjectSendStream[PushResult] | None = None
+        self._slots = anyio.Semaphore(self._read_ahead)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, results: MemoryObjectSendStream[PushResult]) -> None:
+        """Push everything; hand each result to ``results`` (closed at the end)."""
+        self._results = results
+        try:
+            async with results:
+                async with anyio.create_task_group() as tg:
+                    self._task_group = tg
+                    tg.start_soon(self._read)
+                if self._stop_error is not None:
+                    await self._report_stopped()
+        finally:
+            self._give_back_admissions()
+            # Cancelled, or the consumer went away: whatever has no result yet is recorded
+            # as unfinished, so every item read is still accounted for.
+            self.unfinished.extend(self._undelivered)
+            self._undelivered.clear()
+            for _, item in sorted(self._pending.items()):
+                self.unfinished.append(self._stopped_result(item))
+                self.progress.failed += 1
+            self._pending.clear()
+            self.progress.queued = 0
+
+    def stop(self, reason: str = "stopped", cause: BaseException | None = None) -> None:
+        """Stop sending: no new requests, in-flight ones are cancelled, and every item already
+        read still gets a result (a ``PushStoppedError``)."""
+        if self._stop_error is None:
+            self._stop_error = PushStoppedError(
+                "not sent: the push was stopped", reason=reason, cause=cause
+            )
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+
+    def _give_back_admissions(self) -> None:
+        """The account paces are shared with other calls: return what this push holds."""
+        for lane in self._lanes.values():
+            if lane.waiting:
+                lane.pace.cancel(lane.on_admit)
+                lane.waiting = False
+            for _ in range(lane.admitted):
+                lane.pace.release_unused()
+            lane.admitted = 0
+            if lane.wake_timer is not None:
+                lane.wake_timer.cancel()
+                lane.wake_timer = None
+        self._admitted.clear()
+
+    async def _report_stopped(self) -> None:
+        """After a stop: hand out a result for every item still pending."""
+        undelivered, self._undelivered = self._undelivered, []
+        for result in undelivered:
+            await self._hand_over(result)
+        for _, item in sorted(self._pending.items()):
+            await self._emit(self._stopped_result(item))
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                await acquire(self._slots)
+                raw = await self._source.next()
+                if raw is _END:
+                    self._slots.release()
+                    return
+                await self._admit_item(raw)
+        finally:
+            self._reading_done = True
+            if not self._pending:
+                self._wake_all_senders()
+
+    async def _admit_item(self, raw: Any) -> None:
+        item = self._track(raw)
+        key = item.key
+        if key is None:
+            await self._emit(_invalid(item.index, raw))
+            return
+        try:
+            lane = self._lane(key[2])
+        except VtexTrackingError as exc:  # no credentials for that account
+            await self._emit(PushResult(item.index, raw, error=exc, account=key[2]))
+            return
+        if lane.stop_error is not None:
+            await self._emit(self._stopped_result(item, lane))
+            return
+        stats = lane.stats
+        if stats.buffered >= lane.buffer_cap:
+            # This account is the slowest: hold the input rather than memory without bound.
+            self.progress.bottleneck = lane.account
+            while stats.buffered >= lane.buffer_cap and lane.stop_error is None:
+                lane.room = anyio.Event()
+                await lane.room.wait()
+            self.progress.bottleneck = None
+            if lane.stop_error is not None:
+                await self._emit(self._stopped_result(item, lane))
+                return
+        stats.buffered += 1
+        item.lane = lane
+        if key in self._busy:
+            # Its invoice is being sent: wait behind it, in input order.
+            queue = self._busy[key]
+            if queue is None:
+                queue = self._busy[key] = collections.deque()
+            queue.append(item)
+        else:
+            self._busy[key] = None
+            lane.ready.append(item)
+            self._offer(lane)
+
+    def _track(self, raw: Any) -> _Item:
+        item = _Item(self._next_index, raw, self._default_account)
+        self._next_index += 1
+        self._pending[item.index] = item
+        self.progress.read += 1
+        self.progress.queued += 1
+        return item
+
+    def _lane(self, account: str | None) -> _Lane:
+        lane = self._lanes.get(account)
+        if lane is not None:
+            return lane
+        sender = self._sender_for(account)  # ConfigurationError: unknown account
+        sender.bind()
+        options = self._options
+        stats = self.progress.accounts.setdefault(sender.account, AccountProgress())
+        pace = sender.pace
+        cap = None
+        if options.adaptive is False:
+            # This push paces itself: its own window and rate, nothing learned or shared.
+            pace = AccountPace(
+                sender.account,
+                rate_limit=_lower(options.rate_limit, pace.bucket.rate),
+                adaptive=False,
+                max_concurrency=min(pace.max_window, options.concurrency),
+                max_retry_after=sender.retry_policy.max_retry_after,
+            )
+            pace.bind(asyncio.get_running_loop())
+        elif options.rate_limit is not None:
+            cap = TokenBucket(options.rate_limit)
+        # One account may fill at most half the read-ahead, so the others keep flowing.
+        buffer_cap = max(1, self._read_ahead // 2) if self._spans_accounts else self._read_ahead
+        lane = _Lane(
+            sender,
+            pace,
+            cap,
+            stats,
+            self.progress,
+            self._rate_meter,
+            buffer_cap=buffer_cap,
+            shows_rate=not self._spans_accounts,
+        )
+        lane.on_admit = functools.partial(self._on_admit, lane)
+        self._lanes[account] = lane
+        return lane
+
+    # -- scheduling --------------------------------------------------------------------------
+
+    def _offer(self, lane: _Lane) -> None:
+        """Put ``lane`` in the rotation if it has a ready update no admission covers yet."""
+        if lane.queued or lane.waiting:
+            return
+        if lane.stop_error is None and len(lane.ready) <= lane.admitted:
+            return
+        if lane.stop_error is not None and not lane.ready:
+            return
+        lane.queued = True
+        self._rotation.append(lane)
+        self._wake_sender()
+
+    def _on_admit(self, lane: _Lane, error: BaseException | None) -> None:
+        """The pace admitted a request for ``lane`` (or refused it for good)."""
+        lane.waiting = False
+        if error is not None:
+            self._stop_lane(lane, error)
+            return
+        if lane.stop_error is not None:
+            lane.pace.release_unused()
+            return
+        lane.admitted += 1
+        self._admitted.append(lane)
+        self._wake_sender()
+        self._offer(lane)
+
+    def _wake_sender(self) -> None:
+        idle = self._idle
+        while idle:
+            waiter = idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        if self._senders < self._options.concurrency and self._task_group is not None:
+            self._senders += 1
+            self._task_group.start_soon(self._send_loop)
+
+    def _wake_all_senders(self) -> None:
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _next_lane(self) -> _Lane | None:
+        """A lane with an admission to use (or a stopped lane to report), or None."""
+        while True:
+            admitted = self._admitted
+            while admitted:
+                lane = admitted.popleft()
+                if lane.stop_error is None:
+                    return lane
+            rotation = self._rotation
+            if not rotation:
+                return None
+            lane = rotation.popleft()
+            lane.queued = False
+            if lane.stop_error is not None:
+                if lane.ready:
+                    return lane
+                continue
+            if len(lane.ready) <= lane.admitted:
+                continue
+            cap = lane.cap
+            if cap is not None and (wait := cap.wait_time()) > 0:
+                if lane.wake_timer is None:
+                    lane.wake_timer = asyncio.get_running_loop().call_later(
+                        wait, self._wake_lane, lane
+                    )
+                continue
+            if lane.pace.try_admit():
+                if cap is not None:
+                    cap.take()
+                lane.admitted += 1
+                self._offer(lane)  # more ready: back of the rotation, round robin
+                return lane
+            # Not now: wait in the pace's queue, holding no sender.
+            lane.waiting = True
+            if cap is not None:
+                cap.take()
+            lane.pace.enqueue(lane.on_admit)
+
+    def _wake_lane(self, lane: _Lane) -> None:
+        lane.wake_timer = None
+        self._offer(lane)
+
+    def _finished(self) -> bool:
+        return self._reading_done and not self._pending
+
+    async def _send_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                lane = self._next_lane()
+                if lane is None:
+                    if self._finished():
+                        return
+                    waiter: asyncio.Future[None] = loop.create_future()
+                    self._idle.append(waiter)
+                    await waiter
+                    continue
+                if lane.stop_error is not None:
+                    await self._drop_invoice(lane, None)
+                    continue
+                lane.admitted -= 1
+                item = lane.ready.popleft()
+                await self._send_one(lane, item)
+                following = self._next_for(item.key)
+                if following is None:
+                    continue
+                if lane.stop_error is not None:
+                    await self._drop_invoice(lane, following)
+                else:
+                    lane.ready.append(following)
+                    self._offer(lane)
+        finally:
+            self._senders -= 1
+
+    def _next_for(self, key: InvoiceKey | None) -> _Item | None:
+        assert key is not None
+        queue = self._busy[key]
+        if queue:
+            return queue.popleft()
+        del self._busy[key]
+        return None
+
+    async def _send_one(self, lane: _Lane, item: _Item) -> None:
+        item.sent = True
+        try:
+            receipt = await lane.sender.send(
+                item.update, pace=lane.pace, admitted=True, patient=True, observer=lane
+            )
+        except Exception as exc:  # every failure is this item's result, never the push's
+            result = PushResult(
+                item.index,
+                item.update,
+                error=exc,
+                attempts=getattr(exc, "attempts", 1),
+                account=lane.account,
+            )
+            if isinstance(exc, AuthCooldownError) or (
+                isinstance(exc, (AuthenticationError, PermissionDeniedError))
+                and lane.pace.auth_stopped
+            ):
+                self._stop_lane(lane, exc)
+        else:
+            result = PushResult(
+                item.index,
+                item.update,
+                receipt=receipt,
+                attempts=receipt.attempts,
+                account=lane.account,
+            )
+        await self._emit(result)
+
+    def _stop_lane(self, lane: _Lane, cause: BaseException) -> None:
+        """VTEX keeps refusing this account's credentials: a revoked key must not fire the
+        rest of a million-update file. The other accounts go on."""
+        if lane.stop_error is not None:
+            return
+        if isinstance(cause, AuthCooldownError) and cause.cause is not None:
+            cause = cause.cause
+        lane.stop_error = PushStoppedError(
+            f"not sent: VTEX kept refusing the credentials of account {lane.account!r}"
+            f" ({cause})",
+            reason="auth",
+            cause=cause,
+        )
+        lane.stats.stopped = "auth"
+        lane.room.set()
+        if lane.waiting:
+            lane.pace.cancel(lane.on_admit)
+            lane.waiting = False
+        for _ in range(lane.admitted):
+            lane.pace.release_unused()
+        lane.admitted = 0
+        self._offer(lane)  # a sender reports what is still ready
+
+    async def _drop_invoice(self, lane: _Lane, item: _Item | None) -> None:
+        """Report as stopped ``item``, the updates of its invoice behind it, then every
+        invoice still waiting in the stopped lane."""
+        while True:
+            if item is None:
+                if not lane.ready:
+                    return
+                item = lane.ready.popleft()
+            if item.index in self._pending:
+                await self._emit(self._stopped_result(item, lane))
+            item = self._next_for(item.key)
+
+    # -- results -----------------------------------------------------------------------------
+
+    def _stopped_result(self, item: _Item, lane: _Lane | None = None) -> PushResult:
+        stop = lane.stop_error if lane is not None and lane.stop_error else self._stop_error
+        account = lane.account if lane is not None else self._account_of(item)
+        if item.sent:
+            error = PushStoppedError(
+                "cancelled while in flight: VTEX may or may not have applied it",
+                reason=stop.reason if stop is not None else "cancelled",
+                cause=stop.cause if stop is not None else None,
+                in_flight=True,
+            )
+        elif stop is not None:
+            error = stop
+        else:
+            error = PushStoppedError("not sent: the push was cancelled", reason="cancelled")
+        return PushResult(item.index, item.update, error=error, attempts=0, account=account)
+
+    def _account_of(self, item: _Item) -> str | None:
+        if item.key is None:
+            return None
+        return item.key[2] or self._default_account
+
+    async def _emit(self, result: PushResult) -> None:
+        """Count one result, free its read-ahead slot and hand it out."""
+        item = self._pending.pop(result.index, None)
+        self._slots.release()
+        progress = self.progress
+        progress.queued -= 1
+        if result.ok:
+            progress.succeeded += 1
+        else:
+            progress.failed += 1
+        lane = item.lane if item is not None else None
+        stats = (
+            lane.stats
+            if lane is not None
+            else progress.accounts.get(result.account)
+            if result.account is not None
+            else None
+        )
+        if stats is not None:
+            if result.ok:
+                stats.succeeded += 1
+            else:
+                stats.failed += 1
+            stats.last_result_at = time.monotonic()
+        if lane is not None:
+            lane.stats.buffered -= 1
+            if lane.stats.buffered < lane.buffer_cap:
+                lane.room.set()
+        if self._reading_done and not self._pending:
+            self._wake_all_senders()
+        if self._options.on_result is not None:
+            self._options.on_result(result)
+        await self._hand_over(result)
+
+    async def _hand_over(self, result: PushResult) -> None:
+        assert self._results is not None
+        try:
+            await send_fast(self._results, result)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            # The consumer stopped listening: keep the result for PushStream.unfinished.
+            self.unfinished.append(result)
+        except BaseException:
+            # Interrupted (a stop, or cancellation) before it was handed over: keep it.
+            self._undelivered.append(result)
+            raise
+
+
+def _lower(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def _read_ahead(options: PushOptions, spans_accounts: bool) -> int:
+    if options.read_ahead:
+        return options.read_ahead
+    read_ahead = min(options.concurrency * READ_AHEAD_PER_SENDER, MAX_DEFAULT_READ_AHEAD)
+    if spans_accounts:
+        # Room for a slow account's backlog (half of it at most) while the others flow.
+        read_ahead = max(read_ahead, MULTI_ACCOUNT_READ_AHEAD)
+    return read_ahead
+
+
+def _invalid(index: int, raw: Any) -> PushResult:
+    error = ValidationError(
+        f"item[{index}]", f"expected a TrackingUpdate, got {type(raw).__name__}"
+    )
+    return PushResult(index, raw, error=error, attempts=0)
+
+
+def start_push(
+    updates: Iterable[Any] | AsyncIterable[Any],
+    options: PushOptions,
+    *,
+    sender_for: Callable[[str | None], AccountSender],
+    default_account: str | None,
+    spans_accounts: bool,
+) -> PushStream:
+    """Build a push; it starts sending on first iteration (or ``async with``).
+
+    ``sender_for`` gives the ``AccountSender`` of an update's ``account_name`` (None: the
+    default account), raising ``VtexTrackingError`` for an account it cannot serve.
+    """
+    if isinstance(updates, (str, bytes)) or not isinstance(updates, (Iterable, AsyncIterable)):
+        raise ValidationError("updates", "expected an iterable of TrackingUpdate")
+    engine = _Engine(
+        updates,
+        options,
+        sender_for=sender_for,
+        default_account=default_account,
+        spans_accounts=spans_accounts,
+    )
+    return PushStream(engine, buffer=min(options.concurrency, 256))

@@ -1,0 +1,289 @@
+"""``AccountSender``: one VTEX account as the client talks to it.
+
+It holds what is the account's own: its transport (a session with its credentials over the
+client's shared connection pool), its retry policy, and its pace (``_pace.AccountPace``).
+Every request for the account passes through ``send``: single calls, pushes, and the sync
+facade's threads alike, so they all share one pace. The retry loop lives here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from typing import Protocol
+from urllib.parse import quote
+
+from ._config import RetryPolicy
+from ._errors import (
+    AuthCooldownError,
+    PaceTimeoutError,
+    TransportError,
+    error_from_response,
+    find_request_id,
+    unexpected_body_error,
+)
+from ._models import TrackingReceipt, TrackingUpdate
+from ._pace import AccountPace
+from ._retry import retry_after_from_headers, retry_delay
+from ._serde import decode_receipt, encode_status
+from ._throttle import Budget
+from ._transport import RawResponse, Transport
+
+logger = logging.getLogger("vtex_tracking")
+
+_TRACKING_PATH = "/api/oms/pvt/orders/{}/invoice/{}/tracking"
+
+# Ids made only of these need no encoding (the common case: "1172452900000-01", "NF-4100").
+_UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+def _segment(value: str) -> str:
+    # safe="" also encodes "/", so an invoice "NF/123" stays one segment ("NF%2F123").
+    return value if _UNRESERVED.fullmatch(value) else quote(value, safe="")
+
+
+def tracking_path(order_id: str, invoice_number: str) -> str:
+    """The endpoint's path, each id percent-encoded as exactly one path segment."""
+    return _TRACKING_PATH.format(_segment(order_id), _segment(invoice_number))
+
+
+class AttemptObserver(Protocol):
+    """Told about each attempt of a ``send`` (the push engine's progress counters)."""
+
+    def attempt_started(self) -> None:
+        """A request is about to go out."""
+
+    def attempt_finished(self, status: int | None, retry_after: float | None) -> None:
+        """It ended: its HTTP status (None: no answer, or cancelled) and requested wait."""
+
+
+class SharedBudget:
+    """The client's budget of requests in flight over all its accounts (its pool size), moved
+    to a new event loop along with the pool when the old loop is closed."""
+
+    def __init__(self, slots: int) -> None:
+        self._slots = slots
+        self.budget = Budget(slots)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Use ``loop`` from now on (slots held in a dead loop are never given back)."""
+        if loop is not self._loop:
+            self.reset()
+            self._loop = loop
+
+    def reset(self) -> None:
+        """Start over with every slot free (after a fork or a closed loop)."""
+        self.budget = Budget(self._slots)
+        self._loop = None
+
+
+class AccountSender:
+    """Sends updates to one account: pace, retries, decoding. Made by the client, one per
+    account it talks to, on first use."""
+
+    def __init__(
+        self,
+        account: str,
+        *,
+        transport: Transport,
+        pace: AccountPace,
+        budget: SharedBudget,
+        retry_policy: RetryPolicy,
+        pace_timeout: float | None,
+        secrets: tuple[str, ...],
+    ) -> None:
+        self.account = account
+        self.transport = transport
+        self.pace = pace
+        self.retry_policy = retry_policy
+        self.pace_timeout = pace_timeout
+        self._budget = budget
+        # Redacted from error responses, in case a proxy echoes the request headers back.
+        self._secrets = secrets
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"AccountSender({self.account!r}, credentials=<redacted>, pace={self.pace!r})"
+
+    def bind(self) -> None:
+        """Serve the running event loop (the pace and budget move with it)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self.pace.bind(loop)
+            self._budget.bind(loop)
+            self._loop = loop
+
+    def forget_requests(self) -> None:
+        """After a fork: the parent's requests and pool are not ours."""
+        self.transport.abandon()
+        self.pace.forget_requests()
+        self._loop = None
+
+    async def send(
+        self,
+        update: TrackingUpdate,
+        *,
+        pace: AccountPace | None = None,
+        admitted: bool = False,
+        patient: bool = False,
+        observer: AttemptObserver | None = None,
+    ) -> TrackingReceipt:
+        """Send ``update`` and return VTEX's receipt: wait for the pace, attempt, decide,
+        repeat. ``pace`` replaces the account's (a push that paces itself); ``admitted``: the
+        caller already holds an admission for the first attempt; ``patient``: wait for the
+        pace without ``pace_timeout`` (pushes)."""
+        self.bind()
+        pace = pace if pace is not None else self.pace
+        path = tracking_path(update.order_id, update.invoice_number)
+        body = encode_status(update.status)
+        policy = self.retry_policy
+        attempts = 0
+        while True:
+            if not admitted:
+                await self._wait_turn(pace, update, attempts, patient)
+            admitted = False
+            attempts += 1
+            started = time.perf_counter()
+            outcome = await self._attempt(path, body, pace, observer)
+            if isinstance(outcome, TransportError):
+                self._log_attempt(path, None, attempts, started)
+                delay = retry_delay(policy, attempts)
+                if delay is None:
+                    raise _with_context(outcome, update, attempts) from outcome.__cause__
+                self._log_retry(path, str(outcome), attempts, delay)
+                await asyncio.sleep(delay)
+                continue
+
+            raw, retry_after = outcome
+            self._log_attempt(path, raw.status, attempts, started)
+            if 200 <= raw.status < 300:
+                return self._receipt(raw, update, attempts)
+            delay = retry_delay(policy, attempts, status=raw.status, retry_after=retry_after)
+            if delay is None:
+                error = error_from_response(
+                    raw.status,
+                    raw.headers,
+                    raw.body,
+                    order_id=update.order_id,
+                    invoice_number=update.invoice_number,
+                    attempts=attempts,
+                    retry_after=retry_after,
+                    secrets=self._secrets,
+                )
+                if raw.status in (401, 403):
+                    pace.auth_error = error
+                raise error
+            self._log_retry(path, f"HTTP {raw.status}", attempts, delay)
+            await asyncio.sleep(delay)
+
+    async def _wait_turn(
+        self, pace: AccountPace, update: TrackingUpdate, attempts: int, patient: bool
+    ) -> None:
+        timeout = None if patient else self.pace_timeout
+        started = time.monotonic()
+        try:
+            admitted = await pace.acquire(timeout)
+        except AuthCooldownError as exc:
+            exc.attempts = attempts
+            raise
+        if not admitted:
+            waited = time.monotonic() - started
+            sent = (
+                "not sent" if attempts == 0 else f"not retried after {attempts} attempt(s)"
+            )
+            raise PaceTimeoutError(
+                f"{sent}: waited {waited:.1f} s for a turn in account {self.account!r}'s pace"
+                f" (order {update.order_id!r}, invoice {update.invoice_number!r}); throttled"
+                " by the SDK to stay under the account's rate limit, not refused by VTEX"
+                " (raise pace_timeout, or send less at once)",
+                account=self.account,
+                waited=waited,
+                order_id=update.order_id,
+                invoice_number=update.invoice_number,
+                attempts=attempts,
+            )
+
+    async def _attempt(
+        self, path: str, body: bytes, pace: AccountPace, observer: AttemptObserver | None
+    ) -> tuple[RawResponse, float | None] | TransportError:
+        """One admitted request under the client-wide budget; the pace (and ``observer``)
+        learn its outcome whatever happens, cancellation included, so no slot leaks."""
+        budget = self._budget.budget
+        try:
+            await budget.acquire()
+        except BaseException:
+            pace.release_unused()
+            raise
+        status: int | None = None
+        retry_after: float | None = None
+        if observer is not None:
+            observer.attempt_started()
+        started = time.perf_counter()
+        try:
+            raw = await self.transport.put(path, body)
+        except TransportError as exc:
+            return exc
+        else:
+            status = raw.status
+            if status == 429 or status == 503:
+                retry_after = retry_after_from_headers(raw.headers)
+            return raw, retry_after
+        finally:
+            budget.release()
+            pace.release(status, retry_after, time.perf_counter() - started)
+            if observer is not None:
+                observer.attempt_finished(status, retry_after)
+
+    def _receipt(self, raw: RawResponse, update: TrackingUpdate, attempts: int) -> TrackingReceipt:
+        if raw.truncated:
+            raise unexpected_body_error(
+                raw.status,
+                raw.headers,
+                raw.body,
+                "the body is larger than any receipt (reading stopped at 1 MiB)",
+                order_id=update.order_id,
+                invoice_number=update.invoice_number,
+                attempts=attempts,
+                secrets=self._secrets,
+            )
+        return decode_receipt(
+            raw.status,
+            raw.headers,
+            raw.body,
+            request_id=find_request_id(raw.headers),
+            order_id=update.order_id,
+            invoice_number=update.invoice_number,
+            attempts=attempts,
+            secrets=self._secrets,
+        )
+
+    @staticmethod
+    def _log_attempt(path: str, status: int | None, attempts: int, started: float) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "PUT %s -> %s (attempt %d, %.1f ms)",
+                path,
+                status if status is not None else "no response",
+                attempts,
+                (time.perf_counter() - started) * 1000,
+            )
+
+    @staticmethod
+    def _log_retry(path: str, reason: str, attempts: int, delay: float) -> None:
+        logger.warning(
+            "PUT %s failed with %s on attempt %d; retrying in %.2f s", path, reason, attempts, delay
+        )
+
+
+def _with_context(exc: TransportError, update: TrackingUpdate, attempts: int) -> TransportError:
+    plural = "s" if attempts != 1 else ""
+    return type(exc)(
+        f"{exc} (order {update.order_id!r}, invoice {update.invoice_number!r},"
+        f" after {attempts} attempt{plural})",
+        order_id=update.order_id,
+        invoice_number=update.invoice_number,
+        attempts=attempts,
+    )
