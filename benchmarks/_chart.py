@@ -28,7 +28,8 @@ def draw(results: dict[str, Any], path: Path) -> str | None:
     except ImportError:
         return "matplotlib is not installed (pip install matplotlib): no chart drawn"
 
-    sc = results["scenarios"]
+    # A scenario whose harness broke left only {"error": ...}: drawn as "not run".
+    sc = {name: section for name, section in results["scenarios"].items() if "error" not in section}
     fig, axes = plt.subplots(2, 3, figsize=(17, 9.5))
     m = results["machine"]
     fig.suptitle(

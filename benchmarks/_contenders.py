@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ._contenders_pace import PACE_CONTENDERS
 from ._measure import Profile, Window, peak_rss_mb, rss_mb, window_figures
 from ._workload import (
     APP_KEY,
@@ -476,6 +477,7 @@ CONTENDERS: dict[str, Callable[[Params], Any]] = {
     "httpx_pool": httpx_pool,
     "requests_threads": requests_threads,
     "requests_seq": requests_seq,
+    **PACE_CONTENDERS,
 }
 
 #: The module each contender needs besides the standard library (to skip it when missing).

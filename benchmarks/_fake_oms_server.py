@@ -4,8 +4,9 @@ scenarios.
 Prints its URL, then answers one JSON line per command read from stdin: ``reset`` (forget
 requests and wait until the token buckets are full again), ``statuses`` (answers given per
 HTTP status since the last reset) and ``statuses_by_store`` (the same, per store). Exits at
-EOF. ``--stores`` serves several stores (``{"name": {"rate_limit": 50, "burst": 10,
-"revoked": false}, ...}``), each told apart by its credentials (``store_credentials``).
+EOF. ``--latency`` delays every answer by that many seconds (FakeOMS's ``latency``).
+``--stores`` serves several stores (``{"name": {"rate_limit": 50, "burst": 10, "revoked":
+false}, ...}``), each told apart by its credentials (``store_credentials``).
 """
 
 from __future__ import annotations
@@ -26,11 +27,20 @@ def _stores(spec: dict[str, dict[str, Any]]) -> dict[str, FakeAccount]:
     return {name: FakeAccount(*store_credentials(name), **opts) for name, opts in spec.items()}
 
 
+async def _drain(oms: FakeOMS, timeout: float) -> None:
+    """Wait until no request is being handled, at most ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    drained_by = loop.time() + timeout
+    while oms.in_flight and loop.time() < drained_by:  # noqa: ASYNC110 - polls a counter
+        await asyncio.sleep(0.01)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate-limit", type=float, default=None)
     parser.add_argument("--burst", type=int, default=10)
     parser.add_argument("--retry-after", default="1")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to answers")
     parser.add_argument("--stores", type=json.loads, default={}, help="JSON: name -> options")
     args = parser.parse_args()
     loop = asyncio.get_running_loop()
@@ -38,11 +48,15 @@ async def main() -> None:
         rate_limit=args.rate_limit,
         burst=args.burst,
         retry_after=args.retry_after,
+        latency=args.latency,
         accounts=_stores(args.stores),
     ) as oms:
         print(oms.url, flush=True)
         while line := await loop.run_in_executor(None, sys.stdin.readline):
             command = line.strip()
+            # Requests of the last run still sleeping out the latency have no status yet, and
+            # after a reset would take tokens from the refilled buckets: let them finish.
+            await _drain(oms, args.latency + 2.0)
             if command == "reset":
                 oms.reset()
                 oms.accounts = _stores(args.stores)  # full buckets

@@ -134,7 +134,9 @@ def _compare_table(section: dict[str, Any], subject: str) -> str:
 
 def render(results: dict[str, Any]) -> str:
     """The human-readable summary printed at the end of a run."""
-    m, sc = results["machine"], results["scenarios"]
+    m = results["machine"]
+    # A scenario whose harness broke left only {"error": ...} (its note says why): skip it.
+    sc = {name: section for name, section in results["scenarios"].items() if "error" not in section}
     out = [
         f"\n== vtex-tracking benchmarks ({results['mode']}), {m['date']} ==",
         f"{m['cpu_model']}, {m['usable_cpus']} CPUs, {m['python']},"
@@ -208,6 +210,7 @@ def render(results: dict[str, Any]) -> str:
             f" {r['ideal_s']:.1f} s, {r['reps']} reps, {r['server']}):",
             _table(["pacing", "time / ideal", "seconds", "429 share %", "failed"], rows),
         ]
+    out += _pace_sections(sc)
     if sc.get("profile", {}).get("sdk_push"):
         p = sc["profile"]["sdk_push"]
         rows = [[f"{row['share'] * 100:.1f} %", row["area"]] for row in p["by_area"][:10]]
@@ -235,6 +238,108 @@ def render(results: dict[str, Any]) -> str:
     for note in results["notes"]:
         out.append(f"note: {note}")
     return "\n".join(out) + "\n"
+
+
+def _failed_cell(mode: dict[str, Any]) -> str:
+    classes = ", ".join(f"{name} {count}" for name, count in mode["failed_by_class"].items())
+    return f"{mode['failed']}" + (f" ({classes})" if classes else "")
+
+
+def _call_cell(runs: list[dict[str, Any]]) -> str:
+    """Median over runs of the p50 and p95 single-call durations, in seconds."""
+    calls = [r["call_s"] for r in runs if r.get("call_s") and r["call_s"].get("p50") is not None]
+    if not calls:
+        return "-"
+    p50 = sorted(c["p50"] for c in calls)[len(calls) // 2]
+    p95 = sorted(c["p95"] for c in calls)[len(calls) // 2]
+    return f"{p50:.2f} / {p95:.2f}"
+
+
+SINGLE_CALLS_HEADERS = [
+    "callers", "time / ideal", "seconds", "429 share %", "failed", "call p50 / p95 s"
+]  # fmt: skip
+MIXED_HEADERS = [
+    "work", "time / ideal", "seconds", "push done s", "calls done s", "429 share %", "failed"
+]  # fmt: skip
+LATENCY_HEADERS = [
+    "latency", "case", "n", "confirmed/s", "steady /s", "429 share %", "failed", "stopped"
+]  # fmt: skip
+
+
+def _pace_sections(sc: dict[str, Any]) -> list[str]:
+    """The single calls, mixed and latency sections (``_scenarios_pace``)."""
+    out: list[str] = []
+    if "single_calls" in sc:
+        r = sc["single_calls"]
+        callers = {
+            "async": f"{r['coroutines']} coroutines, one AsyncTrackingClient",
+            "threads": f"{r['thread_count']} threads, one TrackingClient",
+        }
+        rows = [
+            [
+                label,
+                _range(r[kind]["time_over_ideal"], 2),
+                _range(r[kind]["wall_s"], 1),
+                _range(_pct(r[kind]["share_429"]), 1),
+                _failed_cell(r[kind]),
+                _call_cell(r[kind]["runs"]),
+            ]
+            for kind, label in callers.items()
+        ]
+        out += [
+            "",
+            f"Single calls ({r['n']:,} calls at {r['rate_limit']:g}/s, ideal {r['ideal_s']:.1f} s,"
+            f" max_attempts {r['max_attempts']}, {r['reps']} reps, {r['server']}):",
+            _table(SINGLE_CALLS_HEADERS, rows),
+        ]
+    if "mixed" in sc:
+        r = sc["mixed"]
+        m = r["mixed"]
+        rows = [
+            [
+                f"push_all {r['push_n']:,} + {r['single_n']:,} calls ({r['tasks']} coroutines)",
+                _range(m["time_over_ideal"], 2),
+                _range(m["wall_s"], 1),
+                _range(m.get("push_s"), 1),
+                _range(m.get("singles_s"), 1),
+                _range(_pct(m["share_429"]), 1),
+                _failed_cell(m),
+            ]
+        ]
+        out += [
+            "",
+            f"Mixed, one client ({r['n']:,} updates at {r['rate_limit']:g}/s, ideal"
+            f" {r['ideal_s']:.1f} s, {r['reps']} reps):",
+            _table(MIXED_HEADERS, rows),
+        ]
+    if "latency" in sc:
+        r = sc["latency"]
+        rows = []
+        for ms, by_case in r["by_latency_ms"].items():
+            for case, c in by_case.items():
+                if case == "latency_s":
+                    continue
+                rows.append(
+                    [
+                        f"{ms} ms",
+                        c["what"],
+                        f"{c['n']:,}",
+                        _range(c["rps_whole"]),
+                        _range(c["rps_steady"]),
+                        _range(_pct(c["share_429"]), 1),
+                        str(c["failed"]),
+                        f"{c['stopped_runs']}/{c['runs_ok']}",
+                    ]
+                )
+        out += [
+            "",
+            f"Latency (server adds the latency to every answer; one account at"
+            f" {r['rate_limit']:g}/s, {r['stores']} accounts at {r['store_rate_limit']:g}/s each;"
+            f" {r['reps']} reps; confirmed/s, steady: after {r['steady_after_s']:g} s; runs"
+            f" stopped at {r['deadline_factor']:g} x ideal):",
+            _table(LATENCY_HEADERS, rows),
+        ]
+    return out
 
 
 def _pct(spread: dict[str, Any] | None) -> dict[str, Any] | None:

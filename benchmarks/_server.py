@@ -260,10 +260,14 @@ def fake_oms_server(
     burst: int,
     retry_after: str,
     stores: dict[str, dict[str, Any]] | None = None,
+    latency: float = 0.0,
 ) -> Iterator[FakeOMSProcess]:
-    """``FakeOMS(rate_limit=..., burst=..., retry_after=...)`` in its own process; ``stores``
-    adds stores told apart by credentials (see ``_fake_oms_server``)."""
+    """``FakeOMS(rate_limit=..., burst=..., retry_after=..., latency=...)`` in its own process;
+    ``stores`` adds stores told apart by credentials (see ``_fake_oms_server``); ``latency``
+    delays every answer by that many seconds."""
     args = ["--burst", str(burst), "--retry-after", retry_after]
+    if latency:
+        args += ["--latency", str(latency)]
     if rate_limit is not None:
         args += ["--rate-limit", str(rate_limit)]
     if stores:

@@ -1,7 +1,7 @@
 """Run the benchmark suite and write ``results.json``, ``chart.png`` and ``profile.txt``.
 
     python -m benchmarks                 # everything, a quarter of an hour or more
-    python -m benchmarks --quick         # a smoke run, under two minutes
+    python -m benchmarks --quick         # a smoke run, a few minutes
     python -m benchmarks --quick --only bulk --n 200 --out /tmp/r/results.json
 
 Targets are reported as PASS/MISS/SKIP and never change the exit status: a noisy or slow
@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import _report, _scenarios
+from . import _report, _scenarios, _scenarios_pace
 from ._server import local_server
 
 SCENARIOS = (
@@ -28,10 +28,15 @@ SCENARIOS = (
     "rate_limited",
     "many_stores",
     "many_stores_bulk",
+    "single_calls",
+    "mixed",
+    "latency",
     "profile",
 )
+#: Scenarios of ``_scenarios_pace`` (single calls, mixed, latency); the rest are ``_scenarios``.
+PACE = ("single_calls", "mixed", "latency")
 #: Scenarios that start their own FakeOMS instead of using the local receipt server.
-OWN_SERVER = ("rate_limited", "many_stores")
+OWN_SERVER = ("rate_limited", "many_stores", *PACE)
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 #: Quick runs are smoke tests: they must not overwrite the published full results.
 QUICK_OUT = Path(__file__).resolve().parent / "results" / "quick" / "results.json"
@@ -137,6 +142,8 @@ def _run_scenario(
         if name == "profile":
             section = _scenarios.profile(settings, server, out.with_name("profile.txt"))
             targets: list[dict[str, Any]] = []
+        elif name in PACE:
+            section, targets = getattr(_scenarios_pace, name)(settings)
         elif name in OWN_SERVER:
             section, targets = getattr(_scenarios, name)(settings)
         else:

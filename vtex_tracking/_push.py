@@ -55,7 +55,7 @@ from ._pace import AccountPace
 from ._progress import AccountProgress, PushProgress, RateMeter
 from ._sender import AccountSender
 from ._stream import PushStream, send_fast
-from ._throttle import TokenBucket, acquire
+from ._throttle import Budget, TokenBucket
 
 #: Items read ahead of the senders, per unit of concurrency (capped: see ``_read_ahead``).
 READ_AHEAD_PER_SENDER = 4
@@ -94,26 +94,12 @@ class PushOptions:
     on_result: Callable[[PushResult], None] | None = None
 
 
-class _Source:
-    """The caller's iterable or async iterable, read one item at a time."""
-
-    def __init__(self, updates: Iterable[Any] | AsyncIterable[Any]) -> None:
-        self._async: AsyncIterator[Any] | None = None
-        self._sync: Iterator[Any] | None = None
-        if isinstance(updates, AsyncIterable):
-            self._async = aiter(updates)
-        else:
-            self._sync = iter(updates)
-
-    async def next(self) -> Any:
-        """The next item, or ``_END``."""
-        if self._sync is not None:
-            return next(self._sync, _END)
-        assert self._async is not None
-        try:
-            return await anext(self._async)
-        except StopAsyncIteration:
-            return _END
+async def _next_async(items: AsyncIterator[Any]) -> Any:
+    """The next item of an async iterator, or ``_END``."""
+    try:
+        return await anext(items)
+    except StopAsyncIteration:
+        return _END
 
 
 _END = object()
@@ -242,7 +228,13 @@ class _Engine:
         default_account: str | None,
         spans_accounts: bool,
     ) -> None:
-        self._source = _Source(updates)
+        # The caller's iterable, read one item at a time (a plain iterator costs no coroutine).
+        self._sync_source: Iterator[Any] | None = None
+        self._async_source: AsyncIterator[Any] | None = None
+        if isinstance(updates, AsyncIterable):
+            self._async_source = aiter(updates)
+        else:
+            self._sync_source = iter(updates)
         self._options = options
         self._sender_for = sender_for
         self._default_account = default_account
@@ -268,7 +260,7 @@ class _Engine:
         self._undelivered: list[PushResult] = []
         self.unfinished: list[PushResult] = []
         self._results: MemoryObjectSendStream[PushResult] | None = None
-        self._slots = anyio.Semaphore(self._read_ahead)
+        self._slots = Budget(self._read_ahead)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -329,12 +321,18 @@ class _Engine:
     # -- reading -----------------------------------------------------------------------------
 
     async def _read(self) -> None:
+        slots, sync_source = self._slots, self._sync_source
         try:
             while True:
-                await acquire(self._slots)
-                raw = await self._source.next()
+                if not slots.try_acquire():
+                    await slots.acquire()
+                if sync_source is not None:
+                    raw = next(sync_source, _END)
+                else:
+                    assert self._async_source is not None
+                    raw = await _next_async(self._async_source)
                 if raw is _END:
-                    self._slots.release()
+                    slots.release()
                     return
                 await self._admit_item(raw)
         finally:

@@ -212,11 +212,12 @@ class AccountSender:
         """One admitted request under the client-wide budget; the pace (and ``observer``)
         learn its outcome whatever happens, cancellation included, so no slot leaks."""
         budget = self._budget.budget
-        try:
-            await budget.acquire()
-        except BaseException:
-            pace.release_unused()
-            raise
+        if not budget.try_acquire():
+            try:
+                await budget.acquire()
+            except BaseException:
+                pace.release_unused()
+                raise
         status: int | None = None
         retry_after: float | None = None
         if observer is not None:

@@ -106,7 +106,10 @@ def _build_converter() -> cattrs.Converter:
 #: The SDK's single converter between models and wire dicts.
 converter = _build_converter()
 
+# The converter's generated functions, looked up once: calling them directly skips the
+# per-call dispatch (a few microseconds per request on the bulk hot path).
 _unstructure_status = converter.get_unstructure_hook(TrackingStatus)
+_structure_receipt = converter.get_structure_hook(_ReceiptBody)
 
 
 def encode_status(status: TrackingStatus) -> bytes:
@@ -159,7 +162,7 @@ def decode_receipt(
             secrets=secrets,
         )
     try:
-        parsed = converter.structure(doc, _ReceiptBody)
+        parsed = _structure_receipt(doc, _ReceiptBody)
     except cattrs.BaseValidationError as exc:
         details = "; ".join(cattrs.transform_error(exc, path="receipt"))
         raise unexpected_body_error(

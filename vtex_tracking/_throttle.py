@@ -24,7 +24,7 @@ import anyio
 MIN_RATE = 0.5
 #: After measuring the server's rate, send at this fraction of it (botocore uses 0.7 from a
 #: rougher estimate; a measured rate allows a gentler cut).
-BETA = 0.9
+BETA = 0.95
 #: CUBIC scaling constant (botocore uses 0.4): how fast the rate probes past the measured one.
 SCALE = 0.4
 #: The lowest rate a probe starts from, in requests per second.
@@ -53,8 +53,8 @@ async def acquire(limit: anyio.CapacityLimiter | anyio.Semaphore | anyio.Lock) -
 
 
 class Budget:
-    """A first-come first-served counting semaphore on plain asyncio futures: the global
-    budget of a multi-store push, which many waiting senders contend for.
+    """A first-come first-served counting semaphore on plain asyncio futures: the client's
+    budget of requests in flight, and a push's read-ahead slots.
 
     anyio's ``Semaphore`` costs an exception, a coroutine, an event and a cancel scope per
     blocked ``acquire``; with a hundred senders waiting for 64 slots those objects, each
@@ -65,6 +65,14 @@ class Budget:
     def __init__(self, slots: int) -> None:
         self.value = slots
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free and nobody waits; never waits (the hot path, without
+        the coroutine an ``await acquire()`` costs)."""
+        if self.value > 0 and not self._waiters:
+            self.value -= 1
+            return True
+        return False
 
     async def acquire(self) -> None:
         """Take a slot, waiting in arrival order when none is free."""
@@ -267,7 +275,7 @@ class AdaptiveRate:
         now = self._clock()
         t = now - self._since
         if self._state == "probe":
-            self._set(self._base * 2 ** (t / max(PROBE_DOUBLING, 2 * self._rtt())))
+            self._set(self._base * 2 ** (t / max(PROBE_DOUBLING, self._rtt())))
         elif self._state == "measure":
             self._measure_successes += 1
             if t >= self._measure_time():
