@@ -57,3 +57,13 @@ def status() -> TrackingStatus:
             TrackingEvent("São Paulo", "SP", "Em trânsito para Curitiba", dt.date(2026, 11, 3)),
         ]
     )
+
+
+class Clock:
+    """A manual monotonic clock."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now

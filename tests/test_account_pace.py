@@ -19,6 +19,7 @@ from vtex_tracking import (
     AuthCooldownError,
     AuthenticationError,
     PaceTimeoutError,
+    PushStoppedError,
     RetryPolicy,
     TrackingClient,
     TrackingEvent,
@@ -308,3 +309,66 @@ def test_the_sync_client_mirrors_the_async_clients_public_signatures() -> None:
         assert inspect.signature(getattr(AsyncTrackingClient, name)).parameters.keys() == (
             inspect.signature(getattr(TrackingClient, name)).parameters.keys()
         )
+
+
+async def test_a_push_left_early_gives_back_every_admission_it_held() -> None:
+    """Breaking out of a push cancels its requests and returns their places in the account's
+    pace: single calls right after find the whole window free."""
+    async with FakeOMS(latency=0.3) as oms, _client(
+        oms, adaptive=False, max_concurrency=4, pace_timeout=1.0
+    ) as client:
+        stream = client.push(TrackingUpdate(f"p-{n}", "1", STATUS) for n in range(40))
+        async with stream:
+            async for _ in stream:
+                break  # three more requests were in flight, more admissions queued
+        pace = client._sender_for(None).pace
+        assert pace.in_flight == 0
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                for n in range(4):  # all four at once: a leaked place would time one out
+                    tg.start_soon(client.update_tracking_status, f"c-{n}", "1", STATUS)
+    assert sum(1 for r in oms.requests if r.order_id and r.order_id.startswith("c-")) == 4
+
+
+async def test_stopping_a_push_over_many_accounts_reports_every_update_as_stopped() -> None:
+    """stop() in the middle of a push over three accounts: every update still gets exactly
+    one result, confirmed or PushStoppedError (never an internal error)."""
+    names = ["a", "b", "c"]
+    stores = {n: FakeAccount(f"vtexappkey-{n}", f"token-{n}") for n in names}
+    async with FakeOMS(accounts=stores, latency=0.05) as oms:
+        registry = Accounts.from_mapping(
+            {n: {"app_key": f"vtexappkey-{n}", "app_token": f"token-{n}", "base_url": oms.url}
+             for n in names}
+        )  # fmt: skip
+        async with AsyncTrackingClient.from_accounts(registry, retry=RETRY) as client:
+            updates = [
+                TrackingUpdate(f"o-{i}", "1", STATUS, account_name=names[i % 3])
+                for i in range(300)
+            ]
+            results = []
+            async with client.push(updates, concurrency=6) as stream:
+                async for result in stream:
+                    results.append(result)
+                    if len(results) == 20:
+                        stream.stop()
+    assert sorted(r.index for r in results) == list(range(300))
+    for result in results:
+        assert result.ok or isinstance(result.error, PushStoppedError), result.error
+    assert sum(1 for r in results if r.ok) >= 20
+
+
+async def test_a_sender_waiting_out_a_retry_lends_its_turn() -> None:
+    """concurrency bounds requests in flight, not waits: while two updates wait out a
+    Retry-After of 1 s, the push's other updates keep going."""
+    async with FakeOMS(latency=0.01) as oms, _client(oms, adaptive=False) as client:
+        oms.fail_next(2, 429, headers={"Retry-After": "1"})
+        started = time.monotonic()
+        confirmed_at = []
+        async with client.push(
+            (TrackingUpdate(f"o-{n}", "1", STATUS) for n in range(20)), concurrency=2
+        ) as stream:
+            async for result in stream:
+                assert result.ok, result.error
+                confirmed_at.append(time.monotonic() - started)
+    assert len(confirmed_at) == 20
+    assert sum(1 for t in confirmed_at if t < 0.8) == 18  # all but the two retried

@@ -17,17 +17,9 @@ from vtex_tracking import AuthCooldownError
 from vtex_tracking._constants import AUTH_FAILURES_TO_STOP, INITIAL_WINDOW
 from vtex_tracking._pace import AccountPace
 
+from .conftest import Clock
+
 pytestmark = pytest.mark.anyio
-
-
-class Clock:
-    """A manual monotonic clock."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _pace(**options: object) -> AccountPace:

@@ -10,17 +10,9 @@ import pytest
 
 from vtex_tracking._throttle import MEASURE_TIME, AdaptiveRate, Budget, TokenBucket
 
+from .conftest import Clock
+
 pytestmark = pytest.mark.anyio
-
-
-class Clock:
-    """A manual monotonic clock."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_bucket_spends_its_burst_then_refills_at_its_rate() -> None:
@@ -120,4 +112,17 @@ async def test_budget_serves_waiters_in_order_and_survives_cancellation() -> Non
     with pytest.raises(asyncio.CancelledError):
         await task
     assert order == ["first", "second"]
+    assert budget.value == 1
+
+
+async def test_a_waiter_cancelled_then_skipped_by_a_release_leaves_quietly() -> None:
+    """Cancelled while waiting, then passed over by a release() before it resumes: the
+    waiter raises CancelledError (not ValueError), and the slot stays free."""
+    budget = Budget(0)
+    task = asyncio.get_running_loop().create_task(budget.acquire())
+    await anyio.wait_all_tasks_blocked()
+    task.cancel()  # its future is cancelled at once...
+    budget.release()  # ...and this release skips it before the task runs again
+    with pytest.raises(asyncio.CancelledError):
+        await task
     assert budget.value == 1

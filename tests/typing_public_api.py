@@ -9,6 +9,8 @@ from typing_extensions import assert_type
 from vtex_tracking import (
     APIError,
     AsyncTrackingClient,
+    AuthCooldownError,
+    PaceTimeoutError,
     RateLimitError,
     RetryPolicy,
     TrackingClient,
@@ -44,3 +46,17 @@ def sync_usage(status: TrackingStatus) -> None:
         except APIError as exc:
             assert_type(exc.status_code, int)
             assert_type(exc.code, str | None)
+
+
+async def paced_usage(status: TrackingStatus) -> None:
+    async with AsyncTrackingClient(
+        "acme", "key", "token", rate_limit=50.0, adaptive=True, pace_timeout=5.0
+    ) as client:
+        try:
+            await client.update_tracking_status("o", "1", status)
+        except PaceTimeoutError as exc:
+            assert_type(exc.waited, float)
+            assert_type(exc.attempts, int)
+        except AuthCooldownError as exc:
+            assert_type(exc.retry_in, float)
+            assert_type(exc.account, str)

@@ -165,7 +165,7 @@ class Accounts(Mapping[str, Account]):
         return cls(accounts)
 
 
-def hub_settings(accounts: Accounts, default: str | None) -> dict[str, Any]:
+def default_account_settings(accounts: Accounts, default: str | None) -> dict[str, Any]:
     """Constructor arguments for a client whose own store is ``default`` (None: the first
     store, standing in for a default that does not exist; see ``from_accounts``)."""
     if not accounts:

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import attrs
 
-from ._accounts import Account, Accounts, hub_settings
+from ._accounts import Account, Accounts, default_account_settings
 from ._config import ClientConfig, Credentials, RetryPolicy, build_base_url, settings_from_env
 from ._constants import (
     DEFAULT_AUTH_COOLDOWN,
@@ -146,7 +146,7 @@ class AsyncTrackingClient:
         ``account_name``; with None such updates fail (``ConfigurationError``) rather than go
         to an account picked by chance. ``settings`` are the other constructor arguments
         (``max_concurrency`` is the budget of all accounts together)."""
-        client = cls(**hub_settings(accounts, default), **settings)
+        client = cls(**default_account_settings(accounts, default), **settings)
         client._has_default_account = default is not None
         return client
 

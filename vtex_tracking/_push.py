@@ -54,7 +54,7 @@ from ._models import PushResult, TrackingUpdate
 from ._pace import AccountPace
 from ._progress import AccountProgress, PushProgress, RateMeter
 from ._sender import AccountSender
-from ._stream import PushStream, send_fast
+from ._stream import PushStream
 from ._throttle import Budget, TokenBucket
 
 #: Items read ahead of the senders, per unit of concurrency (capped: see ``_read_ahead``).
@@ -138,6 +138,7 @@ class _Lane:
         "buffer_cap",
         "cap",
         "on_admit",
+        "on_backoff",
         "pace",
         "progress",
         "queued",
@@ -180,6 +181,7 @@ class _Lane:
         self.queued = False
         self.waiting = False
         self.on_admit: Callable[[BaseException | None], None] = lambda error: None
+        self.on_backoff: Callable[[bool], None] = lambda waiting: None
         self.wake_timer: asyncio.TimerHandle | None = None
         self.buffer_cap = buffer_cap
         self.room = anyio.Event()
@@ -202,6 +204,9 @@ class _Lane:
             stats.throttled += 1
             progress.throttled += 1
         self._show_rate()
+
+    def backoff(self, waiting: bool) -> None:
+        self.on_backoff(waiting)
 
     def _show_rate(self) -> None:
         rate = self.pace.bucket.rate
@@ -254,6 +259,9 @@ class _Engine:
         self._admitted: collections.deque[_Lane] = collections.deque()
         self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
         self._senders = 0
+        # Senders waiting out a retry's backoff: they hold no request in flight, so their
+        # turn goes to another sender meanwhile (``concurrency`` bounds requests, not waits).
+        self._backing_off = 0
         self._stop_error: PushStoppedError | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         # Results made but not handed over when a stop interrupted the handing over.
@@ -269,9 +277,15 @@ class _Engine:
         self._results = results
         try:
             async with results:
-                async with anyio.create_task_group() as tg:
-                    self._task_group = tg
-                    tg.start_soon(self._read)
+                try:
+                    async with anyio.create_task_group() as tg:
+                        self._task_group = tg
+                        tg.start_soon(self._read)
+                finally:
+                    # No sender left to use an admission: give them back before anything
+                    # else can await (a pace admitting us now must not find us half-closed).
+                    self._task_group = None
+                    self._give_back_admissions()
                 if self._stop_error is not None:
                     await self._report_stopped()
         finally:
@@ -421,6 +435,7 @@ class _Engine:
             shows_rate=not self._spans_accounts,
         )
         lane.on_admit = functools.partial(self._on_admit, lane)
+        lane.on_backoff = self._on_backoff
         self._lanes[account] = lane
         return lane
 
@@ -444,8 +459,8 @@ class _Engine:
         if error is not None:
             self._stop_lane(lane, error)
             return
-        if lane.stop_error is not None:
-            lane.pace.release_unused()
+        if lane.stop_error is not None or self._task_group is None:
+            lane.pace.release_unused()  # stopped, or the push is over: nobody will send it
             return
         lane.admitted += 1
         self._admitted.append(lane)
@@ -459,9 +474,20 @@ class _Engine:
             if not waiter.done():
                 waiter.set_result(None)
                 return
-        if self._senders < self._options.concurrency and self._task_group is not None:
+        if (
+            self._senders - self._backing_off < self._options.concurrency
+            and self._task_group is not None
+        ):
             self._senders += 1
             self._task_group.start_soon(self._send_loop)
+
+    def _on_backoff(self, waiting: bool) -> None:
+        if waiting:
+            self._backing_off += 1
+            if self._rotation or self._admitted:
+                self._wake_sender()  # someone else may send meanwhile
+        else:
+            self._backing_off -= 1
 
     def _wake_all_senders(self) -> None:
         while self._idle:
@@ -518,6 +544,8 @@ class _Engine:
         loop = asyncio.get_running_loop()
         try:
             while True:
+                if self._senders - self._backing_off > self._options.concurrency:
+                    return  # back from a backoff to more senders than needed: step aside
                 lane = self._next_lane()
                 if lane is None:
                     if self._finished():
@@ -673,9 +701,15 @@ class _Engine:
         await self._hand_over(result)
 
     async def _hand_over(self, result: PushResult) -> None:
-        assert self._results is not None
+        results = self._results
+        assert results is not None
         try:
-            await send_fast(self._results, result)
+            # Without waiting when the consumer keeps up (anyio's send() always passes a
+            # checkpoint, an event-loop turn per result).
+            try:
+                results.send_nowait(result)
+            except anyio.WouldBlock:
+                await results.send(result)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             # The consumer stopped listening: keep the result for PushStream.unfinished.
             self.unfinished.append(result)

@@ -50,13 +50,17 @@ def tracking_path(order_id: str, invoice_number: str) -> str:
 
 
 class AttemptObserver(Protocol):
-    """Told about each attempt of a ``send`` (the push engine's progress counters)."""
+    """Told about each attempt of a ``send`` and the waits between them (the push engine
+    keeps its counters with it, and lends a backing-off sender's turn to another)."""
 
     def attempt_started(self) -> None:
         """A request is about to go out."""
 
     def attempt_finished(self, status: int | None, retry_after: float | None) -> None:
         """It ended: its HTTP status (None: no answer, or cancelled) and requested wait."""
+
+    def backoff(self, waiting: bool) -> None:
+        """The send starts (True) or ends (False) waiting before its next attempt."""
 
 
 class SharedBudget:
@@ -154,7 +158,7 @@ class AccountSender:
                 if delay is None:
                     raise _with_context(outcome, update, attempts) from outcome.__cause__
                 self._log_retry(path, str(outcome), attempts, delay)
-                await asyncio.sleep(delay)
+                await _back_off(delay, observer)
                 continue
 
             raw, retry_after = outcome
@@ -177,7 +181,7 @@ class AccountSender:
                     pace.auth_error = error
                 raise error
             self._log_retry(path, f"HTTP {raw.status}", attempts, delay)
-            await asyncio.sleep(delay)
+            await _back_off(delay, observer)
 
     async def _wait_turn(
         self, pace: AccountPace, update: TrackingUpdate, attempts: int, patient: bool
@@ -277,6 +281,17 @@ class AccountSender:
         logger.warning(
             "PUT %s failed with %s on attempt %d; retrying in %.2f s", path, reason, attempts, delay
         )
+
+
+async def _back_off(delay: float, observer: AttemptObserver | None) -> None:
+    if observer is None:
+        await asyncio.sleep(delay)
+        return
+    observer.backoff(True)
+    try:
+        await asyncio.sleep(delay)
+    finally:
+        observer.backoff(False)
 
 
 def _with_context(exc: TransportError, update: TrackingUpdate, attempts: int) -> TransportError:

@@ -36,15 +36,8 @@ class PushRun(Protocol):
 T = TypeVar("T")
 
 
-# Memory-stream calls with a fast path: anyio's send()/receive() always pass through a
-# checkpoint (an extra event-loop turn), even when the buffer is ready (see _throttle.acquire).
-async def send_fast(stream: MemoryObjectSendStream[T], item: T) -> None:
-    try:
-        stream.send_nowait(item)
-    except anyio.WouldBlock:
-        await stream.send(item)
-
-
+# anyio's receive() always passes a checkpoint (an extra event-loop turn), even when a result
+# is ready: take it without waiting when there is one.
 async def receive_fast(stream: MemoryObjectReceiveStream[T]) -> T:
     try:
         return stream.receive_nowait()

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import anyio
 from anyio.from_thread import BlockingPortal
 
-from ._accounts import Accounts, hub_settings
+from ._accounts import Accounts, default_account_settings
 from ._client import AsyncTrackingClient
 from ._config import ClientConfig, RetryPolicy, settings_from_env
 from ._constants import (
@@ -202,7 +202,7 @@ class TrackingClient:
     ) -> TrackingClient:
         """A client for a hub serving every account of ``accounts``; see
         ``AsyncTrackingClient.from_accounts``."""
-        client = cls(**hub_settings(accounts, default), **settings)
+        client = cls(**default_account_settings(accounts, default), **settings)
         client._async._has_default_account = default is not None
         return client
 

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from collections.abc import Callable
-
-import anyio
 
 #: The lowest rate the adaptive throttle falls to, in requests per second.
 MIN_RATE = 0.5
@@ -29,27 +28,16 @@ BETA = 0.95
 SCALE = 0.4
 #: The lowest rate a probe starts from, in requests per second.
 PROBE_FLOOR = 2.0
-#: While probing for the limit, the rate doubles every this many seconds.
+#: While probing for the limit, the rate doubles every this many seconds (or every round
+#: trip, when that is longer).
 PROBE_DOUBLING = 0.35
 #: Entering a measurement from a probe, the rate drops to this fraction first.
 PROBE_BACKOFF = 0.75
-#: Seconds the rate is held while the server's rate is measured.
+#: Seconds the rate is held while the server's rate is measured (at least two round trips).
 MEASURE_TIME = 0.2
-#: Seconds after a rate change during which throttles are taken as echoes of the old rate.
+#: Seconds after a rate change during which throttles are taken as echoes of the old rate
+#: (at least 1.2 round trips).
 COOLDOWN = 0.05
-
-
-async def acquire(limit: anyio.CapacityLimiter | anyio.Semaphore | anyio.Lock) -> None:
-    """Take a token from an anyio limiter, yielding to the event loop only when none is free.
-
-    anyio's ``acquire()`` always passes through a checkpoint, one extra event-loop turn; on
-    the bulk hot path (several limiters per request) those turns cost more than the
-    bookkeeping itself. The request that follows is a cancellation point anyway.
-    """
-    try:
-        limit.acquire_nowait()
-    except anyio.WouldBlock:
-        await limit.acquire()
 
 
 class Budget:
@@ -87,7 +75,9 @@ class Budget:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # handed a slot, but cancelled before using it
             else:
-                self._waiters.remove(waiter)
+                # A release() between our cancellation and now already dropped it.
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
             raise
 
     def release(self) -> None:

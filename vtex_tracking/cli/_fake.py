@@ -12,7 +12,7 @@ from vtex_tracking import Accounts, ConfigurationError
 from vtex_tracking.testing import FakeAccount, FakeOMS
 
 
-def _stores(path: str, rate_limit: float | None) -> dict[str, FakeAccount]:
+def _fake_accounts(path: str, rate_limit: float | None) -> dict[str, FakeAccount]:
     """One fake store per account of an accounts file, with the credentials ``push
     --accounts`` will send (read the same way, ``*_env`` references included)."""
     stores = {}
@@ -30,7 +30,7 @@ def _stores(path: str, rate_limit: float | None) -> dict[str, FakeAccount]:
 
 async def _serve(args: argparse.Namespace) -> int:
     try:
-        stores = _stores(args.accounts, args.rate_limit) if args.accounts else {}
+        stores = _fake_accounts(args.accounts, args.rate_limit) if args.accounts else {}
     except ConfigurationError as exc:
         print(f"vtex-tracking: {exc}", file=sys.stderr)
         return 2
@@ -68,8 +68,8 @@ async def _serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     if stores:
-        per_store = collections.Counter(r.account or "(unknown)" for r in oms.requests)
-        counts = ", ".join(f"{name}: {n}" for name, n in sorted(per_store.items()))
+        per_account = collections.Counter(r.account or "(unknown)" for r in oms.requests)
+        counts = ", ".join(f"{name}: {n}" for name, n in sorted(per_account.items()))
         print(f"Requests per store: {counts or 'none'}.", flush=True)
     return 0
 

@@ -265,7 +265,7 @@ async def _push(run: _Run) -> None:
     loop = asyncio.get_running_loop()
     async with _client(args, run.console) as client:
         run.default_account = client.default_account
-        run.tally.multi_store = client.accounts is not None
+        run.tally.multi_account = client.accounts is not None
         run.feed.attach(loop)
         run.feed.start()
         if run.interrupts.stop_sending:
@@ -297,7 +297,7 @@ async def _push(run: _Run) -> None:
             progress.close()
             run.tally.requests = stream.progress.requests
             run.tally.throttled = stream.progress.throttled
-            run.tally.add_store_counts(stream.progress)
+            run.tally.add_account_counts(stream.progress)
 
 
 def _drain(run: _Run, *, keep: bool) -> None:

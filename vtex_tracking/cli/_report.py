@@ -32,7 +32,7 @@ BAR_REFRESH_EVERY = 0.2
 #: Failures echoed on stderr one by one (all of them with -v); all are in the failures file.
 MAX_FAILURES_SHOWN = 20
 #: Stores listed in the human summary (those with the most failures first); --json has all.
-MAX_STORES_SHOWN = 20
+MAX_ACCOUNTS_SHOWN = 20
 
 
 class Console:
@@ -75,7 +75,7 @@ class ConsoleLogHandler(logging.Handler):
 
 
 @attrs.define
-class StoreTally:
+class AccountTally:
     """One store's counts within a run."""
 
     total: int = 0
@@ -121,9 +121,9 @@ class Tally:
     unread_after: str | None = None
     reading_stopped: bool = False
     #: The run could send to several stores (``--accounts``): the summary lists them.
-    multi_store: bool = False
+    multi_account: bool = False
     #: Per store, for updates whose store is known (not for malformed records).
-    stores: dict[str, StoreTally] = attrs.field(factory=dict)
+    accounts: dict[str, AccountTally] = attrs.field(factory=dict)
 
     @property
     def failed(self) -> int:
@@ -137,20 +137,20 @@ class Tally:
         if ok:
             self.succeeded += 1
         if account is not None:
-            store = self.stores.get(account)
-            if store is None:
-                store = self.stores[account] = StoreTally()
-            store.total += 1
-            store.succeeded += ok
+            account_tally = self.accounts.get(account)
+            if account_tally is None:
+                account_tally = self.accounts[account] = AccountTally()
+            account_tally.total += 1
+            account_tally.succeeded += ok
 
-    def add_store_counts(self, progress: PushProgress) -> None:
+    def add_account_counts(self, progress: PushProgress) -> None:
         """Take each store's requests, throttles, stop and finishing time from the push."""
         for name, counts in progress.accounts.items():
-            store = self.stores.setdefault(name, StoreTally())
-            store.requests, store.throttled = counts.requests, counts.throttled
-            store.stopped = counts.stopped
+            account_tally = self.accounts.setdefault(name, AccountTally())
+            account_tally.requests, account_tally.throttled = counts.requests, counts.throttled
+            account_tally.stopped = counts.stopped
             if counts.last_result_at:
-                store.elapsed_s = counts.last_result_at - progress.started_at
+                account_tally.elapsed_s = counts.last_result_at - progress.started_at
 
 
 class Progress:
@@ -180,7 +180,7 @@ class Progress:
         """Show the current counts."""
         t, c = self._tally, self._counters
         limit = f"{c.rate_limit:.3g}/s" if c.rate_limit else "none"
-        if t.multi_store:
+        if t.multi_account:
             limit = "per store"
         # A slow store whose buffer is full holds up the reading: say which one.
         waiting = f", reading waits for store {c.bottleneck}" if c.bottleneck else ""
@@ -298,11 +298,15 @@ def print_summary(tally: Tally, failures: FailuresFile, elapsed: float, *, as_js
     if tally.outcomes:
         counts = ", ".join(f"{k}: {v}" for k, v in sorted(tally.outcomes.items()))
         print(f"  by outcome: {counts}")
-    if tally.multi_store and tally.stores:
-        _print_stores(tally)
+    if tally.multi_account and tally.accounts:
+        _print_accounts(tally)
     if tally.stopped_for_auth:
-        stopped = sorted(name for name, store in tally.stores.items() if store.stopped == "auth")
-        whose = f" of {', '.join(stopped)}" if tally.multi_store and stopped else ""
+        stopped = sorted(
+            name
+            for name, account_tally in tally.accounts.items()
+            if account_tally.stopped == "auth"
+        )
+        whose = f" of {', '.join(stopped)}" if tally.multi_account and stopped else ""
         print(
             f"  VTEX kept refusing the credentials{whose} (401/403), so the push stopped sending"
             " to that store: check the app key and token, and that the key has the"
@@ -330,26 +334,31 @@ def print_summary(tally: Tally, failures: FailuresFile, elapsed: float, *, as_js
             "dry_run": tally.dry_run,
             "interrupted": tally.interrupted,
             "unread_after": tally.unread_after if tally.reading_stopped else None,
-            "by_account": {name: tally.stores[name].as_json() for name in sorted(tally.stores)},
+            "by_account": {name: tally.accounts[name].as_json() for name in sorted(tally.accounts)},
         }
         print(json.dumps(summary, ensure_ascii=False))
 
 
-def _print_stores(tally: Tally) -> None:
-    """One line per store: all of them, or the ``MAX_STORES_SHOWN`` with most failures."""
-    names = sorted(tally.stores)
-    if len(names) > MAX_STORES_SHOWN:
-        names = sorted(names, key=lambda n: (-tally.stores[n].failed, n))[:MAX_STORES_SHOWN]
-    print(f"  by account ({len(tally.stores)}):")
+def _print_accounts(tally: Tally) -> None:
+    """One line per store: all of them, or the ``MAX_ACCOUNTS_SHOWN`` with most failures."""
+    names = sorted(tally.accounts)
+    if len(names) > MAX_ACCOUNTS_SHOWN:
+        names = sorted(names, key=lambda n: (-tally.accounts[n].failed, n))[:MAX_ACCOUNTS_SHOWN]
+    print(f"  by account ({len(tally.accounts)}):")
     for name in names:
-        store = tally.stores[name]
-        rate = store.succeeded / store.elapsed_s if store.elapsed_s > 0 else 0.0
-        stopped = ", stopped: credentials refused" if store.stopped == "auth" else ""
+        account_tally = tally.accounts[name]
+        rate = (
+            account_tally.succeeded / account_tally.elapsed_s
+            if account_tally.elapsed_s > 0
+            else 0.0
+        )
+        stopped = ", stopped: credentials refused" if account_tally.stopped == "auth" else ""
+        t = account_tally
         print(
-            f"    {name}: {store.total} updates, {store.succeeded} succeeded, {store.failed}"
-            f" failed, {store.requests} requests, {store.throttled} throttled,"
+            f"    {name}: {t.total} updates, {t.succeeded} succeeded, {t.failed}"
+            f" failed, {t.requests} requests, {t.throttled} throttled,"
             f" {rate:.1f} updates/s{stopped}"
         )
-    hidden = len(tally.stores) - len(names)
+    hidden = len(tally.accounts) - len(names)
     if hidden:
         print(f"    ... and {hidden} more accounts with fewer failures (all of them in --json)")
