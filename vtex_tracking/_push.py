@@ -143,6 +143,7 @@ class _Lane:
         "progress",
         "queued",
         "rate_meter",
+        "reader_waits",
         "ready",
         "room",
         "sender",
@@ -185,6 +186,8 @@ class _Lane:
         self.wake_timer: asyncio.TimerHandle | None = None
         self.buffer_cap = buffer_cap
         self.room = anyio.Event()
+        # The reader waits for room in this lane's buffer (set it when there is some).
+        self.reader_waits = False
         self.stop_error: PushStoppedError | None = None
         self._show_rate()
 
@@ -374,6 +377,7 @@ class _Engine:
             self.progress.bottleneck = lane.account
             while stats.buffered >= lane.buffer_cap and lane.stop_error is None:
                 lane.room = anyio.Event()
+                lane.reader_waits = True
                 await lane.room.wait()
             self.progress.bottleneck = None
             if lane.stop_error is not None:
@@ -672,28 +676,27 @@ class _Engine:
         self._slots.release()
         progress = self.progress
         progress.queued -= 1
-        if result.ok:
+        ok = result.ok
+        if ok:
             progress.succeeded += 1
         else:
             progress.failed += 1
         lane = item.lane if item is not None else None
-        stats = (
-            lane.stats
-            if lane is not None
-            else progress.accounts.get(result.account)
-            if result.account is not None
-            else None
-        )
+        if lane is not None:
+            stats: AccountProgress | None = lane.stats
+            lane.stats.buffered -= 1
+            if lane.reader_waits and lane.stats.buffered < lane.buffer_cap:
+                lane.reader_waits = False
+                lane.room.set()
+        else:
+            account = result.account
+            stats = progress.accounts.get(account) if account is not None else None
         if stats is not None:
-            if result.ok:
+            if ok:
                 stats.succeeded += 1
             else:
                 stats.failed += 1
             stats.last_result_at = time.monotonic()
-        if lane is not None:
-            lane.stats.buffered -= 1
-            if lane.stats.buffered < lane.buffer_cap:
-                lane.room.set()
         if self._reading_done and not self._pending:
             self._wake_all_senders()
         if self._options.on_result is not None:

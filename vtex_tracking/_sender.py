@@ -150,10 +150,8 @@ class AccountSender:
                 await self._wait_turn(pace, update, attempts, patient)
             admitted = False
             attempts += 1
-            started = time.perf_counter()
-            outcome = await self._attempt(path, body, pace, observer)
+            outcome = await self._attempt(path, body, pace, observer, attempts)
             if isinstance(outcome, TransportError):
-                self._log_attempt(path, None, attempts, started)
                 delay = retry_delay(policy, attempts)
                 if delay is None:
                     raise _with_context(outcome, update, attempts) from outcome.__cause__
@@ -162,7 +160,6 @@ class AccountSender:
                 continue
 
             raw, retry_after = outcome
-            self._log_attempt(path, raw.status, attempts, started)
             if 200 <= raw.status < 300:
                 return self._receipt(raw, update, attempts)
             delay = retry_delay(policy, attempts, status=raw.status, retry_after=retry_after)
@@ -186,6 +183,8 @@ class AccountSender:
     async def _wait_turn(
         self, pace: AccountPace, update: TrackingUpdate, attempts: int, patient: bool
     ) -> None:
+        if pace.try_admit():
+            return  # the common case: no one waiting, a token and a place free
         timeout = None if patient else self.pace_timeout
         started = time.monotonic()
         try:
@@ -211,7 +210,12 @@ class AccountSender:
             )
 
     async def _attempt(
-        self, path: str, body: bytes, pace: AccountPace, observer: AttemptObserver | None
+        self,
+        path: str,
+        body: bytes,
+        pace: AccountPace,
+        observer: AttemptObserver | None,
+        attempt: int,
     ) -> tuple[RawResponse, float | None] | TransportError:
         """One admitted request under the client-wide budget; the pace (and ``observer``)
         learn its outcome whatever happens, cancellation included, so no slot leaks."""
@@ -237,10 +241,19 @@ class AccountSender:
                 retry_after = retry_after_from_headers(raw.headers)
             return raw, retry_after
         finally:
+            elapsed = time.perf_counter() - started
             budget.release()
-            pace.release(status, retry_after, time.perf_counter() - started)
+            pace.release(status, retry_after, elapsed)
             if observer is not None:
                 observer.attempt_finished(status, retry_after)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "PUT %s -> %s (attempt %d, %.1f ms)",
+                    path,
+                    status if status is not None else "no response",
+                    attempt,
+                    elapsed * 1000,
+                )
 
     def _receipt(self, raw: RawResponse, update: TrackingUpdate, attempts: int) -> TrackingReceipt:
         if raw.truncated:
@@ -264,17 +277,6 @@ class AccountSender:
             attempts=attempts,
             secrets=self._secrets,
         )
-
-    @staticmethod
-    def _log_attempt(path: str, status: int | None, attempts: int, started: float) -> None:
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "PUT %s -> %s (attempt %d, %.1f ms)",
-                path,
-                status if status is not None else "no response",
-                attempts,
-                (time.perf_counter() - started) * 1000,
-            )
 
     @staticmethod
     def _log_retry(path: str, reason: str, attempts: int, delay: float) -> None:

@@ -35,6 +35,9 @@ class PushRun(Protocol):
 
 T = TypeVar("T")
 
+#: Most results ``summary()`` takes from the stream at once.
+_SUMMARY_BATCH = 256
+
 
 # anyio's receive() always passes a checkpoint (an extra event-loop turn), even when a result
 # is ready: take it without waiting when there is one.
@@ -163,8 +166,10 @@ class PushStream:
     async def summary(self) -> PushSummary:
         """Consume the rest of the stream and return the totals of every result it delivered
         (those received in an ``async for`` before included)."""
-        async for _ in self:
-            pass
+        # In batches: one hop per batch of ready results, not one per result.
+        while batch := await self.next_batch(_SUMMARY_BATCH):
+            for result in batch:
+                self._tally.add(result)
         return self._tally.summary()
 
     def cancel_soon(self) -> None:
