@@ -55,10 +55,12 @@ from ._pace import AccountPace
 from ._progress import AccountProgress, PushProgress, RateMeter
 from ._sender import AccountSender
 from ._stream import PushStream
-from ._throttle import Budget, TokenBucket
+from ._throttle import TokenBucket
 
 #: Items read ahead of the senders, per unit of concurrency (capped: see ``_read_ahead``).
 READ_AHEAD_PER_SENDER = 4
+#: Places a reader that ran out of read-ahead waits for before reading on.
+READ_REFILL = 32
 #: The least read-ahead of a push that may span accounts (about 1 KB per buffered update).
 MULTI_ACCOUNT_READ_AHEAD = 4096
 #: The most read-ahead chosen by default (about 1 KB per buffered update).
@@ -271,7 +273,12 @@ class _Engine:
         self._undelivered: list[PushResult] = []
         self.unfinished: list[PushResult] = []
         self._results: MemoryObjectSendStream[PushResult] | None = None
-        self._slots = Budget(self._read_ahead)
+        # Read-ahead: items the reader may still read before results free their places. A
+        # reader that ran out waits for a batch of places, not one: woken per result, it
+        # would cost a task switch per update.
+        self._room = self._read_ahead
+        self._refill = max(1, min(READ_REFILL, self._read_ahead // 4))
+        self._reader_waiting: asyncio.Future[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -338,19 +345,21 @@ class _Engine:
     # -- reading -----------------------------------------------------------------------------
 
     async def _read(self) -> None:
-        slots, sync_source = self._slots, self._sync_source
+        sync_source = self._sync_source
+        loop = asyncio.get_running_loop()
         try:
             while True:
-                if not slots.try_acquire():
-                    await slots.acquire()
+                if self._room <= 0:
+                    self._reader_waiting = loop.create_future()
+                    await self._reader_waiting
                 if sync_source is not None:
                     raw = next(sync_source, _END)
                 else:
                     assert self._async_source is not None
                     raw = await _next_async(self._async_source)
                 if raw is _END:
-                    slots.release()
                     return
+                self._room -= 1
                 await self._admit_item(raw)
         finally:
             self._reading_done = True
@@ -673,7 +682,12 @@ class _Engine:
     async def _emit(self, result: PushResult) -> None:
         """Count one result, free its read-ahead slot and hand it out."""
         item = self._pending.pop(result.index, None)
-        self._slots.release()
+        self._room += 1
+        waiting = self._reader_waiting
+        if waiting is not None and self._room >= self._refill:
+            self._reader_waiting = None
+            if not waiting.done():
+                waiting.set_result(None)
         progress = self.progress
         progress.queued -= 1
         ok = result.ok
