@@ -430,3 +430,29 @@ async def test_a_thousand_stores_cost_little_and_idle_ones_nothing() -> None:
     assert served == {name: 3 for name in names} | {"s0": 4}  # s0 had the warm-up too
     assert retained / 1000 < 16_000, f"{retained / 1000:.0f} bytes per store"
     assert all(r.ok for r in results) and touched == {"s7", "s8"}
+
+
+def test_adaptive_is_a_per_account_setting_in_the_registry(tmp_path: pathlib.Path) -> None:
+    """`adaptive` reads from a mapping, the environment and TOML; a bad value names the key;
+    an account that sets it gets a pace without learning, the others the client's."""
+    accounts = Accounts.from_mapping(
+        {
+            "acme": {"app_key": "k", "app_token": "t", "adaptive": False},
+            "globex": {"app_key": "k", "app_token": "t"},
+        }
+    )
+    assert accounts["acme"].adaptive is False and accounts["globex"].adaptive is None
+    env = {
+        "VTEX_ACCOUNTS": "acme",
+        "VTEX_ACME_APP_KEY": "k",
+        "VTEX_ACME_APP_TOKEN": "t",
+        "VTEX_ACME_ADAPTIVE": "false",
+    }
+    assert Accounts.from_env(env)["acme"].adaptive is False
+    toml = tmp_path / "stores.toml"
+    toml.write_text('[acme]\napp_key = "k"\napp_token_env = "T"\nadaptive = "maybe"\n')
+    with pytest.raises(ConfigurationError, match=r"stores.toml:4: acme: adaptive: expected true"):
+        Accounts.from_toml(toml, environ={"T": "t"})
+    client = AsyncTrackingClient.from_accounts(accounts, default="globex")
+    assert client._sender_for("acme").pace.adaptive is None
+    assert client._sender_for("globex").pace.adaptive is not None
