@@ -372,3 +372,22 @@ async def test_a_sender_waiting_out_a_retry_lends_its_turn() -> None:
                 confirmed_at.append(time.monotonic() - started)
     assert len(confirmed_at) == 20
     assert sum(1 for t in confirmed_at if t < 0.8) == 18  # all but the two retried
+
+
+def test_a_client_reused_across_event_loops_keeps_its_pace_working() -> None:
+    """A module-level client used by one asyncio.run() per job: each new loop finds the pace
+    with no request left over from the loop that ended, and what it learned kept."""
+    import asyncio
+
+    with FakeOMS() as oms:
+        client = AsyncTrackingClient(
+            "acme", APP_KEY, APP_TOKEN, base_url=oms.url, rate_limit=40, retry=RETRY
+        )
+        for job in range(3):
+            receipt = asyncio.run(client.update_tracking_status(f"o-{job}", "1", STATUS))
+            assert receipt.attempts == 1
+        pace = client._sender_for(None).pace
+        assert pace.in_flight == 0
+        assert pace.bucket.rate == 40
+        asyncio.run(client.aclose())
+    assert len(oms.requests) == 3
