@@ -19,11 +19,11 @@ def test_bucket_spends_its_burst_then_refills_at_its_rate() -> None:
     """A bucket at 10/s holds 1 token (its burst) and refills one per 0.1 s."""
     clock = Clock()
     bucket = TokenBucket(10.0, clock=clock)
-    assert bucket._wait_time() == 0.0
+    assert bucket.wait_time() == 0.0
     bucket._tokens -= 1
-    assert bucket._wait_time() == pytest.approx(0.1)
+    assert bucket.wait_time() == pytest.approx(0.1)
     clock.now += 0.05
-    assert bucket._wait_time() == pytest.approx(0.05)
+    assert bucket.wait_time() == pytest.approx(0.05)
 
 
 def test_pause_holds_every_sender_until_the_deadline() -> None:
@@ -31,9 +31,9 @@ def test_pause_holds_every_sender_until_the_deadline() -> None:
     clock = Clock()
     bucket = TokenBucket(None, clock=clock)
     bucket.pause_until(clock.now + 3)
-    assert bucket._wait_time() == pytest.approx(3.0)
+    assert bucket.wait_time() == pytest.approx(3.0)
     clock.now += 3
-    assert bucket._wait_time() == 0.0
+    assert bucket.wait_time() == 0.0
 
 
 def test_adaptive_rate_probes_measures_and_settles_under_the_limit() -> None:

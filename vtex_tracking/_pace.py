@@ -93,9 +93,6 @@ class AccountPace:
         self._timer_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dispatching = False
-        #: Counters for metrics and progress: requests answered, throttles seen.
-        self.answered = 0
-        self.throttled = 0
 
     def __repr__(self) -> str:
         rate = self.bucket.rate
@@ -273,7 +270,6 @@ class AccountPace:
             self._dispatch()
 
     def _learn(self, status: int, retry_after: float | None, elapsed: float) -> None:
-        self.answered += 1
         self.rtt = elapsed if not self.rtt else self.rtt + RTT_GAIN * (elapsed - self.rtt)
         if 200 <= status < 300:
             if self._auth_failures:
@@ -285,7 +281,6 @@ class AccountPace:
         # A 503 with Retry-After is VTEX's circuit breaker asking for less; a bare 503 is a
         # server error (retried), so random failures don't slow the account down.
         elif status == 429 or (status == 503 and retry_after is not None):
-            self.throttled += 1
             if retry_after is not None and retry_after >= ACCOUNT_PAUSE_AFTER:
                 # A long wait means the account is well over its limit: every request of it
                 # waits, not only the one that got the answer.

@@ -299,7 +299,6 @@ class _Engine:
                 if self._stop_error is not None:
                     await self._report_stopped()
         finally:
-            self._give_back_admissions()
             # Cancelled, or the consumer went away: whatever has no result yet is recorded
             # as unfinished, so every item read is still accounted for.
             self.unfinished.extend(self._undelivered)

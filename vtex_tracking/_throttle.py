@@ -159,9 +159,6 @@ class TokenBucket:
             return 0.0
         return (1.0 - self._tokens) / self._rate
 
-    # Kept for the tests written against the first name.
-    _wait_time = wait_time
-
     def take(self) -> None:
         """Spend one token (call after ``wait_time()`` returned 0)."""
         if self._rate is not None:
