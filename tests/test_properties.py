@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vtex_tracking import (
+    Checks,
     TrackingClient,
     TrackingEvent,
     TrackingStatus,
@@ -146,7 +147,12 @@ _ids = st.text(
 def shared_client() -> Iterator[tuple[FakeOMS, TrackingClient]]:
     """One FakeOMS and one sync client for all examples (starting them per example would
     dominate the run)."""
-    with FakeOMS() as oms, TrackingClient("acme", APP_KEY, APP_TOKEN, base_url=oms.url) as client:
+    # An account that routes encoded slashes: the property is about encoding, not VTEX's quirk.
+    allow_slash = Checks(allow_slash_in_invoice=True)
+    with (
+        FakeOMS(routes_encoded_slash=True) as oms,
+        TrackingClient("acme", APP_KEY, APP_TOKEN, base_url=oms.url, checks=allow_slash) as client,
+    ):
         yield oms, client
 
 

@@ -4,6 +4,7 @@ Import everything from here; modules starting with ``_`` are private and may cha
 """
 
 from ._accounts import Account, Accounts
+from ._checks import Checks
 from ._client import AsyncTrackingClient
 from ._config import ClientConfig, RetryPolicy
 from ._errors import (
@@ -50,6 +51,7 @@ __all__ = [
     "AuthCooldownError",
     "AuthenticationError",
     "BadRequestError",
+    "Checks",
     "ClientClosedError",
     "ClientConfig",
     "ConfigurationError",

@@ -16,6 +16,7 @@ import aiohttp
 import attrs
 
 from ._accounts import Account, Accounts, default_account_settings
+from ._checks import Checks
 from ._config import ClientConfig, Credentials, RetryPolicy, build_base_url, settings_from_env
 from ._constants import (
     DEFAULT_AUTH_COOLDOWN,
@@ -68,6 +69,7 @@ class AsyncTrackingClient:
         trust_env: bool = False,
         user_agent: str | None = None,
         accounts: Accounts | None = None,
+        checks: Checks | None = None,
     ) -> None:
         """Configure a client; nothing is connected until the first request.
 
@@ -83,7 +85,10 @@ class AsyncTrackingClient:
         closed by the client). ``trust_env`` makes aiohttp honour ``HTTP(S)_PROXY`` and
         ``.netrc``. ``accounts`` holds other accounts' credentials and limits: updates whose
         ``account_name`` names one go to that account through this client's pool;
-        ``rate_limit`` and ``adaptive`` are their defaults.
+        ``rate_limit`` and ``adaptive`` are their defaults. ``checks`` says what is refused
+        before sending and the time zone of ``deliveredDate`` (default ``Checks()``: no ``/``
+        in invoice numbers, no empty event list, no delivery without a date or in the
+        future, Brasília time).
         """
         # A user token replaces the key/token pair, so the pair is dropped when both are given.
         credentials = (
@@ -107,6 +112,7 @@ class AsyncTrackingClient:
             allow_insecure_http=allow_insecure_http,
             trust_env=trust_env,
             user_agent=user_agent,
+            checks=checks if checks is not None else Checks(),
         )
         self._user_agent = user_agent or f"vtex-tracking-python/{__version__}"
         # The pool: owned by the client's own account's transport, shared by the others'.
@@ -217,6 +223,7 @@ class AsyncTrackingClient:
             budget=self._budget,
             retry_policy=config.retry,
             pace_timeout=config.pace_timeout,
+            checks=config.checks,
             secrets=credentials.secrets(),
         )
 

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from ._checks import Checks
 from ._constants import (
     APP_KEY_HEADER,
     APP_TOKEN_HEADER,
@@ -201,11 +202,14 @@ class ClientConfig:
     allow_insecure_http: bool = False
     trust_env: bool = False
     user_agent: str | None = None
+    checks: Checks = attrs.field(factory=Checks)
     url_prefix: str = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.retry, RetryPolicy):
             raise ConfigurationError(f"retry must be a RetryPolicy, got {self.retry!r}")
+        if not isinstance(self.checks, Checks):
+            raise ConfigurationError(f"checks must be a Checks, got {self.checks!r}")
         for name in ("rate_limit", "pace_timeout"):
             value = getattr(self, name)
             if value is not None and (

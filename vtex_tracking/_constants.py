@@ -57,6 +57,12 @@ MAX_QUOTED_BODY_CHARS: Final = 200
 #: VTEX caps event descriptions at this many characters.
 MAX_DESCRIPTION_CHARS: Final = 5000
 
+#: ``deliveredDate`` travels without a time zone: aware datetimes are converted to this zone's
+#: wall-clock time (the stores' own, Brasília time), and naive ones are read in it.
+DEFAULT_TIME_ZONE: Final = "America/Sao_Paulo"
+#: Seconds a ``deliveredDate`` may lie in the future before it is refused (clocks differ).
+DELIVERED_DATE_TOLERANCE: Final = 600.0
+
 #: Response headers that may carry a request id, first match wins.
 REQUEST_ID_HEADERS: Final = ("X-Request-Id", "X-VTEX-Request-Id", "X-VTEX-Operation-Id")
 

@@ -379,6 +379,11 @@ class _Engine:
         if lane.stop_error is not None:
             await self._emit(self._stopped_result(item, lane))
             return
+        try:
+            lane.sender.checks.check(raw)
+        except ValidationError as exc:  # what VTEX would refuse: never queued, never sent
+            await self._emit(PushResult(item.index, raw, error=exc, account=lane.account))
+            return
         stats = lane.stats
         if stats.buffered >= lane.buffer_cap:
             # This account is the slowest: hold the input rather than memory without bound.

@@ -15,11 +15,13 @@ import time
 from typing import Protocol
 from urllib.parse import quote
 
+from ._checks import Checks
 from ._config import RetryPolicy
 from ._errors import (
     AuthCooldownError,
     PaceTimeoutError,
     TransportError,
+    ValidationError,
     error_from_response,
     find_request_id,
     unexpected_body_error,
@@ -97,9 +99,11 @@ class AccountSender:
         budget: SharedBudget,
         retry_policy: RetryPolicy,
         pace_timeout: float | None,
+        checks: Checks,
         secrets: tuple[str, ...],
     ) -> None:
         self.account = account
+        self.checks = checks
         self.transport = transport
         self.pace = pace
         self.retry_policy = retry_policy
@@ -141,6 +145,12 @@ class AccountSender:
         pace without ``pace_timeout`` (pushes)."""
         self.bind()
         pace = pace if pace is not None else self.pace
+        try:
+            update = self.checks.check(update)
+        except ValidationError:
+            if admitted:
+                pace.release_unused()
+            raise
         path = tracking_path(update.order_id, update.invoice_number)
         body = encode_status(update.status)
         policy = self.retry_policy

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import attrs
 import cattrs
@@ -15,6 +16,7 @@ import orjson
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.orjson import make_converter
 
+from ._constants import DEFAULT_TIME_ZONE
 from ._errors import unexpected_body_error
 from ._models import (
     DeliveredDate,
@@ -27,6 +29,9 @@ from ._models import (
 __all__ = ["converter", "decode_receipt", "encode_status", "format_delivered_date"]
 
 
+_STORE_ZONE = ZoneInfo(DEFAULT_TIME_ZONE)
+
+
 def format_event_date(value: EventDate) -> str:
     """Put an event date on the wire: a date as ``YYYY-MM-DD``, a datetime as ISO 8601."""
     if isinstance(value, str):
@@ -35,9 +40,13 @@ def format_event_date(value: EventDate) -> str:
 
 
 def format_delivered_date(value: DeliveredDate) -> str | None:
-    """Put ``deliveredDate`` on the wire in VTEX's ``yyyy-mm-dd hh:mm`` (wall-clock time)."""
+    """Put ``deliveredDate`` on the wire in VTEX's ``yyyy-mm-dd hh:mm``: a naive datetime as
+    it is, an aware one as Brasília wall-clock time (clients convert to their ``Checks``'
+    zone before this)."""
     if value is None or isinstance(value, str):
         return value
+    if value.tzinfo is not None:
+        value = value.astimezone(_STORE_ZONE)
     return value.strftime("%Y-%m-%d %H:%M")
 
 

@@ -31,6 +31,7 @@ import anyio
 from anyio.from_thread import BlockingPortal
 
 from ._accounts import Accounts, default_account_settings
+from ._checks import Checks
 from ._client import AsyncTrackingClient
 from ._config import ClientConfig, RetryPolicy, settings_from_env
 from ._constants import (
@@ -161,6 +162,7 @@ class TrackingClient:
         trust_env: bool = False,
         user_agent: str | None = None,
         accounts: Accounts | None = None,
+        checks: Checks | None = None,
     ) -> None:
         """Configure a client; the background thread starts on the first call. Arguments
         as for ``AsyncTrackingClient`` (``accounts``: other accounts it can send to). Calls
@@ -184,6 +186,7 @@ class TrackingClient:
             trust_env=trust_env,
             user_agent=user_agent,
             accounts=accounts,
+            checks=checks,
         )
         self._lock = threading.Lock()
         self._runner: _PortalThread | None = None

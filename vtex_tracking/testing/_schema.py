@@ -56,15 +56,21 @@ def receipt_schema() -> dict[str, Any]:
     return schema
 
 
-def parse_tracking_path(raw_path: str) -> tuple[str, str] | None:
+def parse_tracking_path(
+    raw_path: str, *, routes_encoded_slash: bool = False
+) -> tuple[str, str] | None:
     """``(order_id, invoice_number)`` from a raw request path matching the contract's path
     template, each segment percent-decoded; None when the path does not match.
 
-    aiohttp's router matches decoded paths, where ``NF%2F123`` would become two segments;
-    splitting the raw path keeps each id one segment, as VTEX's contract has it.
+    VTEX decodes ``%2F`` before routing, so ``NF%2F123`` becomes two segments and the path
+    matches nothing (404): the default here too. ``routes_encoded_slash`` splits the raw
+    path instead, keeping each id one segment, as the contract has it.
     """
     template = _TRACKING_PATH.split("/")
-    parts = raw_path.split("?", 1)[0].split("/")
+    path = raw_path.split("?", 1)[0]
+    if not routes_encoded_slash:
+        path = path.replace("%2F", "/").replace("%2f", "/")
+    parts = path.split("/")
     if len(parts) != len(template):
         return None
     ids: dict[str, str] = {}

@@ -153,7 +153,8 @@ class FakeOMS:
     thread with its own event loop) in sync code, or the ``fake_oms`` pytest fixture. Point a
     client at ``oms.url`` with ``oms.app_key``/``oms.app_token``. Knobs are plain attributes,
     settable at any time: ``latency``, ``rate_limit``/``burst``/``retry_after``,
-    ``fail_rate``/``fail_status``/``seed``, ``strict``/``known_invoices``, ``user_token``.
+    ``fail_rate``/``fail_status``/``seed``, ``strict``/``known_invoices``, ``user_token``,
+    ``routes_encoded_slash`` (VTEX answers 404 to invoice numbers with ``/``; True accepts them).
 
     Each request goes through: record it; sleep ``latency`` (so failures are slow too, like a
     loaded VTEX); ``drop_next``; credentials (401); token bucket (429); ``fail_next`` queue;
@@ -184,6 +185,7 @@ class FakeOMS:
         fail_status: int = 503,
         seed: int = 0,
         accounts: Mapping[str, FakeAccount] | None = None,
+        routes_encoded_slash: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -199,6 +201,9 @@ class FakeOMS:
         self.fail_rate = fail_rate
         self.fail_status = fail_status
         self.seed = seed
+        #: Like VTEX, an invoice number with "/" (sent as %2F) matches no route (404) unless
+        #: this is True (an account whose OMS routes them).
+        self.routes_encoded_slash = routes_encoded_slash
         #: More stores, by account name, each with its own credentials, bucket and key state.
         self.accounts: dict[str, FakeAccount] = dict(accounts or {})
         self.requests: list[RecordedRequest] = []
@@ -291,7 +296,7 @@ class FakeOMS:
     # -- request handling --------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        ids = parse_tracking_path(request.raw_path)
+        ids = parse_tracking_path(request.raw_path, routes_encoded_slash=self.routes_encoded_slash)
         early: web.HTTPException | None = None
         try:
             body = await request.read()
