@@ -11,20 +11,8 @@ import email.utils
 import random
 from collections.abc import Mapping
 
+from . import _testing_mode
 from ._config import RetryPolicy
-
-_testing = False
-
-
-def set_testing(enabled: bool) -> None:
-    """Skip every backoff sleep (for test suites); see ``vtex_tracking.testing.set_testing``."""
-    global _testing
-    _testing = enabled
-
-
-def is_testing() -> bool:
-    """Whether backoff sleeps are currently skipped."""
-    return _testing
 
 
 def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> float | None:
@@ -105,4 +93,4 @@ def retry_delay(
         delay = min(retry_after, policy.max_retry_after)
     else:
         delay = backoff(policy, attempts, rng)
-    return 0.0 if _testing else delay
+    return 0.0 if _testing_mode.enabled else delay

@@ -2,10 +2,12 @@
 
 ``FakeOMS`` is a real HTTP server on 127.0.0.1 behaving like VTEX's tracking endpoint; the
 pytest plugin registers a ``fake_oms`` fixture running one per test. ``set_testing(True)``
-removes backoff sleeps so suites that exercise retries stay fast.
+(or ``with no_waits():``, the ``vtex_testing`` fixture, or ``@pytest.mark.vtex_testing``)
+removes every wait of the SDK (backoff, ``Retry-After``, the accounts' pace) so suites that
+exercise retries and rate limits stay fast.
 """
 
-from .._retry import is_testing, set_testing
+from .._testing_mode import is_testing, no_waits, set_testing
 from ._schema import validate_receipt, validate_request_body
 from ._server import FakeAccount, FakeOMS, RecordedRequest
 
@@ -14,6 +16,7 @@ __all__ = [
     "FakeOMS",
     "RecordedRequest",
     "is_testing",
+    "no_waits",
     "set_testing",
     "validate_receipt",
     "validate_request_body",
