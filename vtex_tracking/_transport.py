@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import weakref
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -99,6 +100,8 @@ class Transport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid = os.getpid()
         self._closed = False
+        # Closes our pool when its event loop shuts down (see _close_with_loop).
+        self._loop_guard: asyncio.Task[None] | None = None
 
     @property
     def headers(self) -> dict[str, str]:
@@ -128,12 +131,17 @@ class Transport:
                     " loop; create one client per event loop"
                 )
             self.abandon()
-        self._session = self._new_session(
+        session = self._session = self._new_session(
             aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=0), owned=True
         )
         self._loop = loop
         self._pid = os.getpid()
-        return self._session
+        # Weak references: a client the application dropped is not kept alive by its loop.
+        self._loop_guard = loop.create_task(_close_with_loop(weakref.ref(self), session))
+        # If the loop is closed without cancelling its tasks, the guard dies pending; that is
+        # expected, so asyncio should not report it (what asyncio.gather does for its own).
+        self._loop_guard._log_destroy_pending = False  # type: ignore[attr-defined]
+        return session
 
     def _shared_pool_session(self) -> aiohttp.ClientSession:
         """Our session over the pool owner's connector: the owner's pooled connections, but
@@ -197,6 +205,7 @@ class Transport:
 
     def abandon(self) -> None:
         """Forget the pool without closing it: its loop is dead, or it belongs to our parent."""
+        self._loop_guard = None
         session, self._session = self._session, None
         if session is None or session is self._borrowed:
             return
@@ -214,6 +223,9 @@ class Transport:
     async def aclose(self) -> None:
         """Close the pool if we own it (idempotent)."""
         self._closed = True
+        guard, self._loop_guard = self._loop_guard, None
+        if guard is not None and not guard.done() and guard.get_loop() is _running_loop():
+            guard.cancel()  # the pool is closed here; the guard has nothing left to do
         if (
             self._pool_owner is not None  # the connector is the owner's to close
             or self._pid != os.getpid()
@@ -224,6 +236,34 @@ class Transport:
         session, self._session = self._session, None
         if session is not None and session is not self._borrowed:
             await session.close()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+async def _close_with_loop(owner: weakref.ref[Transport], session: aiohttp.ClientSession) -> None:
+    """Wait until the event loop shuts down, then close ``owner``'s pool in it.
+
+    ``asyncio.run`` (and anyio's runners) cancel every task left when the main coroutine
+    ends, and let them finish, before closing the loop: the one moment the pool's sockets can
+    still be closed cleanly. So a client kept at module level and used by one ``asyncio.run``
+    after another leaves no socket behind; the next run opens a pool in its own loop.
+    """
+    try:
+        await asyncio.get_running_loop().create_future()  # never set: wait to be cancelled
+    except asyncio.CancelledError:
+        transport = owner()
+        if transport is None:
+            await session.close()  # its client was dropped unclosed: close what it left
+        elif transport._session is session:
+            transport._session = None
+            transport._loop = None
+            await session.close()
+        raise
 
 
 async def _read_capped(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
