@@ -187,14 +187,14 @@ async def test_a_delivery_without_a_date_is_refused_unless_allowed(
 
 def test_an_unknown_time_zone_names_the_field() -> None:
     """A misspelt zone fails at construction, naming Checks.time_zone."""
-    with pytest.raises(ValidationError, match="Checks.time_zone"):
+    with pytest.raises(ValidationError, match=r"Checks\.time_zone"):
         Checks(time_zone="America/Sao Paulo")
     assert Checks(time_zone=ZoneInfo("UTC")).time_zone == ZoneInfo("UTC")
 
 
 def test_checks_flags_must_be_booleans() -> None:
     """A flag given as a string (a common env-var slip) is refused, naming it."""
-    with pytest.raises(ValidationError, match="Checks.allow_empty_events"):
+    with pytest.raises(ValidationError, match=r"Checks\.allow_empty_events"):
         Checks(allow_empty_events="yes")  # type: ignore[arg-type]
 
 

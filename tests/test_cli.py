@@ -194,20 +194,24 @@ def test_malformed_lines_are_reported_and_kept(
     assert set(oms.updates) == {("o-1", "NF-1"), ("o-2", "NF-1")}
 
 
-def test_bytes_that_are_not_utf8_spoil_only_their_line(
+def test_a_line_in_another_encoding_than_the_rest_spoils_only_itself(
     oms: FakeOMS, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A Latin-1 byte is one malformed line or row (kept visible in 'raw'), not a crash."""
+    """In a file already shown to be UTF-8 (a non-ASCII UTF-8 line), a Latin-1 line is one
+    malformed line or row (kept visible in 'raw'), not a crash and not a switch of encoding."""
     jsonl, csv_path = tmp_path / "a.jsonl", tmp_path / "b.csv"
+    utf8 = _line("o-1", events=[_event("Maceió", "AL", "Objeto postado", "2026-11-01")])
     latin = _line("o-2", events=[_event("São Paulo", "SP", "Objeto postado", "2026-11-01")])
-    jsonl.write_bytes(f"{_line('o-1')}\n".encode() + latin.encode("latin-1") + b"\n")
+    jsonl.write_bytes(f"{utf8}\n".encode() + latin.encode("latin-1") + b"\n")
     csv_path.write_bytes(
-        (CSV_HEADER + "o-3,NF-3,Recife,PE,Objeto postado,2026-11-01,,\n").encode()
+        (CSV_HEADER + "o-3,NF-3,Maceió,AL,Objeto postado,2026-11-01,,\n").encode()
         + "o-4,NF-4,São Paulo,SP,Objeto postado,2026-11-01,,\n".encode("latin-1")
     )
     assert main(["push", str(jsonl), str(csv_path), "--base-url", oms.url]) == 1
     assert set(oms.updates) == {("o-1", "NF-1"), ("o-3", "NF-3")}
-    assert f"{csv_path}:3: not UTF-8 (byte 0xe3)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{csv_path}:3: not UTF-8 (byte 0xe3), though line 2 is: the file mixes" in err
+    assert "read as cp1252" not in err
     records = _records(tmp_path / "a.failed.jsonl")
     assert [r["source"] for r in records] == [f"{jsonl}:2", f"{csv_path}:3"]
     assert all("S\\xe3o Paulo" in r["raw"] for r in records)
@@ -296,14 +300,22 @@ def test_dry_run_sends_nothing(oms: FakeOMS, capsys: pytest.CaptureFixture[str])
     """--dry-run reads and validates every record and makes no request."""
     assert main(["push", str(JSONL), str(CSV), "--dry-run", "--base-url", oms.url]) == 0
     assert oms.requests == []
-    assert "50 valid, 0 malformed. Nothing was sent." in capsys.readouterr().out
+    assert "50 valid, 0 invalid. Nothing was sent." in capsys.readouterr().out
 
 
-def test_json_summary_is_the_last_line(oms: FakeOMS, capsys: pytest.CaptureFixture[str]) -> None:
-    """--json ends stdout with one JSON object holding the totals."""
+def test_dry_run_of_one_store_needs_no_credentials(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --accounts, --dry-run checks the file alone: no credentials are needed."""
+    assert main(["push", str(JSONL), "--dry-run"]) == 0
+    assert "30 valid, 0 invalid" in capsys.readouterr().out
+
+
+def test_json_summary_is_all_of_stdout(oms: FakeOMS, capsys: pytest.CaptureFixture[str]) -> None:
+    """--json makes stdout one JSON object holding the totals; the words go to stderr."""
     oms.fail_next(2, 400)
     assert main(["push", str(CSV), "--base-url", oms.url, "--json", "--concurrency", "1"]) == 1
-    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    captured = capsys.readouterr()
+    last = json.loads(captured.out)
+    assert "Done: 20 updates" in captured.err
     assert (last["total"], last["succeeded"], last["failed"]) == (20, 18, 2)
     assert last["by_outcome"] == {"200": 18, "400": 2}
     assert last["failures_file"] == "sample-updates.failed.jsonl"
@@ -447,7 +459,7 @@ def test_interrupt_exits_130_and_every_update_is_accounted_for(
     in_failures = {r["orderId"] for r in _records(tmp_path / "big.failed.jsonl")}
     assert 50 <= len(accepted) < 3000
     assert accepted | in_failures == orders
-    summary = json.loads(out.strip().splitlines()[-1])
+    summary = json.loads(out)
     assert summary["interrupted"] is True and summary["total"] == 3000
     assert summary["succeeded"] + len(in_failures) == 3000
     assert summary["by_outcome"]["not sent"] > 0
@@ -479,9 +491,9 @@ def test_second_interrupt_stops_reading_and_says_where(tmp_path: pathlib.Path) -
         accepted = {order for order, _ in server.updates}
     assert process.returncode == 130, err
     assert accepted | {r["orderId"] for r in _records(failures)} == {f"o-{n}" for n in range(40)}
-    summary = json.loads(out.strip().splitlines()[-1])
+    summary = json.loads(out)
     assert summary["unread_after"] == "<stdin>:40"
-    assert "NOT read, and not in the failures file: the input after <stdin>:40" in out
+    assert "NOT read, and not in the failures file: the input after <stdin>:40" in err
 
 
 def test_fake_server_serves_until_ctrl_c(tmp_path: pathlib.Path) -> None:

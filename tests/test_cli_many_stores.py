@@ -70,7 +70,7 @@ def _records(path: pathlib.Path) -> list[dict[str, Any]]:
 
 
 def _summary(out: str) -> dict[str, Any]:
-    summary: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    summary: dict[str, Any] = json.loads(out)  # --json: stdout is that object alone
     return summary
 
 
@@ -102,7 +102,7 @@ def test_mixed_jsonl_and_csv_go_to_their_stores(
             *("--account", "initech", "--base-url", oms.url, "--json"),
         ]
     )
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert code == 0, out
     store_of = _store_of(oms)
     for n in range(40):
@@ -119,8 +119,8 @@ def test_mixed_jsonl_and_csv_go_to_their_stores(
     expected = {"acme": 10 + 3 + 1, "globex": 10 + 3 + 1, "initech": 20 + 3}
     assert {n: s["total"] for n, s in summary["by_account"].items()} == expected
     assert {n: s["requests"] for n, s in summary["by_account"].items()} == expected
-    assert "by account (3):" in out
-    assert "    initech: 23 updates, 23 succeeded, 0 failed, 23 requests" in out
+    assert "by account (3):" in err
+    assert "    initech: 23 updates, 23 succeeded, 0 failed, 23 requests" in err
 
 
 def test_failures_file_keeps_the_store_and_pushes_again(
@@ -135,14 +135,14 @@ def test_failures_file_keeps_the_store_and_pushes_again(
     )
     accounts = str(_accounts_file(tmp_path / "stores.toml"))
     code = main(["push", str(path), "--accounts", accounts, "--base-url", oms.url, "--json"])
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert code == 1
     summary = _summary(out)
     assert summary["by_account"]["globex"]["failed"] == 20
     assert summary["by_account"]["globex"]["stopped"] == "auth"
     assert summary["by_account"]["acme"]["succeeded"] == 20
     assert summary["by_account"]["initech"]["succeeded"] == 20
-    assert "VTEX kept refusing the credentials of globex" in out
+    assert "VTEX kept refusing the credentials of globex" in err
     assert sum(1 for r in oms.requests if r.account == "globex") <= 5
     failed = _records(tmp_path / "day.failed.jsonl")
     assert len(failed) == 20
@@ -183,6 +183,77 @@ def test_without_a_default_store_lines_must_name_one(
     summary = _summary(captured.out)
     assert summary["by_account"]["umbrella"]["failed"] == 1
     assert summary["by_account"]["acme"]["succeeded"] == 1
+
+
+def test_dry_run_checks_each_lines_store_as_a_push_would(
+    oms: FakeOMS, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--dry-run --accounts: a line naming an unknown store, and a line naming none when there
+    is no default store, are failures (file:line, failures file, summary, exit 1), as a push
+    would make them; nothing is sent."""
+    path = tmp_path / "in.jsonl"
+    lines = [_line("named", "acme"), _line("anonymous", None), _line("lost", "acmee")]
+    path.write_text("\n".join([*lines, _line("also", "initech")]) + "\n", encoding="utf-8")
+    accounts = str(_accounts_file(tmp_path / "stores.toml"))
+    code = main(["push", str(path), "--accounts", accounts, "--dry-run", "--json"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert oms.requests == []
+    assert f"{path}:2: accountName: missing, and there is no default account" in captured.err
+    assert (
+        f"{path}:3: accountName: no credentials for account 'acmee'; did you mean 'acme'?"
+        in captured.err
+    )
+    summary = _summary(captured.out)
+    assert (summary["total"], summary["succeeded"], summary["failed"]) == (4, 2, 2)
+    assert summary["by_outcome"] == {"invalid": 2, "valid": 2}
+    assert {n: s["total"] for n, s in summary["by_account"].items()} == {
+        "acme": 1,
+        "acmee": 1,
+        "initech": 1,
+    }
+    failed = _records(tmp_path / "in.failed.jsonl")
+    assert [r["orderId"] for r in failed] == ["anonymous", "lost"]
+    assert [r["source"] for r in failed] == [f"{path}:2", f"{path}:3"]
+
+
+def test_dry_run_with_a_default_store_accepts_lines_without_one(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--dry-run --accounts --account initech: a line without accountName goes to initech,
+    so it is valid; the file is checked without any server."""
+    path = tmp_path / "in.jsonl"
+    path.write_text(_line("anonymous", None) + "\n" + _line("g", "globex") + "\n", "utf-8")
+    accounts = str(_accounts_file(tmp_path / "stores.toml"))
+    code = main(
+        ["push", str(path), "--accounts", accounts, "--account", "initech", "--dry-run"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "Dry run: 2 updates read" in out and "2 valid, 0 invalid" in out
+    assert "    initech: 1 updates" in out and "    globex: 1 updates" in out
+
+
+def test_dry_run_with_a_bad_accounts_file_exits_2_as_a_push_would(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--dry-run loads the accounts file as a push does: a variable it names but that is
+    unset is exit 2 with file:line, as JSON with --json; no secret in the output."""
+    accounts = _accounts_file(tmp_path / "stores.toml")
+    text = accounts.read_text(encoding="utf-8").replace("GLOBEX_TOKEN", "GLOBEX_TOKN")
+    accounts.write_text(text, encoding="utf-8")
+    path = tmp_path / "in.jsonl"
+    path.write_text(_line("a", "acme") + "\n", encoding="utf-8")
+    code = main(["push", str(path), "--accounts", str(accounts), "--dry-run", "--json"])
+    captured = capsys.readouterr()
+    assert code == 2
+    error = json.loads(captured.out)["error"]
+    assert error["kind"] == "configuration"
+    assert f"{accounts}:7: globex: app_token_env: the environment variable GLOBEX_TOKN" in (
+        error["message"]
+    )
+    for secret in SECRETS.values():
+        assert secret not in captured.out + captured.err
 
 
 def test_stores_from_environment_variables(

@@ -18,6 +18,7 @@ from vtex_tracking import (
     APIError,
     AsyncTrackingClient,
     AuthenticationError,
+    Checks,
     ClientClosedError,
     RateLimitError,
     RetryPolicy,
@@ -30,19 +31,16 @@ from vtex_tracking import (
 )
 from vtex_tracking.testing import FakeOMS
 
-from .conftest import APP_KEY, APP_TOKEN, ERROR_FOR_STATUS, FAST_RETRY
+from .conftest import APP_KEY, APP_TOKEN, ERROR_FOR_STATUS, FAST_RETRY, ClientFactory
 
 pytestmark = pytest.mark.anyio
 
 
-def _client(oms: FakeOMS, **kwargs: object) -> AsyncTrackingClient:
-    kwargs.setdefault("retry", FAST_RETRY)
-    return AsyncTrackingClient("acme", APP_KEY, APP_TOKEN, base_url=oms.url, **kwargs)  # type: ignore[arg-type]
-
-
-async def test_sends_vtex_json_and_headers(status: TrackingStatus) -> None:
+async def test_sends_vtex_json_and_headers(
+    status: TrackingStatus, make_client: ClientFactory
+) -> None:
     """The server receives the documented JSON body, auth, content type and accept headers."""
-    async with FakeOMS() as oms, _client(oms) as client:
+    async with FakeOMS() as oms, make_client(oms) as client:
         receipt = await client.update_tracking_status("1172452900788-01", "000030711", status)
         request = oms.requests[-1]
     assert request.method == "PUT"
@@ -103,10 +101,19 @@ async def test_user_token_replaces_key_and_token(status: TrackingStatus) -> None
     ],
 )
 async def test_ids_are_sent_as_one_path_segment_each(
-    status: TrackingStatus, order_id: str, invoice: str, raw_segments: tuple[str, str]
+    status: TrackingStatus,
+    order_id: str,
+    invoice: str,
+    raw_segments: tuple[str, str],
+    make_client: ClientFactory,
 ) -> None:
-    """Order ids and invoice numbers are percent-encoded and arrive decoded, unchanged."""
-    async with FakeOMS() as oms, _client(oms) as client:
+    """Order ids and invoice numbers are percent-encoded and arrive decoded, unchanged (a
+    '/' too, for an account that routes it)."""
+    allow_slash = Checks(allow_slash_in_invoice=True)
+    async with (
+        FakeOMS(routes_encoded_slash=True) as oms,
+        make_client(oms, checks=allow_slash) as client,
+    ):
         await client.update_tracking_status(order_id, invoice, status)
         request = oms.requests[-1]
     assert (request.order_id, request.invoice_number) == (order_id, invoice)
@@ -119,10 +126,10 @@ async def test_ids_are_sent_as_one_path_segment_each(
     ("status_code", "cls"), [*ERROR_FOR_STATUS, (422, APIError)]
 )
 async def test_each_status_raises_its_error(
-    status: TrackingStatus, status_code: int, cls: type[APIError]
+    status: TrackingStatus, status_code: int, cls: type[APIError], make_client: ClientFactory
 ) -> None:
     """Every failure status raises its APIError subclass with status, ids and attempts."""
-    async with FakeOMS() as oms, _client(oms, retry=RetryPolicy.disabled()) as client:
+    async with FakeOMS() as oms, make_client(oms, retry=RetryPolicy.disabled()) as client:
         oms.fail_next(1, status_code)
         with pytest.raises(cls) as info:
             await client.update_tracking_status("o-1", "NF-1", status)
@@ -134,9 +141,11 @@ async def test_each_status_raises_its_error(
 
 
 @pytest.mark.parametrize("status_code", [400, 401, 403, 404])
-async def test_client_errors_are_never_retried(status: TrackingStatus, status_code: int) -> None:
+async def test_client_errors_are_never_retried(
+    status: TrackingStatus, status_code: int, make_client: ClientFactory
+) -> None:
     """400, 401, 403 and 404 are answered once, however many attempts the policy allows."""
-    async with FakeOMS() as oms, _client(oms) as client:
+    async with FakeOMS() as oms, make_client(oms) as client:
         oms.fail_next(3, status_code)
         with pytest.raises(APIError):
             await client.update_tracking_status("o", "1", status)
@@ -145,21 +154,23 @@ async def test_client_errors_are_never_retried(status: TrackingStatus, status_co
 
 @pytest.mark.parametrize("status_code", [408, 425, 429, 500, 502, 503, 504])
 async def test_transient_statuses_are_retried_to_success(
-    status: TrackingStatus, status_code: int
+    status: TrackingStatus, status_code: int, make_client: ClientFactory
 ) -> None:
     """Transient statuses are retried; the receipt counts the attempts."""
-    async with FakeOMS() as oms, _client(oms) as client:
+    async with FakeOMS() as oms, make_client(oms) as client:
         oms.fail_next(2, status_code, headers={"Retry-After": "0"})
         receipt = await client.update_tracking_status("o", "1", status)
         assert len(oms.requests) == 3
     assert receipt.attempts == 3
 
 
-async def test_retries_stop_at_max_attempts(status: TrackingStatus) -> None:
+async def test_retries_stop_at_max_attempts(
+    status: TrackingStatus, make_client: ClientFactory
+) -> None:
     """When every attempt fails, the last error is raised with the attempt count."""
     async with (
         FakeOMS() as oms,
-        _client(oms, retry=RetryPolicy(max_attempts=3, initial_backoff=0.001)) as client,
+        make_client(oms, retry=RetryPolicy(max_attempts=3, initial_backoff=0.001)) as client,
     ):
         oms.fail_next(5, 502)
         with pytest.raises(ServerError) as info:
@@ -169,19 +180,23 @@ async def test_retries_stop_at_max_attempts(status: TrackingStatus) -> None:
     assert "after 3 attempts" in str(info.value)
 
 
-async def test_429_with_seconds_retry_after_waits(status: TrackingStatus) -> None:
+async def test_429_with_seconds_retry_after_waits(
+    status: TrackingStatus, make_client: ClientFactory
+) -> None:
     """A 429 with Retry-After: 0.3 delays the next attempt by about that long."""
-    async with FakeOMS() as oms, _client(oms) as client:
+    async with FakeOMS() as oms, make_client(oms) as client:
         oms.fail_next(1, 429, headers={"Retry-After": "0.3"})
         await client.update_tracking_status("o", "1", status)
         first, second = oms.requests[0], oms.requests[1]
     assert second.received_at - first.received_at >= 0.3
 
 
-async def test_429_with_http_date_retry_after_waits(status: TrackingStatus) -> None:
+async def test_429_with_http_date_retry_after_waits(
+    status: TrackingStatus, make_client: ClientFactory
+) -> None:
     """A 429 with an HTTP-date Retry-After waits until that date."""
     when = email.utils.formatdate(time.time() + 2, usegmt=True)
-    async with FakeOMS() as oms, _client(oms) as client:
+    async with FakeOMS() as oms, make_client(oms) as client:
         oms.fail_next(1, 429, headers={"Retry-After": when})
         await client.update_tracking_status("o", "1", status)
         first, second = oms.requests[0], oms.requests[1]
@@ -189,28 +204,34 @@ async def test_429_with_http_date_retry_after_waits(status: TrackingStatus) -> N
     assert 1.0 <= second.received_at - first.received_at <= 3.0
 
 
-async def test_retry_after_is_capped_by_policy(status: TrackingStatus) -> None:
+async def test_retry_after_is_capped_by_policy(
+    status: TrackingStatus, make_client: ClientFactory
+) -> None:
     """A Retry-After beyond max_retry_after is cut to max_retry_after."""
     policy = RetryPolicy(max_attempts=2, max_retry_after=0.1)
-    async with FakeOMS() as oms, _client(oms, retry=policy) as client:
+    async with FakeOMS() as oms, make_client(oms, retry=policy) as client:
         oms.fail_next(1, 429, headers={"Retry-After": "3600"})
         started = time.monotonic()
         await client.update_tracking_status("o", "1", status)
     assert time.monotonic() - started < 2.0
 
 
-async def test_exhausted_429_reports_retry_after(status: TrackingStatus) -> None:
+async def test_exhausted_429_reports_retry_after(
+    status: TrackingStatus, make_client: ClientFactory
+) -> None:
     """The final RateLimitError carries the server's Retry-After."""
-    async with FakeOMS() as oms, _client(oms, retry=RetryPolicy.disabled()) as client:
+    async with FakeOMS() as oms, make_client(oms, retry=RetryPolicy.disabled()) as client:
         oms.fail_next(1, 429, headers={"Retry-After": "7"})
         with pytest.raises(RateLimitError) as info:
             await client.update_tracking_status("o", "1", status)
     assert info.value.retry_after == 7.0
 
 
-async def test_dropped_connection_is_retried(status: TrackingStatus) -> None:
+async def test_dropped_connection_is_retried(
+    status: TrackingStatus, make_client: ClientFactory
+) -> None:
     """A connection closed without an answer is retried (the PUT is idempotent)."""
-    async with FakeOMS() as oms, _client(oms) as client:
+    async with FakeOMS() as oms, make_client(oms) as client:
         oms.drop_next(2)
         receipt = await client.update_tracking_status("o", "1", status)
         assert len(oms.requests) == 3
@@ -220,9 +241,11 @@ async def test_dropped_connection_is_retried(status: TrackingStatus) -> None:
     assert receipt.order_id == "o"
 
 
-async def test_dropped_connections_exhaust_into_transport_error(status: TrackingStatus) -> None:
+async def test_dropped_connections_exhaust_into_transport_error(
+    status: TrackingStatus, make_client: ClientFactory
+) -> None:
     """When every attempt is dropped, TransportError (a ConnectionError) says so."""
-    async with FakeOMS() as oms, _client(oms) as client:
+    async with FakeOMS() as oms, make_client(oms) as client:
         oms.drop_next(10)
         with pytest.raises(TransportError) as info:
             await client.update_tracking_status("o", "1", status)
@@ -244,11 +267,13 @@ async def test_connection_refused_is_a_transport_error(status: TrackingStatus) -
             await client.update_tracking_status("o", "1", status)
 
 
-async def test_slow_server_times_out_within_the_timeout(status: TrackingStatus) -> None:
+async def test_slow_server_times_out_within_the_timeout(
+    status: TrackingStatus, make_client: ClientFactory
+) -> None:
     """A server slower than `timeout` raises TransportTimeoutError (also a TimeoutError)."""
     async with (
         FakeOMS(latency=2.0) as oms,
-        _client(oms, timeout=0.2, retry=RetryPolicy.disabled()) as client,
+        make_client(oms, timeout=0.2, retry=RetryPolicy.disabled()) as client,
     ):
         started = time.monotonic()
         with pytest.raises(TimeoutError) as info:
@@ -258,17 +283,21 @@ async def test_slow_server_times_out_within_the_timeout(status: TrackingStatus) 
     assert elapsed < 1.5
 
 
-async def test_html_200_is_an_unexpected_response(status: TrackingStatus) -> None:
+async def test_html_200_is_an_unexpected_response(
+    status: TrackingStatus, make_client: ClientFactory
+) -> None:
     """A 200 with an HTML login page raises UnexpectedResponseError, not a decoder error."""
-    async with FakeOMS() as oms, _client(oms) as client:
+    async with FakeOMS() as oms, make_client(oms) as client:
         oms.fail_next(1, 200, body="<html><body>Login</body></html>", content_type="text/html")
         with pytest.raises(UnexpectedResponseError, match="HTML"):
             await client.update_tracking_status("o", "1", status)
 
 
-async def test_concurrency_never_exceeds_max_concurrency(status: TrackingStatus) -> None:
+async def test_concurrency_never_exceeds_max_concurrency(
+    status: TrackingStatus, make_client: ClientFactory
+) -> None:
     """However many coroutines call at once, at most max_concurrency are in flight."""
-    async with FakeOMS(latency=0.05) as oms, _client(oms, max_concurrency=3) as client:
+    async with FakeOMS(latency=0.05) as oms, make_client(oms, max_concurrency=3) as client:
         async with anyio.create_task_group() as tg:
             for i in range(15):
                 tg.start_soon(client.update_tracking_status, f"o-{i}", "1", status)
@@ -287,10 +316,12 @@ async def test_borrowed_session_is_not_closed(status: TrackingStatus) -> None:
     assert "x-vtex-api-apptoken" in headers
 
 
-async def test_closed_client_refuses_to_send(status: TrackingStatus) -> None:
+async def test_closed_client_refuses_to_send(
+    status: TrackingStatus, make_client: ClientFactory
+) -> None:
     """After aclose(), calls raise ClientClosedError; aclose() may be repeated."""
     async with FakeOMS() as oms:
-        client = _client(oms)
+        client = make_client(oms)
         await client.update_tracking_status("o", "1", status)
         await client.aclose()
         await client.aclose()
@@ -298,10 +329,12 @@ async def test_closed_client_refuses_to_send(status: TrackingStatus) -> None:
             await client.update_tracking_status("o", "1", status)
 
 
-def test_client_survives_consecutive_asyncio_runs(status: TrackingStatus) -> None:
+def test_client_survives_consecutive_asyncio_runs(
+    status: TrackingStatus, make_client: ClientFactory
+) -> None:
     """A client reused across asyncio.run() calls gets a fresh pool for the new loop."""
     with FakeOMS() as oms:
-        client = _client(oms)
+        client = make_client(oms)
 
         async def call() -> str:
             return (await client.update_tracking_status("o", "1", status)).order_id
@@ -316,11 +349,11 @@ def test_client_survives_consecutive_asyncio_runs(status: TrackingStatus) -> Non
 
 
 async def test_logs_attempts_and_retries_without_secrets(
-    status: TrackingStatus, caplog: pytest.LogCaptureFixture
+    status: TrackingStatus, caplog: pytest.LogCaptureFixture, make_client: ClientFactory
 ) -> None:
     """Debug per attempt, warning per retry, and no credential in any record."""
     caplog.set_level(logging.DEBUG, logger="vtex_tracking")
-    async with FakeOMS() as oms, _client(oms) as client:
+    async with FakeOMS() as oms, make_client(oms) as client:
         oms.fail_next(1, 503, headers={"Retry-After": "0"})
         await client.update_tracking_status("o", "1", status)
     records = [r for r in caplog.records if r.name == "vtex_tracking"]

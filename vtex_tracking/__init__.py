@@ -28,6 +28,7 @@ from ._errors import (
     VtexTrackingError,
 )
 from ._models import (
+    AccountMetrics,
     AccountSummary,
     PushResult,
     PushSummary,
@@ -44,6 +45,7 @@ from ._version import __version__
 __all__ = [
     "APIError",
     "Account",
+    "AccountMetrics",
     "AccountProgress",
     "AccountSummary",
     "Accounts",

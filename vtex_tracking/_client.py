@@ -27,7 +27,14 @@ from ._constants import (
     DEFAULT_TIMEOUT,
 )
 from ._errors import ClientClosedError, ConfigurationError
-from ._models import PushResult, PushSummary, TrackingReceipt, TrackingStatus, TrackingUpdate
+from ._models import (
+    AccountMetrics,
+    PushResult,
+    PushSummary,
+    TrackingReceipt,
+    TrackingStatus,
+    TrackingUpdate,
+)
 from ._pace import AccountPace
 from ._push import PushOptions, start_push
 from ._sender import AccountSender, SharedBudget, tracking_path
@@ -177,6 +184,16 @@ class AsyncTrackingClient:
         """The account that updates without an ``account_name`` go to: this client's own, or
         None for a hub client made by ``from_accounts`` without a default."""
         return self._config.account_name if self._has_default_account else None
+
+    def metrics(self) -> dict[str, AccountMetrics]:
+        """Each account's counters since the client was made (requests, retries, answers by
+        kind, seconds waited for the pace) and its pace now (rate, window, round trip), for a
+        metrics system to read. Single calls and pushes are counted alike. Cheap: call it
+        as often as your scraper likes."""
+        return {
+            name: sender.counters.snapshot(sender.account, sender.pace)
+            for name, sender in list(self._senders.items())
+        }
 
     # -- routing -------------------------------------------------------------------------------
 

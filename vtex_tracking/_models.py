@@ -295,6 +295,37 @@ class AccountSummary:
 
 
 @attrs.frozen
+class AccountMetrics:
+    """One account's counters since the client was made (single calls and pushes alike), and
+    its pace right now: what ``client.metrics()`` returns for a metrics system to read."""
+
+    account: str
+    #: Requests sent (attempts, retries included).
+    requests: int
+    #: Of those, retries of an earlier attempt.
+    retries: int
+    #: Answers 2xx.
+    confirmed: int
+    #: Answers 429 or 503 (VTEX's rate limit or circuit breaker).
+    throttled: int
+    #: Other answers (4xx, 5xx).
+    errors: int
+    #: Attempts that got no answer (connection errors, timeouts, cancellations).
+    no_answer: int
+    #: Seconds single calls and retries waited for their turn in the account's pace.
+    pace_wait_s: float
+    #: Requests in flight now, and how many the account's window allows.
+    in_flight: int
+    window: int
+    #: Requests per second the pace allows now (learned or set); None: no limit.
+    rate: float | None
+    #: Moving average of the account's round trips, in seconds (0: none yet).
+    rtt_s: float
+    #: Whether the account is cooling down after refused credentials.
+    auth_stopped: bool
+
+
+@attrs.frozen
 class PushSummary:
     """Totals of a finished bulk push (``push_all``); ``by_account`` per store."""
 

@@ -39,6 +39,7 @@ from ._constants import (
     WINDOW_HEADROOM,
 )
 from ._errors import AuthCooldownError, ClientClosedError
+from ._telemetry import logger
 from ._throttle import AdaptiveRate, TokenBucket
 
 #: Weight of a new round-trip sample in the moving average.
@@ -284,9 +285,17 @@ class AccountPace:
             if retry_after is not None and retry_after >= ACCOUNT_PAUSE_AFTER:
                 # A long wait means the account is well over its limit: every request of it
                 # waits, not only the one that got the answer.
-                self.bucket.pause_until(
-                    self._clock() + min(retry_after, self._max_retry_after)
-                )
+                pause = min(retry_after, self._max_retry_after)
+                if not self.bucket.paused:
+                    logger.warning(
+                        "account %r: VTEX answered %d with Retry-After %.0f s; pausing all of"
+                        " its requests for %.0f s (others may be sharing its rate limit)",
+                        self.account,
+                        status,
+                        retry_after,
+                        pause,
+                    )
+                self.bucket.pause_until(self._clock() + pause)
             if self.adaptive is not None:
                 self.adaptive.on_throttle()
         elif status == 401 or status == 403:
@@ -295,6 +304,15 @@ class AccountPace:
             self.window = max(1, self.window - 1)
             self._auth_failures += 1
             if self._auth_failures >= AUTH_FAILURES_TO_STOP:
+                if not self.auth_stopped:
+                    logger.warning(
+                        "account %r: VTEX refused its credentials %d times in a row (HTTP %d);"
+                        " its calls fail fast for %.0f s (check the app key and its roles)",
+                        self.account,
+                        self._auth_failures,
+                        status,
+                        self._auth_cooldown,
+                    )
                 self._auth_until = self._clock() + self._auth_cooldown
 
     def _fit_window(self) -> None:

@@ -55,6 +55,7 @@ from ._pace import AccountPace
 from ._progress import AccountProgress, PushProgress, RateMeter
 from ._sender import AccountSender
 from ._stream import PushStream
+from ._telemetry import logger
 from ._throttle import TokenBucket
 
 #: Items read ahead of the senders, per unit of concurrency (capped: see ``_read_ahead``).
@@ -637,6 +638,12 @@ class _Engine:
             f" ({cause})",
             reason="auth",
             cause=cause,
+        )
+        logger.warning(
+            "push: stopped sending to account %r, whose credentials VTEX kept refusing;"
+            " its remaining updates are reported as not sent (%s)",
+            lane.account,
+            cause,
         )
         lane.stats.stopped = "auth"
         lane.room.set()

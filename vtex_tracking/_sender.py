@@ -30,10 +30,9 @@ from ._models import TrackingReceipt, TrackingUpdate
 from ._pace import AccountPace
 from ._retry import retry_after_from_headers, retry_delay
 from ._serde import decode_receipt, encode_status
+from ._telemetry import AccountCounters, logger, start_attempt_span
 from ._throttle import Budget
 from ._transport import RawResponse, Transport
-
-logger = logging.getLogger("vtex_tracking")
 
 _TRACKING_PATH = "/api/oms/pvt/orders/{}/invoice/{}/tracking"
 
@@ -112,6 +111,8 @@ class AccountSender:
         # Redacted from error responses, in case a proxy echoes the request headers back.
         self._secrets = secrets
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: What ``client.metrics()`` reports for this account.
+        self.counters = AccountCounters()
 
     def __repr__(self) -> str:
         return f"AccountSender({self.account!r}, credentials=<redacted>, pace={self.pace!r})"
@@ -156,11 +157,12 @@ class AccountSender:
         policy = self.retry_policy
         attempts = 0
         while True:
+            waited = 0.0
             if not admitted:
-                await self._wait_turn(pace, update, attempts, patient)
+                waited = await self._wait_turn(pace, update, attempts, patient)
             admitted = False
             attempts += 1
-            outcome = await self._attempt(path, body, pace, observer, attempts)
+            outcome = await self._attempt(update, path, body, pace, observer, attempts, waited)
             if isinstance(outcome, TransportError):
                 delay = retry_delay(policy, attempts)
                 if delay is None:
@@ -192,9 +194,10 @@ class AccountSender:
 
     async def _wait_turn(
         self, pace: AccountPace, update: TrackingUpdate, attempts: int, patient: bool
-    ) -> None:
+    ) -> float:
+        """Wait for the pace to admit the next attempt; return the seconds it took."""
         if pace.try_admit():
-            return  # the common case: no one waiting, a token and a place free
+            return 0.0  # the common case: no one waiting, a token and a place free
         timeout = None if patient else self.pace_timeout
         started = time.monotonic()
         try:
@@ -202,30 +205,34 @@ class AccountSender:
         except AuthCooldownError as exc:
             exc.attempts = attempts
             raise
-        if not admitted:
-            waited = time.monotonic() - started
-            sent = (
-                "not sent" if attempts == 0 else f"not retried after {attempts} attempt(s)"
-            )
-            raise PaceTimeoutError(
-                f"{sent}: waited {waited:.1f} s for a turn in account {self.account!r}'s pace"
-                f" (order {update.order_id!r}, invoice {update.invoice_number!r}); throttled"
-                " by the SDK to stay under the account's rate limit, not refused by VTEX"
-                " (raise pace_timeout, or send less at once)",
-                account=self.account,
-                waited=waited,
-                order_id=update.order_id,
-                invoice_number=update.invoice_number,
-                attempts=attempts,
-            )
+        waited = time.monotonic() - started
+        self.counters.pace_wait_s += waited
+        if admitted:
+            return waited
+        sent = (
+            "not sent" if attempts == 0 else f"not retried after {attempts} attempt(s)"
+        )
+        raise PaceTimeoutError(
+            f"{sent}: waited {waited:.1f} s for a turn in account {self.account!r}'s pace"
+            f" (order {update.order_id!r}, invoice {update.invoice_number!r}); throttled"
+            " by the SDK to stay under the account's rate limit, not refused by VTEX"
+            " (raise pace_timeout, or send less at once)",
+            account=self.account,
+            waited=waited,
+            order_id=update.order_id,
+            invoice_number=update.invoice_number,
+            attempts=attempts,
+        )
 
     async def _attempt(
         self,
+        update: TrackingUpdate,
         path: str,
         body: bytes,
         pace: AccountPace,
         observer: AttemptObserver | None,
         attempt: int,
+        waited: float,
     ) -> tuple[RawResponse, float | None] | TransportError:
         """One admitted request under the client-wide budget; the pace (and ``observer``)
         learn its outcome whatever happens, cancellation included, so no slot leaks."""
@@ -236,26 +243,43 @@ class AccountSender:
             except BaseException:
                 pace.release_unused()
                 raise
-        status: int | None = None
+        raw: RawResponse | None = None
         retry_after: float | None = None
+        error: BaseException | None = None
+        counters = self.counters
+        counters.requests += 1
+        if attempt > 1:
+            counters.retries += 1
         if observer is not None:
             observer.attempt_started()
+        span = start_attempt_span(
+            account=self.account,
+            host=self.transport.host,
+            order_id=update.order_id,
+            invoice_number=update.invoice_number,
+            attempt=attempt,
+            pace_wait=waited,
+        )
         started = time.perf_counter()
         try:
             raw = await self.transport.put(path, body)
         except TransportError as exc:
+            error = exc
             return exc
         else:
-            status = raw.status
-            if status == 429 or status == 503:
+            if raw.status == 429 or raw.status == 503:
                 retry_after = retry_after_from_headers(raw.headers)
             return raw, retry_after
         finally:
             elapsed = time.perf_counter() - started
+            status = raw.status if raw is not None else None
             budget.release()
             pace.release(status, retry_after, elapsed)
+            counters.count(status)
             if observer is not None:
                 observer.attempt_finished(status, retry_after)
+            if span is not None:
+                span.end(raw, retry_after, error)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
                     "PUT %s -> %s (attempt %d, %.1f ms)",
@@ -290,7 +314,9 @@ class AccountSender:
 
     @staticmethod
     def _log_retry(path: str, reason: str, attempts: int, delay: float) -> None:
-        logger.warning(
+        # Expected (a 429 handled, a dropped connection retried): INFO, not WARNING, so an
+        # application logging at WARNING sees only what needs a person.
+        logger.info(
             "PUT %s failed with %s on attempt %d; retrying in %.2f s", path, reason, attempts, delay
         )
 

@@ -43,7 +43,14 @@ from ._constants import (
     DEFAULT_TIMEOUT,
 )
 from ._errors import ClientClosedError
-from ._models import PushResult, PushSummary, TrackingReceipt, TrackingStatus, TrackingUpdate
+from ._models import (
+    AccountMetrics,
+    PushResult,
+    PushSummary,
+    TrackingReceipt,
+    TrackingStatus,
+    TrackingUpdate,
+)
 from ._progress import PushProgress, Tally
 from ._stream import PushStream
 
@@ -223,6 +230,10 @@ class TrackingClient:
     def default_account(self) -> str | None:
         """The account that updates without an ``account_name`` go to (None: no default)."""
         return self._async.default_account
+
+    def metrics(self) -> dict[str, AccountMetrics]:
+        """Per-account counters and pace, as ``AsyncTrackingClient.metrics``."""
+        return self._async.metrics()
 
     def __repr__(self) -> str:
         return (

@@ -135,6 +135,11 @@ class TokenBucket:
         if self.on_change is not None:
             self.on_change()
 
+    @property
+    def paused(self) -> bool:
+        """Whether a ``Retry-After`` pause holds every request right now."""
+        return self._clock() < self._paused_until
+
     def pause_until(self, deadline: float) -> None:
         """Hold every request until monotonic time ``deadline`` (a ``Retry-After``)."""
         if deadline > self._paused_until:

@@ -109,6 +109,11 @@ class Transport:
         return self._headers
 
     @property
+    def host(self) -> str:
+        """The host requests go to (for logs and traces)."""
+        return self._display_host
+
+    @property
     def closed(self) -> bool:
         """Whether ``aclose`` was called."""
         return self._closed

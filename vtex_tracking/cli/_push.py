@@ -11,31 +11,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
+import difflib
 import queue
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
-
-import attrs
 
 from vtex_tracking import (
-    Accounts,
-    AsyncTrackingClient,
     ConfigurationError,
     PushResult,
     PushStoppedError,
     PushStream,
-    RetryPolicy,
     TrackingUpdate,
+    ValidationError,
 )
-from vtex_tracking.testing import FakeAccount, FakeOMS
 
+from ._checks import build_checks, describe
+from ._clients import has_registry, open_client
+from ._dates import ISO
 from ._feed import Feed
-from ._readers import InputError, Record, check_inputs, read_inputs
+from ._readers import InputError, ReadOptions, Record, check_inputs, read_inputs
 from ._records import update_record
-from ._report import Console, FailuresFile, Progress, Tally, print_summary
+from ._report import Console, FailuresFile, Progress, Tally
 from ._signals import EXIT_INTERRUPTED, Interrupts
+from ._summary import print_json_error, print_summary
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 #: Seconds the main thread waits for a record before checking for a second Ctrl-C.
@@ -64,6 +61,16 @@ class _Run:
         self.sources: dict[int, str] = {}
         # The store of updates without an accountName (None: there is none), once known.
         self.default_account: str | None = None
+        # --dry-run with many stores: every store the client has credentials for.
+        self.stores: frozenset[str] | None = None
+        # What the client refuses before sending; --dry-run refuses the same.
+        self.checks = build_checks(args)
+
+    def take(self, record: Record) -> None:
+        """Show a record's notice, once, even when quiet; the JSON summary lists it too."""
+        if record.notice is not None:
+            self.console.warn(record.notice)
+            self.tally.notices.append(record.notice)
 
     def malformed(self, record: Record) -> None:
         """A record that could not be read: reported, counted and kept raw."""
@@ -94,9 +101,11 @@ class _Run:
             outcome = "cancelled in flight" if error.in_flight else "not sent"
             self.failed(result.update, source, outcome, str(error), result.account)
             return
-        self.failed(result.update, source, result.outcome, str(error), result.account)
+        # The client's checks name the SDK's fields and options: tell them in the input's.
+        text = describe(error) if isinstance(error, ValidationError) else str(error)
+        self.failed(result.update, source, result.outcome, text, result.account)
         update = result.update
-        self.console.failure(f"{source}: {update.order_id}/{update.invoice_number}: {error}")
+        self.console.failure(f"{source}: {update.order_id}/{update.invoice_number}: {text}")
 
     def stop(self, stream: PushStream) -> None:
         """The first Ctrl-C/SIGTERM, in the event loop: stop sending."""
@@ -125,145 +134,69 @@ class _Updates:
             record = await run.feed.aget()
             if record is None:
                 raise StopAsyncIteration
+            run.take(record)
             if record.update is None:
                 run.malformed(record)
                 continue
             if record.update.account_name is None and run.default_account is None:
-                error = f"accountName: missing, and there is no default account ({_NO_DEFAULT})"
-                run.failed(record.update, record.source, "invalid", error, None)
-                run.console.failure(f"{record.source}: {error}")
+                _refuse(run, record.source, record.update, _no_default(), None)
                 continue
             run.sources[self._index] = record.source
             self._index += 1
             return record.update
 
 
-#: Where a default store comes from, for messages.
-_NO_DEFAULT = "give each line an accountName, or pass --account or set VTEX_ACCOUNT_NAME"
+def _no_default() -> str:
+    return (
+        "accountName: missing, and there is no default account (give each line an accountName,"
+        " or pass --account or set VTEX_ACCOUNT_NAME)"
+    )
 
 
-class _AnySecret(Mapping[str, str]):
-    """An environment in which every variable is set: ``--fake`` reads an accounts file for
-    its store names and limits only, without the secrets its ``*_env`` keys point to (the
-    fake stores get test credentials of their own)."""
-
-    def __getitem__(self, name: str) -> str:
-        return "not-a-secret"
-
-    def __iter__(self) -> Any:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
-
-    def __contains__(self, name: object) -> bool:
-        return True
+def _refuse(
+    run: _Run, source: str, update: TrackingUpdate, error: str, account: str | None
+) -> None:
+    """An update refused before sending (as a push would refuse it): counted, kept, shown."""
+    run.failed(update, source, "invalid", error, account)
+    run.console.failure(f"{source}: {error}")
 
 
-def _registry(args: argparse.Namespace) -> Accounts | None:
-    """The stores of this run: ``--accounts FILE``, else ``VTEX_ACCOUNTS`` (with the
-    ``VTEX_<NAME>_*`` variables), else None (one store)."""
-    listed = os.environ.get("VTEX_ACCOUNTS", "")
-    if args.accounts:
-        registry = Accounts.from_toml(args.accounts, environ=_AnySecret() if args.fake else None)
-    elif listed and args.fake:  # the store names only: the fake stores make their own keys
-        names = [name.strip() for name in listed.split(",") if name.strip()]
-        registry = Accounts.from_mapping({n: {"app_key": "-", "app_token": "-"} for n in names})
-    elif listed:
-        registry = Accounts.from_env()
-    else:
-        return None
-    if args.base_url:  # every store goes there (a proxy, a fake server)
-        moved = {name: attrs.evolve(a, base_url=args.base_url) for name, a in registry.items()}
-        registry = Accounts(moved)
-    return registry
-
-
-@contextlib.asynccontextmanager
-async def _client(args: argparse.Namespace, console: Console) -> AsyncIterator[AsyncTrackingClient]:
-    """The client for this run: VTEX (credentials from options or environment; other stores
-    from ``--accounts``) or, with ``--fake``, an embedded FakeOMS with test credentials."""
-    settings: dict[str, Any] = {"retry": RetryPolicy(max_attempts=args.max_attempts)}
-    if args.concurrency is not None:
-        settings["max_concurrency"] = args.concurrency
-    if args.timeout is not None:
-        settings["timeout"] = args.timeout
-    registry = _registry(args)
-    default = args.account or os.environ.get("VTEX_ACCOUNT_NAME") or None
-    if args.fake:
-        async with _fake(registry, default, settings, console) as client:
-            yield client
+def _dry_check(run: _Run, source: str, update: TrackingUpdate) -> None:
+    """``--dry-run``: refuse what a push would refuse without sending it (a store it has no
+    credentials for, the client's checks), else count it valid (under its store)."""
+    account = update.account_name or run.default_account
+    stores = run.stores
+    if stores is not None and update.account_name is None and run.default_account is None:
+        _refuse(run, source, update, _no_default(), None)
         return
-    if registry is not None and (default is None or default in registry):
-        client = AsyncTrackingClient.from_accounts(registry, default=default, **settings)
-        async with client:
-            yield client
+    if stores is not None and account is not None and account not in stores:
+        close = difflib.get_close_matches(account, sorted(stores), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        error = f"accountName: no credentials for account {account!r}{hint}"
+        _refuse(run, source, update, error, account)
         return
-    options = dict(settings, accounts=registry)
-    for option, name in (
-        ("account", "account_name"),
-        ("environment", "environment"),
-        ("app_key", "app_key"),
-        ("app_token", "app_token"),
-        ("user_token", "user_token"),
-        ("base_url", "base_url"),
-    ):
-        value = getattr(args, option)
-        if value:
-            options[name] = value
-    async with AsyncTrackingClient.from_env(**options) as client:
-        yield client
+    account = account if stores is not None else None
+    try:
+        run.checks.check(update)
+    except ValidationError as exc:
+        _refuse(run, source, update, describe(exc), account)
+        return
+    run.tally.add("valid", ok=True, account=account)
 
 
-@contextlib.asynccontextmanager
-async def _fake(
-    registry: Accounts | None, default: str | None, settings: dict[str, Any], console: Console
-) -> AsyncIterator[AsyncTrackingClient]:
-    """``--fake``: an embedded FakeOMS; with an accounts file, one fake store per account
-    (test credentials, answering 429 past the account's ``rate_limit`` as VTEX would)."""
-    if registry is None:
-        async with FakeOMS() as oms, AsyncTrackingClient(
-            "fake", oms.app_key, oms.app_token, base_url=oms.url, **settings
-        ) as client:
-            console.note(f"--fake: pushing to an embedded fake VTEX at {oms.url}, not to VTEX.")
-            yield client
-        return
-    names = list(registry) + ([default] if default and default not in registry else [])
-    limits = {name: registry.get(name) for name in names}
-    stores = {
-        name: FakeAccount(
-            f"vtexappkey-{name}-fake",
-            f"fake-token-{name}",
-            account.rate_limit if account is not None else None,
-        )
-        for name, account in limits.items()
-    }
-    async with FakeOMS(accounts=stores) as oms:
-        fakes = Accounts.from_mapping(
-            {
-                name: {
-                    "app_key": store.app_key,
-                    "app_token": store.app_token,
-                    "base_url": oms.url,
-                    "rate_limit": getattr(limits[name], "rate_limit", None),
-                    "max_concurrency": getattr(limits[name], "max_concurrency", None),
-                }
-                for name, store in stores.items()
-            }
-        )
-        async with AsyncTrackingClient.from_accounts(
-            fakes, default=default, **settings
-        ) as client:
-            console.note(
-                f"--fake: pushing to {len(stores)} fake stores at {oms.url}, not to VTEX."
-            )
-            yield client
+async def _learn_stores(run: _Run) -> None:
+    """``--dry-run`` with many stores: build the client a push would build (so a bad accounts
+    file, or missing credentials, is the same exit 2), send nothing, note what it can reach."""
+    async with open_client(run.args, run.console) as client:
+        run.default_account = client.default_account
+        run.stores = frozenset([*(client.accounts or ()), client.config.account_name])
+        run.tally.multi_account = client.accounts is not None
 
 
 async def _push(run: _Run) -> None:
     args = run.args
     loop = asyncio.get_running_loop()
-    async with _client(args, run.console) as client:
+    async with open_client(args, run.console) as client:
         run.default_account = client.default_account
         run.tally.multi_account = client.accounts is not None
         run.feed.attach(loop)
@@ -319,6 +252,7 @@ def _drain(run: _Run, *, keep: bool) -> None:
             return
         if record is None:
             return
+        run.take(record)
         if record.update is None:
             run.malformed(record)
         elif keep:
@@ -327,22 +261,32 @@ def _drain(run: _Run, *, keep: bool) -> None:
                 record.update, record.source, "not sent", "not sent: push interrupted", account
             )
         else:
-            tally.add("valid", ok=True)
+            _dry_check(run, record.source, record.update)
+
+
+def _cannot_start(args: argparse.Namespace, console: Console, kind: str, exc: Exception) -> int:
+    """A run that cannot start: the reason on stderr (and as JSON on stdout with ``--json``)."""
+    console.warn(f"vtex-tracking: {exc}")
+    if args.json:
+        print_json_error(kind, str(exc))
+    return EXIT_USAGE
 
 
 def run_push(args: argparse.Namespace, console: Console) -> int:
     """The ``push`` command; returns the exit status."""
     started = time.monotonic()
     try:
-        inputs = check_inputs(args.files, args.format)
+        options = ReadOptions(args.encoding, args.date_format)
+        inputs = check_inputs(args.files, args.format, options)
         failures = FailuresFile(args.failed, args.files)
     except InputError as exc:
-        console.note(f"vtex-tracking: {exc}")
-        return EXIT_USAGE
+        return _cannot_start(args, console, "input", exc)
     with Interrupts() as interrupts:
         run = _Run(args, console, Feed(read_inputs(inputs)), failures, interrupts)
         try:
             if args.dry_run:
+                if has_registry(args):
+                    asyncio.run(_learn_stores(run))
                 run.feed.start()
                 _drain(run, keep=False)
             else:
@@ -351,13 +295,21 @@ def run_push(args: argparse.Namespace, console: Console) -> int:
                     _drain(run, keep=True)
             failures.finish()
         except ConfigurationError as exc:  # raised before anything was read or sent
-            console.note(f"vtex-tracking: {exc}")
-            return EXIT_USAGE
+            return _cannot_start(args, console, "configuration", exc)
         finally:
             run.feed.close()
             failures.close()
         run.tally.interrupted = interrupts.stop_sending
-        print_summary(run.tally, failures, time.monotonic() - started, as_json=args.json)
+        reformatted = args.encoding is not None or args.date_format != ISO
+        print_summary(
+            run.tally,
+            failures,
+            time.monotonic() - started,
+            as_json=args.json,
+            retry_note=" (UTF-8 JSONL, ISO dates: no --encoding or --date-format)"
+            if reformatted
+            else "",
+        )
     if run.tally.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if run.tally.failed == 0 else EXIT_FAILURES

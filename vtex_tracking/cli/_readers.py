@@ -11,6 +11,9 @@ one update, events in file order. Rows of an invoice that come back later in the
 request. They are reported as malformed instead, because each VTEX update replaces the whole
 history and sending them would erase the events sent before. The only memory that grows with
 the file is the set of invoice keys already seen (for that check: about 200 bytes per invoice).
+
+Bytes become text line by line (see ``_encoding``: UTF-8, ``--encoding``, or a cp1252 fallback
+that a record's ``notice`` announces), and dates follow ``--date-format`` (see ``_dates``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import re
 import sys
 from collections.abc import Iterator
 from typing import IO
@@ -28,6 +30,8 @@ import orjson
 
 from vtex_tracking import TrackingEvent, TrackingUpdate
 
+from ._dates import ISO
+from ._encoding import DecodedLines, LineDecoder, visible
 from ._records import RecordError, delivered_date, flag, make_event, make_update, update_from_json
 
 CSV_COLUMNS = (
@@ -42,22 +46,32 @@ CSV_COLUMNS = (
     "accountName",
 )
 _CSV_REQUIRED = CSV_COLUMNS[:6]
-_BOM = b"\xef\xbb\xbf"
-# Bytes that are not UTF-8 survive decoding as lone surrogates (errors="surrogateescape").
-_UNDECODED = re.compile("[\udc80-\udcff]")
 #: A CSV header: its column names and its delimiter.
 _Header = tuple[list[str], str]
-_NOT_UTF8 = "not UTF-8 (byte 0x{:02x}): save the file as UTF-8 ('CSV UTF-8' in Excel)"
+# ASCII whitespace, what bytes.strip() strips: a line of it is blank in any encoding.
+_BLANK = " \t\n\r\x0b\x0c"
 
 
 @attrs.frozen
 class Record:
-    """One input record: an update, or why it could not be read and its raw text."""
+    """One input record: an update, or why it could not be read and its raw text. ``notice``
+    is something to tell the user once, found while reading up to this record (a file read
+    as cp1252)."""
 
     source: str
     update: TrackingUpdate | None = None
     error: str | None = None
     raw: str | None = None
+    notice: str | None = None
+
+
+@attrs.frozen
+class ReadOptions:
+    """How to read every input: ``--encoding`` (None: UTF-8, with the cp1252 fallback) and
+    ``--date-format``."""
+
+    encoding: str | None = None
+    date_format: str = ISO
 
 
 class InputError(Exception):
@@ -70,9 +84,10 @@ class Input:
 
     path: str
     format: str
-    #: stdin as CSV: the text stream, its header (already read and checked), and whether the
-    #: stream is ours to close (see ``open_stdin``).
-    csv_stdin: tuple[io.TextIOWrapper, _Header, bool] | None = attrs.field(
+    options: ReadOptions = ReadOptions()
+    #: stdin as CSV: the byte stream, its lines (the header already read and checked), the
+    #: header, and whether the stream is ours to close (see ``open_stdin``).
+    csv_stdin: tuple[IO[bytes], DecodedLines, _Header, bool] | None = attrs.field(
         default=None, eq=False
     )
 
@@ -94,9 +109,12 @@ def detect_format(path: str, forced: str | None) -> str:
     raise InputError(f"{path}: unknown file type; name it .jsonl or .csv, or pass --format")
 
 
-def check_inputs(paths: list[str], forced: str | None) -> list[Input]:
+def check_inputs(
+    paths: list[str], forced: str | None, options: ReadOptions | None = None
+) -> list[Input]:
     """Check every input before anything is sent: a typo in the last file name, or a CSV
     without the needed columns, must not surface in the middle of a push."""
+    options = options or ReadOptions()
     if paths.count("-") > 1:
         raise InputError("-: stdin can be read only once")
     inputs = []
@@ -105,22 +123,22 @@ def check_inputs(paths: list[str], forced: str | None) -> list[Input]:
         if path == "-" and fmt == "csv":
             # Read stdin's header now (it waits for the first line): a bad one is exit 2.
             raw, owned = open_stdin()
-            stream = _text(raw)
-            inputs.append(Input(path, fmt, (stream, _csv_header(stream, "<stdin>"), owned)))
+            lines = _text(raw, options.encoding)
+            header = _csv_header(lines, "<stdin>")
+            inputs.append(Input(path, fmt, options, (raw, lines, header, owned)))
             continue
         if path != "-":
             with _open(path) as raw:
                 if fmt == "csv":
-                    with _text(raw) as text:
-                        _csv_header(text, path)
-        inputs.append(Input(path, fmt))
+                    _csv_header(_text(raw, options.encoding), path)
+        inputs.append(Input(path, fmt, options))
     return inputs
 
 
-def _text(stream: IO[bytes]) -> io.TextIOWrapper:
-    # utf-8-sig drops a BOM; bytes that are not UTF-8 become lone surrogates, so that one bad
-    # row is reported (see _rows) instead of a UnicodeDecodeError ending the whole file.
-    return io.TextIOWrapper(stream, "utf-8-sig", "surrogateescape", newline="")
+def _text(stream: IO[bytes], encoding: str | None = None) -> DecodedLines:
+    # Bytes that cannot be decoded become lone surrogates, so that one bad row is reported
+    # (see _rows) instead of a UnicodeDecodeError ending the whole file.
+    return DecodedLines(stream, LineDecoder(encoding))
 
 
 def open_stdin() -> tuple[IO[bytes], bool]:
@@ -154,60 +172,63 @@ def read_inputs(inputs: list[Input]) -> Iterator[Record]:
 
 
 def _read_one(item: Input) -> Iterator[Record]:
+    date_format = item.options.date_format
     if item.csv_stdin is not None:
-        text, header, owned = item.csv_stdin
+        raw, lines, header, owned = item.csv_stdin
         try:
-            yield from read_csv(text, item.name, header)
+            yield from read_csv(lines, item.name, header, date_format)
         finally:
             if owned:
-                text.close()
-            else:
-                text.detach()  # leave the process's stdin open for others
+                raw.close()  # the process's own stdin stays open for others
     elif item.path == "-":
         stream, owned = open_stdin()
         try:
-            yield from read_jsonl(stream, item.name)
+            yield from read_jsonl(stream, item.name, item.options)
         finally:
             if owned:
                 stream.close()
     elif item.format == "csv":
-        with _text(_open(item.path)) as text:
-            yield from read_csv(text, item.name)
+        with _open(item.path) as stream:
+            yield from read_csv(_text(stream, item.options.encoding), item.name, None, date_format)
     else:
         with _open(item.path) as stream:
-            yield from read_jsonl(stream, item.name)
+            yield from read_jsonl(stream, item.name, item.options)
 
 
-def read_jsonl(stream: IO[bytes], name: str) -> Iterator[Record]:
+def read_jsonl(
+    stream: IO[bytes], name: str, options: ReadOptions | None = None
+) -> Iterator[Record]:
     """One record per non-blank line of a JSONL stream."""
-    for number, line in enumerate(stream, start=1):
-        if number == 1 and line.startswith(_BOM):
-            line = line[len(_BOM) :]
-        if not line.strip():
+    options = options or ReadOptions()
+    lines = _text(stream, options.encoding)
+    for line in lines:
+        if not line.strip(_BLANK):
             continue
-        source = f"{name}:{number}"
-        try:
-            text = line.decode("utf-8").rstrip("\r\n")
-        except UnicodeDecodeError as exc:
-            raw = line.decode("utf-8", "backslashreplace").rstrip("\r\n")
-            yield Record(source, error=_NOT_UTF8.format(line[exc.start]), raw=raw)
+        source = f"{name}:{lines.number}"
+        text = line.rstrip("\r\n")
+        notice = lines.decoder.notice(name)
+        problem = lines.decoder.problem(lines.number, lines.number)
+        if problem is not None:
+            yield Record(source, error=problem, raw=visible(text), notice=notice)
             continue
         try:
-            update = update_from_json(orjson.loads(text))
+            update = update_from_json(orjson.loads(text), options.date_format)
         except orjson.JSONDecodeError as exc:
             reason = f"not valid JSON ({exc.msg} at column {exc.colno})"
-            yield Record(source, error=reason, raw=text)
+            yield Record(source, error=reason, raw=text, notice=notice)
         except RecordError as exc:
-            yield Record(source, error=str(exc), raw=text if exc.raw is None else exc.raw)
+            raw = text if exc.raw is None else exc.raw
+            yield Record(source, error=str(exc), raw=raw, notice=notice)
         else:
-            yield Record(source, update=update)
+            yield Record(source, update=update, notice=notice)
 
 
-def _csv_header(stream: IO[str], name: str) -> _Header:
+def _csv_header(lines: DecodedLines, name: str) -> _Header:
     """The column names and the delimiter: ``,``, or ``;`` as Excel writes in Brazil."""
-    line = stream.readline()
-    if _UNDECODED.search(line):
-        raise InputError(f"{name}:1: the header is not UTF-8; save the file as UTF-8")
+    line = next(lines, "")
+    problem = lines.decoder.problem(1, 1)
+    if problem is not None:
+        raise InputError(f"{name}:1: the header is {problem}")
     delimiter = ";" if line.count(";") > line.count(",") else ","
     columns = [c.strip() for c in next(csv.reader([line], delimiter=delimiter), [])]
     missing = [c for c in _CSV_REQUIRED if c not in columns]
@@ -232,9 +253,9 @@ class _Row:
     error: str | None = None
 
 
-def _rows(stream: IO[str], name: str, header: _Header | None) -> Iterator[_Row]:
-    columns, delimiter = header or _csv_header(stream, name)
-    reader = csv.reader(stream, delimiter=delimiter)
+def _rows(lines: DecodedLines, name: str, header: _Header | None) -> Iterator[_Row]:
+    columns, delimiter = header or _csv_header(lines, name)
+    reader = csv.reader(lines, delimiter=delimiter)
     writer_buffer = io.StringIO()
     writer = csv.writer(writer_buffer, delimiter=delimiter, lineterminator="")
     order_at, invoice_at = columns.index("orderId"), columns.index("invoiceNumber")
@@ -247,10 +268,11 @@ def _rows(stream: IO[str], name: str, header: _Header | None) -> Iterator[_Row]:
         except StopIteration:
             return
         except csv.Error as exc:
-            end = reader.line_num + 1  # the header was read before the reader started
+            end = lines.number
+            lines.decoder.problem(start, end)  # the CSV error is the one reported
             yield _Row(start, end, None, None, "", f"unreadable CSV ({exc})")
             continue
-        end = reader.line_num + 1
+        end = lines.number
         if not cells:
             continue
         writer_buffer.seek(0)
@@ -267,10 +289,10 @@ def _rows(stream: IO[str], name: str, header: _Header | None) -> Iterator[_Row]:
             key = (cells[order_at], cells[invoice_at], account)
         # A row with a wrong number of cells is kept, mapped as far as it goes, to report it.
         row = _Row(start, end, key, dict(zip(columns, cells, strict=False)), text)
-        undecoded = _UNDECODED.search(text)
-        if undecoded:
-            row.error = _NOT_UTF8.format(ord(undecoded[0]) - 0xDC00)
-            row.text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        problem = lines.decoder.problem(start, end)
+        if problem is not None:
+            row.error = problem
+            row.text = visible(text)
         elif len(cells) != len(columns):
             row.error = f"expected {len(columns)} columns, got {len(cells)}" + (
                 f" (quote fields that contain '{delimiter}')" if len(cells) > len(columns) else ""
@@ -279,32 +301,38 @@ def _rows(stream: IO[str], name: str, header: _Header | None) -> Iterator[_Row]:
 
 
 def read_csv(
-    stream: IO[str], name: str, header: _Header | None = None
+    lines: DecodedLines, name: str, header: _Header | None = None, date_format: str = ISO
 ) -> Iterator[Record]:
     """One record per invoice: its consecutive rows, as events in file order. ``header`` is
     given when the header line was already read (stdin)."""
     group: list[_Row] = []
     repeated: str | None = None  # where the group's invoice had rows before, if it did
     seen: dict[tuple[str, str, str], str] = {}
-    for row in _rows(stream, name, header):
+
+    def record(rows: list[_Row], repeated: str | None) -> Record:
+        found = _record(rows, name, repeated, date_format)
+        notice = lines.decoder.notice(name)
+        return found if notice is None else attrs.evolve(found, notice=notice)
+
+    for row in _rows(lines, name, header):
         if row.key is None:  # no invoice to attach it to: reported on its own, in file order
             if group:
-                yield _record(group, name, repeated)
+                yield record(group, repeated)
                 group = []
-            yield _record([row], name, None)
+            yield record([row], None)
             continue
         if group and row.key != group[0].key:
-            yield _record(group, name, repeated)
+            yield record(group, repeated)
             group = []
         if not group:
             repeated = seen.get(row.key)
             seen.setdefault(row.key, f"{name}:{row.start}")
         group.append(row)
     if group:
-        yield _record(group, name, repeated)
+        yield record(group, repeated)
 
 
-def _record(group: list[_Row], name: str, repeated: str | None) -> Record:
+def _record(group: list[_Row], name: str, repeated: str | None, date_format: str) -> Record:
     first, last = group[0].start, group[-1].end
     source = f"{name}:{first}" if first == last else f"{name}:{first}-{last}"
     raw = "\n".join(row.text for row in group)
@@ -314,12 +342,12 @@ def _record(group: list[_Row], name: str, repeated: str | None) -> Record:
                 f"this invoice already had rows at {repeated}: keep an invoice's rows together,"
                 " because each update replaces the whole history at VTEX"
             )
-        return Record(source, update=_group_update(group))
+        return Record(source, update=_group_update(group, date_format))
     except RecordError as exc:
         return Record(source, error=str(exc), raw=raw)
 
 
-def _group_update(group: list[_Row]) -> TrackingUpdate:
+def _group_update(group: list[_Row], date_format: str) -> TrackingUpdate:
     events: list[TrackingEvent] = []
     is_delivered: bool | None = None
     delivered: str | None = None
@@ -329,13 +357,13 @@ def _group_update(group: list[_Row]) -> TrackingUpdate:
             raise RecordError(f"{at}{row.error}")
         cells = row.cells
         try:
-            events.append(
-                make_event(cells["city"], cells["state"], cells["description"], cells["date"], "")
-            )
+            city, state, description = cells["city"], cells["state"], cells["description"]
+            events.append(make_event(city, state, description, cells["date"], "", date_format))
             # The invoice's state is the last one its rows give (often only the delivery row).
             row_delivered = flag(cells.get("isDelivered", ""))
             is_delivered = is_delivered if row_delivered is None else row_delivered
-            delivered = delivered_date(cells.get("deliveredDate") or None) or delivered
+            when = cells.get("deliveredDate") or None
+            delivered = delivered_date(when, date_format=date_format) or delivered
         except RecordError as exc:
             raise RecordError(f"{at}{exc}") from None
     assert group[0].key is not None

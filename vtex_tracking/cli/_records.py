@@ -8,7 +8,9 @@ given", and know nothing of input field names. A file is where typos live, so th
 * strict JSON types: ``"invoiceNumber": 30700`` is refused rather than turned into "30700"
   (the leading zeros of ``000030700`` were already lost);
 * VTEX's date formats: event ``date`` as ``YYYY-MM-DD`` (or a full ISO 8601 date and time) and
-  ``deliveredDate`` as ``YYYY-MM-DD hh:mm``; ``04/11/2026`` is ambiguous and refused;
+  ``deliveredDate`` as ``YYYY-MM-DD hh:mm``; ``04/11/2026`` is ambiguous and refused, unless
+  the run says ``--date-format dd/mm/yyyy`` (see ``_dates``), when day-first dates are turned
+  into those forms;
 * errors named by input field (``events[2].city``), never by model attribute.
 """
 
@@ -21,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vtex_tracking import TrackingEvent, TrackingStatus, TrackingUpdate, ValidationError
+
+from ._dates import ISO, DateError, day_first
 
 #: Fields of one JSONL update. ``error``, ``raw`` and ``source`` are what a failures file adds;
 #: they are ignored so that a failures file can be pushed again as it is.
@@ -98,8 +102,11 @@ def _valid_day(text: str, where: str, expected: str) -> None:
         raise RecordError(f"{where}: {text!r} is not a real date (expected {expected})") from None
 
 
-def event_date(value: str, where: str) -> str:
-    """Check an event date is ``YYYY-MM-DD`` (or ISO 8601 with a time); returned as given."""
+def event_date(value: str, where: str, date_format: str = ISO) -> str:
+    """Check an event date is ``YYYY-MM-DD`` (or ISO 8601 with a time) and return it as given;
+    with ``date_format`` ``dd/mm/yyyy``, a day-first date returned in ISO form."""
+    if date_format != ISO:
+        value = _day_first(value, where, with_time=False)
     match = _EVENT_DATE.match(value)
     if match is None:
         raise RecordError(f"{where}: expected YYYY-MM-DD, got {value!r}")
@@ -107,15 +114,27 @@ def event_date(value: str, where: str) -> str:
     return value
 
 
-def delivered_date(value: str | None, where: str = "deliveredDate") -> str | None:
-    """Check ``deliveredDate`` is ``YYYY-MM-DD hh:mm`` (VTEX's format); empty means none."""
+def delivered_date(
+    value: str | None, where: str = "deliveredDate", date_format: str = ISO
+) -> str | None:
+    """Check ``deliveredDate`` is ``YYYY-MM-DD hh:mm`` (VTEX's format), or with ``date_format``
+    ``dd/mm/yyyy``, ``dd/mm/yyyy hh:mm`` (returned in VTEX's format); empty means none."""
     if value is None or value == "":
         return None
+    if date_format != ISO:
+        value = _day_first(value, where, with_time=True)
     match = _DELIVERED_DATE.match(value)
     if match is None:
         raise RecordError(f"{where}: expected 'YYYY-MM-DD hh:mm', got {value!r}")
     _valid_day(match[1], where, "'YYYY-MM-DD hh:mm'")
     return value
+
+
+def _day_first(value: str, where: str, *, with_time: bool) -> str:
+    try:
+        return day_first(value, with_time=with_time)
+    except DateError as exc:
+        raise RecordError(f"{where}: {exc}") from None
 
 
 def flag(value: str, where: str = "isDelivered") -> bool | None:
@@ -128,9 +147,11 @@ def flag(value: str, where: str = "isDelivered") -> bool | None:
     raise RecordError(f"{where}: expected true or false, got {value!r}")
 
 
-def make_event(city: str, state: str, description: str, date: str, where: str) -> TrackingEvent:
-    """One event, its errors named ``<where>city`` and so on."""
-    event_date(date, f"{where}date")
+def make_event(
+    city: str, state: str, description: str, date: str, where: str, date_format: str = ISO
+) -> TrackingEvent:
+    """One event, its errors named ``<where>city`` and so on; ``date`` in ``date_format``."""
+    date = event_date(date, f"{where}date", date_format)
     try:
         return TrackingEvent(city, state, description, date)
     except ValidationError as exc:
@@ -157,11 +178,11 @@ def make_update(
         raise RecordError(f"{_INPUT_NAMES.get(name, name)}: {exc.problem}") from None
 
 
-def update_from_json(doc: object) -> TrackingUpdate:
+def update_from_json(doc: object, date_format: str = ISO) -> TrackingUpdate:
     """Build an update from one JSONL object: ``orderId``, ``invoiceNumber`` and VTEX's body
-    fields. ``isDelivered`` (absent: false) and ``deliveredDate`` (absent: null) are optional,
-    as in the SDK's ``TrackingStatus``; so is ``accountName`` (absent or null: the run's
-    default account)."""
+    fields, dates in ``date_format``. ``isDelivered`` (absent: false) and ``deliveredDate``
+    (absent: null) are optional, as in the SDK's ``TrackingStatus``; so is ``accountName``
+    (absent or null: the run's default account)."""
     if not isinstance(doc, dict):
         hint = " (JSONL is one object per line, not a JSON array)" if isinstance(doc, list) else ""
         raise RecordError(f"expected a JSON object, got {json_type(doc)}{hint}")
@@ -197,13 +218,13 @@ def update_from_json(doc: object) -> TrackingUpdate:
             raise RecordError(f"events[{n}]: expected an object, got {json_type(item)}")
         check_names(list(item), EVENT_FIELDS, where)
         city, state, description, date = (_string(item, name, where) for name in EVENT_FIELDS)
-        events.append(make_event(city, state, description, date, where))
+        events.append(make_event(city, state, description, date, where, date_format))
     return make_update(
         order_id,
         invoice_number,
         events,
         bool(is_delivered),
-        delivered_date(delivered),
+        delivered_date(delivered, date_format=date_format),
         account_name,
     )
 

@@ -1,11 +1,10 @@
-"""What ``push`` shows and writes: messages and progress on stderr, the failures file, and the
-summary on stdout."""
+"""What ``push`` shows and writes while it runs: messages and progress on stderr, and the
+failures file. (The summary at the end is ``_summary``'s.)"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import os
 import re
@@ -31,28 +30,40 @@ PLAIN_PROGRESS_EVERY = 2.0
 BAR_REFRESH_EVERY = 0.2
 #: Failures echoed on stderr one by one (all of them with -v); all are in the failures file.
 MAX_FAILURES_SHOWN = 20
-#: Stores listed in the human summary (those with the most failures first); --json has all.
-MAX_ACCOUNTS_SHOWN = 20
 
 
 class Console:
-    """Every line written to stderr goes through here, so messages never tear the bar."""
+    """Every line written to stderr goes through here, so messages never tear the bar.
 
-    def __init__(self, *, verbose: bool) -> None:
+    ``quiet`` (``-q``, for cron) keeps only what a person must act on: ``warn`` lines and
+    errors; notes and failures one by one are dropped (failures are all in the failures file,
+    which the summary names).
+    """
+
+    def __init__(self, *, verbose: bool, quiet: bool = False) -> None:
         self.verbose = verbose
+        self.quiet = quiet
         self.bar: tqdm[Any] | None = None
         self._failures_shown = 0
 
     def note(self, text: str) -> None:
-        """Write one line to stderr."""
+        """Write one line to stderr, unless quiet."""
+        if not self.quiet:
+            self.warn(text)
+
+    def warn(self, text: str) -> None:
+        """Write one line to stderr, even when quiet."""
         if self.bar is not None:
             self.bar.write(text, file=sys.stderr)
         else:
             print(text, file=sys.stderr, flush=True)
 
     def failure(self, text: str) -> None:
-        """Report one failed record, up to ``MAX_FAILURES_SHOWN`` of them unless verbose."""
+        """Report one failed record, up to ``MAX_FAILURES_SHOWN`` of them unless verbose;
+        none when quiet."""
         self._failures_shown += 1
+        if self.quiet:
+            return
         if self.verbose or self._failures_shown <= MAX_FAILURES_SHOWN:
             self.note(text)
         elif self._failures_shown == MAX_FAILURES_SHOWN + 1:
@@ -69,7 +80,7 @@ class ConsoleLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.console.note(self.format(record))
+            self.console.warn(self.format(record))
         except Exception:
             self.handleError(record)
 
@@ -124,6 +135,8 @@ class Tally:
     multi_account: bool = False
     #: Per store, for updates whose store is known (not for malformed records).
     accounts: dict[str, AccountTally] = attrs.field(factory=dict)
+    #: What the reading told the user once (a file read as cp1252), for the JSON summary.
+    notices: list[str] = attrs.field(factory=list)
 
     @property
     def failed(self) -> int:
@@ -154,7 +167,8 @@ class Tally:
 
 
 class Progress:
-    """A tqdm bar on a terminal; otherwise a plain line every ``PLAIN_PROGRESS_EVERY`` seconds.
+    """A tqdm bar on a terminal; otherwise a plain line every ``PLAIN_PROGRESS_EVERY`` seconds;
+    nothing at all when the console is quiet.
 
     Refreshed by a timer rather than per result, so that it keeps moving (and showing the
     throttled pace) when results are slow to come, as during a long ``Retry-After``.
@@ -165,12 +179,14 @@ class Progress:
         self._tally = tally
         self._counters = counters
         self._bar: tqdm[Any] | None = None
-        if sys.stderr.isatty():
+        if sys.stderr.isatty() and not console.quiet:
             self._bar = tqdm(unit=" updates", file=sys.stderr, dynamic_ncols=True)
             console.bar = self._bar
 
     async def run(self) -> None:
-        """Refresh until cancelled."""
+        """Refresh until cancelled (at once when quiet)."""
+        if self._console.quiet:
+            return
         every = BAR_REFRESH_EVERY if self._bar is not None else PLAIN_PROGRESS_EVERY
         while True:
             await asyncio.sleep(every)
@@ -278,87 +294,3 @@ def default_stem(first_input: str) -> str:
     if first_input == "-":
         return "stdin"
     return re.sub(r"\.failed(-\d+)?$", "", Path(first_input).stem) or "input"
-
-
-def print_summary(tally: Tally, failures: FailuresFile, elapsed: float, *, as_json: bool) -> None:
-    """The human summary on stdout; with ``as_json``, then one JSON line for machines."""
-    rate = tally.succeeded / elapsed if elapsed > 0 else 0.0
-    if tally.dry_run:
-        print(
-            f"Dry run: {tally.total} updates read in {elapsed:.1f} s: {tally.succeeded} valid,"
-            f" {tally.failed} malformed. Nothing was sent."
-        )
-    else:
-        head = "Interrupted" if tally.interrupted else "Done"
-        print(
-            f"{head}: {tally.total} updates in {elapsed:.1f} s: {tally.succeeded} succeeded,"
-            f" {tally.failed} failed ({rate:.1f} updates/s)."
-        )
-        print(f"  requests: {tally.requests}, throttled (429/503): {tally.throttled}")
-    if tally.outcomes:
-        counts = ", ".join(f"{k}: {v}" for k, v in sorted(tally.outcomes.items()))
-        print(f"  by outcome: {counts}")
-    if tally.multi_account and tally.accounts:
-        _print_accounts(tally)
-    if tally.stopped_for_auth:
-        stopped = sorted(
-            name
-            for name, account_tally in tally.accounts.items()
-            if account_tally.stopped == "auth"
-        )
-        whose = f" of {', '.join(stopped)}" if tally.multi_account and stopped else ""
-        print(
-            f"  VTEX kept refusing the credentials{whose} (401/403), so the push stopped sending"
-            " to that store: check the app key and token, and that the key has the"
-            " 'Notify invoice' resource."
-        )
-    if failures.count:
-        print(
-            f"  failed: {failures.count} record{'' if failures.count == 1 else 's'} in"
-            f" {failures.path};"
-            f" retry them with: vtex-tracking push {failures.path}"
-        )
-    if tally.reading_stopped:
-        where = f"after {tally.unread_after}" if tally.unread_after else "from the start"
-        print(f"  NOT read, and not in the failures file: the input {where}.")
-    if as_json:
-        summary = {
-            "total": tally.total,
-            "succeeded": tally.succeeded,
-            "failed": tally.failed,
-            "elapsed_s": round(elapsed, 3),
-            "by_outcome": dict(sorted(tally.outcomes.items())),
-            "requests": tally.requests,
-            "throttled": tally.throttled,
-            "failures_file": failures.path if failures.count else None,
-            "dry_run": tally.dry_run,
-            "interrupted": tally.interrupted,
-            "unread_after": tally.unread_after if tally.reading_stopped else None,
-            "by_account": {name: tally.accounts[name].as_json() for name in sorted(tally.accounts)},
-        }
-        print(json.dumps(summary, ensure_ascii=False))
-
-
-def _print_accounts(tally: Tally) -> None:
-    """One line per store: all of them, or the ``MAX_ACCOUNTS_SHOWN`` with most failures."""
-    names = sorted(tally.accounts)
-    if len(names) > MAX_ACCOUNTS_SHOWN:
-        names = sorted(names, key=lambda n: (-tally.accounts[n].failed, n))[:MAX_ACCOUNTS_SHOWN]
-    print(f"  by account ({len(tally.accounts)}):")
-    for name in names:
-        account_tally = tally.accounts[name]
-        rate = (
-            account_tally.succeeded / account_tally.elapsed_s
-            if account_tally.elapsed_s > 0
-            else 0.0
-        )
-        stopped = ", stopped: credentials refused" if account_tally.stopped == "auth" else ""
-        t = account_tally
-        print(
-            f"    {name}: {t.total} updates, {t.succeeded} succeeded, {t.failed}"
-            f" failed, {t.requests} requests, {t.throttled} throttled,"
-            f" {rate:.1f} updates/s{stopped}"
-        )
-    hidden = len(tally.accounts) - len(names)
-    if hidden:
-        print(f"    ... and {hidden} more accounts with fewer failures (all of them in --json)")

@@ -1,0 +1,178 @@
+"""What the SDK tells observers: its logger, OpenTelemetry spans, and per-account counters.
+
+* Logging (the HOWTO for libraries): one ``vtex_tracking`` logger with a ``NullHandler``, so
+  nothing is printed unless the application configures logging. DEBUG: every attempt. INFO:
+  expected events (a retry). WARNING: what a person must act on (an account paused by a long
+  ``Retry-After``, credentials refused again and again, a push that stopped an account).
+* Tracing: when ``opentelemetry-api`` is installed and the application has set a tracer
+  provider, each attempt is a CLIENT span named as the HTTP conventions ask
+  (``PUT /api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}/tracking``), with the account,
+  the attempt, the time it waited for the account's pace, the status and the request id.
+  Never credentials, headers or bodies. Without a provider nothing is created at all.
+* Counters: plain integers per account, bumped by the sender, read through
+  ``client.metrics()`` by whatever metrics system the application runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ._errors import find_request_id
+from ._models import AccountMetrics
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._pace import AccountPace
+    from ._transport import RawResponse
+
+__all__ = ["AccountCounters", "AttemptSpan", "logger", "start_attempt_span"]
+
+logger = logging.getLogger("vtex_tracking")
+logger.addHandler(logging.NullHandler())
+
+try:
+    from opentelemetry import trace as _trace
+except ImportError:  # tracing is optional: ``pip install vtex-tracking[otel]``
+    _trace = None  # type: ignore[assignment]
+
+URL_TEMPLATE = "/api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}/tracking"
+SPAN_NAME = f"PUT {URL_TEMPLATE}"
+
+_tracer: Any = None
+
+
+def _current_tracer() -> Any:
+    """Our tracer once the application has set a tracer provider; None before (and without
+    opentelemetry), so an untraced request pays one check, not a no-op span."""
+    global _tracer
+    if _tracer is None and _trace is not None:
+        provider = _trace.get_tracer_provider()
+        if not isinstance(provider, _trace.ProxyTracerProvider):
+            _tracer = provider.get_tracer("vtex_tracking", __version__)
+    return _tracer
+
+
+class AttemptSpan:
+    """One attempt's span: started before the request, ended with its outcome."""
+
+    __slots__ = ("_activation", "_span")
+
+    def __init__(self, span: Any) -> None:
+        self._span = span
+        # The span is current while the request runs, so spans of instrumented HTTP
+        # libraries (aiohttp's, if the application enabled it) nest under it.
+        self._activation = _trace.use_span(span, end_on_exit=False) if _trace else None
+        if self._activation is not None:
+            self._activation.__enter__()
+
+    def end(
+        self,
+        raw: RawResponse | None,
+        retry_after: float | None,
+        error: BaseException | None,
+    ) -> None:
+        """Record the outcome (status, request id, error type) and end the span."""
+        if self._activation is not None:
+            self._activation.__exit__(None, None, None)
+        span = self._span
+        if raw is not None:
+            span.set_attribute("http.response.status_code", raw.status)
+            request_id = find_request_id(raw.headers)
+            if request_id is not None:
+                span.set_attribute("vtex.request_id", request_id)
+            if retry_after is not None:
+                span.set_attribute("vtex.retry_after_s", retry_after)
+            if raw.status >= 400:
+                span.set_attribute("error.type", str(raw.status))
+                span.set_status(_trace.StatusCode.ERROR)
+        else:
+            kind = type(error).__name__ if error is not None else "cancelled"
+            span.set_attribute("error.type", kind)
+            span.set_status(_trace.StatusCode.ERROR, kind)
+        span.end()
+
+
+def start_attempt_span(
+    *,
+    account: str,
+    host: str,
+    order_id: str,
+    invoice_number: str,
+    attempt: int,
+    pace_wait: float,
+) -> AttemptSpan | None:
+    """A span for one attempt, or None when no tracer provider is set."""
+    tracer = _current_tracer()
+    if tracer is None:
+        return None
+    attributes: dict[str, Any] = {
+        "http.request.method": "PUT",
+        "url.template": URL_TEMPLATE,
+        "server.address": host,
+        "vtex.account": account,
+        "vtex.order_id": order_id,
+        "vtex.invoice_number": invoice_number,
+        "vtex.attempt": attempt,
+        "vtex.pace.wait_s": pace_wait,
+    }
+    if attempt > 1:
+        attributes["http.request.resend_count"] = attempt - 1
+    span = tracer.start_span(
+        SPAN_NAME,
+        kind=_trace.SpanKind.CLIENT,
+        attributes=attributes,
+    )
+    return AttemptSpan(span)
+
+
+class AccountCounters:
+    """One account's running totals, kept by its sender (plain ints: one add per event)."""
+
+    __slots__ = (
+        "confirmed",
+        "errors",
+        "no_answer",
+        "pace_wait_s",
+        "requests",
+        "retries",
+        "throttled",
+    )
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.retries = 0
+        self.confirmed = 0
+        self.throttled = 0
+        self.errors = 0
+        self.no_answer = 0
+        self.pace_wait_s = 0.0
+
+    def count(self, status: int | None) -> None:
+        """One attempt ended with HTTP ``status`` (None: no answer, or cancelled)."""
+        if status is None:
+            self.no_answer += 1
+        elif 200 <= status < 300:
+            self.confirmed += 1
+        elif status == 429 or status == 503:
+            self.throttled += 1
+        else:
+            self.errors += 1
+
+    def snapshot(self, account: str, pace: AccountPace) -> AccountMetrics:
+        """The totals and the pace's current state, as one immutable value."""
+        return AccountMetrics(
+            account=account,
+            requests=self.requests,
+            retries=self.retries,
+            confirmed=self.confirmed,
+            throttled=self.throttled,
+            errors=self.errors,
+            no_answer=self.no_answer,
+            pace_wait_s=self.pace_wait_s,
+            in_flight=pace.in_flight,
+            window=pace.window,
+            rate=pace.bucket.rate,
+            rtt_s=pace.rtt,
+            auth_stopped=pace.auth_stopped,
+        )
