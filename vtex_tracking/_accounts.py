@@ -29,6 +29,15 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 _ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _SECRETS = ("app_token", "user_token")
+#: An account's settings other than its credentials.
+_SETTINGS = (
+    "environment",
+    "base_url",
+    "rate_limit",
+    "adaptive",
+    "max_concurrency",
+    "allow_slash_in_invoice",
+)
 _KEYS = (
     "app_key",
     "app_key_env",
@@ -36,11 +45,7 @@ _KEYS = (
     "app_token_env",
     "user_token",
     "user_token_env",
-    "environment",
-    "base_url",
-    "rate_limit",
-    "adaptive",
-    "max_concurrency",
+    *_SETTINGS,
 )
 #: Environment variable listing the accounts for ``Accounts.from_env``.
 ENV_ACCOUNTS = "VTEX_ACCOUNTS"
@@ -53,6 +58,8 @@ class Account:
     ``rate_limit`` caps its requests per second (None: the client's; learned from 429s
     when ``adaptive``); ``adaptive`` (None: the client's) learns its limit from 429/503;
     ``max_concurrency`` caps its requests in flight (None: the client's ``max_concurrency``).
+    ``allow_slash_in_invoice`` (None: the client's ``Checks``) sends invoice numbers with
+    ``/`` to this store, for the accounts whose OMS routes them.
     """
 
     name: str
@@ -62,6 +69,7 @@ class Account:
     rate_limit: float | None = None
     max_concurrency: int | None = None
     adaptive: bool | None = None
+    allow_slash_in_invoice: bool | None = None
 
 
 class Accounts(Mapping[str, Account]):
@@ -92,7 +100,7 @@ class Accounts(Mapping[str, Account]):
 
         Keys per account: ``app_key``, ``app_token`` and ``user_token``, each either inline
         or as ``<key>_env`` naming an environment variable; ``environment``, ``base_url``,
-        ``rate_limit``, ``adaptive``, ``max_concurrency``.
+        ``rate_limit``, ``adaptive``, ``max_concurrency``, ``allow_slash_in_invoice``.
         """
         env = os.environ if environ is None else environ
         accounts = {}
@@ -105,7 +113,7 @@ class Accounts(Mapping[str, Account]):
         """From ``VTEX_ACCOUNTS=acme,globex`` and, per account, ``VTEX_<NAME>_APP_KEY``,
         ``VTEX_<NAME>_APP_TOKEN`` (or ``VTEX_<NAME>_USER_TOKEN``), and optionally
         ``VTEX_<NAME>_ENVIRONMENT``, ``_BASE_URL``, ``_RATE_LIMIT``, ``_ADAPTIVE``,
-        ``_MAX_CONCURRENCY``
+        ``_MAX_CONCURRENCY``, ``_ALLOW_SLASH_IN_INVOICE``
         (``<NAME>`` upper-cased, ``-`` as ``_``)."""
         env = os.environ if environ is None else environ
         names = [n.strip() for n in env.get(ENV_ACCOUNTS, "").split(",") if n.strip()]
@@ -118,7 +126,7 @@ class Accounts(Mapping[str, Account]):
             for key in ("app_key", "app_token", "user_token"):
                 if f"{prefix}{key.upper()}" in env:
                     table[f"{key}_env"] = f"{prefix}{key.upper()}"
-            for key in ("environment", "base_url", "rate_limit", "adaptive", "max_concurrency"):
+            for key in _SETTINGS:
                 value = env.get(f"{prefix}{key.upper()}")
                 if value:
                     table[key] = value
@@ -265,6 +273,7 @@ def _account(name: str, table: Mapping[str, Any], env: Mapping[str, str], _where
     rate_limit = _number(table, "rate_limit", fail, float)
     max_concurrency = _number(table, "max_concurrency", fail, int)
     adaptive = _flag(table, "adaptive", fail)
+    allow_slash = _flag(table, "allow_slash_in_invoice", fail)
     return Account(
         name=name,
         credentials=credentials,
@@ -273,6 +282,7 @@ def _account(name: str, table: Mapping[str, Any], env: Mapping[str, str], _where
         rate_limit=rate_limit,
         max_concurrency=int(max_concurrency) if max_concurrency is not None else None,
         adaptive=adaptive,
+        allow_slash_in_invoice=allow_slash,
     )
 
 

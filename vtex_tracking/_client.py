@@ -218,7 +218,10 @@ class AsyncTrackingClient:
         rate_limit = config.rate_limit
         adaptive = config.adaptive
         window = config.max_concurrency
+        checks = config.checks
         if account is not None:
+            if account.allow_slash_in_invoice is not None:
+                checks = attrs.evolve(checks, allow_slash_in_invoice=account.allow_slash_in_invoice)
             if account.rate_limit is not None:
                 rate_limit = account.rate_limit
             if account.adaptive is not None:
@@ -240,7 +243,7 @@ class AsyncTrackingClient:
             budget=self._budget,
             retry_policy=config.retry,
             pace_timeout=config.pace_timeout,
-            checks=config.checks,
+            checks=checks,
             secrets=credentials.secrets(),
         )
 
