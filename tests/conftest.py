@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from vtex_tracking import (
     APIError,
+    AsyncTrackingClient,
     AuthenticationError,
     BadRequestError,
     ConflictError,
@@ -16,9 +20,11 @@ from vtex_tracking import (
     RateLimitError,
     RetryPolicy,
     ServerError,
+    TrackingClient,
     TrackingEvent,
     TrackingStatus,
 )
+from vtex_tracking.testing import FakeOMS
 
 #: Credentials FakeOMS accepts by default (see vtex_tracking.testing.FakeOMS).
 APP_KEY = "vtexappkey-fake-oms"
@@ -67,3 +73,67 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class ClientFactory:
+    """Makes clients bound to a FakeOMS (or any URL) and closes them all at teardown.
+
+    ``make_client(oms)`` is an ``AsyncTrackingClient``, ``make_client.sync(oms)`` a
+    ``TrackingClient``, both for account ``acme`` with FakeOMS's default credentials and the
+    ``client_options`` fixture's arguments; keyword arguments override any of them.
+    """
+
+    def __init__(self, defaults: dict[str, Any]) -> None:
+        self._defaults = defaults
+        self._async: list[AsyncTrackingClient] = []
+        self._sync: list[TrackingClient] = []
+
+    def _arguments(self, target: FakeOMS | str, options: dict[str, Any]) -> dict[str, Any]:
+        url = target if isinstance(target, str) else target.url
+        defaults = {"app_key": APP_KEY, "app_token": APP_TOKEN, **self._defaults, "base_url": url}
+        return defaults | options
+
+    def __call__(
+        self, target: FakeOMS | str, account_name: str = "acme", **options: Any
+    ) -> AsyncTrackingClient:
+        """An ``AsyncTrackingClient`` sending to ``target`` (a FakeOMS or a base URL)."""
+        client = AsyncTrackingClient(account_name, **self._arguments(target, options))
+        self._async.append(client)
+        return client
+
+    def sync(
+        self, target: FakeOMS | str, account_name: str = "acme", **options: Any
+    ) -> TrackingClient:
+        """A ``TrackingClient`` sending to ``target`` (a FakeOMS or a base URL)."""
+        client = TrackingClient(account_name, **self._arguments(target, options))
+        self._sync.append(client)
+        return client
+
+    def close_all(self) -> None:
+        """Close every client made (closing twice is harmless; a pool whose event loop has
+        ended is let go, not closed through a dead loop)."""
+        for sync_client in self._sync:
+            sync_client.close()
+
+        async def close_async() -> None:
+            for client in self._async:
+                await client.aclose()
+
+        if self._async:
+            asyncio.run(close_async())
+
+
+@pytest.fixture
+def client_options() -> dict[str, Any]:
+    """Arguments every client ``make_client`` makes gets unless the call overrides them; a
+    test module overrides this fixture to change its own defaults."""
+    return {"retry": FAST_RETRY}
+
+
+@pytest.fixture
+def make_client(client_options: dict[str, Any]) -> Iterator[ClientFactory]:
+    """The client factory: ``make_client(oms, **options)``, ``make_client.sync(...)``; every
+    client it made is closed when the test ends."""
+    factory = ClientFactory(client_options)
+    yield factory
+    factory.close_all()

@@ -28,7 +28,7 @@ from vtex_tracking import (
 )
 from vtex_tracking.testing import FakeAccount, FakeOMS
 
-from .conftest import APP_KEY, APP_TOKEN
+from .conftest import APP_KEY, APP_TOKEN, ClientFactory
 
 pytestmark = pytest.mark.anyio
 
@@ -37,9 +37,10 @@ STATUS = TrackingStatus([TrackingEvent("Recife", "PE", "Postado", dt.date(2026, 
 RETRY = RetryPolicy(max_attempts=10, initial_backoff=0.01, max_backoff=0.1)
 
 
-def _client(oms: FakeOMS, **options: object) -> AsyncTrackingClient:
-    options.setdefault("retry", RETRY)
-    return AsyncTrackingClient("acme", APP_KEY, APP_TOKEN, base_url=oms.url, **options)  # type: ignore[arg-type]
+@pytest.fixture
+def client_options() -> dict[str, object]:
+    """make_client's defaults here: generous retries."""
+    return {"retry": RETRY}
 
 
 def _statuses(oms: FakeOMS) -> Counter[int]:
@@ -57,10 +58,12 @@ def _max_in_any_second(oms: FakeOMS) -> int:
     return most
 
 
-async def test_a_burst_of_single_calls_is_smoothed_instead_of_answered_429() -> None:
+async def test_a_burst_of_single_calls_is_smoothed_instead_of_answered_429(
+    make_client: ClientFactory
+) -> None:
     """64 coroutines making 150 calls against a 50 req/s limit: every call succeeds, and
     the account's pace keeps 429s rare (unpaced, most requests would be refused)."""
-    async with FakeOMS(rate_limit=50, burst=5, retry_after="1") as oms, _client(oms) as client:
+    async with FakeOMS(rate_limit=50, burst=5, retry_after="1") as oms, make_client(oms) as client:
         calls = iter(range(150))
         failures: list[BaseException] = []
 
@@ -114,10 +117,10 @@ def test_single_calls_from_many_threads_share_one_pace() -> None:
     assert statuses[429] <= 0.15 * sum(statuses.values()), statuses
 
 
-async def test_a_push_and_single_calls_share_the_account_rate() -> None:
+async def test_a_push_and_single_calls_share_the_account_rate(make_client: ClientFactory) -> None:
     """With rate_limit=40 on the account, a push and 8 coroutines of single calls together
     never send more than the limit (plus its small burst) in any second."""
-    async with FakeOMS() as oms, _client(oms, rate_limit=40) as client:
+    async with FakeOMS() as oms, make_client(oms, rate_limit=40) as client:
         failures: list[BaseException] = []
 
         async def calls(first: int) -> None:
@@ -146,10 +149,12 @@ async def test_a_push_and_single_calls_share_the_account_rate() -> None:
     assert times[-1] - times[0] >= 2.0
 
 
-async def test_a_long_retry_after_on_a_single_call_pauses_a_push_too() -> None:
+async def test_a_long_retry_after_on_a_single_call_pauses_a_push_too(
+    make_client: ClientFactory
+) -> None:
     """A 429 with Retry-After: 5 on a single call holds the account: a push started right
     after sends nothing until the pause is over."""
-    async with FakeOMS() as oms, _client(oms) as client:
+    async with FakeOMS() as oms, make_client(oms) as client:
         oms.fail_next(1, 429, headers={"Retry-After": "5"})
 
         async def call() -> None:
@@ -171,11 +176,13 @@ async def test_a_long_retry_after_on_a_single_call_pauses_a_push_too() -> None:
     assert min(r.received_at for r in later) - first_429.received_at >= 4.8
 
 
-async def test_repeated_401s_make_single_calls_fail_fast_then_try_again() -> None:
+async def test_repeated_401s_make_single_calls_fail_fast_then_try_again(
+    make_client: ClientFactory
+) -> None:
     """After three 401s in a row the account's calls fail with AuthCooldownError without
     reaching VTEX; after the cool-down the next call tries again and, the key fixed,
     succeeds."""
-    async with FakeOMS() as oms, _client(oms, auth_cooldown=0.5) as client:
+    async with FakeOMS() as oms, make_client(oms, auth_cooldown=0.5) as client:
         oms.fail_next(3, 401)
         for n in range(3):
             with pytest.raises(AuthenticationError):
@@ -192,10 +199,10 @@ async def test_repeated_401s_make_single_calls_fail_fast_then_try_again() -> Non
     assert len(oms.requests) == 4
 
 
-async def test_a_push_meets_an_account_already_cooling_down() -> None:
+async def test_a_push_meets_an_account_already_cooling_down(make_client: ClientFactory) -> None:
     """A push started while the account cools down sends nothing for it and reports every
     update as stopped by the refused credentials."""
-    async with FakeOMS() as oms, _client(oms) as client:
+    async with FakeOMS() as oms, make_client(oms) as client:
         oms.fail_next(3, 401)
         for n in range(3):
             with pytest.raises(AuthenticationError):
@@ -206,10 +213,12 @@ async def test_a_push_meets_an_account_already_cooling_down() -> None:
     assert summary.by_outcome == {"auth": 10}
 
 
-async def test_a_call_that_waits_too_long_for_its_turn_is_never_sent() -> None:
+async def test_a_call_that_waits_too_long_for_its_turn_is_never_sent(
+    make_client: ClientFactory
+) -> None:
     """pace_timeout bounds the wait; the error says the SDK throttled it, and the server
     never saw the request."""
-    async with FakeOMS() as oms, _client(oms, rate_limit=1, pace_timeout=0.2) as client:
+    async with FakeOMS() as oms, make_client(oms, rate_limit=1, pace_timeout=0.2) as client:
         results = []
         async with anyio.create_task_group() as tg:
 
@@ -231,10 +240,10 @@ async def test_a_call_that_waits_too_long_for_its_turn_is_never_sent() -> None:
         assert "not sent" in str(error) and "not refused by VTEX" in str(error)
 
 
-async def test_without_adaptive_pacing_calls_are_not_held_back() -> None:
+async def test_without_adaptive_pacing_calls_are_not_held_back(make_client: ClientFactory) -> None:
     """adaptive=False with no rate_limit is the opt-out for callers who pace themselves:
     64 calls go out at once (no slow start), and a 429 comes back as it is."""
-    async with FakeOMS(latency=0.2) as oms, _client(
+    async with FakeOMS(latency=0.2) as oms, make_client(
         oms, adaptive=False, retry=RetryPolicy.disabled()
     ) as client, anyio.create_task_group() as tg:
         for n in range(64):
@@ -242,10 +251,12 @@ async def test_without_adaptive_pacing_calls_are_not_held_back() -> None:
     assert oms.max_in_flight == 64
 
 
-async def test_the_window_grows_with_latency_past_the_old_default() -> None:
+async def test_the_window_grows_with_latency_past_the_old_default(
+    make_client: ClientFactory
+) -> None:
     """Against a server 100 ms away, a push with default settings keeps far more than 16
     requests in flight (the old default), so a far account is not capped at 160/s."""
-    async with FakeOMS(latency=0.1) as oms, _client(oms) as client:
+    async with FakeOMS(latency=0.1) as oms, make_client(oms) as client:
         with anyio.fail_after(30):
             summary = await client.push_all(
                 TrackingUpdate(f"o-{n}", "1", STATUS) for n in range(1500)
@@ -311,10 +322,12 @@ def test_the_sync_client_mirrors_the_async_clients_public_signatures() -> None:
         )
 
 
-async def test_a_push_left_early_gives_back_every_admission_it_held() -> None:
+async def test_a_push_left_early_gives_back_every_admission_it_held(
+    make_client: ClientFactory
+) -> None:
     """Breaking out of a push cancels its requests and returns their places in the account's
     pace: single calls right after find the whole window free."""
-    async with FakeOMS(latency=0.3) as oms, _client(
+    async with FakeOMS(latency=0.3) as oms, make_client(
         oms, adaptive=False, max_concurrency=4, pace_timeout=1.0
     ) as client:
         stream = client.push(TrackingUpdate(f"p-{n}", "1", STATUS) for n in range(40))
@@ -357,10 +370,10 @@ async def test_stopping_a_push_over_many_accounts_reports_every_update_as_stoppe
     assert sum(1 for r in results if r.ok) >= 20
 
 
-async def test_a_sender_waiting_out_a_retry_lends_its_turn() -> None:
+async def test_a_sender_waiting_out_a_retry_lends_its_turn(make_client: ClientFactory) -> None:
     """concurrency bounds requests in flight, not waits: while two updates wait out a
     Retry-After of 1 s, the push's other updates keep going."""
-    async with FakeOMS(latency=0.01) as oms, _client(oms, adaptive=False) as client:
+    async with FakeOMS(latency=0.01) as oms, make_client(oms, adaptive=False) as client:
         oms.fail_next(2, 429, headers={"Retry-After": "1"})
         started = time.monotonic()
         confirmed_at = []

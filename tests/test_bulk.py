@@ -26,9 +26,15 @@ from vtex_tracking import (
 )
 from vtex_tracking.testing import FakeOMS
 
-from .conftest import APP_KEY, APP_TOKEN, FAST_RETRY
+from .conftest import APP_KEY, APP_TOKEN, FAST_RETRY, ClientFactory
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def client_options() -> dict[str, object]:
+    """make_client's defaults here: fast retries, 16 requests in flight."""
+    return {"retry": FAST_RETRY, "max_concurrency": 16}
 
 
 def _status(step: int) -> TrackingStatus:
@@ -46,15 +52,11 @@ def _updates(count: int, invoices: int) -> Iterator[TrackingUpdate]:
         yield TrackingUpdate(f"order-{i % invoices}", "NF-1", _status(i // invoices))
 
 
-def _client(oms: FakeOMS, **kwargs: object) -> AsyncTrackingClient:
-    kwargs.setdefault("retry", FAST_RETRY)
-    kwargs.setdefault("max_concurrency", 16)
-    return AsyncTrackingClient("acme", APP_KEY, APP_TOKEN, base_url=oms.url, **kwargs)  # type: ignore[arg-type]
-
-
-async def test_updates_of_one_invoice_are_sent_in_order_never_overlapping() -> None:
+async def test_updates_of_one_invoice_are_sent_in_order_never_overlapping(
+    make_client: ClientFactory
+) -> None:
     """Per invoice: input order, one at a time; different invoices run concurrently."""
-    async with FakeOMS(latency=0.005) as oms, _client(oms) as client:
+    async with FakeOMS(latency=0.005) as oms, make_client(oms) as client:
         summary = await client.push_all(_updates(200, invoices=10), concurrency=16)
         assert oms.overlaps == 0
         assert oms.max_in_flight > 1
@@ -64,7 +66,7 @@ async def test_updates_of_one_invoice_are_sent_in_order_never_overlapping() -> N
     assert (summary.total, summary.succeeded, summary.failed) == (200, 200, 0)
 
 
-async def test_hot_invoice_does_not_stall_the_others() -> None:
+async def test_hot_invoice_does_not_stall_the_others(make_client: ClientFactory) -> None:
     """One invoice with many updates runs serially while the others finish alongside."""
 
     def mixed() -> Iterator[TrackingUpdate]:
@@ -73,7 +75,7 @@ async def test_hot_invoice_does_not_stall_the_others() -> None:
             yield TrackingUpdate(f"cold-{i}", "1", _status(0))
 
     finished: list[str] = []
-    async with FakeOMS(latency=0.01) as oms, _client(oms) as client:
+    async with FakeOMS(latency=0.01) as oms, make_client(oms) as client:
         async for result in client.push(mixed(), concurrency=8):
             finished.append(result.update.order_id)
         assert oms.overlaps == 0
@@ -82,12 +84,12 @@ async def test_hot_invoice_does_not_stall_the_others() -> None:
     assert finished[-1] == "hot"
 
 
-async def test_every_item_gets_exactly_one_result_under_faults() -> None:
+async def test_every_item_gets_exactly_one_result_under_faults(make_client: ClientFactory) -> None:
     """With 5xx, 429 and dropped connections injected, each item has one result, and every
     ok result was accepted by the server."""
     async with (
         FakeOMS(fail_rate=0.2, fail_status=503, seed=3) as oms,
-        _client(
+        make_client(
             oms, retry=RetryPolicy(max_attempts=3, initial_backoff=0.001, max_backoff=0.005)
         ) as client,
     ):
@@ -103,10 +105,10 @@ async def test_every_item_gets_exactly_one_result_under_faults() -> None:
     assert len(ok) > 250  # most survive three attempts at a 20 % failure rate
 
 
-async def test_invalid_items_are_their_own_failures() -> None:
+async def test_invalid_items_are_their_own_failures(make_client: ClientFactory) -> None:
     """Items that are not TrackingUpdates fail alone; the push goes on."""
     items: list[object] = [*_updates(3, 3), {"orderId": "x"}, None, *_updates(2, 2)]
-    async with FakeOMS() as oms, _client(oms) as client:
+    async with FakeOMS() as oms, make_client(oms) as client:
         summary = await client.push_all(items)  # type: ignore[arg-type]
     assert (summary.total, summary.succeeded, summary.failed) == (7, 5, 2)
     assert summary.by_outcome == {"200": 5, "invalid": 2}
@@ -116,9 +118,9 @@ async def test_invalid_items_are_their_own_failures() -> None:
     assert "item[3]" in str(bad[0].error)
 
 
-async def test_push_all_counts_by_outcome() -> None:
+async def test_push_all_counts_by_outcome(make_client: ClientFactory) -> None:
     """The summary counts successes and failures by status, with throughput and failures."""
-    async with FakeOMS() as oms, _client(oms, retry=RetryPolicy.disabled()) as client:
+    async with FakeOMS() as oms, make_client(oms, retry=RetryPolicy.disabled()) as client:
         oms.fail_next(3, 404)
         summary = await client.push_all(_updates(20, 20), concurrency=1)
     assert summary.total == 20
@@ -153,7 +155,9 @@ async def test_revoked_key_stops_the_push_and_reports_the_rest() -> None:
     assert sum(1 for r in stopped if r.error.in_flight) <= sent - 3  # type: ignore[union-attr]
 
 
-async def test_breaking_out_stops_sending_and_accounts_for_the_rest() -> None:
+async def test_breaking_out_stops_sending_and_accounts_for_the_rest(
+    make_client: ClientFactory
+) -> None:
     """Leaving the loop early cancels the push; read items without a delivered result are
     in `unfinished`, and the input is not read much further."""
     read = itertools.count()
@@ -163,7 +167,7 @@ async def test_breaking_out_stops_sending_and_accounts_for_the_rest() -> None:
             next(read)
             yield update
 
-    async with FakeOMS(latency=0.02) as oms, _client(oms) as client:
+    async with FakeOMS(latency=0.02) as oms, make_client(oms) as client:
         stream = client.push(counted(), concurrency=8, read_ahead=32)
         received: list[PushResult] = []
         async for result in stream:
@@ -185,9 +189,9 @@ async def test_breaking_out_stops_sending_and_accounts_for_the_rest() -> None:
     assert any(isinstance(r.error, PushStoppedError) for r in stream.unfinished)
 
 
-async def test_stop_lets_every_read_item_report() -> None:
+async def test_stop_lets_every_read_item_report(make_client: ClientFactory) -> None:
     """stop() sends nothing new; iteration ends with one result for every item read."""
-    async with FakeOMS(latency=0.05) as oms, _client(oms) as client:
+    async with FakeOMS(latency=0.05) as oms, make_client(oms) as client:
         stream = client.push(_updates(1000, 1000), concurrency=4, read_ahead=20)
         results: list[PushResult] = []
         async for result in stream:
@@ -201,9 +205,11 @@ async def test_stop_lets_every_read_item_report() -> None:
     assert stream.unfinished == []
 
 
-async def test_cancelling_the_consumer_keeps_account_of_everything() -> None:
+async def test_cancelling_the_consumer_keeps_account_of_everything(
+    make_client: ClientFactory
+) -> None:
     """Cancelling the task that iterates leaves every read item in results or unfinished."""
-    async with FakeOMS(latency=0.05) as oms, _client(oms) as client:
+    async with FakeOMS(latency=0.05) as oms, make_client(oms) as client:
         stream = client.push(_updates(500, 500), concurrency=4, read_ahead=16)
         received: list[PushResult] = []
 
@@ -219,7 +225,7 @@ async def test_cancelling_the_consumer_keeps_account_of_everything() -> None:
     assert stream.progress.in_flight == 0
 
 
-async def test_async_iterables_are_accepted() -> None:
+async def test_async_iterables_are_accepted(make_client: ClientFactory) -> None:
     """An async generator of updates works like a list."""
 
     async def source() -> AsyncIterator[TrackingUpdate]:
@@ -227,14 +233,14 @@ async def test_async_iterables_are_accepted() -> None:
             await anyio.lowlevel.checkpoint()
             yield update
 
-    async with FakeOMS() as oms, _client(oms) as client:
+    async with FakeOMS() as oms, make_client(oms) as client:
         summary = await client.push_all(source())
     assert summary.succeeded == 30
 
 
-async def test_rate_limit_caps_the_send_rate() -> None:
+async def test_rate_limit_caps_the_send_rate(make_client: ClientFactory) -> None:
     """rate_limit paces requests: 30 at 60/s take about half a second, not milliseconds."""
-    async with FakeOMS() as oms, _client(oms) as client:
+    async with FakeOMS() as oms, make_client(oms) as client:
         started = time.monotonic()
         summary = await client.push_all(_updates(30, 30), rate_limit=60)
         elapsed = time.monotonic() - started
@@ -242,11 +248,11 @@ async def test_rate_limit_caps_the_send_rate() -> None:
     assert elapsed >= 0.3
 
 
-async def test_adaptive_throttle_slows_down_on_429() -> None:
+async def test_adaptive_throttle_slows_down_on_429(make_client: ClientFactory) -> None:
     """Against a server limited to 50/s, the push finishes with few 429s."""
     async with (
         FakeOMS(rate_limit=50, burst=10, retry_after="1") as oms,
-        _client(oms, max_concurrency=32, retry=RetryPolicy(max_attempts=10)) as client,
+        make_client(oms, max_concurrency=32, retry=RetryPolicy(max_attempts=10)) as client,
     ):
         summary = await client.push_all(_updates(150, 150), concurrency=32)
         throttled = sum(1 for r in oms.requests if r.status == 429)
@@ -293,10 +299,12 @@ async def test_concurrency_and_rate_arguments_are_validated() -> None:
     await asyncio.sleep(0)
 
 
-async def test_summary_after_the_loop_totals_every_delivered_result() -> None:
+async def test_summary_after_the_loop_totals_every_delivered_result(
+    make_client: ClientFactory
+) -> None:
     """summary() after an `async for` counts the results the loop received, and iterating a
     finished stream again simply ends."""
-    async with FakeOMS() as oms, _client(oms) as client:
+    async with FakeOMS() as oms, make_client(oms) as client:
         oms.fail_next(2, 404)
         async with client.push(_updates(10, invoices=10)) as stream:
             received = [result async for result in stream]

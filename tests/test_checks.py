@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from vtex_tracking import (
+    Accounts,
     Checks,
     NotFoundError,
     TrackingEvent,
@@ -17,7 +18,7 @@ from vtex_tracking import (
     ValidationError,
 )
 from vtex_tracking._serde import encode_status
-from vtex_tracking.testing import FakeOMS
+from vtex_tracking.testing import FakeAccount, FakeOMS
 
 from .conftest import ClientFactory
 
@@ -220,3 +221,27 @@ async def test_a_push_reports_refused_items_unsent_and_sends_the_rest(
     assert [r.attempts for r in results if not r.ok] == [0, 0]
     assert "does not route" in str(results[1].error)
     assert "whole tracking history" in str(results[2].error)
+
+
+async def test_an_account_of_the_registry_may_allow_slashes_for_itself(
+    make_client: ClientFactory, status: TrackingStatus
+) -> None:
+    """allow_slash_in_invoice in one account's settings (TOML, env, mapping) lets that store
+    send 'NF/1'; the client's other stores still refuse it."""
+    accounts = {"routes": FakeAccount("vtexappkey-routes", "token-routes")}
+    async with FakeOMS(accounts=accounts, routes_encoded_slash=True) as oms:
+        registry = Accounts.from_mapping(
+            {
+                "routes": {
+                    "app_key": "vtexappkey-routes",
+                    "app_token": "token-routes",
+                    "base_url": oms.url,
+                    "allow_slash_in_invoice": "true",
+                }
+            }
+        )
+        async with make_client(oms, accounts=registry) as client:
+            await client.update_tracking_status("o-1", "NF/1", status, account_name="routes")
+            with pytest.raises(ValidationError, match="does not route"):
+                await client.update_tracking_status("o-2", "NF/2", status)
+        assert [r.invoice_number for r in oms.requests] == ["NF/1"]

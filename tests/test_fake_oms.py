@@ -1,4 +1,5 @@
-"""FakeOMS itself: a real server on 127.0.0.1 that answers like VTEX's tracking endpoint."""
+"""vtex_tracking.testing: FakeOMS, a real server on 127.0.0.1 that answers like VTEX's tracking
+endpoint, its pytest fixture, the schema validator, and set_testing's no-sleep switch."""
 
 from __future__ import annotations
 
@@ -19,13 +20,14 @@ import pytest
 from multidict import CIMultiDict
 from yarl import URL
 
-from vtex_tracking.testing import FakeOMS
-from vtex_tracking.testing._schema import openapi, validate_receipt, validate_request_body
+from vtex_tracking import AsyncTrackingClient, RetryPolicy, TrackingStatus
+from vtex_tracking.testing import FakeOMS, set_testing, validate_receipt, validate_request_body
+from vtex_tracking.testing._schema import openapi
+
+from .conftest import APP_KEY, APP_TOKEN
 
 pytestmark = pytest.mark.anyio
 
-APP_KEY = "vtexappkey-fake-oms"
-APP_TOKEN = "fake-oms-app-token"
 AUTH = {"X-VTEX-API-AppKey": APP_KEY, "X-VTEX-API-AppToken": APP_TOKEN}
 PATH = "/api/oms/pvt/orders/o-1/invoice/NF-1/tracking"
 EVENT = {"city": "Recife", "state": "PE", "description": "Postado", "date": "2026-11-02"}
@@ -33,12 +35,6 @@ BODY = {"isDelivered": False, "deliveredDate": None, "events": [EVENT]}
 VTEX_DATE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}\+00:00$")
 
 Answer = tuple[int, CIMultiDict[str], bytes]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    """aiohttp runs on asyncio only."""
-    return "asyncio"
 
 
 @pytest.fixture
@@ -146,21 +142,33 @@ async def test_user_token_authenticates_when_configured(session: aiohttp.ClientS
     assert (good[0], bad[0]) == (200, 401)
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {**BODY, "events": [EVENT, {**EVENT, "date": None}]},
+            "events[1].date: expected string, got null",
+        ),
+        ({**BODY, "isDelivered": "no"}, "isDelivered: expected boolean, got string"),
+        ({"isDelivered": False, "events": []}, "deliveredDate: required field missing"),
+        ({**BODY, "events": [{"city": "Recife"}]}, "events[0].state: required field missing"),
+        ([1, 2], "body: expected object, got array"),
+    ],
+)
 async def test_invalid_body_gets_400_naming_the_field(
-    oms: FakeOMS, session: aiohttp.ClientSession
+    oms: FakeOMS, session: aiohttp.ClientSession, body: object, message: str
 ) -> None:
     """A body breaking the schema answers VTEX's error shape with the JSON path of the problem."""
-    body = {**BODY, "events": [EVENT, {**EVENT, "date": None}]}
     status, headers, raw = await put(session, oms, body=body)
     assert status == 400
     assert headers["Content-Type"].startswith("application/json")
-    assert json.loads(raw) == {
-        "error": {
-            "code": "1",
-            "message": "events[1].date: expected string, got null",
-            "exception": None,
-        }
-    }
+    error = json.loads(raw)["error"]
+    assert (set(error), error["code"], error["exception"]) == (
+        {"code", "message", "exception"},
+        "1",
+        None,
+    )
+    assert message in error["message"].split("; ")
     assert oms.updates == {}
 
 
@@ -203,7 +211,9 @@ async def test_strict_mode_refuses_unknown_invoices(session: aiohttp.ClientSessi
 async def test_path_segments_are_decoded_one_each(
     oms: FakeOMS, session: aiohttp.ClientSession, order_id: str, invoice_number: str
 ) -> None:
-    """Percent-encoded ids (with /, #, ?, spaces, unicode) are decoded from one segment each."""
+    """Percent-encoded ids (with /, #, ?, spaces, unicode) are decoded from one segment each
+    when the account routes encoded slashes."""
+    oms.routes_encoded_slash = True
     path = f"/api/oms/pvt/orders/{quote(order_id, safe='')}/invoice/"
     path += f"{quote(invoice_number, safe='')}/tracking?an=ignored-query"
     status, _, raw = await put(session, oms, path=path)
@@ -216,12 +226,26 @@ async def test_path_segments_are_decoded_one_each(
 async def test_literal_encoded_path_from_the_contract_is_decoded(
     oms: FakeOMS, session: aiohttp.ClientSession
 ) -> None:
-    """`a%23b%3Fc` and `NF%2F123` decode to order `a#b?c` and invoice `NF/123`."""
+    """`a%23b%3Fc` and `NF%2F123` decode to order `a#b?c` and invoice `NF/123` (with
+    routes_encoded_slash)."""
+    oms.routes_encoded_slash = True
     status, _, _ = await put(
         session, oms, path="/api/oms/pvt/orders/a%23b%3Fc/invoice/NF%2F123/tracking"
     )
     assert status == 200
     assert list(oms.updates) == [("a#b?c", "NF/123")]
+
+
+@pytest.mark.parametrize("slash", ["%2F", "%2f"])
+async def test_an_encoded_slash_matches_no_route_by_default(
+    oms: FakeOMS, session: aiohttp.ClientSession, slash: str
+) -> None:
+    """Like VTEX, an invoice number with an encoded '/' gets 404 and nothing is kept."""
+    path = f"/api/oms/pvt/orders/o-1/invoice/NF{slash}123/tracking"
+    status, _, _ = await put(session, oms, path=path)
+    assert status == 404
+    assert oms.requests[0].invoice_number is None
+    assert oms.updates == {}
 
 
 async def test_other_paths_get_404_and_other_methods_405(
@@ -396,7 +420,10 @@ def test_sync_with_block_serves_plain_sync_code() -> None:
 
 
 def test_fake_oms_fixture_serves_sync_tests(fake_oms: FakeOMS) -> None:
-    """The plugin's fake_oms fixture is a running server usable from sync code."""
+    """The plugin's fake_oms fixture is a fresh running server on 127.0.0.1, usable from
+    sync code."""
+    assert fake_oms.url.startswith("http://127.0.0.1:")
+    assert fake_oms.requests == []
     body = json.dumps(BODY).encode()
     headers = {**AUTH, "Content-Type": "application/json"}
     assert sync_put(fake_oms.url + PATH, body, headers) == 200
@@ -438,6 +465,8 @@ def test_schema_validator_is_driven_by_the_openapi_file() -> None:
     ]["example"]
     assert validate_request_body(request_example) == []
     assert validate_receipt(receipt_example) == []
+    assert validate_request_body({**BODY, "deliveredDate": None}) == []  # nullable
+    assert validate_request_body({**BODY, "events": None}) == ["events: expected array, got null"]
     assert validate_request_body({"isDelivered": 1, "events": [[]]}) == [
         "deliveredDate: required field missing",
         "isDelivered: expected boolean, got integer",
@@ -447,3 +476,23 @@ def test_schema_validator_is_driven_by_the_openapi_file() -> None:
         "receipt: required field missing",
         "orderId: expected string, got null",
     ]
+
+
+async def test_set_testing_removes_backoff_sleeps(status: TrackingStatus) -> None:
+    """With set_testing(True), retries with long backoffs finish at once."""
+    policy = RetryPolicy(max_attempts=3, initial_backoff=5.0, max_backoff=5.0)
+    async with (
+        FakeOMS() as oms,
+        AsyncTrackingClient("acme", APP_KEY, APP_TOKEN, base_url=oms.url, retry=policy) as client,
+    ):
+        oms.fail_next(2, 500)
+        set_testing(True)
+        try:
+            started = time.monotonic()
+            receipt = await client.update_tracking_status("o", "1", status)
+            elapsed = time.monotonic() - started
+        finally:
+            set_testing(False)
+    assert receipt.attempts == 3
+    assert len(oms.requests) == 3
+    assert elapsed < 2.0

@@ -28,7 +28,6 @@ import pytest
 import trustme
 
 from vtex_tracking import (
-    AsyncTrackingClient,
     RetryPolicy,
     ServerError,
     TrackingStatus,
@@ -38,6 +37,8 @@ from vtex_tracking import (
     UnexpectedResponseError,
 )
 from vtex_tracking.cli import main
+
+from .conftest import ClientFactory
 
 pytestmark = pytest.mark.anyio
 
@@ -49,6 +50,12 @@ RETRY = RetryPolicy(max_attempts=ATTEMPTS, initial_backoff=0.001, max_backoff=0.
 RECEIPT = orjson.dumps({"date": "2026-11-23T10:00:00Z", "orderId": "o", "receipt": "r-1"})
 #: Updates per push in the bulk half of the matrix.
 PUSHED = 12
+
+
+@pytest.fixture
+def client_options() -> dict[str, object]:
+    """make_client's defaults here: the matrix's timeout and attempts."""
+    return {"timeout": TIMEOUT, "retry": RETRY}
 
 #: How a fault answers one request: given its request line (b"PUT /path HTTP/1.1") and the
 #: connection's writer.
@@ -276,24 +283,20 @@ async def nothing_leaks() -> AsyncIterator[None]:
     assert after == before
 
 
-def _client(url: str, **options: object) -> AsyncTrackingClient:
-    return AsyncTrackingClient(
-        "acme", "key", "token", base_url=url, timeout=TIMEOUT, retry=RETRY, **options
-    )
-
-
 # -- the matrix ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", list(FAULTS))
-async def test_single_call_meets_each_fault(name: str, status: TrackingStatus) -> None:
+async def test_single_call_meets_each_fault(
+    name: str, status: TrackingStatus, make_client: ClientFactory
+) -> None:
     """One call ends in the fault's documented error (or its receipt) within the attempts'
     timeouts, and leaves nothing open behind it."""
     fault = FAULTS[name]
     async with (
         nothing_leaks(),
         FaultServer(fault.make()) as server,
-        _client(server.url) as client,
+        make_client(server.url) as client,
     ):
         started = time.monotonic()
         if fault.error is None:
@@ -309,7 +312,7 @@ async def test_single_call_meets_each_fault(name: str, status: TrackingStatus) -
 
 @pytest.mark.parametrize("name", list(FAULTS))
 async def test_push_accounts_for_every_item_under_each_fault(
-    name: str, status: TrackingStatus
+    name: str, status: TrackingStatus, make_client: ClientFactory
 ) -> None:
     """A push against the fault gives exactly one result per item, each the fault's
     documented outcome, and leaves nothing open behind it."""
@@ -318,7 +321,7 @@ async def test_push_accounts_for_every_item_under_each_fault(
     async with (
         nothing_leaks(),
         FaultServer(fault.make()) as server,
-        _client(server.url, max_concurrency=4) as client,
+        make_client(server.url, max_concurrency=4) as client,
     ):
         with anyio.fail_after(PUSHED * ATTEMPTS * TIMEOUT + 10):
             async with client.push(updates, adaptive=False) as stream:
@@ -333,6 +336,7 @@ async def test_push_accounts_for_every_item_under_each_fault(
 
 async def test_a_tls_host_with_an_untrusted_certificate_fails_closed(
     status: TrackingStatus,
+    make_client: ClientFactory,
 ) -> None:
     """A certificate no trusted CA signed is refused before anything is sent."""
     ca = trustme.CA()
@@ -341,7 +345,7 @@ async def test_a_tls_host_with_an_untrusted_certificate_fails_closed(
     async with (
         nothing_leaks(),
         FaultServer(receipt_as_text_plain, tls=server_tls) as server,
-        _client(server.url) as client,
+        make_client(server.url) as client,
     ):
         with pytest.raises(TransportError, match="certificate"):
             await client.update_tracking_status("o", "NF-1", status)

@@ -28,7 +28,7 @@ from vtex_tracking import (
 )
 from vtex_tracking.testing import FakeAccount, FakeOMS
 
-from .conftest import APP_KEY, APP_TOKEN
+from .conftest import APP_KEY, APP_TOKEN, ClientFactory
 
 pytestmark = pytest.mark.anyio
 
@@ -51,23 +51,13 @@ def _registry(oms: FakeOMS, **overrides: dict[str, object]) -> Accounts:
     )
 
 
-def _client(oms: FakeOMS, accounts: Accounts, **options: object) -> AsyncTrackingClient:
-    options.setdefault("retry", RETRY)
-    return AsyncTrackingClient(
-        "hub",
-        APP_KEY,
-        APP_TOKEN,
-        base_url=oms.url,
-        accounts=accounts,
-        **options,  # type: ignore[arg-type]
-    )
-
-
-async def test_each_update_goes_to_its_store_with_its_credentials() -> None:
+async def test_each_update_goes_to_its_store_with_its_credentials(
+    make_client: ClientFactory
+) -> None:
     """Single calls and a mixed push: every request carries its own store's key, and
     updates without an account go to the client's own."""
     async with FakeOMS(accounts=_stores(["acme", "globex"])) as oms:  # noqa: SIM117
-        async with _client(oms, _registry(oms)) as client:
+        async with make_client(oms, "hub", accounts=_registry(oms)) as client:
             await client.update_tracking_status("o-a", "1", STATUS, account_name="acme")
             await client.update_tracking_status("o-h", "1", STATUS)
             updates = [
@@ -87,9 +77,14 @@ async def test_each_update_goes_to_its_store_with_its_credentials() -> None:
     }
 
 
-async def test_a_store_without_credentials_is_that_items_failure() -> None:
+async def test_a_store_without_credentials_is_that_items_failure(
+    make_client: ClientFactory
+) -> None:
     """An update for an unknown store fails alone, sent nowhere; a single call raises."""
-    async with FakeOMS(accounts=_stores(["acme"])) as oms, _client(oms, _registry(oms)) as client:
+    async with (
+        FakeOMS(accounts=_stores(["acme"])) as oms,
+        make_client(oms, "hub", accounts=_registry(oms)) as client,
+    ):
         updates = [TrackingUpdate("o-1", "1", STATUS, account_name="nobody")] + [
             TrackingUpdate(f"o-{i}", "1", STATUS, account_name="acme") for i in range(2, 5)
         ]
@@ -103,12 +98,12 @@ async def test_a_store_without_credentials_is_that_items_failure() -> None:
     assert all(r.order_id != "o-1" for r in oms.requests)
 
 
-async def test_a_throttled_store_does_not_slow_the_others() -> None:
+async def test_a_throttled_store_does_not_slow_the_others(make_client: ClientFactory) -> None:
     """One store limited to 5 requests/s, two unlimited: the fast ones finish long before
     the slow one, whose Retry-After pauses only itself."""
     stores = _stores(["slow"], rate_limit=5, burst=2) | _stores(["fast1", "fast2"])
     async with FakeOMS(accounts=stores, retry_after="1") as oms:  # noqa: SIM117
-        async with _client(oms, _registry(oms), max_concurrency=8) as client:
+        async with make_client(oms, "hub", accounts=_registry(oms), max_concurrency=8) as client:
             updates = [
                 TrackingUpdate(
                     f"o-{i}", "1", STATUS, account_name=["slow", "fast1", "fast2"][i % 3]
@@ -129,11 +124,14 @@ async def test_a_throttled_store_does_not_slow_the_others() -> None:
     assert summary.by_account["fast1"].throttled == 0
 
 
-async def test_a_revoked_key_stops_only_its_store() -> None:
+async def test_a_revoked_key_stops_only_its_store(make_client: ClientFactory) -> None:
     """A store whose key is refused sends a handful of requests; its other updates are
     reported as not sent, and the other stores finish."""
     stores = _stores(["revoked"], revoked=True) | _stores(["ok1", "ok2"])
-    async with FakeOMS(accounts=stores) as oms, _client(oms, _registry(oms)) as client:
+    async with (
+        FakeOMS(accounts=stores) as oms,
+        make_client(oms, "hub", accounts=_registry(oms)) as client,
+    ):
         updates = [
             TrackingUpdate(f"o-{i}", "1", STATUS, account_name=["revoked", "ok1", "ok2"][i % 3])
             for i in range(90)
@@ -149,10 +147,12 @@ async def test_a_revoked_key_stops_only_its_store() -> None:
     assert all("'revoked'" in str(f.error) for f in stopped if not f.error.in_flight)  # type: ignore[union-attr]
 
 
-async def test_same_ids_in_two_stores_are_two_invoices_each_in_order() -> None:
+async def test_same_ids_in_two_stores_are_two_invoices_each_in_order(
+    make_client: ClientFactory
+) -> None:
     """Order per invoice holds within a store; the same ids in another store do not wait."""
     async with FakeOMS(accounts=_stores(["a", "b"]), latency=0.01) as oms:  # noqa: SIM117
-        async with _client(oms, _registry(oms)) as client:
+        async with make_client(oms, "hub", accounts=_registry(oms)) as client:
             updates = []
             for step in range(5):
                 status = TrackingStatus(
@@ -172,11 +172,14 @@ async def test_same_ids_in_two_stores_are_two_invoices_each_in_order() -> None:
     assert oms.overlaps > 0
 
 
-async def test_one_store_cannot_fill_the_read_ahead() -> None:
+async def test_one_store_cannot_fill_the_read_ahead(make_client: ClientFactory) -> None:
     """A slow store's buffer is bounded (half the read-ahead): reading pauses and the
     progress names the bottleneck; everything still ends with a result."""
     stores = _stores(["slow"], rate_limit=20, burst=1) | _stores(["fast"])
-    async with FakeOMS(accounts=stores) as oms, _client(oms, _registry(oms)) as client:
+    async with (
+        FakeOMS(accounts=stores) as oms,
+        make_client(oms, "hub", accounts=_registry(oms)) as client,
+    ):
         updates = [TrackingUpdate(f"s-{i}", "1", STATUS, account_name="slow") for i in range(30)]
         updates += [TrackingUpdate(f"f-{i}", "1", STATUS, account_name="fast") for i in range(10)]
         seen_bottleneck = set()
@@ -191,6 +194,7 @@ async def test_one_store_cannot_fill_the_read_ahead() -> None:
 
 
 def test_sync_client_routes_by_account() -> None:
+    """TrackingClient sends an update naming a store to that store."""
     with FakeOMS(accounts=_stores(["acme"])) as oms, TrackingClient(
         "hub", APP_KEY, APP_TOKEN, base_url=oms.url, accounts=_registry(oms)
     ) as client:
@@ -202,6 +206,7 @@ def test_sync_client_routes_by_account() -> None:
 
 
 def test_registry_from_mapping_env_and_toml(tmp_path: pathlib.Path) -> None:
+    """A registry reads from VTEX_ACCOUNTS variables and TOML, and its reprs hide secrets."""
     env = {"ACME_TOKEN": SECRET, "VTEX_ACCOUNTS": "acme,globex-br"}
     env |= {"VTEX_ACME_APP_KEY": "k-acme", "VTEX_ACME_APP_TOKEN": SECRET}
     env |= {"VTEX_GLOBEX_BR_USER_TOKEN": SECRET, "VTEX_GLOBEX_BR_RATE_LIMIT": "50"}
@@ -248,6 +253,7 @@ def test_registry_from_mapping_env_and_toml(tmp_path: pathlib.Path) -> None:
     ],
 )
 def test_bad_registry_files_say_where(tmp_path: pathlib.Path, text: str, message: str) -> None:
+    """A bad TOML registry fails naming the file, line, account and key at fault."""
     path = tmp_path / "stores.toml"
     path.write_text(text)
     with pytest.raises(ConfigurationError) as info:
@@ -257,6 +263,7 @@ def test_bad_registry_files_say_where(tmp_path: pathlib.Path, text: str, message
 
 
 def test_inline_secret_in_a_readable_file_warns(tmp_path: pathlib.Path) -> None:
+    """An app_token written in a file others can read is warned about, without the token."""
     path = tmp_path / "stores.toml"
     path.write_text(f'[acme]\napp_key = "k"\napp_token = "{SECRET}"\n')
     os.chmod(path, 0o644)
@@ -270,6 +277,7 @@ def test_inline_secret_in_a_readable_file_warns(tmp_path: pathlib.Path) -> None:
 
 
 def test_account_names_are_validated() -> None:
+    """An account name that is not a host-name label is refused on updates and registries."""
     with pytest.raises(ValidationError, match="account_name"):
         TrackingUpdate("o", "1", STATUS, account_name="evil.example.com/")
     with pytest.raises(ConfigurationError, match="not a VTEX account name"):
@@ -278,6 +286,7 @@ def test_account_names_are_validated() -> None:
 
 async def test_secrets_from_env_references_appear_in_no_output(
     caplog: pytest.LogCaptureFixture,
+    make_client: ClientFactory,
 ) -> None:
     """Tokens read through ``app_token_env`` stay out of reprs, errors, results and logs,
     including a refused key's auth stop and an unknown store."""
@@ -297,7 +306,7 @@ async def test_secrets_from_env_references_appear_in_no_output(
             environ=env,
         )
         oms.fail_next(1, 404)
-        async with _client(oms, accounts) as client:
+        async with make_client(oms, "hub", accounts=accounts) as client:
             updates = [
                 TrackingUpdate(f"o-{i}", "1", STATUS, account_name=["acme", "gone", "nope"][i % 3])
                 for i in range(12)
@@ -370,7 +379,7 @@ def test_sync_hub_client_without_a_default_store() -> None:
     assert [(r.order_id, r.account) for r in oms.requests] == [("o-1", "acme")]
 
 
-async def test_a_store_request_carries_only_its_own_credentials() -> None:
+async def test_a_store_request_carries_only_its_own_credentials(make_client: ClientFactory) -> None:
     """A store with a user token must not also send the home store's key pair (and the home
     store's requests none of a store's): each request has exactly one store's headers."""
     async with FakeOMS(accounts=_stores(["acme"]), user_token="globex-user-token") as oms:
@@ -384,7 +393,7 @@ async def test_a_store_request_carries_only_its_own_credentials() -> None:
         accounts = Accounts(
             {n: attrs.evolve(a, base_url=oms.url) for n, a in accounts.items()}
         )
-        async with _client(oms, accounts) as client:
+        async with make_client(oms, "hub", accounts=accounts) as client:
             for store in ("globex", None, "acme"):
                 await client.update_tracking_status(f"o-{store}", "1", STATUS, account_name=store)
     headers = {r.order_id: r.headers for r in oms.requests}

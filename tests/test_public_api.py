@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import importlib.resources
 import json
-import pathlib
-
-import pytest
+from typing import Any
 
 import vtex_tracking
 import vtex_tracking.testing
+from vtex_tracking import TrackingEvent, TrackingStatus
+from vtex_tracking._client import tracking_path
+from vtex_tracking._constants import (
+    APP_KEY_HEADER,
+    APP_TOKEN_HEADER,
+    DEFAULT_ENVIRONMENT,
+    USER_TOKEN_HEADER,
+)
+from vtex_tracking._serde import encode_status
+from vtex_tracking.testing import validate_receipt, validate_request_body
 
 
 def test_public_names_are_pinned() -> None:
@@ -18,6 +26,7 @@ def test_public_names_are_pinned() -> None:
         [
             "APIError",
             "Account",
+            "AccountMetrics",
             "AccountProgress",
             "AccountSummary",
             "Accounts",
@@ -25,6 +34,7 @@ def test_public_names_are_pinned() -> None:
             "AuthCooldownError",
             "AuthenticationError",
             "BadRequestError",
+            "Checks",
             "ClientClosedError",
             "ClientConfig",
             "ConfigurationError",
@@ -63,14 +73,110 @@ def test_package_is_typed() -> None:
     assert importlib.resources.files("vtex_tracking").joinpath("py.typed").is_file()
 
 
-def test_packaged_openapi_copy_matches_the_shared_contract() -> None:
-    """FakeOMS validates with a copy of VTEX's OpenAPI file that equals the shared one."""
-    shared = pathlib.Path(__file__).resolve().parents[2] / "shared" / "vtex-tracking-openapi.json"
-    packaged = importlib.resources.files("vtex_tracking.testing").joinpath(
-        "vtex-tracking-openapi.json"
+# -- the packaged contract (vtex_tracking/testing/vtex-tracking-openapi.json) ------------------
+
+TRACKING_PATH = "/api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}/tracking"
+
+
+def _contract() -> dict[str, Any]:
+    """The packaged copy of VTEX's OpenAPI file, read as a user's install would find it."""
+    text = (
+        importlib.resources.files("vtex_tracking.testing")
+        .joinpath("vtex-tracking-openapi.json")
+        .read_text(encoding="utf-8")
     )
-    if not shared.is_file():
-        pytest.skip("this checkout has no shared/ folder beside it")
-    assert json.loads(packaged.read_text(encoding="utf-8")) == json.loads(
-        shared.read_text(encoding="utf-8")
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+def _schema(name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = _contract()["components"]["schemas"][name]
+    return schema
+
+
+def test_contract_describes_one_put_on_the_tracking_path() -> None:
+    """The copy's only operation is UpdateTrackingStatus: a PUT with both ids as required
+    string path parameters, on the host the SDK builds by default."""
+    doc = _contract()
+    assert doc["openapi"].startswith("3.")
+    assert list(doc["paths"]) == [TRACKING_PATH]
+    assert list(doc["paths"][TRACKING_PATH]) == ["put"]
+    operation = doc["paths"][TRACKING_PATH]["put"]
+    assert operation["operationId"] == "UpdateTrackingStatus"
+    path_params = {p["name"]: p for p in operation["parameters"] if p["in"] == "path"}
+    assert set(path_params) == {"orderId", "invoiceNumber"}
+    for param in path_params.values():
+        assert param["required"] is True and param["schema"]["type"] == "string"
+    server = doc["servers"][0]
+    assert server["url"] == "https://{accountName}.{environment}.com.br"
+    assert server["variables"]["environment"]["default"] == DEFAULT_ENVIRONMENT
+    assert tracking_path("o-1", "NF-1") == TRACKING_PATH.format(
+        orderId="o-1", invoiceNumber="NF-1"
     )
+
+
+def test_contract_request_body_requires_the_three_fields() -> None:
+    """The body requires isDelivered (boolean), deliveredDate (nullable string) and events
+    (an array of events each requiring city, state, description and date, all strings)."""
+    operation = _contract()["paths"][TRACKING_PATH]["put"]
+    body = operation["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/UpdateTrackingStatusRequest"}
+    request = _schema("UpdateTrackingStatusRequest")
+    assert request["type"] == "object"
+    assert sorted(request["required"]) == ["deliveredDate", "events", "isDelivered"]
+    fields = request["properties"]
+    assert fields["isDelivered"]["type"] == "boolean"
+    assert (fields["deliveredDate"]["type"], fields["deliveredDate"]["nullable"]) == (
+        "string",
+        True,
+    )
+    assert "yyyy-mm-dd hh:mm" in fields["deliveredDate"]["description"]
+    assert fields["events"]["type"] == "array"
+    assert fields["events"]["items"] == {"$ref": "#/components/schemas/Event"}
+    event = _schema("Event")
+    assert sorted(event["required"]) == ["city", "date", "description", "state"]
+    assert {name: f["type"] for name, f in event["properties"].items()} == dict.fromkeys(
+        ["city", "state", "description", "date"], "string"
+    )
+
+
+def test_contract_receipt_has_date_order_id_and_receipt() -> None:
+    """A 200 answers JSON with the required strings date, orderId and receipt."""
+    responses = _contract()["paths"][TRACKING_PATH]["put"]["responses"]
+    assert list(responses) == ["200"]
+    content = responses["200"]["content"]["application/json; charset=utf-8"]
+    assert content["schema"] == {"$ref": "#/components/schemas/UpdateTrackingStatus"}
+    receipt = _schema("UpdateTrackingStatus")
+    assert sorted(receipt["required"]) == ["date", "orderId", "receipt"]
+    assert {name: f["type"] for name, f in receipt["properties"].items()} == dict.fromkeys(
+        ["date", "orderId", "receipt"], "string"
+    )
+    assert validate_receipt(content["example"]) == []
+
+
+def test_contract_authenticates_with_the_headers_the_sdk_sends() -> None:
+    """Key and token together, or a user token, in the header names the SDK uses; the key
+    needs the Notify invoice resource (the SDK's 403 message says so)."""
+    doc = _contract()
+    schemes = doc["components"]["securitySchemes"]
+    assert {name: (s["in"], s["name"]) for name, s in schemes.items()} == {
+        "appKey": ("header", APP_KEY_HEADER),
+        "appToken": ("header", APP_TOKEN_HEADER),
+        "VtexIdclientAutCookie": ("header", USER_TOKEN_HEADER),
+    }
+    assert doc["security"] == [{"appKey": [], "appToken": []}, {"VtexIdclientAutCookie": []}]
+    assert "Notify invoice" in doc["paths"][TRACKING_PATH]["put"]["description"]
+
+
+def test_contract_example_is_what_the_models_send() -> None:
+    """The contract's example body, rebuilt from the models, serializes to the same JSON."""
+    operation = _contract()["paths"][TRACKING_PATH]["put"]
+    example = operation["requestBody"]["content"]["application/json"]["example"]
+    events = example["events"]
+    status = TrackingStatus(
+        [TrackingEvent(e["city"], e["state"], e["description"], e["date"]) for e in events],
+        example["isDelivered"],
+        example["deliveredDate"],
+    )
+    assert json.loads(encode_status(status)) == example
+    assert validate_request_body(example) == []

@@ -17,54 +17,56 @@ from vtex_tracking import (
     ClientClosedError,
     NotFoundError,
     RetryPolicy,
-    TrackingClient,
     TrackingReceipt,
     TrackingStatus,
     ValidationError,
 )
 from vtex_tracking.testing import FakeOMS
 
-from .conftest import APP_KEY, APP_TOKEN, FAST_RETRY
-
-
-def _client(oms: FakeOMS, **kwargs: object) -> TrackingClient:
-    kwargs.setdefault("retry", FAST_RETRY)
-    return TrackingClient("acme", APP_KEY, APP_TOKEN, base_url=oms.url, **kwargs)  # type: ignore[arg-type]
+from .conftest import ClientFactory
 
 
 def _portal_threads() -> int:
     return sum(1 for t in threading.enumerate() if t.name == "vtex-tracking-portal")
 
 
-def test_sync_call_returns_the_receipt(fake_oms: FakeOMS, status: TrackingStatus) -> None:
+def test_sync_call_returns_the_receipt(
+    fake_oms: FakeOMS, status: TrackingStatus, make_client: ClientFactory
+) -> None:
     """A plain synchronous call sends the update and returns VTEX's receipt."""
-    with _client(fake_oms) as client:
-        receipt = client.update_tracking_status("o-1", "NF/1", status)
+    with make_client.sync(fake_oms) as client:
+        receipt = client.update_tracking_status("o-1", "NF 1", status)
     assert isinstance(receipt, TrackingReceipt)
     assert receipt.order_id == "o-1"
-    assert fake_oms.requests[-1].invoice_number == "NF/1"
+    assert fake_oms.requests[-1].invoice_number == "NF 1"
 
 
-def test_exceptions_cross_the_portal_unchanged(fake_oms: FakeOMS, status: TrackingStatus) -> None:
+def test_exceptions_cross_the_portal_unchanged(
+    fake_oms: FakeOMS, status: TrackingStatus, make_client: ClientFactory
+) -> None:
     """API errors arrive in the caller's thread with their class and attributes."""
     fake_oms.fail_next(1, 404)
-    with _client(fake_oms) as client, pytest.raises(NotFoundError) as info:
+    with make_client.sync(fake_oms) as client, pytest.raises(NotFoundError) as info:
         client.update_tracking_status("o-404", "1", status)
     assert info.value.order_id == "o-404"
     assert info.value.status_code == 404
 
 
-def test_bad_input_fails_before_the_portal(fake_oms: FakeOMS, status: TrackingStatus) -> None:
+def test_bad_input_fails_before_the_portal(
+    fake_oms: FakeOMS, status: TrackingStatus, make_client: ClientFactory
+) -> None:
     """Validation errors are raised in the caller's thread and nothing is sent."""
-    with _client(fake_oms) as client, pytest.raises(ValidationError, match="order_id"):
+    with make_client.sync(fake_oms) as client, pytest.raises(ValidationError, match="order_id"):
         client.update_tracking_status("", "1", status)
     assert fake_oms.requests == []
 
 
-def test_twenty_threads_share_one_client(fake_oms: FakeOMS, status: TrackingStatus) -> None:
+def test_twenty_threads_share_one_client(
+    fake_oms: FakeOMS, status: TrackingStatus, make_client: ClientFactory
+) -> None:
     """Twenty threads calling at once all get their own receipt, through one portal thread."""
     before = _portal_threads()
-    with _client(fake_oms, max_concurrency=8) as client:
+    with make_client.sync(fake_oms, max_concurrency=8) as client:
 
         def work(n: int) -> list[str]:
             return [
@@ -81,9 +83,11 @@ def test_twenty_threads_share_one_client(fake_oms: FakeOMS, status: TrackingStat
     assert fake_oms.max_in_flight <= 8
 
 
-def test_works_inside_a_running_event_loop(fake_oms: FakeOMS, status: TrackingStatus) -> None:
+def test_works_inside_a_running_event_loop(
+    fake_oms: FakeOMS, status: TrackingStatus, make_client: ClientFactory
+) -> None:
     """Sync code called from async code (or a notebook cell) still works."""
-    with _client(fake_oms) as client:
+    with make_client.sync(fake_oms) as client:
 
         async def handler() -> str:
             # Blocking this loop is the caller's choice; the call must not deadlock or fail.
@@ -93,11 +97,11 @@ def test_works_inside_a_running_event_loop(fake_oms: FakeOMS, status: TrackingSt
 
 
 def test_close_stops_the_thread_and_refuses_calls(
-    fake_oms: FakeOMS, status: TrackingStatus
+    fake_oms: FakeOMS, status: TrackingStatus, make_client: ClientFactory
 ) -> None:
     """close() stops the portal thread; later calls raise ClientClosedError."""
     before = _portal_threads()
-    client = _client(fake_oms)
+    client = make_client.sync(fake_oms)
     client.update_tracking_status("o", "1", status)
     assert _portal_threads() == before + 1
     client.close()
@@ -109,9 +113,11 @@ def test_close_stops_the_thread_and_refuses_calls(
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_client_works_in_a_forked_child(fake_oms: FakeOMS, status: TrackingStatus) -> None:
+def test_client_works_in_a_forked_child(
+    fake_oms: FakeOMS, status: TrackingStatus, make_client: ClientFactory
+) -> None:
     """A client used in the parent works in a forked child (Celery prefork) instead of hanging."""
-    client = _client(fake_oms, retry=RetryPolicy.disabled(), timeout=5)
+    client = make_client.sync(fake_oms, retry=RetryPolicy.disabled(), timeout=5)
     client.update_tracking_status("o-parent", "1", status)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
