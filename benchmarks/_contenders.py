@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -220,6 +220,58 @@ async def sdk_rate_limited(p: Params) -> Params:
             )
     result = window_figures(window, n, summary.succeeded, _summary_statuses(summary))
     result["client_requests"] = summary.requests
+    return result
+
+
+async def sdk_traced(p: Params) -> Params:
+    """``sdk_push`` with tracing on: a ``TracerProvider`` whose ``BatchSpanProcessor`` (its
+    defaults) hands every span to an exporter that counts them and drops them.
+
+    The window ends after ``force_flush``, so it holds the whole cost of the spans: made,
+    queued, batched and exported (the export thread's CPU is the process's too). The spans
+    exported in the window are reported next to the requests made, to show they were real.
+    """
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class CountingExporter(SpanExporter):
+        """Counts the spans it is given, and drops them."""
+
+        def __init__(self) -> None:
+            self.spans = 0
+
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            self.spans += len(spans)
+            return SpanExportResult.SUCCESS
+
+    exporter = CountingExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+
+    n, warmup, concurrency = p["n"], p["warmup"], p["concurrency"]
+    updates = list(_updates(range(n)))
+    async with _sdk_client(p) as client:
+        warm = await client.push_all(_updates(range(n, n + warmup)), concurrency=concurrency)
+        provider.force_flush()
+        before = exporter.spans
+        with Window() as window:
+            summary = await client.push_all(updates, concurrency=concurrency)
+            provider.force_flush()
+        spans = exporter.spans - before
+    provider.shutdown()
+    result = window_figures(window, n, summary.succeeded, _summary_statuses(summary))
+    result.update(
+        requests=summary.requests,
+        spans_exported=spans,
+        requests_with_warmup=warm.requests + summary.requests,
+        spans_exported_with_warmup=exporter.spans,
+    )
     return result
 
 
@@ -471,6 +523,7 @@ CONTENDERS: dict[str, Callable[[Params], Any]] = {
     "sdk_async_seq": sdk_async_seq,
     "sdk_memory": sdk_memory,
     "sdk_rate_limited": sdk_rate_limited,
+    "sdk_traced": sdk_traced,
     "sdk_push_stores": sdk_push_stores,
     "sdk_many_stores": sdk_many_stores,
     "raw_aiohttp": raw_aiohttp,
@@ -482,6 +535,7 @@ CONTENDERS: dict[str, Callable[[Params], Any]] = {
 
 #: The module each contender needs besides the standard library (to skip it when missing).
 REQUIRES = {
+    "sdk_traced": "opentelemetry.sdk",
     "raw_aiohttp": "aiohttp",
     "httpx_pool": "httpx",
     "requests_threads": "requests",

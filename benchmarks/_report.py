@@ -35,6 +35,7 @@ NAMES = {
     "httpx_pool": "httpx.AsyncClient pool (b)",
     "requests_threads": "requests, 64 threads (c)",
     "sdk_send_pool": "client.send, 64 tasks (diag.)",
+    "sdk_traced": "push_all, traced (OTel SDK)",
     "sdk_sync_seq": "TrackingClient (sync)",
     "requests_seq": "requests.Session",
     "sdk_async_seq": "AsyncTrackingClient, awaited",
@@ -155,6 +156,8 @@ def render(results: dict[str, Any]) -> str:
             f"Sequential single calls ({sc['sync']['reps']} reps):",
             _compare_table(sc["sync"], "sdk_sync_seq"),
         ]
+    if "tracing" in sc:
+        out += _tracing_section(sc["tracing"])
     if "memory" in sc:
         rows = []
         for label, key in (
@@ -238,6 +241,23 @@ def render(results: dict[str, Any]) -> str:
     for note in results["notes"]:
         out.append(f"note: {note}")
     return "\n".join(out) + "\n"
+
+
+def _tracing_section(t: dict[str, Any]) -> list[str]:
+    """Bulk push with and without a tracer provider, and the spans counted."""
+    if "contenders" not in t:
+        why = t.get("skipped", {}).get("sdk_traced", "-")
+        return ["", f"Tracing: skipped ({why})"]
+    spans = t["spans"]["runs"]
+    counted = ", ".join(f"{r['spans_exported']:,}/{r['requests']:,}" for r in spans) or "-"
+    return [
+        "",
+        f"Tracing: bulk push with a TracerProvider + BatchSpanProcessor (spans counted,"
+        f" dropped) vs none, concurrency 64 ({t['reps']} reps):",
+        _compare_table(t, "sdk_traced"),
+        f"  CPU a span adds per request: {_range(t['traced_extra_cpu_us_per_req'], 1)} us;"
+        f" spans exported / requests per run: {counted}",
+    ]
 
 
 def _failed_cell(mode: dict[str, Any]) -> str:

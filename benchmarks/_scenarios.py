@@ -117,7 +117,7 @@ class Settings:
         )  # fmt: skip
 
     def with_bulk_n(self, n: int) -> Settings:
-        """These settings with the bulk (and profile) size set to ``n``."""
+        """These settings with the bulk (and tracing, and profile) size set to ``n``."""
         values = asdict(self)
         slow = max(min(n, 400), n // 5)
         values.update(bulk_n=n, bulk_slow_n=slow, bulk_warmup=min(self.bulk_warmup, n), profile_n=n)
@@ -142,8 +142,15 @@ def log(message: str) -> None:
 def missing_module(contender: str) -> str | None:
     """Why a contender cannot run here (its library is not installed), or None."""
     module = REQUIRES.get(contender)
-    if module is not None and importlib.util.find_spec(module) is None:
-        return f"{module} is not installed (pip install {module})"
+    if module is None:
+        return None
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a submodule's parent package is missing
+        found = False
+    if not found:
+        package = module.replace(".", "-")
+        return f"{module} is not installed (pip install {package})"
     return None
 
 
@@ -231,6 +238,17 @@ def _compare(
     floor_rps: float,
 ) -> dict[str, Any]:
     """Run ``names`` (skipping missing ones) and compare ``subject`` with each other one."""
+    return _compare_runs(names, reps, params_for, subject, floor_rps)[0]
+
+
+def _compare_runs(
+    names: list[str],
+    reps: int,
+    params_for: dict[str, dict[str, Any]],
+    subject: str,
+    floor_rps: float,
+) -> tuple[dict[str, Any], dict[str, list[Run | None]]]:
+    """``_compare``, and the runs themselves (None for a failed one), by contender."""
     skipped = {name: why for name in names if (why := missing_module(name))}
     for name, why in skipped.items():
         log(f"  {name:<17} SKIPPED: {why}")
@@ -252,7 +270,7 @@ def _compare(
         "skipped": skipped,
         "ratios_of_" + subject: ratios,
         "failed_runs": take_failures(),
-    }
+    }, runs
 
 
 def _median(section: dict[str, Any], subject: str, other: str) -> float | None:
@@ -633,6 +651,71 @@ def many_stores_bulk(s: Settings, server: Server) -> tuple[dict[str, Any], list[
         ),
     ]
     return section, targets
+
+
+def tracing(s: Settings, server: Server) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """What OpenTelemetry tracing costs a bulk push: ``push_all`` with no tracer provider
+    (the default) against the same with a provider, a ``BatchSpanProcessor`` and an exporter
+    that counts the spans and drops them; the raw aiohttp pool as the bulk scenario's yardstick.
+    """
+    log(
+        f"\n== tracing: {s.bulk_n} updates at concurrency {s.concurrency}, without and with"
+        " a tracer provider =="
+    )
+    names = ["sdk_push", "sdk_traced", "raw_aiohttp"]
+    params_for = {
+        name: {
+            "url": server.url,
+            "n": s.bulk_n,
+            "warmup": s.bulk_warmup,
+            "concurrency": s.concurrency,
+        }
+        for name in names
+    }
+    why = missing_module("sdk_traced")
+    if why is not None:
+        log(f"  {'sdk_traced':<17} SKIPPED: {why}")
+        section: dict[str, Any] = {"skipped": {"sdk_traced": why}}
+        return section, [_spans_target(None, why)]
+    section, runs = _compare_runs(names, s.reps, params_for, "sdk_traced", floor_rps=50)
+    # Paired per repetition: the client CPU one span adds to one request.
+    extra_cpu = [
+        traced["cpu_us_per_req"] - plain["cpu_us_per_req"]
+        for traced, plain in zip(runs["sdk_traced"], runs["sdk_push"], strict=True)
+        if traced is not None and plain is not None
+    ]
+    section["traced_extra_cpu_us_per_req"] = spread(extra_cpu)
+    traced_runs = [r for r in runs["sdk_traced"] if r is not None]
+    spans = [
+        {
+            "requests": r["requests"],
+            "spans_exported": r["spans_exported"],
+            "requests_with_warmup": r["requests_with_warmup"],
+            "spans_exported_with_warmup": r["spans_exported_with_warmup"],
+        }
+        for r in traced_runs
+    ]
+    missing = sum(abs(r["requests"] - r["spans_exported"]) for r in spans) if spans else None
+    section["spans"] = {
+        "method": "spans exported in the measured window (after force_flush) vs the push's"
+        " requests (PushSummary.requests), per run",
+        "runs": spans,
+        "all_match": missing == 0 if missing is not None else None,
+    }
+    if missing:
+        log(f"  spans exported differ from requests by {missing} over the runs")
+    return section, [_spans_target(missing, None)]
+
+
+def _spans_target(missing: int | None, skipped: str | None) -> dict[str, Any]:
+    return target(
+        "tracing_spans_match_requests",
+        "traced push: one span exported per request (spans missing or extra, all runs)",
+        missing,
+        0,
+        "<=",
+        skipped=skipped,
+    )
 
 
 def profile(s: Settings, server: Server, out: Path) -> dict[str, Any]:

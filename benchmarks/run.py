@@ -28,6 +28,7 @@ SCENARIOS = (
     "rate_limited",
     "many_stores",
     "many_stores_bulk",
+    "tracing",
     "single_calls",
     "mixed",
     "latency",
@@ -52,7 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(SCENARIOS),
         help=f"comma-separated scenarios (default: all of {', '.join(SCENARIOS)})",
     )
-    parser.add_argument("--n", type=int, help="updates per bulk (and profile) run")
+    parser.add_argument("--n", type=int, help="updates per bulk (and tracing, and profile) run")
     parser.add_argument("--reps", type=int, help="repetitions per scenario")
     parser.add_argument(
         "--server",

@@ -26,6 +26,8 @@ from vtex_tracking import (
 )
 from vtex_tracking.testing import FakeOMS
 
+from .redis_server import RedisServer
+
 #: Credentials FakeOMS accepts by default (see vtex_tracking.testing.FakeOMS).
 APP_KEY = "vtexappkey-fake-oms"
 APP_TOKEN = "fake-oms-app-token"
@@ -137,3 +139,11 @@ def make_client(client_options: dict[str, Any]) -> Iterator[ClientFactory]:
     factory = ClientFactory(client_options)
     yield factory
     factory.close_all()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port for one test (stopped afterwards); the
+    test may ``stop()`` and ``start()`` it to play an outage."""
+    with RedisServer() as server:
+        yield server

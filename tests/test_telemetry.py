@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from vtex_tracking import TrackingStatus, TrackingUpdate, TransportError
+from vtex_tracking import TrackingStatus, TrackingUpdate, TransportError, _telemetry
 from vtex_tracking.testing import FakeOMS, no_waits
 
 from .conftest import APP_KEY, APP_TOKEN, ClientFactory
@@ -111,6 +111,7 @@ def span_exporter() -> Iterator[InMemorySpanExporter]:
     """The OpenTelemetry SDK with an in-memory exporter as the global tracer provider (set
     once per process, as OpenTelemetry allows); shut down after this module."""
     exporter = InMemorySpanExporter()
+    _telemetry._next_look = 0.0  # look for the provider at the next request, not within 1 s
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
         provider = TracerProvider()

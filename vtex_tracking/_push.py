@@ -115,7 +115,7 @@ class _Item:
     invalid item); ``sent`` turns True once it is handed to the sender (it may be on the
     wire from then on)."""
 
-    __slots__ = ("index", "key", "lane", "sent", "update")
+    __slots__ = ("index", "key", "lane", "sent", "update", "wire")
 
     def __init__(self, index: int, update: Any, default_account: str | None) -> None:
         self.index = index
@@ -127,6 +127,8 @@ class _Item:
             account = None if update.account_name == default_account else update.account_name
             self.key = (update.order_id, update.invoice_number, account)
         self.sent = False
+        #: The update as it is sent (after the account's checks, e.g. its time zone).
+        self.wire: TrackingUpdate | None = None
         # The lane whose buffer counts it, once it is in one.
         self.lane: _Lane | None = None
 
@@ -381,7 +383,7 @@ class _Engine:
             await self._emit(self._stopped_result(item, lane))
             return
         try:
-            lane.sender.checks.check(raw)
+            item.wire = lane.sender.checks.check(raw)
         except ValidationError as exc:  # what VTEX would refuse: never queued, never sent
             await self._emit(PushResult(item.index, raw, error=exc, account=lane.account))
             return
@@ -601,7 +603,12 @@ class _Engine:
         item.sent = True
         try:
             receipt = await lane.sender.send(
-                item.update, pace=lane.pace, admitted=True, patient=True, observer=lane
+                item.wire or item.update,
+                pace=lane.pace,
+                admitted=True,
+                patient=True,
+                observer=lane,
+                checked=item.wire is not None,
             )
         except Exception as exc:  # every failure is this item's result, never the push's
             result = PushResult(

@@ -139,19 +139,22 @@ class AccountSender:
         admitted: bool = False,
         patient: bool = False,
         observer: AttemptObserver | None = None,
+        checked: bool = False,
     ) -> TrackingReceipt:
         """Send ``update`` and return VTEX's receipt: wait for the pace, attempt, decide,
         repeat. ``pace`` replaces the account's (a push that paces itself); ``admitted``: the
         caller already holds an admission for the first attempt; ``patient``: wait for the
-        pace without ``pace_timeout`` (pushes)."""
+        pace without ``pace_timeout`` (pushes); ``checked``: ``update`` already passed the
+        account's ``checks`` and is sent as it is."""
         self.bind()
         pace = pace if pace is not None else self.pace
-        try:
-            update = self.checks.check(update)
-        except ValidationError:
-            if admitted:
-                pace.release_unused()
-            raise
+        if not checked:
+            try:
+                update = self.checks.check(update)
+            except ValidationError:
+                if admitted:
+                    pace.release_unused()
+                raise
         path = tracking_path(update.order_id, update.invoice_number)
         body = encode_status(update.status)
         policy = self.retry_policy

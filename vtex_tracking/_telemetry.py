@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from ._errors import find_request_id
@@ -39,17 +40,27 @@ except ImportError:  # tracing is optional: ``pip install vtex-tracking[otel]``
 URL_TEMPLATE = "/api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}/tracking"
 SPAN_NAME = f"PUT {URL_TEMPLATE}"
 
+#: Seconds between looks for a tracer provider while none is set (looking costs an
+#: environment lookup; a provider set at start-up is seen within this time).
+PROVIDER_RECHECK = 1.0
+
 _tracer: Any = None
+_next_look = 0.0
 
 
 def _current_tracer() -> Any:
     """Our tracer once the application has set a tracer provider; None before (and without
-    opentelemetry), so an untraced request pays one check, not a no-op span."""
-    global _tracer
-    if _tracer is None and _trace is not None:
-        provider = _trace.get_tracer_provider()
-        if not isinstance(provider, _trace.ProxyTracerProvider):
-            _tracer = provider.get_tracer("vtex_tracking", __version__)
+    opentelemetry), so an untraced request pays a clock read, not a no-op span."""
+    global _tracer, _next_look
+    if _tracer is not None or _trace is None:
+        return _tracer
+    now = time.monotonic()
+    if now < _next_look:
+        return None
+    _next_look = now + PROVIDER_RECHECK
+    provider = _trace.get_tracer_provider()
+    if not isinstance(provider, _trace.ProxyTracerProvider):
+        _tracer = provider.get_tracer("vtex_tracking", __version__)
     return _tracer
 
 
