@@ -50,6 +50,7 @@ def test_public_names_are_pinned() -> None:
             "RateLimitError",
             "RetryPolicy",
             "ServerError",
+            "SharedPace",
             "SyncPushStream",
             "TrackingClient",
             "TrackingEvent",

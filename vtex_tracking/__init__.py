@@ -38,6 +38,7 @@ from ._models import (
     TrackingUpdate,
 )
 from ._progress import AccountProgress, PushProgress
+from ._shared import SharedPace
 from ._stream import PushStream
 from ._sync import SyncPushStream, TrackingClient
 from ._version import __version__
@@ -69,6 +70,7 @@ __all__ = [
     "RateLimitError",
     "RetryPolicy",
     "ServerError",
+    "SharedPace",
     "SyncPushStream",
     "TrackingClient",
     "TrackingEvent",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, Callable, Iterable
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import attrs
@@ -19,6 +20,7 @@ from ._accounts import Account, Accounts, default_account_settings
 from ._checks import Checks
 from ._config import ClientConfig, Credentials, RetryPolicy, build_base_url, settings_from_env
 from ._constants import (
+    AUTH_FAILURES_TO_STOP,
     DEFAULT_AUTH_COOLDOWN,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_ENVIRONMENT,
@@ -38,6 +40,7 @@ from ._models import (
 from ._pace import AccountPace
 from ._push import PushOptions, start_push
 from ._sender import AccountSender, SharedBudget, tracking_path
+from ._shared import SharedAccount, SharedConnection, SharedPace
 from ._stream import PushStream
 from ._transport import Transport
 from ._version import __version__
@@ -77,6 +80,7 @@ class AsyncTrackingClient:
         user_agent: str | None = None,
         accounts: Accounts | None = None,
         checks: Checks | None = None,
+        shared_pace: SharedPace | str | None = None,
     ) -> None:
         """Configure a client; nothing is connected until the first request.
 
@@ -95,7 +99,8 @@ class AsyncTrackingClient:
         ``rate_limit`` and ``adaptive`` are their defaults. ``checks`` says what is refused
         before sending and the time zone of ``deliveredDate`` (default ``Checks()``: no ``/``
         in invoice numbers, no empty event list, no delivery without a date or in the
-        future, Brasília time).
+        future, Brasília time). ``shared_pace`` (a Redis URL or a ``SharedPace``) shares
+        each account's pace with every process and machine pointed at the same Redis.
         """
         # A user token replaces the key/token pair, so the pair is dropped when both are given.
         credentials = (
@@ -120,6 +125,12 @@ class AsyncTrackingClient:
             trust_env=trust_env,
             user_agent=user_agent,
             checks=checks if checks is not None else Checks(),
+            shared_pace=shared_pace,
+        )
+        self._shared = (
+            SharedConnection(self._config.shared_pace)
+            if self._config.shared_pace is not None
+            else None
         )
         self._user_agent = user_agent or f"vtex-tracking-python/{__version__}"
         # The pool: owned by the client's own account's transport, shared by the others'.
@@ -228,6 +239,16 @@ class AsyncTrackingClient:
                 adaptive = account.adaptive
             if account.max_concurrency is not None:
                 window = min(window, account.max_concurrency)
+        shared = None
+        if self._shared is not None:
+            shared = SharedAccount(
+                self._shared,
+                self._shared.key(urlsplit(transport.url_prefix).netloc),
+                ceiling=rate_limit,
+                adaptive=adaptive,
+                auth_to_stop=AUTH_FAILURES_TO_STOP,
+                auth_cooldown=config.auth_cooldown,
+            )
         pace = AccountPace(
             name,
             rate_limit=rate_limit,
@@ -235,6 +256,7 @@ class AsyncTrackingClient:
             max_concurrency=window,
             max_retry_after=config.retry.max_retry_after,
             auth_cooldown=config.auth_cooldown,
+            shared=shared,
         )
         return AccountSender(
             name,
@@ -384,6 +406,8 @@ class AsyncTrackingClient:
             if sender.transport is not self._transport:
                 await sender.transport.aclose()
         await self._transport.aclose()
+        if self._shared is not None:
+            await self._shared.aclose()
 
     async def __aenter__(self) -> AsyncTrackingClient:
         return self
@@ -400,5 +424,7 @@ class AsyncTrackingClient:
         """Drop the pool and requests inherited from a parent process (the sync facade)."""
         for sender in self._senders.values():
             sender.forget_requests()
+        if self._shared is not None:
+            self._shared.forget()  # the parent's Redis connections are the parent's
         # Slots held by the parent's in-flight requests would never be returned here.
         self._budget.reset()

@@ -34,11 +34,24 @@ from ._constants import (
     ENV_APP_KEY,
     ENV_APP_TOKEN,
     ENV_ENVIRONMENT,
+    ENV_SHARED_PACE,
     ENV_USER_TOKEN,
     NEVER_RETRY_STATUSES,
     USER_TOKEN_HEADER,
 )
 from ._errors import ConfigurationError
+from ._shared import SharedPace
+
+
+def _to_shared_pace(value: SharedPace | str | None) -> SharedPace | None:
+    if value is None or isinstance(value, SharedPace):
+        return value
+    if isinstance(value, str):
+        return SharedPace(url=value)
+    raise ConfigurationError(
+        f"shared_pace must be a Redis URL or a SharedPace, got {type(value).__name__}"
+    )
+
 
 # One DNS label: what may stand in "{accountName}.{environment}.com.br".
 _HOST_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
@@ -203,6 +216,7 @@ class ClientConfig:
     trust_env: bool = False
     user_agent: str | None = None
     checks: Checks = attrs.field(factory=Checks)
+    shared_pace: SharedPace | None = attrs.field(default=None, converter=_to_shared_pace)
     url_prefix: str = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -249,6 +263,7 @@ def settings_from_env(
         ("app_key", ENV_APP_KEY),
         ("app_token", ENV_APP_TOKEN),
         ("user_token", ENV_USER_TOKEN),
+        ("shared_pace", ENV_SHARED_PACE),
     ):
         value = env.get(variable)
         if value:

@@ -24,6 +24,9 @@ DEFAULT_PACE_TIMEOUT: Final = 60.0
 #: Requests an account may have in flight before its first success; each success adds one
 #: (slow start), so a revoked key or a tight limit never meets a full wave.
 INITIAL_WINDOW: Final = 4
+#: The same, for an account whose pace is shared with other processes (``shared_pace``):
+#: eight processes starting together then send eight requests before the first answer.
+INITIAL_WINDOW_SHARED: Final = 1
 #: An account's window ceiling, once its rate is known: this many times rate x round trip
 #: (the requests its pace keeps in flight), plus ``INITIAL_WINDOW``.
 WINDOW_HEADROOM: Final = 1.5
@@ -75,3 +78,4 @@ ENV_ENVIRONMENT: Final = "VTEX_ENVIRONMENT"
 ENV_APP_KEY: Final = "VTEX_APP_KEY"
 ENV_APP_TOKEN: Final = "VTEX_APP_TOKEN"
 ENV_USER_TOKEN: Final = "VTEX_USER_TOKEN"
+ENV_SHARED_PACE: Final = "VTEX_SHARED_PACE"

@@ -323,6 +323,9 @@ class AccountMetrics:
     rtt_s: float
     #: Whether the account is cooling down after refused credentials.
     auth_stopped: bool
+    #: ``"shared"`` while its pace is shared through Redis, ``"local"`` while Redis does not
+    #: answer (this process paces it alone meanwhile), None without ``shared_pace``.
+    shared_pace: str | None = None
 
 
 @attrs.frozen

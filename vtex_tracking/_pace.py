@@ -29,17 +29,22 @@ import collections
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
+from . import _testing_mode
 from ._constants import (
     ACCOUNT_PAUSE_AFTER,
     AUTH_FAILURES_TO_STOP,
     DEFAULT_AUTH_COOLDOWN,
     INITIAL_WINDOW,
+    INITIAL_WINDOW_SHARED,
     WINDOW_HEADROOM,
 )
 from ._errors import AuthCooldownError, ClientClosedError
 from ._telemetry import logger
+
+if TYPE_CHECKING:
+    from ._shared import SharedAccount
 from ._throttle import AdaptiveRate, TokenBucket
 
 #: Weight of a new round-trip sample in the moving average.
@@ -67,6 +72,7 @@ class AccountPace:
         max_retry_after: float,
         auth_cooldown: float = DEFAULT_AUTH_COOLDOWN,
         clock: Callable[[], float] = time.monotonic,
+        shared: SharedAccount | None = None,
     ) -> None:
         self.account = account
         self.bucket = TokenBucket(rate_limit, clock=clock)
@@ -78,7 +84,10 @@ class AccountPace:
         )
         self.max_window = max_concurrency
         # Without adaptive pacing the caller paces itself: no slow start either.
-        self.window = min(INITIAL_WINDOW, max_concurrency) if adaptive else max_concurrency
+        # A shared account may have many processes starting at once: each starts with one
+        # request in flight, so their first wave stays small against an unknown limit.
+        first = INITIAL_WINDOW_SHARED if shared is not None else INITIAL_WINDOW
+        self.window = min(first, max_concurrency) if adaptive else max_concurrency
         self.in_flight = 0
         #: Moving average of answered requests' round trips, in seconds (0: none yet).
         self.rtt = 0.0
@@ -94,6 +103,12 @@ class AccountPace:
         self._timer_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dispatching = False
+        #: The account's pace in Redis, shared with other processes (``shared_pace=``). While
+        #: Redis answers, its tokens, pause and auth stop decide; the local bucket and
+        #: adaptive rate keep learning from this process' answers, for when it does not.
+        self.shared = shared
+        if shared is not None:
+            shared.on_change = self._rate_changed
 
     def __repr__(self) -> str:
         rate = self.bucket.rate
@@ -105,6 +120,52 @@ class AccountPace:
 
     def _current_rtt(self) -> float:
         return self.rtt
+
+    @property
+    def rate(self) -> float | None:
+        """Requests per second the account may take now (None: no limit known)."""
+        shared = self.shared
+        if shared is not None and shared.active:
+            return shared.rate
+        return self.bucket.rate
+
+    @property
+    def shared_state(self) -> str | None:
+        """``"shared"`` while the pace is Redis', ``"local"`` while Redis does not answer,
+        None without a shared pace."""
+        if self.shared is None:
+            return None
+        return "shared" if self.shared.active else "local"
+
+    def _token_wait(self) -> float:
+        """Seconds until a token (shared, or this process' own while Redis is away)."""
+        shared = self.shared
+        if shared is None or not shared.active:
+            return self.bucket.wait_time()
+        if _testing_mode.enabled:
+            return 0.0
+        wait = shared.wait_time(len(self._waiters) or 1)
+        if shared.rate is None:
+            # No shared rate yet: this process' own pace reacts to its first 429 at once,
+            # a Redis round trip before the shared one can.
+            return max(wait, self.bucket.wait_time())
+        return max(wait, self.bucket.pause_remaining())
+
+    def _take_token(self) -> None:
+        shared = self.shared
+        if shared is not None and shared.active:
+            shared.take()
+            if shared.rate is None:
+                self.bucket.take()
+        else:
+            self.bucket.take()
+
+    def _adopt_shared_auth_stop(self) -> None:
+        # Another process saw the credentials refused again and again: stop here too.
+        shared = self.shared
+        if shared is not None and shared.auth_until > self._auth_until and shared.active:
+            self._auth_until = shared.auth_until
+            self._auth_failures = max(self._auth_failures, AUTH_FAILURES_TO_STOP)
 
     def _rate_changed(self) -> None:
         if self._waiters:
@@ -128,6 +189,8 @@ class AccountPace:
     def forget_requests(self) -> None:
         """Drop the waiters and in-flight count of a dead loop or a parent process (after a
         fork); what was learned about the account stays."""
+        if self.shared is not None:
+            self.shared.forget()
         self._waiters.clear()
         self._timer = None
         self.in_flight = 0
@@ -157,12 +220,13 @@ class AccountPace:
         """Admit one request now if nobody is queued and the pace allows it; never waits."""
         if self._waiters or self.in_flight >= self.window:
             return False
+        if self.shared is not None:
+            self._adopt_shared_auth_stop()
         if self._auth_until and self.auth_cooldown_error() is not None:
             return False
-        bucket = self.bucket
-        if bucket.wait_time() > 0:
+        if self._token_wait() > 0:
             return False
-        bucket.take()
+        self._take_token()
         self.in_flight += 1
         return True
 
@@ -211,6 +275,8 @@ class AccountPace:
             return  # a callback of ours queued more: the loop below will see it
         self._dispatching = True
         try:
+            if self.shared is not None:
+                self._adopt_shared_auth_stop()
             waiters = self._waiters
             while waiters:
                 head = waiters[0]
@@ -225,12 +291,12 @@ class AccountPace:
                         continue
                 if self.in_flight >= self.window:
                     return  # the next release looks again
-                wait = self.bucket.wait_time()
+                wait = self._token_wait()
                 if wait > 0:
                     self._wake_in(wait)
                     return
                 waiters.popleft()
-                self.bucket.take()
+                self._take_token()
                 self.in_flight += 1
                 _resolve(head, None)
         finally:
@@ -272,6 +338,13 @@ class AccountPace:
 
     def _learn(self, status: int, retry_after: float | None, elapsed: float) -> None:
         self.rtt = elapsed if not self.rtt else self.rtt + RTT_GAIN * (elapsed - self.rtt)
+        if self.shared is not None:
+            pause = (
+                min(retry_after, self._max_retry_after)
+                if retry_after is not None and retry_after >= ACCOUNT_PAUSE_AFTER
+                else 0.0
+            )
+            self.shared.record(status, retry_after, pause, self.rtt, self._clock() - elapsed)
         if 200 <= status < 300:
             if self._auth_failures:
                 self._auth_failures = 0
@@ -317,7 +390,7 @@ class AccountPace:
 
     def _fit_window(self) -> None:
         ceiling = self.max_window
-        rate = self.bucket.rate
+        rate = self.rate
         if rate is not None and self.rtt:
             ceiling = min(ceiling, int(rate * self.rtt * WINDOW_HEADROOM) + INITIAL_WINDOW)
         if self.window < ceiling:

@@ -52,6 +52,7 @@ from ._models import (
     TrackingUpdate,
 )
 from ._progress import PushProgress, Tally
+from ._shared import SharedPace
 from ._stream import PushStream
 
 T = TypeVar("T")
@@ -170,6 +171,7 @@ class TrackingClient:
         user_agent: str | None = None,
         accounts: Accounts | None = None,
         checks: Checks | None = None,
+        shared_pace: SharedPace | str | None = None,
     ) -> None:
         """Configure a client; the background thread starts on the first call. Arguments
         as for ``AsyncTrackingClient`` (``accounts``: other accounts it can send to). Calls
@@ -194,6 +196,7 @@ class TrackingClient:
             user_agent=user_agent,
             accounts=accounts,
             checks=checks,
+            shared_pace=shared_pace,
         )
         self._lock = threading.Lock()
         self._runner: _PortalThread | None = None

@@ -183,7 +183,8 @@ class AccountCounters:
             pace_wait_s=self.pace_wait_s,
             in_flight=pace.in_flight,
             window=pace.window,
-            rate=pace.bucket.rate,
+            rate=pace.rate,
             rtt_s=pace.rtt,
             auth_stopped=pace.auth_stopped,
+            shared_pace=pace.shared_state,
         )

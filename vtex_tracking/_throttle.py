@@ -135,6 +135,10 @@ class TokenBucket:
         if self.on_change is not None:
             self.on_change()
 
+    def pause_remaining(self) -> float:
+        """Seconds left of a ``Retry-After`` pause (0: none)."""
+        return max(0.0, self._paused_until - self._clock())
+
     @property
     def paused(self) -> bool:
         """Whether a ``Retry-After`` pause holds every request right now."""

@@ -109,6 +109,11 @@ class Transport:
         return self._headers
 
     @property
+    def url_prefix(self) -> str:
+        """The base URL requests go to (``https://{account}.{environment}.com.br``)."""
+        return self._url_prefix
+
+    @property
     def host(self) -> str:
         """The host requests go to (for logs and traces)."""
         return self._display_host

@@ -1,0 +1,50 @@
+"""The Celery app of ``tests/test_celery.py``, configured as a user would configure theirs.
+
+Workers run it as ``celery -A tests.celery_app worker ...`` with the environment naming the
+broker (``VTEX_TEST_BROKER_URL``), the fake VTEX (``VTEX_TEST_OMS_URL``), the visibility
+timeout (``VTEX_TEST_VISIBILITY_TIMEOUT``), optionally a rate limit (``VTEX_TEST_RATE_LIMIT``)
+and the credentials and shared pace (the usual ``VTEX_*``: ``TrackingClient.from_env``). The
+test process builds its own producer with ``make_app``. Importing this module connects to
+nothing: Celery apps connect on first use.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import Celery
+
+from vtex_tracking import RetryPolicy
+from vtex_tracking.celery import TrackingTasks, configure, register_tasks
+
+BROKER_ENV = "VTEX_TEST_BROKER_URL"
+OMS_ENV = "VTEX_TEST_OMS_URL"
+VISIBILITY_ENV = "VTEX_TEST_VISIBILITY_TIMEOUT"
+#: Requests per second per account (the client's ``rate_limit``), when set.
+RATE_LIMIT_ENV = "VTEX_TEST_RATE_LIMIT"
+#: Requests in flight per worker process: few, so that a batch takes long enough for a kill
+#: to land in the middle of it.
+MAX_CONCURRENCY = 2
+
+
+def make_app(broker_url: str, oms_url: str, visibility_timeout: float) -> tuple[Any, TrackingTasks]:
+    """A Celery app with the SDK's settings and tasks, sending to ``oms_url``."""
+    app = Celery("vtex_tracking_tests")
+    configure(app, broker_url=broker_url, visibility_timeout=visibility_timeout)
+    settings: dict[str, Any] = {
+        "base_url": oms_url,
+        "max_concurrency": MAX_CONCURRENCY,
+        "retry": RetryPolicy(max_attempts=4, initial_backoff=0.05, max_backoff=0.2),
+    }
+    if os.environ.get(RATE_LIMIT_ENV):
+        settings["rate_limit"] = float(os.environ[RATE_LIMIT_ENV])
+    return app, register_tasks(app, client_settings=settings)
+
+
+# Defaults that reach nothing (port 9 on loopback) when a variable is missing, never VTEX.
+app, tasks = make_app(
+    os.environ.get(BROKER_ENV, "redis://127.0.0.1:9/0"),
+    os.environ.get(OMS_ENV, "http://127.0.0.1:9"),
+    float(os.environ.get(VISIBILITY_ENV, "6")),
+)

@@ -1,0 +1,557 @@
+"""``vtex_tracking.celery`` with real parts only: redis-server as broker and result store, Celery
+prefork workers started as subprocesses (``tests/celery_app.py``), FakeOMS as VTEX, and
+``kill -9`` of a pool child and of a whole worker in the middle of a run."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from vtex_tracking import TrackingEvent, TrackingStatus, TrackingUpdate
+from vtex_tracking.celery import Batch, collect, enqueue, enqueue_file
+from vtex_tracking.testing import FakeOMS
+
+from .celery_app import BROKER_ENV, OMS_ENV, RATE_LIMIT_ENV, VISIBILITY_ENV, make_app
+from .conftest import APP_KEY, APP_TOKEN
+from .redis_server import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The visibility timeout of these tests' workers: small, so a dead worker's batches come
+#: back within the test (production: longer than the slowest batch, see the module).
+VISIBILITY_TIMEOUT = 6.0
+#: Restore sweep period ``configure`` derives from it (a tenth, at least 1 s).
+RESTORE_INTERVAL = 1.0
+#: Seconds a worker may take to start on a loaded 2-CPU machine.
+WORKER_START_TIMEOUT = 45.0
+#: Margin for a loaded machine on top of what Celery promises.
+SLACK = 4.0
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned) or fail after
+    ``timeout`` seconds saying ``what`` did not happen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.02)
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (read from /proc: no psutil needed)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces, so split after its ")".
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the process group is still alive (zombies count as gone)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+class Worker:
+    """One ``celery worker`` (prefork, 2 children) in its own process group, logging to a
+    file; ``kill()`` is ``kill -9`` of the main process and its children at once."""
+
+    def __init__(self, name: str, env: dict[str, str], queue: str, log: Path) -> None:
+        self.name = name
+        self.log = log
+        command = [
+            sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker",
+            "-P", "prefork", "--concurrency", "2",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "-Q", queue, "-n", f"{name}@%h", "--loglevel", "INFO",
+        ]  # fmt: skip
+        self._log_file = log.open("wb")
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.pgid = self.process.pid
+
+    def wait_ready(self) -> None:
+        """Wait until the worker says it is ready (consuming) with both children up."""
+        wait_for(
+            lambda: self.process.poll() is not None or " ready." in self.text(),
+            WORKER_START_TIMEOUT,
+            f"worker {self.name} ready",
+        )
+        assert self.process.poll() is None, f"worker {self.name} exited:\n{self.text()}"
+        wait_for(lambda: len(self.children()) >= 2, 10, f"worker {self.name}'s 2 children")
+
+    def children(self) -> list[int]:
+        """The pool children's process ids."""
+        return child_pids(self.process.pid)
+
+    def text(self) -> str:
+        """The worker's log so far."""
+        return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL to every process of the worker at once, and wait until none is left."""
+        with contextlib.suppress(ProcessLookupError):  # already gone
+            os.killpg(self.pgid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+        wait_for(lambda: not group_alive(self.pgid), 10, f"every process of {self.name} gone")
+
+    def stop(self) -> None:
+        """A warm shutdown (SIGTERM), then SIGKILL for whatever is left; never leaves a
+        process behind."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):  # killed below
+                self.process.wait(timeout=15)
+        self.kill()
+        self._log_file.close()
+
+
+def worker_env(broker_url: str, oms: FakeOMS) -> dict[str, str]:
+    """The environment of a test worker: broker, FakeOMS and its credentials."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VTEX_")}
+    env.update(
+        {
+            BROKER_ENV: broker_url,
+            OMS_ENV: oms.url,
+            VISIBILITY_ENV: str(VISIBILITY_TIMEOUT),
+            "VTEX_ACCOUNT_NAME": "acme",
+            "VTEX_APP_KEY": APP_KEY,
+            "VTEX_APP_TOKEN": APP_TOKEN,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    """Starts workers for one test (``start_worker(name, env, queue)``) and stops every one
+    of them at the end, however the test ended."""
+    workers: list[Worker] = []
+
+    def start(name: str, env: dict[str, str], queue: str, ready: bool = True) -> Worker:
+        worker = Worker(name, env, queue, tmp_path / f"{name}.log")
+        workers.append(worker)
+        if ready:
+            worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+def wire(index: int, *, events: int = 2) -> dict[str, Any]:
+    """Update number ``index`` in VTEX's wire form, with ids that tell its index."""
+    return {
+        "orderId": f"{1_000_000 + index}-01",
+        "invoiceNumber": f"NF{index:05d}",
+        "isDelivered": False,
+        "deliveredDate": None,
+        "events": [
+            {"city": "Recife", "state": "PE", "description": f"evento {n}", "date": "2026-11-02"}
+            for n in range(events)
+        ],
+    }
+
+
+def body(update: dict[str, Any]) -> dict[str, Any]:
+    """What VTEX receives for a wire-form update: the body, without the ids of the path."""
+    return {k: update[k] for k in ("events", "isDelivered", "deliveredDate")}
+
+
+def held(client: redis.Redis) -> dict[str, str]:
+    """Batches taken by a worker and not yet acknowledged: delivery tag -> task id (kombu's
+    ``unacked`` hash, where a dead worker's batches wait for the visibility timeout)."""
+    found = {}
+    for tag, value in client.hgetall("unacked").items():
+        payload = json.loads(value)[0]
+        found[tag.decode()] = payload["headers"]["id"]
+    return found
+
+
+def queued(client: redis.Redis, queue: str) -> set[str]:
+    """Task ids waiting in ``queue``."""
+    return {json.loads(raw)["headers"]["id"] for raw in client.lrange(queue, 0, -1)}
+
+
+def accepted_count(oms: FakeOMS, batch: Batch, updates: list[dict[str, Any]]) -> int:
+    """How many items of ``batch`` FakeOMS has accepted so far."""
+    keys = [(updates[i]["orderId"], updates[i]["invoiceNumber"]) for i in batch.indexes]
+    return sum(1 for key in keys if oms.updates.get(key))
+
+
+# -- a worker shared by the happy-path tests -----------------------------------------------
+
+
+class Shared:
+    """One redis-server, one FakeOMS and one worker for the tests that kill nothing."""
+
+    queue = "vtex-tests"
+
+    def __init__(self, redis_url: str, oms: FakeOMS, worker: Worker) -> None:
+        self.oms = oms
+        self.worker = worker
+        self.app, self.tasks = make_app(redis_url, oms.url, VISIBILITY_TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
+    """A module-wide redis-server, FakeOMS and running worker (stopped at the end)."""
+    log = tmp_path_factory.mktemp("celery") / "shared-worker.log"
+    with RedisServer() as server, FakeOMS() as oms:
+        worker = Worker("shared", worker_env(server.url, oms), Shared.queue, log)
+        try:
+            worker.wait_ready()
+            yield Shared(server.url, oms, worker)
+        finally:
+            worker.stop()
+
+
+# -- tests ---------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_a_batch_gives_one_result_per_item_and_reports_the_invalid_one(shared: Shared) -> None:
+    """A batch round trip gives one JSON result per item in order; an invalid item gets its
+    own ``invalid`` result naming the field, and FakeOMS receives exactly the valid bodies."""
+    shared.oms.reset()
+    good = [wire(i) for i in range(3)]
+    invalid = wire(3)
+    del invalid["events"][1]["date"]
+    batch = [good[0], invalid, good[1], good[2]]
+
+    async_result = shared.tasks.push_batch.apply_async(args=[batch], queue=Shared.queue)
+    results = async_result.get(timeout=60)
+
+    assert [r["index"] for r in results] == [0, 1, 2, 3]
+    assert [r["ok"] for r in results] == [True, False, True, True]
+    bad = results[1]
+    assert (bad["outcome"], bad["field"], bad["attempts"]) == ("invalid", "events[1].date", 0)
+    assert bad["error"] == "events[1].date: required field missing"
+    assert bad["orderId"] == invalid["orderId"]
+    for result, update in zip([results[0], *results[2:]], good, strict=True):
+        assert result["orderId"] == update["orderId"]
+        assert result["invoiceNumber"] == update["invoiceNumber"]
+        assert (result["accountName"], result["status"], result["outcome"]) == ("acme", 200, "200")
+        assert result["receipt"] and result["requestId"] and result["attempts"] == 1
+        assert result["error"] is None and result["redelivered"] is False
+    assert {key: docs for key, docs in shared.oms.updates.items()} == {
+        (u["orderId"], u["invoiceNumber"]): [body(u)] for u in good
+    }
+    seen = json.dumps(results) + shared.worker.text()
+    assert APP_TOKEN not in seen and APP_KEY not in seen
+
+
+@pytest.mark.timeout(180)
+def test_a_300_line_file_in_batches_of_20_is_confirmed_once_per_line(
+    shared: Shared, tmp_path: Path
+) -> None:
+    """``enqueue_file`` sends a 300-line JSONL file as 15 batches of 20; ``collect`` gives
+    each line's result exactly once, all confirmed, and FakeOMS accepted each update once."""
+    shared.oms.reset()
+    updates = [wire(i) for i in range(300)]
+    path = tmp_path / "today.jsonl"
+    path.write_text("".join(json.dumps(u) + "\n" for u in updates))
+
+    started = time.monotonic()
+    batches = enqueue_file(shared.app, path, batch_size=20, queue=Shared.queue)
+    report = collect(batches, timeout=150)
+    elapsed = time.monotonic() - started
+
+    assert len(batches) == 15 and all(len(b.indexes) == 20 for b in batches)
+    assert [r["index"] for r in report.results] == list(range(300))
+    assert [r["source"] for r in report.results] == [f"{path}:{n}" for n in range(1, 301)]
+    assert report.ok, report.by_outcome
+    assert (report.succeeded, report.duplicates, report.redelivered, report.pending) == (
+        300, 0, 0, 0,
+    )  # fmt: skip
+    assert {r["orderId"] for r in report.results} == {u["orderId"] for u in updates}
+    assert sorted(len(docs) for docs in shared.oms.updates.values()) == [1] * 300
+    print(f"\n300 updates in 15 batches through one worker (2 processes): {elapsed:.1f} s")
+
+
+@pytest.mark.timeout(120)
+def test_bad_lines_of_a_file_are_reported_by_file_and_line_and_the_rest_is_sent(
+    shared: Shared, tmp_path: Path
+) -> None:
+    """A JSONL file with a malformed line and a line missing a field: those two get
+    ``invalid`` results naming ``file:line`` (never sent), the other lines are confirmed."""
+    shared.oms.reset()
+    missing = wire(3)
+    del missing["invoiceNumber"]
+    lines = [json.dumps(wire(0)), "{not json", json.dumps(wire(2)), json.dumps(missing)]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+
+    report = collect(enqueue_file(shared.app, path, batch_size=2, queue=Shared.queue), timeout=60)
+
+    assert [r["index"] for r in report.results] == [0, 1, 2, 3]
+    assert [r["outcome"] for r in report.results] == ["200", "invalid", "200", "invalid"]
+    assert report.results[1]["error"].startswith(f"{path}:2: not valid JSON")
+    assert report.results[3]["error"] == f"{path}:4: invoiceNumber: required field missing"
+    assert report.results[3]["field"] == "invoiceNumber"
+    assert len(shared.oms.requests) == 2
+
+
+@pytest.mark.timeout(120)
+def test_enqueue_takes_models_and_wire_dicts_and_refuses_invalid_ones_before_sending(
+    shared: Shared,
+) -> None:
+    """``enqueue`` takes ``TrackingUpdate`` models and wire-form dicts alike (sent as the SDK
+    would send them); an item that cannot be an update is refused at enqueue time, never
+    sent, and still gets its ``invalid`` result from ``collect``."""
+    shared.oms.reset()
+    event = TrackingEvent("Recife", "PE", "Saiu para entrega", dt.date(2026, 11, 23))
+    model = TrackingUpdate("2000-01", "NF-M", TrackingStatus([event]))
+    typo = wire(1) | {"isDelivred": True}
+
+    batches = enqueue(shared.tasks, [model, wire(0), typo, 42], batch_size=2, queue=Shared.queue)
+    report = collect(batches, timeout=60)
+
+    assert [r["outcome"] for r in report.results] == ["200", "200", "invalid", "invalid"]
+    assert report.results[2]["field"] == "isDelivred"
+    assert "did you mean 'isDelivered'" in report.results[2]["error"]
+    assert report.results[3]["error"] == "expected a mapping or a TrackingUpdate, got int"
+    assert shared.oms.accepted("2000-01", "NF-M") == [
+        {
+            "events": [
+                {"city": "Recife", "state": "PE", "description": "Saiu para entrega",
+                 "date": "2026-11-23"}
+            ],
+            "isDelivered": False,
+            "deliveredDate": None,
+        }
+    ]  # fmt: skip
+    assert len(shared.oms.requests) == 2
+
+
+@pytest.mark.timeout(240)
+def test_kill_9_of_a_child_and_of_a_whole_worker_loses_no_update(
+    redis_server: RedisServer, start_worker: Callable[..., Worker]
+) -> None:
+    """kill -9 of a pool child, then of a whole worker, mid-run: every update is confirmed
+    at FakeOMS, ``collect`` gives each item's final result once (re-delivered items counted,
+    not repeated), and the dead worker's batches come back within the visibility timeout.
+
+    Re-delivered batches PUT some updates twice. That is harmless: each PUT replaces the
+    invoice's whole history with its body (VTEX-FACTS.md), and a re-delivered batch sends the
+    same body again, so the history VTEX ends with is the one body, as the test asserts.
+    """
+    queue = "vtex-kill"
+    size, count = 10, 160
+    updates = [wire(i) for i in range(count)]
+    broker = redis.Redis.from_url(redis_server.url)
+    with FakeOMS(latency=0.25) as oms:  # ~1.3 s per batch: kills land mid-batch
+        env = worker_env(redis_server.url, oms)
+        first = start_worker("first", env, queue)
+        app, _ = make_app(redis_server.url, oms.url, VISIBILITY_TIMEOUT)
+        batches = enqueue(app, updates, batch_size=size, queue=queue)
+        by_task = {b.id: b for b in batches}
+
+        def two_half_done_batches() -> dict[str, str] | None:
+            # Two batches held, each with some but not all items accepted: killing either
+            # runner now makes a batch run again over updates VTEX already has.
+            now = held(broker)
+            partial = [1 <= accepted_count(oms, by_task[t], updates) < size for t in now.values()]
+            return now if len(now) == 2 and all(partial) else None
+
+        # 1. kill -9 one pool child: its batch goes back to the queue at once.
+        before = wait_for(two_half_done_batches, 60, "two batches half done")
+        os.kill(first.children()[0], signal.SIGKILL)
+        killed_at = time.monotonic()
+
+        def requeued() -> str | None:
+            now, waiting = held(broker), queued(broker, queue)
+            for tag, task in before.items():
+                if tag not in now and (task in waiting or task in now.values()):
+                    return task
+            return None
+
+        child_task = wait_for(requeued, 30, "the killed child's batch back in the queue")
+        child_requeue_s = time.monotonic() - killed_at
+
+        # 2. kill -9 the whole worker (main process and children at once) mid-batch.
+        wait_for(two_half_done_batches, 60, "two batches half done again")
+        first.kill()
+        killed_at = time.monotonic()
+        stranded = held(broker)  # nobody acknowledges for a dead worker
+        delivered_at = {
+            tag.decode(): score
+            for tag, score in broker.zrange("unacked_index", 0, -1, withscores=True)
+        }
+        assert stranded and set(stranded) <= set(delivered_at)
+        second = start_worker("second", env, queue)
+        ready_wall = time.time()  # a sweep needs a live worker: none runs before this
+        back_at: dict[str, float] = {}
+
+        def all_back() -> bool:
+            now, wall = held(broker), time.time()
+            for tag in set(stranded) - set(now) - set(back_at):
+                back_at[tag] = wall
+            return len(back_at) == len(stranded)
+
+        wait_for(all_back, VISIBILITY_TIMEOUT + RESTORE_INTERVAL + 30, "stranded batches back")
+        restore_after_kill_s = time.monotonic() - killed_at
+        waited = [back_at[tag] - delivered_at[tag] for tag in stranded]
+        # Due: once older than the visibility timeout and a live worker sweeps.
+        due = [max(VISIBILITY_TIMEOUT, ready_wall - delivered_at[tag]) for tag in stranded]
+
+        report = collect(batches, timeout=120)
+        second.stop()
+
+    duplicated = {key: docs for key, docs in oms.updates.items() if len(docs) > 1}
+    redelivered_tasks = {child_task, *stranded.values()}
+    figures = (
+        f"child batch requeued {child_requeue_s:.2f} s after its kill; dead worker's "
+        f"{len(stranded)} batches all back {restore_after_kill_s:.1f} s after the kill, each "
+        f"{min(waited):.1f}-{max(waited):.1f} s after its delivery (visibility timeout "
+        f"{VISIBILITY_TIMEOUT:.0f} s, sweep every {RESTORE_INTERVAL:.0f} s); "
+        f"{len(duplicated)} of {count} updates PUT twice or more, {len(oms.requests)} "
+        f"requests; collect: {report.redelivered} items redelivered, {report.duplicates} "
+        f"duplicates"
+    )
+    print("\n" + figures)
+
+    assert report.ok, (report.by_outcome, figures)
+    assert [r["index"] for r in report.results] == list(range(count)), figures
+    assert report.duplicates == 0 and report.pending == 0, figures
+    assert report.redelivered == size * len(redelivered_tasks), figures
+    assert all(oms.accepted(u["orderId"], u["invoiceNumber"]) for u in updates), figures
+    assert duplicated, f"a kill mid-batch must repeat some PUTs: {figures}"
+    for (order_id, invoice), docs in duplicated.items():
+        expected = body(updates[int(order_id.split("-")[0]) - 1_000_000])
+        assert docs == [expected] * len(docs), invoice
+        assert oms.accepted(order_id, invoice)[-1] == expected  # the final history
+    assert child_requeue_s < SLACK, figures
+    late = [w - d for w, d in zip(waited, due, strict=True)]
+    assert max(late) <= RESTORE_INTERVAL + SLACK, figures
+    assert min(waited) >= VISIBILITY_TIMEOUT, figures
+    second_log = second.text()
+    assert APP_TOKEN not in second_log and APP_KEY not in second_log
+
+
+@pytest.mark.timeout(180)
+def test_a_dead_workers_batches_wait_for_a_live_workers_restore_sweep(
+    redis_server: RedisServer, start_worker: Callable[..., Worker]
+) -> None:
+    """With no worker alive, a dead worker's batches stay taken past the visibility timeout:
+    Redis re-delivers only when a live worker's restore sweep runs (the next one to start
+    sweeps at once), and then every update is confirmed."""
+    queue = "vtex-sweep"
+    updates = [wire(i) for i in range(40)]
+    broker = redis.Redis.from_url(redis_server.url)
+    with FakeOMS(latency=0.25) as oms:
+        env = worker_env(redis_server.url, oms)
+        first = start_worker("lonely", env, queue)
+        app, _ = make_app(redis_server.url, oms.url, VISIBILITY_TIMEOUT)
+        batches = enqueue(app, updates, batch_size=10, queue=queue)
+        wait_for(lambda: len(held(broker)) == 2, 60, "two batches taken")
+        first.kill()
+        stranded = held(broker)
+        time.sleep(VISIBILITY_TIMEOUT + 2 * RESTORE_INTERVAL)  # nothing alive to sweep
+        still_held = set(held(broker))
+        started = time.monotonic()
+        second = start_worker("rescuer", env, queue, ready=False)
+        wait_for(lambda: not set(stranded) & set(held(broker)), 60, "stranded batches back")
+        back_after_start_s = time.monotonic() - started
+        report = collect(batches, timeout=120)
+        second.stop()
+
+    print(
+        f"\nno worker for {VISIBILITY_TIMEOUT + 2 * RESTORE_INTERVAL:.0f} s: "
+        f"{len(set(stranded) & still_held)} of 2 batches still taken; back "
+        f"{back_after_start_s:.1f} s after a new worker was started"
+    )
+    assert set(stranded) <= still_held
+    assert report.ok and report.redelivered == 20, report.by_outcome
+    assert all(oms.accepted(u["orderId"], u["invoiceNumber"]) for u in updates)
+
+
+def test_importing_the_package_never_imports_celery() -> None:
+    """``import vtex_tracking`` (and its CLI and testing modules) loads neither Celery nor
+    ``vtex_tracking.celery``: the extra stays optional."""
+    code = (
+        "import sys, vtex_tracking, vtex_tracking.cli, vtex_tracking.testing;"
+        "print(sorted(m for m in sys.modules if m == 'celery' or m.endswith('.celery')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.timeout(180)
+def test_workers_with_a_shared_pace_keep_the_accounts_rate_together(
+    redis_server: RedisServer, start_worker: Callable[..., Worker]
+) -> None:
+    """Two workers (four processes) with ``VTEX_SHARED_PACE`` and ``rate_limit=10`` send to
+    the account at 10 requests per second in all, not 10 each: the pace lives in Redis.
+    (Without it: 60 requests in 1.4 s, 40 in the busiest second.)"""
+    queue = "vtex-shared"
+    rate = 10.0
+    updates = [wire(i) for i in range(60)]
+    broker = redis.Redis.from_url(redis_server.url)
+    with FakeOMS(latency=0.05) as oms:
+        env = worker_env(redis_server.url, oms)
+        env.update({"VTEX_SHARED_PACE": redis_server.url, RATE_LIMIT_ENV: str(rate)})
+        start_worker("left", env, queue)
+        start_worker("right", env, queue)
+        app, _ = make_app(redis_server.url, oms.url, VISIBILITY_TIMEOUT)
+        report = collect(enqueue(app, updates, batch_size=5, queue=queue), timeout=120)
+
+    arrivals = sorted(r.received_at for r in oms.requests)
+    first = sum(1 for t in arrivals if t < arrivals[0] + 1)
+    later = [t for t in arrivals if t >= arrivals[0] + 1]  # after each process's first lease
+    steady = (len(later) - 1) / (later[-1] - later[0])
+    busiest = max(sum(1 for t in later if start <= t < start + 1) for start in later)
+    pace_keys = broker.keys("vtex-tracking:pace:*")
+    print(
+        f"\nshared pace, 4 processes at rate_limit {rate:.0f}: {len(arrivals)} requests in"
+        f" {arrivals[-1] - arrivals[0]:.1f} s; first second {first}, then {steady:.1f}/s,"
+        f" busiest second after it {busiest}"
+    )
+    assert report.ok, report.by_outcome
+    assert pace_keys, "no account pace in Redis"
+    assert steady <= rate * 1.3, steady
+    assert busiest <= rate * 1.5, busiest

@@ -1,0 +1,388 @@
+"""Each account's pace shared by every process and machine through Redis (``shared_pace=``).
+
+VTEX limits an account, not a process. With several processes (web workers, Celery children,
+replicas) each learning the account's limit on its own, their sum overshoots it. Here the
+account's token schedule, learned rate, ``Retry-After`` pause and auth stop live in one Redis
+hash per account, changed by one Lua script (``_shared_script.lua``) per call, atomically and
+on Redis' clock.
+
+A process leases tokens: one call reserves a few tokens, each with the moment it may be used
+(GCRA with reservations), and reports what the process saw since its last call (successes,
+throttles, a long ``Retry-After``, refused credentials). So each request costs at most one
+Redis round trip, and no one polls. While no rate is known (no 429 yet) nothing is leased;
+a process syncs a few times a second, and at once after a throttle.
+
+When Redis is down or slow (a short timeout), sending goes on with the process's own pace
+(``AccountPace`` keeps learning locally all along), with one warning; every second one call
+checks whether Redis is back, and the process rejoins. Redis never fails an update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from . import _throttle
+from ._errors import ConfigurationError
+from ._telemetry import logger
+
+__all__ = ["SharedAccount", "SharedConnection", "SharedPace"]
+
+#: Seconds a Redis call may take before this process paces on its own.
+DEFAULT_REDIS_TIMEOUT = 0.25
+#: Seconds between checks whether an unreachable Redis is back.
+RECONNECT_INTERVAL = 1.0
+#: Seconds between syncs while no rate is known (unlimited: no tokens to lease).
+SYNC_INTERVAL = 0.1
+#: Seconds of requests one lease covers at the current rate (at least one token).
+LEASE_SECONDS = 0.02
+#: Most tokens one lease reserves.
+MAX_LEASE = 32
+#: Seconds the shared rate is held to measure the account's (``_throttle.MEASURE_TIME``
+#: is 0.2 s): processes hear of a change one lease later, and only throttles of requests sent
+#: after that count, so a shorter hold would often see none and judge the account unsaturated.
+SHARED_MEASURE_TIME = 0.5
+#: Seconds after which a reserved token not used is dropped (its moment has passed).
+TOKEN_EXPIRY = 1.0
+#: Milliseconds an idle account's state lives in Redis.
+DEFAULT_KEY_TTL_MS = 15 * 60 * 1000
+#: Seconds ``wait_time`` reports while a lease is on its way (its answer wakes the pace).
+PENDING = 1.0
+
+_SCRIPT = importlib.resources.files("vtex_tracking").joinpath("_shared_script.lua").read_text()
+
+
+def _validate_url(instance: object, attribute: Any, value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigurationError(
+            "shared_pace: expected a redis://, rediss:// or unix:// URL, got a"
+            f" {type(value).__name__}"
+        )
+
+
+@attrs.frozen
+class SharedPace:
+    """Where the accounts' shared pace lives: a Redis URL (``redis://host:6379/0``), or a
+    ``redis.asyncio.Redis`` client (``client_factory``, called once per event loop and
+    process). Keys are ``{prefix}:{host}`` per account host and expire after ``key_ttl_ms``
+    idle. ``timeout``: seconds a Redis call may take before this process paces on its own."""
+
+    url: str | None = attrs.field(default=None, validator=_validate_url, repr=False)
+    prefix: str = "vtex-tracking:pace"
+    timeout: float = DEFAULT_REDIS_TIMEOUT
+    key_ttl_ms: int = DEFAULT_KEY_TTL_MS
+    client_factory: Callable[[], Any] | None = attrs.field(default=None, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if (self.url is None) == (self.client_factory is None):
+            raise ConfigurationError("shared_pace: give a Redis URL or a client_factory")
+
+    @property
+    def where(self) -> str:
+        """Host and port of the Redis server, for messages (never its password)."""
+        if self.url is None:
+            return "a Redis client"
+        rest = self.url.split("://", 1)[1]
+        return rest.rsplit("@", 1)[-1].split("/", 1)[0] or "localhost"
+
+
+class SharedConnection:
+    """A client's link to the shared pace: one Redis client and script per event loop and
+    process, made again after a fork or when the loop changes (redis-py's asyncio clients
+    belong to one loop), and whether Redis answers (the warning is given once per outage)."""
+
+    def __init__(self, config: SharedPace) -> None:
+        self.config = config
+        self._client: Any = None
+        self._script: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = 0
+        #: Whether Redis answered the last call; the warning is given once per outage.
+        self.healthy = True
+
+    def script(self) -> Any:
+        """The registered script for the running loop (NOSCRIPT after a restart is handled
+        by redis-py's script object, which loads it again)."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop or self._pid != os.getpid():
+            self._client = self._new_client()
+            self._script = self._client.register_script(_SCRIPT)
+            self._loop = loop
+            self._pid = os.getpid()
+        return self._script
+
+    def _new_client(self) -> Any:
+        config = self.config
+        if config.client_factory is not None:
+            return config.client_factory()
+        try:
+            import redis.asyncio
+        except ImportError:  # pragma: no cover - the extra is documented
+            raise ConfigurationError(
+                "shared_pace needs redis-py: pip install 'vtex-tracking[redis]'"
+            ) from None
+        assert config.url is not None  # checked at construction: a URL or a factory
+        return redis.asyncio.Redis.from_url(
+            config.url,
+            socket_timeout=config.timeout,
+            socket_connect_timeout=config.timeout,
+            retry_on_timeout=False,
+        )
+
+    def forget(self) -> None:
+        """After a fork or with a dead loop: the old client is not ours to close."""
+        self._client = None
+        self._script = None
+        self._loop = None
+
+    async def aclose(self) -> None:
+        """Close the client if it belongs to the running loop."""
+        client, self._client = self._client, None
+        self._script = None
+        if client is not None and self._loop is asyncio.get_running_loop():
+            await client.aclose()
+
+    def key(self, host: str) -> str:
+        """The Redis key of the account served at ``host``: VTEX limits per account."""
+        return f"{self.config.prefix}:{host}"
+
+    def went_down(self, error: BaseException) -> None:
+        """A call failed: pace on our own, and say so once."""
+        if self.healthy:
+            self.healthy = False
+            logger.warning(
+                "shared pace: Redis at %s did not answer (%s); each process paces its"
+                " accounts on its own until it is back",
+                self.config.where,
+                type(error).__name__,
+            )
+
+    def came_back(self) -> None:
+        """A call succeeded after an outage: rejoin, and say so."""
+        if not self.healthy:
+            self.healthy = True
+            logger.warning(
+                "shared pace: Redis at %s answers again; accounts are paced together again",
+                self.config.where,
+            )
+
+
+class SharedAccount:
+    """One account's share of the shared pace, in one process: the tokens it leased, what
+    it saw since its last call, and the account's pause and auth stop as Redis last said.
+
+    ``AccountPace`` asks ``wait_time()`` and calls ``take()`` and ``record()``; a lease's
+    answer calls ``on_change`` so the pace looks at its queue again.
+    """
+
+    def __init__(
+        self,
+        connection: SharedConnection,
+        key: str,
+        *,
+        ceiling: float | None,
+        adaptive: bool,
+        auth_to_stop: int,
+        auth_cooldown: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._connection = connection
+        self.key = key
+        self._ceiling = ceiling or 0
+        self._adaptive = adaptive
+        self._auth_to_stop = auth_to_stop
+        self._auth_cooldown = auth_cooldown
+        self._clock = clock
+        #: Times (monotonic) at which each leased token may be used, oldest first.
+        self._tokens: list[float] = []
+        #: The account's rate as Redis last said (None: none known yet).
+        self.rate: float | None = None
+        self.paused_until = 0.0
+        self.auth_until = 0.0
+        # What this process saw since its last call.
+        self._ok = 0
+        #: Send times of the throttled requests not reported yet.
+        self._throttled: list[float] = []
+        self._pause = 0.0
+        self._auth_failures = 0
+        self.rtt = 0.0
+        self._call: asyncio.Task[None] | None = None
+        # The learned rate's last change of state, and when this process heard of it: a
+        # throttle of a request sent before then answers the old rate and is not reported
+        # (reports travel with the next call, later than the answers they describe).
+        self._generation = 0
+        self._generation_at = -1e9
+        # A throttle while no rate is known: hold requests until Redis has one.
+        self._hold = False
+        self._last_call = -1e9
+        self._retry_at = 0.0
+        self._next_ask = 0.0
+        self.on_change: Callable[[], None] | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether Redis answers: False means the pace uses its own bucket meanwhile."""
+        return self._connection.healthy
+
+    # -- asked by the pace ---------------------------------------------------------------------
+
+    def wait_time(self, demand: int = 1) -> float:
+        """Seconds until this process may send the account's next request (0: now)."""
+        now = self._clock()
+        if self.auth_until > now:
+            return 0.0  # the pace fails fast on its own auth stop; nothing to wait for
+        if self.paused_until > now:
+            return self.paused_until - now
+        if self.rate is None:
+            if self._hold:
+                self._start_call(0)
+                return PENDING
+            if now - self._last_call >= SYNC_INTERVAL:
+                self._start_call(0)
+            return 0.0
+        tokens = self._tokens
+        while tokens and tokens[0] < now - TOKEN_EXPIRY:
+            tokens.pop(0)  # reserved but not used in time: its moment has gone
+        if tokens:
+            return max(0.0, tokens[0] - now)
+        if now < self._next_ask:
+            return self._next_ask - now  # Redis said when tokens will be near
+        want = max(1, min(MAX_LEASE, demand, round(self.rate * LEASE_SECONDS) or 1))
+        self._start_call(want)
+        return PENDING
+
+    def take(self) -> None:
+        """Use the next leased token (after ``wait_time()`` said 0)."""
+        if self._tokens and self.rate is not None:
+            self._tokens.pop(0)
+
+    def record(
+        self, status: int, retry_after: float | None, pause: float, rtt: float, sent_at: float
+    ) -> None:
+        """An answer to a request sent at ``sent_at`` (monotonic): count it for the next
+        call; throttles and refusals go out at once."""
+        self.rtt = rtt
+        if 200 <= status < 300:
+            self._ok += 1
+            return
+        if status == 429 or (status == 503 and retry_after is not None):
+            if pause > 0:
+                self._pause = max(self._pause, pause)
+            if sent_at >= self._generation_at:
+                self._throttled.append(sent_at)
+            elif not pause:
+                return  # an echo of the rate before the last change
+            if self.rate is None:
+                self._hold = True
+        elif status == 401 or status == 403:
+            self._auth_failures += 1
+        else:
+            return
+        self._start_call(0)
+
+    # -- Redis ---------------------------------------------------------------------------------
+
+    def _start_call(self, want: int) -> None:
+        if self._call is not None:
+            return  # one call at a time; its answer makes the pace ask again
+        now = self._clock()
+        if not self._connection.healthy and now < self._retry_at:
+            return
+        self._last_call = now
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._call = loop.create_task(self._lease(want))
+
+    async def _lease(self, want: int) -> None:
+        # Throttles of requests sent before we heard of the last change are its echoes.
+        throttled = sum(1 for sent in self._throttled if sent >= self._generation_at)
+        reported = (self._ok, throttled, self._pause, self._auth_failures)
+        self._ok = self._auth_failures = 0
+        self._throttled = []
+        self._pause = 0.0
+        connection = self._connection
+        try:
+            script = connection.script()
+            answer = await asyncio.wait_for(
+                script(
+                    keys=[self.key],
+                    args=[
+                        want,
+                        reported[0],
+                        reported[1],
+                        reported[2],
+                        reported[3],
+                        self.rtt,
+                        connection.config.key_ttl_ms,
+                        self._auth_to_stop,
+                        self._auth_cooldown,
+                        self._ceiling,
+                        1 if self._adaptive else 0,
+                        _throttle.MIN_RATE,
+                        _throttle.BETA,
+                        _throttle.SCALE,
+                        _throttle.PROBE_FLOOR,
+                        _throttle.PROBE_DOUBLING,
+                        _throttle.PROBE_BACKOFF,
+                        SHARED_MEASURE_TIME,
+                        _throttle.COOLDOWN,
+                        self._generation,
+                    ],
+                ),
+                timeout=connection.config.timeout * 2,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # Redis down, slow, restarted, misconfigured: never fatal
+            connection.went_down(exc)
+            connection.forget()
+            self._tokens.clear()
+            self._hold = False
+            self._retry_at = self._clock() + RECONNECT_INTERVAL
+            self._call = None
+            self._changed()
+            return
+        self._call = None
+        connection.came_back()
+        self._apply(answer)
+        if self._throttled or self._auth_failures or self._pause:
+            self._start_call(0)  # what arrived meanwhile must not wait for the next lease
+
+    def _apply(self, answer: list[Any]) -> None:
+        granted, first_ms, interval_us, rate_milli, paused_ms, auth_ms, generation = (
+            int(v) for v in answer
+        )
+        now = self._clock()
+        if generation != self._generation:
+            self._generation = generation
+            self._generation_at = now
+        self._hold = False
+        self.rate = rate_milli / 1000 if rate_milli >= 0 else None
+        self.paused_until = now + paused_ms / 1000 if paused_ms else 0.0
+        self.auth_until = now + auth_ms / 1000 if auth_ms else 0.0
+        if granted and self.rate is not None:
+            first = now + first_ms / 1000
+            interval = interval_us / 1_000_000
+            self._tokens.extend(max(now, first + i * interval) for i in range(granted))
+        elif self.rate is not None and not paused_ms and not auth_ms:
+            self._next_ask = now + max(0, first_ms) / 1000
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def forget(self) -> None:
+        """After a fork or with a dead loop: drop the call in flight and the leased tokens."""
+        self._call = None
+        self._tokens.clear()

@@ -1,0 +1,198 @@
+-- One VTEX account's pace, shared by every process that points at this Redis.
+--
+-- Called once per lease of tokens (and, while no rate is known, a few times a second), with
+-- what the caller saw since its last call. Everything happens here, atomically, on Redis'
+-- clock: the token schedule (GCRA with reservations), the learned rate (the SDK's adaptive
+-- rate: probe, measure, CUBIC; see _throttle.AdaptiveRate, which this mirrors), the pause
+-- after a long Retry-After, and the stop after refused credentials. No credentials are kept:
+-- the key names the account's host, the fields are numbers.
+--
+-- KEYS[1]  the account's hash
+-- ARGV     want, ok, throttled, pause_s, auth_failures, rtt_s, ttl_ms, auth_to_stop,
+--          auth_cooldown_s, ceiling (0: none), adaptive (1/0), and the adaptive constants
+--          min_rate, beta, scale, probe_floor, probe_doubling, probe_backoff, measure_time,
+--          cooldown, and the generation of the learned rate the caller knew when it sent the
+--          throttled requests (throttles of requests sent before a change are echoes)
+-- Returns  {granted, first_ms, interval_us, rate_milli (-1: none), paused_ms, auth_ms, gen}:
+--          token i (from 0) may be used max(0, first_ms + i * interval_us / 1000) ms from now
+--          (first_ms is negative while the bucket holds a burst); with granted 0 and a rate,
+--          first_ms says when to ask again; gen counts the learned rate's changes of state.
+
+local key = KEYS[1]
+local want = tonumber(ARGV[1])
+local ok = tonumber(ARGV[2])
+local throttled = tonumber(ARGV[3])
+local pause = tonumber(ARGV[4])
+local auth_failures = tonumber(ARGV[5])
+local rtt = tonumber(ARGV[6])
+local ttl_ms = tonumber(ARGV[7])
+local auth_to_stop = tonumber(ARGV[8])
+local auth_cooldown = tonumber(ARGV[9])
+local ceiling = tonumber(ARGV[10])
+local adaptive = ARGV[11] == '1'
+local MIN_RATE = tonumber(ARGV[12])
+local BETA = tonumber(ARGV[13])
+local SCALE = tonumber(ARGV[14])
+local PROBE_FLOOR = tonumber(ARGV[15])
+local PROBE_DOUBLING = tonumber(ARGV[16])
+local PROBE_BACKOFF = tonumber(ARGV[17])
+local MEASURE_TIME = tonumber(ARGV[18])
+local COOLDOWN = tonumber(ARGV[19])
+local gen_known = tonumber(ARGV[20])
+
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+
+local s = {}
+local flat = redis.call('HGETALL', key)
+for i = 1, #flat, 2 do
+  s[flat[i]] = tonumber(flat[i + 1]) or flat[i + 1]
+end
+
+if s.born == nil then
+  s.born = now
+  s.st = 'u'
+  s.okt = 0
+  s.ign = 0
+  s.pu = 0
+  s.authf = 0
+  s.authu = 0
+  if ceiling > 0 then s.rate = ceiling end
+end
+
+local function enter(state)
+  s.st = state
+  s.since = now
+  -- Callers count throttles only for requests sent after they heard of this change.
+  s.gen = (tonumber(s.gen) or 0) + 1
+  -- Answers to requests sent before the change keep arriving for about a round trip.
+  s.ign = now + math.max(COOLDOWN, 1.2 * rtt)
+end
+
+local function set_rate(rate)
+  rate = math.max(MIN_RATE, rate)
+  if ceiling > 0 then rate = math.min(rate, ceiling) end
+  -- Tokens already promised are a debt in tokens, not in seconds: at a new rate it is paid
+  -- sooner (or later), so the schedule does not stay stuck at a slow rate's pace.
+  local tat = tonumber(s.tat)
+  if tat ~= nil and s.rate ~= nil and tat > now then
+    s.tat = now + (tat - now) * s.rate / rate
+  end
+  s.rate = rate
+end
+
+local function measure_time()
+  return math.max(MEASURE_TIME, 2 * rtt)
+end
+
+local function finish_measure()
+  if s.mthr == 0 then
+    -- No pushback while holding the rate: it measured our own pace, not the server's.
+    if s.from == 'p' then
+      s.base = s.rate or PROBE_FLOOR
+      enter('p')
+    else
+      s.wmax = s.entry
+      enter('c')
+      set_rate(s.wmax * BETA)
+    end
+    return
+  end
+  s.wmax = math.max(MIN_RATE, s.mok / (now - s.since))
+  enter('c')
+  set_rate(s.wmax * BETA)
+end
+
+-- Credentials: a success anywhere ends a stop; refusals in a row start one.
+if ok > 0 then
+  s.authf = 0
+  s.authu = 0
+end
+if auth_failures > 0 then
+  s.authf = s.authf + auth_failures
+  if s.authf >= auth_to_stop and s.authu <= now then
+    s.authu = now + auth_cooldown
+  end
+end
+if pause > 0 then
+  s.pu = math.max(s.pu, now + pause)
+end
+
+-- The learned rate, from everyone's answers.
+s.okt = s.okt + ok
+if adaptive then
+  if throttled > 0 and now >= s.ign and gen_known >= (tonumber(s.gen) or 0) then
+    if s.st == 'u' then
+      local elapsed = math.max(now - s.born, 1.0)
+      s.base = math.max(PROBE_FLOOR, s.okt / elapsed)
+      enter('p')
+      set_rate(s.base)
+    elseif s.st == 'p' or s.st == 'c' then
+      s.from = s.st
+      s.entry = s.rate or PROBE_FLOOR
+      enter('m')
+      s.mok = 0
+      s.mthr = 0
+      if s.from == 'p' then set_rate(s.entry * PROBE_BACKOFF) end
+    else
+      s.mthr = s.mthr + throttled
+      if now - s.since >= measure_time() then finish_measure() end
+    end
+  end
+  if ok > 0 and s.st ~= 'u' then
+    local t = now - s.since
+    if s.st == 'p' then
+      set_rate(s.base * 2 ^ (t / math.max(PROBE_DOUBLING, rtt)))
+    elseif s.st == 'm' then
+      s.mok = s.mok + ok
+      if t >= measure_time() then finish_measure() end
+    else
+      local k = (s.wmax * (1 - BETA) / SCALE) ^ (1 / 3)
+      set_rate(SCALE * (t - k) ^ 3 + s.wmax)
+    end
+  end
+end
+
+-- Tokens: GCRA with reservations. Each token granted has its own time; a caller waits for
+-- it instead of asking again, so one call serves a whole lease and no one polls.
+local granted = 0
+local first_ms = 0
+local interval_us = 0
+local paused_ms = 0
+local auth_ms = 0
+if s.authu > now then
+  auth_ms = math.ceil((s.authu - now) * 1000)
+elseif s.pu > now then
+  paused_ms = math.ceil((s.pu - now) * 1000)
+elseif want > 0 then
+  granted = want
+  if s.rate ~= nil then
+    local interval = 1 / s.rate
+    local burst = math.max(1, math.min(s.rate / 10, 10))
+    local tat = math.max(tonumber(s.tat) or now, now)
+    local first = tat - now - (burst - 1) * interval
+    -- Promise nothing far ahead: the rate may rise meanwhile. Come back when it is near.
+    local horizon = math.max(0.25, 2 * interval)
+    if first > horizon then
+      granted = 0
+      first_ms = (first - horizon) * 1000
+    else
+      first_ms = first * 1000
+      interval_us = math.floor(interval * 1000000)
+      s.tat = tat + want * interval
+    end
+  end
+end
+
+local fields = {}
+for name, value in pairs(s) do
+  fields[#fields + 1] = name
+  fields[#fields + 1] = tostring(value)
+end
+redis.call('HSET', key, unpack(fields))
+redis.call('PEXPIRE', key, ttl_ms)
+
+local rate_milli = -1
+if s.rate ~= nil then rate_milli = math.floor(s.rate * 1000) end
+return {granted, math.floor(first_ms), interval_us, rate_milli, paused_ms, auth_ms,
+        tonumber(s.gen) or 0}
