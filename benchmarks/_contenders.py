@@ -98,14 +98,18 @@ def _summary_statuses(summary: Any) -> Counter[str]:
 
 
 async def sdk_push(p: Params) -> Params:
-    """``AsyncTrackingClient.push_all`` of ``n`` distinct updates (built before timing)."""
+    """``AsyncTrackingClient.push_all`` of ``n`` distinct updates (built before timing);
+    ``shared_pace`` and ``rate_limit`` go to the client when given (``scale_out``)."""
     n, warmup, concurrency = p["n"], p["warmup"], p["concurrency"]
     updates = list(_updates(range(n)))
-    async with _sdk_client(p) as client:
+    options = {key: p[key] for key in ("shared_pace", "rate_limit") if p.get(key)}
+    async with _sdk_client(p, **options) as client:
         await client.push_all(_updates(range(n, n + warmup)), concurrency=concurrency)
         with Window() as window, _maybe_profile(p) as profile:
             summary = await client.push_all(updates, concurrency=concurrency)
+        shared_states = [m.shared_pace for m in client.metrics().values()]
     result = window_figures(window, n, summary.succeeded, _summary_statuses(summary))
+    result["shared_pace_states"] = shared_states
     return _with_profile(result, profile, p)
 
 
@@ -518,6 +522,8 @@ def requests_seq(p: Params) -> Params:
 
 CONTENDERS: dict[str, Callable[[Params], Any]] = {
     "sdk_push": sdk_push,
+    # The same with ``shared_pace`` in its params: a name of its own to compare with sdk_push.
+    "sdk_push_shared": sdk_push,
     "sdk_send_pool": sdk_send_pool,
     "sdk_sync_seq": sdk_sync_seq,
     "sdk_async_seq": sdk_async_seq,

@@ -6,7 +6,11 @@ requests and wait until the token buckets are full again), ``statuses`` (answers
 HTTP status since the last reset) and ``statuses_by_store`` (the same, per store). Exits at
 EOF. ``--latency`` delays every answer by that many seconds (FakeOMS's ``latency``).
 ``--stores`` serves several stores (``{"name": {"rate_limit": 50, "burst": 10, "revoked":
-false}, ...}``), each told apart by its credentials (``store_credentials``).
+false}, ...}``), each told apart by its credentials (``store_credentials``). ``--ports N``
+listens on N loopback ports (one URL each, on the first line, space-separated), so each store
+can have a host of its own as on VTEX (``{account}.vtexcommercestable.com.br``); ``timeline``
+answers ``[received_at, status, store]`` per request (``time.monotonic()``: the same clock as
+every process of this machine).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import collections
 import json
 import sys
 from typing import Any
+
+from aiohttp import web
 
 from vtex_tracking.testing import FakeAccount, FakeOMS
 
@@ -42,6 +48,7 @@ async def main() -> None:
     parser.add_argument("--retry-after", default="1")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to answers")
     parser.add_argument("--stores", type=json.loads, default={}, help="JSON: name -> options")
+    parser.add_argument("--ports", type=int, default=1, help="loopback ports to listen on")
     args = parser.parse_args()
     loop = asyncio.get_running_loop()
     async with FakeOMS(
@@ -51,7 +58,12 @@ async def main() -> None:
         latency=args.latency,
         accounts=_stores(args.stores),
     ) as oms:
-        print(oms.url, flush=True)
+        runner = oms._runner  # the same app on more ports: one host per store, as on VTEX
+        assert runner is not None
+        for _ in range(args.ports - 1):
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+        urls = [oms.url] + [f"http://127.0.0.1:{a[1]}" for a in runner.addresses[1:]]
+        print(" ".join(urls), flush=True)
         while line := await loop.run_in_executor(None, sys.stdin.readline):
             command = line.strip()
             # Requests of the last run still sleeping out the latency have no status yet, and
@@ -71,6 +83,8 @@ async def main() -> None:
                 for r in oms.requests:
                     by_store.setdefault(r.account or "", collections.Counter())[str(r.status)] += 1
                 answer = by_store
+            elif command == "timeline":
+                answer = [[round(r.received_at, 4), r.status, r.account] for r in oms.requests]
             else:
                 answer = {"error": f"unknown command {command!r}"}
             print(json.dumps(answer), flush=True)

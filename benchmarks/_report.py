@@ -31,6 +31,7 @@ PACKAGES = (
 
 NAMES = {
     "sdk_push": "vtex_tracking push_all",
+    "sdk_push_shared": "push_all, shared_pace (Redis)",
     "raw_aiohttp": "raw aiohttp pool (a)",
     "httpx_pool": "httpx.AsyncClient pool (b)",
     "requests_threads": "requests, 64 threads (c)",
@@ -214,6 +215,10 @@ def render(results: dict[str, Any]) -> str:
             _table(["pacing", "time / ideal", "seconds", "429 share %", "failed"], rows),
         ]
     out += _pace_sections(sc)
+    if "scale_out" in sc:
+        from ._report_scale import scale_out_lines
+
+        out += scale_out_lines(sc["scale_out"])
     if sc.get("profile", {}).get("sdk_push"):
         p = sc["profile"]["sdk_push"]
         rows = [[f"{row['share'] * 100:.1f} %", row["area"]] for row in p["by_area"][:10]]

@@ -227,7 +227,9 @@ class FakeOMSProcess:
 
     def __init__(self, process: subprocess.Popen[bytes], url: str) -> None:
         self.process = process
-        self.url = url
+        #: Every URL it listens on (``ports``), the first one as ``url``.
+        self.urls = url.split()
+        self.url = self.urls[0]
 
     def _ask(self, command: str) -> Any:
         assert self.process.stdin is not None and self.process.stdout is not None
@@ -246,6 +248,11 @@ class FakeOMSProcess:
         """How many answers of each HTTP status the server gave since the last reset."""
         return {str(k): int(v) for k, v in self._ask("statuses").items()}
 
+    def timeline(self) -> list[tuple[float, int, str | None]]:
+        """``(received_at, status, store)`` per request since the last reset, in
+        ``time.monotonic()`` seconds (the same clock in every process of this machine)."""
+        return [(float(t), int(status), store) for t, status, store in self._ask("timeline")]
+
     def statuses_by_store(self) -> dict[str, dict[str, int]]:
         """``statuses()`` per store (``""``: requests with the server's own credentials)."""
         answer = self._ask("statuses_by_store")
@@ -261,10 +268,12 @@ def fake_oms_server(
     retry_after: str,
     stores: dict[str, dict[str, Any]] | None = None,
     latency: float = 0.0,
+    ports: int = 1,
 ) -> Iterator[FakeOMSProcess]:
     """``FakeOMS(rate_limit=..., burst=..., retry_after=..., latency=...)`` in its own process;
     ``stores`` adds stores told apart by credentials (see ``_fake_oms_server``); ``latency``
-    delays every answer by that many seconds."""
+    delays every answer by that many seconds; ``ports`` > 1 listens on that many ports
+    (``FakeOMSProcess.urls``), one host per store."""
     args = ["--burst", str(burst), "--retry-after", retry_after]
     if latency:
         args += ["--latency", str(latency)]
@@ -272,6 +281,8 @@ def fake_oms_server(
         args += ["--rate-limit", str(rate_limit)]
     if stores:
         args += ["--stores", json.dumps(stores)]
+    if ports > 1:
+        args += ["--ports", str(ports)]
     process, url = start_python_server("_fake_oms_server", args)
     try:
         yield FakeOMSProcess(process, url)

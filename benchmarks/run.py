@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import _report, _scenarios, _scenarios_pace
+from . import _report, _scenarios, _scenarios_pace, _scenarios_scale
 from ._server import local_server
 
 SCENARIOS = (
@@ -33,6 +33,7 @@ SCENARIOS = (
     "mixed",
     "latency",
     "profile",
+    "scale_out",
 )
 #: Scenarios of ``_scenarios_pace`` (single calls, mixed, latency); the rest are ``_scenarios``.
 PACE = ("single_calls", "mixed", "latency")
@@ -143,6 +144,9 @@ def _run_scenario(
         if name == "profile":
             section = _scenarios.profile(settings, server, out.with_name("profile.txt"))
             targets: list[dict[str, Any]] = []
+        elif name == "scale_out":
+            # Its own FakeOMS and Redis, and the local server for its overhead part.
+            section, targets = _scenarios_scale.scale_out(settings, server)
         elif name in PACE:
             section, targets = getattr(_scenarios_pace, name)(settings)
         elif name in OWN_SERVER:

@@ -140,7 +140,10 @@ class AccountPace:
     def _token_wait(self) -> float:
         """Seconds until a token (shared, or this process' own while Redis is away)."""
         shared = self.shared
-        if shared is None or not shared.active:
+        if shared is None:
+            return self.bucket.wait_time()
+        if not shared.active:
+            shared.check_back()  # at most once a second: is Redis back?
             return self.bucket.wait_time()
         if _testing_mode.enabled:
             return 0.0

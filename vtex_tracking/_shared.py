@@ -23,6 +23,7 @@ import asyncio
 import importlib.resources
 import os
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,9 @@ DEFAULT_REDIS_TIMEOUT = 0.25
 RECONNECT_INTERVAL = 1.0
 #: Seconds between syncs while no rate is known (unlimited: no tokens to lease).
 SYNC_INTERVAL = 0.1
+#: Seconds after which what Redis last said is too old to send on: an idle process waits one
+#: round trip for the account's news (a pause, an auth stop another process met).
+STALE_AFTER = 1.0
 #: Seconds of requests one lease covers at the current rate (at least one token).
 LEASE_SECONDS = 0.02
 #: Most tokens one lease reserves.
@@ -105,6 +109,7 @@ class SharedConnection:
         self._script: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid = 0
+        self._guard: asyncio.Task[None] | None = None
         #: Whether Redis answered the last call; the warning is given once per outage.
         self.healthy = True
 
@@ -113,10 +118,15 @@ class SharedConnection:
         by redis-py's script object, which loads it again)."""
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop or self._pid != os.getpid():
-            self._client = self._new_client()
-            self._script = self._client.register_script(_SCRIPT)
+            client = self._client = self._new_client()
+            self._script = client.register_script(_SCRIPT)
             self._loop = loop
             self._pid = os.getpid()
+            # Close it as its loop shuts down (asyncio.run cancels what is left, then waits),
+            # as the HTTP pool does: a client reused across asyncio.run leaves no socket.
+            guard = loop.create_task(_close_with_loop(weakref.ref(self), client))
+            guard._log_destroy_pending = False  # type: ignore[attr-defined]
+            self._guard = guard
         return self._script
 
     def _new_client(self) -> Any:
@@ -139,6 +149,7 @@ class SharedConnection:
 
     def forget(self) -> None:
         """After a fork or with a dead loop: the old client is not ours to close."""
+        self._guard = None
         self._client = None
         self._script = None
         self._loop = None
@@ -147,7 +158,10 @@ class SharedConnection:
         """Close the client if it belongs to the running loop."""
         client, self._client = self._client, None
         self._script = None
+        guard, self._guard = self._guard, None
         if client is not None and self._loop is asyncio.get_running_loop():
+            if guard is not None and not guard.done():
+                guard.cancel()
             await client.aclose()
 
     def key(self, host: str) -> str:
@@ -173,6 +187,19 @@ class SharedConnection:
                 "shared pace: Redis at %s answers again; accounts are paced together again",
                 self.config.where,
             )
+
+
+async def _close_with_loop(owner: weakref.ref[SharedConnection], client: Any) -> None:
+    """Wait until the event loop shuts down, then close ``client`` in it."""
+    try:
+        await asyncio.get_running_loop().create_future()  # never set: wait to be cancelled
+    except asyncio.CancelledError:
+        connection = owner()
+        if connection is not None and connection._client is client:
+            connection._client = None
+            connection._script = None
+        await client.aclose()
+        raise
 
 
 class SharedAccount:
@@ -220,11 +247,17 @@ class SharedAccount:
         # (reports travel with the next call, later than the answers they describe).
         self._generation = 0
         self._generation_at = -1e9
-        # A throttle while no rate is known: hold requests until Redis has one.
-        self._hold = False
+        # Auth stops this process has heard of, and how many it knew at its latest success
+        # (a success from before a stop must not end it).
+        self._auth_stops = 0
+        self._auth_stops_at_success = 0
+        # Hold requests until Redis answers: before the first answer (the account may have a
+        # rate, a pause or a stop already), and after a throttle while no rate is known.
+        self._hold = True
         self._last_call = -1e9
         self._retry_at = 0.0
         self._next_ask = 0.0
+        self._answered_at = -1e9
         self.on_change: Callable[[], None] | None = None
 
     @property
@@ -242,7 +275,7 @@ class SharedAccount:
         if self.paused_until > now:
             return self.paused_until - now
         if self.rate is None:
-            if self._hold:
+            if self._hold or now - self._answered_at >= STALE_AFTER:
                 self._start_call(0)
                 return PENDING
             if now - self._last_call >= SYNC_INTERVAL:
@@ -259,6 +292,10 @@ class SharedAccount:
         self._start_call(want)
         return PENDING
 
+    def check_back(self) -> None:
+        """While Redis does not answer: ask again once ``RECONNECT_INTERVAL`` has passed."""
+        self._start_call(0)
+
     def take(self) -> None:
         """Use the next leased token (after ``wait_time()`` said 0)."""
         if self._tokens and self.rate is not None:
@@ -272,6 +309,7 @@ class SharedAccount:
         self.rtt = rtt
         if 200 <= status < 300:
             self._ok += 1
+            self._auth_stops_at_success = self._auth_stops
             return
         if status == 429 or (status == 503 and retry_after is not None):
             if pause > 0:
@@ -337,6 +375,7 @@ class SharedAccount:
                         SHARED_MEASURE_TIME,
                         _throttle.COOLDOWN,
                         self._generation,
+                        self._auth_stops_at_success,
                     ],
                 ),
                 timeout=connection.config.timeout * 2,
@@ -347,7 +386,7 @@ class SharedAccount:
             connection.went_down(exc)
             connection.forget()
             self._tokens.clear()
-            self._hold = False
+            self._hold = False  # the pace uses its own bucket meanwhile
             self._retry_at = self._clock() + RECONNECT_INTERVAL
             self._call = None
             self._changed()
@@ -359,10 +398,12 @@ class SharedAccount:
             self._start_call(0)  # what arrived meanwhile must not wait for the next lease
 
     def _apply(self, answer: list[Any]) -> None:
-        granted, first_ms, interval_us, rate_milli, paused_ms, auth_ms, generation = (
+        granted, first_ms, interval_us, rate_milli, paused_ms, auth_ms, generation, stops = (
             int(v) for v in answer
         )
+        self._auth_stops = stops
         now = self._clock()
+        self._answered_at = now
         if generation != self._generation:
             self._generation = generation
             self._generation_at = now

@@ -12,8 +12,10 @@
 --          auth_cooldown_s, ceiling (0: none), adaptive (1/0), and the adaptive constants
 --          min_rate, beta, scale, probe_floor, probe_doubling, probe_backoff, measure_time,
 --          cooldown, and the generation of the learned rate the caller knew when it sent the
---          throttled requests (throttles of requests sent before a change are echoes)
--- Returns  {granted, first_ms, interval_us, rate_milli (-1: none), paused_ms, auth_ms, gen}:
+--          throttled requests (throttles of requests sent before a change are echoes), and
+--          the number of auth stops the caller knew of at its last success
+-- Returns  {granted, first_ms, interval_us, rate_milli (-1: none), paused_ms, auth_ms, gen,
+--          authn (auth stops so far)}:
 --          token i (from 0) may be used max(0, first_ms + i * interval_us / 1000) ms from now
 --          (first_ms is negative while the bucket holds a burst); with granted 0 and a rate,
 --          first_ms says when to ask again; gen counts the learned rate's changes of state.
@@ -39,6 +41,7 @@ local PROBE_BACKOFF = tonumber(ARGV[17])
 local MEASURE_TIME = tonumber(ARGV[18])
 local COOLDOWN = tonumber(ARGV[19])
 local gen_known = tonumber(ARGV[20])
+local auth_known = tonumber(ARGV[21])
 
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
@@ -103,8 +106,10 @@ local function finish_measure()
   set_rate(s.wmax * BETA)
 end
 
--- Credentials: a success anywhere ends a stop; refusals in a row start one.
-if ok > 0 then
+-- Credentials: a success anywhere ends a stop (unless it happened before the caller heard
+-- of the stop); refusals in a row start one.
+s.authn = tonumber(s.authn) or 0
+if ok > 0 and auth_known >= s.authn then
   s.authf = 0
   s.authu = 0
 end
@@ -112,6 +117,7 @@ if auth_failures > 0 then
   s.authf = s.authf + auth_failures
   if s.authf >= auth_to_stop and s.authu <= now then
     s.authu = now + auth_cooldown
+    s.authn = s.authn + 1
   end
 end
 if pause > 0 then
@@ -195,4 +201,4 @@ redis.call('PEXPIRE', key, ttl_ms)
 local rate_milli = -1
 if s.rate ~= nil then rate_milli = math.floor(s.rate * 1000) end
 return {granted, math.floor(first_ms), interval_us, rate_milli, paused_ms, auth_ms,
-        tonumber(s.gen) or 0}
+        tonumber(s.gen) or 0, s.authn}
