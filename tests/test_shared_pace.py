@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -24,6 +25,15 @@ from .conftest import APP_KEY, APP_TOKEN, ClientFactory
 from .redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.anyio
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait until ``condition()`` holds, checking every 10 ms, at most ``timeout`` seconds."""
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        await anyio.sleep(0.01)
+    raise AssertionError("condition not met in time")
 
 
 async def _burst(client: object, calls: int, status: TrackingStatus, tag: str) -> None:
@@ -134,14 +144,11 @@ async def test_a_push_goes_on_when_redis_stops_and_rejoins_when_it_is_back(
         seen: list[str | None] = []
 
         async def outage() -> None:
-            while len(oms.requests) < 100:
-                await anyio.sleep(0.01)
+            await _until(lambda: len(oms.requests) >= 100)
             await anyio.to_thread.run_sync(redis_server.stop)
-            while client.metrics()["acme"].shared_pace != "local":
-                await anyio.sleep(0.01)
+            await _until(lambda: client.metrics()["acme"].shared_pace == "local")
             at_outage = len(oms.requests)
-            while len(oms.requests) < at_outage + 200:  # sending goes on meanwhile
-                await anyio.sleep(0.01)
+            await _until(lambda: len(oms.requests) >= at_outage + 200)  # sending goes on
             seen.append(client.metrics()["acme"].shared_pace)
             await anyio.to_thread.run_sync(redis_server.start)
 
