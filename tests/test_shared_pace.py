@@ -27,9 +27,9 @@ from .redis_server import RedisServer, free_port
 pytestmark = pytest.mark.anyio
 
 
-async def _until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Wait until ``condition()`` holds, checking every 10 ms, at most ``timeout`` seconds."""
-    for _ in range(int(timeout / 0.01)):
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition()`` holds, checking every 10 ms, for at most 30 s."""
+    for _ in range(3000):
         if condition():
             return
         await anyio.sleep(0.01)
