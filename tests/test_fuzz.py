@@ -29,10 +29,10 @@ from hypothesis import strategies as st
 
 from vtex_tracking import APIError, TrackingReceipt, UnexpectedResponseError
 from vtex_tracking._errors import error_from_response, parse_error_body
+from vtex_tracking._input._readers import CSV_COLUMNS, InputError, _text, read_csv, read_jsonl
 from vtex_tracking._models import parse_vtex_timestamp
 from vtex_tracking._retry import parse_retry_after, retry_after_from_headers
 from vtex_tracking._serde import decode_receipt
-from vtex_tracking.cli._readers import CSV_COLUMNS, InputError, _text, read_csv, read_jsonl
 
 #: Examples per target: small in CI, large for the long run (see the module docstring).
 EXAMPLES = int(os.environ.get("VTEX_FUZZ_EXAMPLES", "200"))

@@ -65,11 +65,11 @@ from celery.signals import worker_process_shutdown  # type: ignore[import-untype
 from ._accounts import ENV_ACCOUNTS, Accounts
 from ._constants import ENV_ACCOUNT_NAME, ENV_SHARED_PACE
 from ._errors import ValidationError
+from ._input._readers import InputError, ReadOptions, check_inputs, read_inputs
+from ._input._records import RecordError, update_from_json
 from ._models import PushResult, TrackingUpdate
 from ._serde import encode_status
 from ._sync import TrackingClient
-from .cli._readers import InputError, ReadOptions, check_inputs, read_inputs
-from .cli._records import RecordError, update_from_json
 
 __all__ = [
     "TASK_NAME",

@@ -75,6 +75,9 @@ async def open_client(
     }
     if args.trust_env:
         settings["trust_env"] = True
+    shared_pace = args.shared_pace or os.environ.get("VTEX_SHARED_PACE")
+    if shared_pace:
+        settings["shared_pace"] = shared_pace
     if args.concurrency is not None:
         settings["max_concurrency"] = args.concurrency
     if args.timeout is not None:

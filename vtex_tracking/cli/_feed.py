@@ -16,7 +16,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 
-from ._readers import Record
+from .._input._readers import Record
 
 #: Records parsed ahead of the push engine (which keeps its own bounded read-ahead).
 FEED_AHEAD = 64

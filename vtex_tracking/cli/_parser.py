@@ -11,9 +11,9 @@ from typing import NoReturn
 
 from vtex_tracking import RetryPolicy, __version__
 
+from .._input._dates import DATE_FORMATS, ISO
+from .._input._encoding import check_encoding
 from ._checks import add_options as add_check_options
-from ._dates import DATE_FORMATS, ISO
-from ._encoding import check_encoding
 
 _DESCRIPTION = """\
 Send tracking events to VTEX's 'Update order tracking status' endpoint from JSONL or CSV
@@ -218,6 +218,13 @@ def _push_options(push: argparse.ArgumentParser) -> None:
         help="use the proxies of HTTPS_PROXY/HTTP_PROXY/NO_PROXY (and .netrc), as curl would",
     )
     sending = push.add_argument_group("pace and retries")
+    sending.add_argument(
+        "--shared-pace",
+        metavar="URL",
+        help="share each store's pace with every process pointed at this Redis"
+        " (redis://host:6379/0), so pushes on several machines keep to one rate limit"
+        " [VTEX_SHARED_PACE]",
+    )
     sending.add_argument(
         "--concurrency",
         type=_positive_int,

@@ -24,12 +24,12 @@ from vtex_tracking import (
     ValidationError,
 )
 
+from .._input._dates import ISO
+from .._input._readers import InputError, ReadOptions, Record, check_inputs, read_inputs
+from .._input._records import update_record
 from ._checks import build_checks, describe
 from ._clients import has_registry, open_client
-from ._dates import ISO
 from ._feed import Feed
-from ._readers import InputError, ReadOptions, Record, check_inputs, read_inputs
-from ._records import update_record
 from ._report import Console, FailuresFile, Progress, Tally
 from ._signals import EXIT_INTERRUPTED, Interrupts
 from ._summary import print_json_error, print_summary

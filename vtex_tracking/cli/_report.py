@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from vtex_tracking import PushProgress
 
-from ._readers import InputError
+from .._input._readers import InputError
 
 #: Seconds between progress lines when stderr is not a terminal (logs, CI, pipes).
 PLAIN_PROGRESS_EVERY = 2.0
