@@ -5,6 +5,7 @@ to install it (``.ci/run`` installs it when missing)."""
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -83,6 +84,7 @@ class RedisServer:
         process, self._process = self._process, None
         if process is None:
             return
+        process.send_signal(signal.SIGCONT)  # a frozen server cannot act on SIGTERM
         process.terminate()
         try:
             process.wait(timeout=5)
@@ -91,6 +93,16 @@ class RedisServer:
             process.wait(timeout=5)
         if process.stderr is not None:
             process.stderr.close()
+
+    def freeze(self) -> None:
+        """Stop the process without closing its sockets (SIGSTOP): a Redis that hangs."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen process go on (SIGCONT)."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
     @property
     def running(self) -> bool:

@@ -238,3 +238,32 @@ def test_the_sync_client_uses_the_shared_pace(
     finally:
         direct.close()
     assert time.monotonic() - started < 5
+
+
+async def test_a_hung_redis_never_holds_a_call_for_long(
+    redis_server: RedisServer, make_client: ClientFactory, status: TrackingStatus
+) -> None:
+    """Redis frozen (it accepts nothing, closes nothing): calls go on within the Redis
+    timeout on the process's own pace; thawed, the pace is shared again."""
+    async with FakeOMS() as oms:
+        client = make_client(oms, shared_pace=SharedPace(url=redis_server.url, timeout=0.2))
+        await client.update_tracking_status("before", "NF-1", status)
+        redis_server.freeze()
+        try:
+            await anyio.sleep(1.1)  # what the client knows is too old: it asks Redis first
+            started = time.monotonic()
+            with anyio.fail_after(5):
+                for i in range(20):
+                    await client.update_tracking_status(f"frozen-{i}", "NF-1", status)
+            took = time.monotonic() - started
+            frozen_state = client.metrics()["acme"].shared_pace
+        finally:
+            redis_server.thaw()
+        for i in range(30):  # it checks Redis again at most once a second while sending
+            await client.update_tracking_status(f"after-{i}", "NF-1", status)
+            if client.metrics()["acme"].shared_pace == "shared":
+                break
+            await anyio.sleep(0.1)
+        thawed_state = client.metrics()["acme"].shared_pace
+    assert frozen_state == "local" and thawed_state == "shared"
+    assert took < 3.0, f"20 calls took {took:.1f} s with Redis frozen"
