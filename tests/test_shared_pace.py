@@ -45,11 +45,12 @@ async def _burst(client: object, calls: int, status: TrackingStatus, tag: str) -
 async def test_two_clients_share_one_accounts_rate(
     redis_server: RedisServer, make_client: ClientFactory, status: TrackingStatus
 ) -> None:
-    """Two clients (two processes' worth) each allowed 18 req/s against an account that takes
-    20 req/s: with the shared pace together they stay under it (no 429); each on its own pace,
-    in the same test, they overshoot it."""
+    """Two clients (two processes' worth) each set to 18 req/s (not adaptive) against an
+    account that takes 20 req/s: with the shared pace together they stay under it (no 429);
+    each on its own pace, in the same test, they overshoot it."""
     async with FakeOMS(rate_limit=20, burst=4, retry_after="0") as oms:
-        shared = [make_client(oms, rate_limit=18, shared_pace=redis_server.url) for _ in range(2)]
+        fixed = {"rate_limit": 18, "adaptive": False}
+        shared = [make_client(oms, **fixed, shared_pace=redis_server.url) for _ in range(2)]
         with anyio.fail_after(30):
             async with anyio.create_task_group() as tg:
                 for n, client in enumerate(shared):
@@ -58,7 +59,7 @@ async def test_two_clients_share_one_accounts_rate(
         confirmed = sum(1 for r in oms.requests if r.status == 200)
 
         oms.requests.clear()
-        alone = [make_client(oms, rate_limit=18) for _ in range(2)]
+        alone = [make_client(oms, **fixed) for _ in range(2)]
         with anyio.fail_after(30):
             async with anyio.create_task_group() as tg:
                 for n, client in enumerate(alone):
@@ -190,18 +191,17 @@ async def test_an_unreachable_redis_never_fails_an_update(
 async def test_keys_are_namespaced_expire_and_hold_no_credentials(
     redis_server: RedisServer, make_client: ClientFactory, status: TrackingStatus
 ) -> None:
-    """One hash per account host under the prefix, with a TTL, holding numbers and states
-    only: neither the app key nor the token is anywhere in Redis."""
+    """One hash per account (name and environment) under the prefix, with a TTL, holding
+    numbers and states only: neither the app key nor the token is anywhere in Redis."""
     pace = SharedPace(url=redis_server.url, prefix="test-prefix", key_ttl_ms=60_000)
     async with FakeOMS(rate_limit=30, burst=3, retry_after="0") as oms:
         client = make_client(oms, shared_pace=pace)
         with anyio.fail_after(30):
             await client.push_all([TrackingUpdate(f"o-{i}", "NF-1", status) for i in range(40)])
-        host = oms.url.split("://", 1)[1]
     direct = redis.Redis.from_url(redis_server.url)
     try:
         keys = [k.decode() for k in direct.keys("*")]
-        assert keys == [f"test-prefix:{host}"]
+        assert keys == ["test-prefix:acme.vtexcommercestable"]
         ttl = direct.pttl(keys[0])
         assert 0 < ttl <= 60_000
         dump = str(direct.hgetall(keys[0]))

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, Callable, Iterable
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import attrs
@@ -243,7 +242,11 @@ class AsyncTrackingClient:
         if self._shared is not None:
             shared = SharedAccount(
                 self._shared,
-                self._shared.key(urlsplit(transport.url_prefix).netloc),
+                # VTEX limits the account ("acme" in "vtexcommercestable"), whichever URL
+                # (a proxy, a fake) the requests go to.
+                self._shared.key(
+                    f"{name}.{account.environment if account is not None else config.environment}"
+                ),
                 ceiling=rate_limit,
                 adaptive=adaptive,
                 auth_to_stop=AUTH_FAILURES_TO_STOP,

@@ -109,6 +109,7 @@ class AccountPace:
         self.shared = shared
         if shared is not None:
             shared.on_change = self._rate_changed
+            shared.on_fallback = self._fall_back
 
     def __repr__(self) -> str:
         rate = self.bucket.rate
@@ -153,6 +154,15 @@ class AccountPace:
             # a Redis round trip before the shared one can.
             return max(wait, self.bucket.wait_time())
         return max(wait, self.bucket.pause_remaining())
+
+    def _fall_back(self, share: float) -> None:
+        # Redis stopped answering: go on at this process' share of the account's rate, not
+        # at whatever the local pace learned meanwhile (every process falls back at once).
+        if self.adaptive is not None:
+            self.adaptive.restart_from(share)
+        else:
+            ceiling = self.bucket.rate
+            self.bucket.set_rate(share if ceiling is None else min(share, ceiling))
 
     def _take_token(self) -> None:
         shared = self.shared

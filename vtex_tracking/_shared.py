@@ -20,8 +20,10 @@ checks whether Redis is back, and the process rejoins. Redis never fails an upda
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib.resources
 import os
+import secrets
 import time
 import weakref
 from collections.abc import Callable
@@ -52,6 +54,18 @@ MAX_LEASE = 32
 #: is 0.2 s): processes hear of a change one lease later, and only throttles of requests sent
 #: after that count, so a shorter hold would often see none and judge the account unsaturated.
 SHARED_MEASURE_TIME = 0.5
+#: The rate (requests per second) all processes of a new account start from together, and
+#: the seconds in which it doubles until VTEX first answers 429: from 20/s it passes 10,000/s
+#: within a second, so an unlimited account is barely slowed, while a limited one is met
+#: by a controlled wave, not by every process at once.
+START_RATE = 20.0
+START_DOUBLING = 0.1
+#: Seconds of this process' recent successes that measure its share of the account, the rate
+#: it goes on at when Redis stops answering (not the whole account's rate: every process
+#: falls back at once).
+SHARE_WINDOW = 2.0
+#: Most success times kept for that measure (about 2 s at 2,000 requests per second).
+MAX_SHARE_SAMPLES = 4096
 #: Seconds after which a reserved token not used is dropped (its moment has passed).
 TOKEN_EXPIRY = 1.0
 #: Milliseconds an idle account's state lives in Redis.
@@ -76,7 +90,7 @@ def _validate_url(instance: object, attribute: Any, value: object) -> None:
 class SharedPace:
     """Where the accounts' shared pace lives: a Redis URL (``redis://host:6379/0``), or a
     ``redis.asyncio.Redis`` client (``client_factory``, called once per event loop and
-    process). Keys are ``{prefix}:{host}`` per account host and expire after ``key_ttl_ms``
+    process). Keys are ``{prefix}:{account}.{environment}`` and expire after ``key_ttl_ms``
     idle. ``timeout``: seconds a Redis call may take before this process paces on its own."""
 
     url: str | None = attrs.field(default=None, validator=_validate_url, repr=False)
@@ -164,9 +178,9 @@ class SharedConnection:
                 guard.cancel()
             await client.aclose()
 
-    def key(self, host: str) -> str:
-        """The Redis key of the account served at ``host``: VTEX limits per account."""
-        return f"{self.config.prefix}:{host}"
+    def key(self, account: str) -> str:
+        """The Redis key of ``account`` (its name and environment): VTEX limits accounts."""
+        return f"{self.config.prefix}:{account}"
 
     def went_down(self, error: BaseException) -> None:
         """A call failed: pace on our own, and say so once."""
@@ -259,6 +273,13 @@ class SharedAccount:
         self._next_ask = 0.0
         self._answered_at = -1e9
         self.on_change: Callable[[], None] | None = None
+        #: Called with this process' share of the rate when Redis stops answering.
+        self.on_fallback: Callable[[float], None] | None = None
+        self._successes: collections.deque[float] = collections.deque(maxlen=MAX_SHARE_SAMPLES)
+        #: This process in Redis' count of the account's processes (random, not a pid:
+        #: pids repeat across hosts), and that count as last heard.
+        self._id = secrets.token_hex(8)
+        self._processes = 1
 
     @property
     def active(self) -> bool:
@@ -284,11 +305,13 @@ class SharedAccount:
         tokens = self._tokens
         while tokens and tokens[0] < now - TOKEN_EXPIRY:
             tokens.pop(0)  # reserved but not used in time: its moment has gone
+        want = max(1, min(MAX_LEASE, max(demand, round(self.rate * LEASE_SECONDS))))
         if tokens:
+            if len(tokens) * 2 <= want and now >= self._next_ask:
+                self._start_call(want)  # the next lease is on its way before these run out
             return max(0.0, tokens[0] - now)
         if now < self._next_ask:
             return self._next_ask - now  # Redis said when tokens will be near
-        want = max(1, min(MAX_LEASE, demand, round(self.rate * LEASE_SECONDS) or 1))
         self._start_call(want)
         return PENDING
 
@@ -310,6 +333,7 @@ class SharedAccount:
         if 200 <= status < 300:
             self._ok += 1
             self._auth_stops_at_success = self._auth_stops
+            self._successes.append(self._clock())
             return
         if status == 429 or (status == 503 and retry_after is not None):
             if pause > 0:
@@ -376,6 +400,9 @@ class SharedAccount:
                         _throttle.COOLDOWN,
                         self._generation,
                         self._auth_stops_at_success,
+                        START_RATE,
+                        START_DOUBLING,
+                        self._id,
                     ],
                 ),
                 timeout=connection.config.timeout * 2,
@@ -383,6 +410,8 @@ class SharedAccount:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # Redis down, slow, restarted, misconfigured: never fatal
+            if self.rate is not None and connection.healthy:
+                self._fall_back()
             connection.went_down(exc)
             connection.forget()
             self._tokens.clear()
@@ -398,10 +427,11 @@ class SharedAccount:
             self._start_call(0)  # what arrived meanwhile must not wait for the next lease
 
     def _apply(self, answer: list[Any]) -> None:
-        granted, first_ms, interval_us, rate_milli, paused_ms, auth_ms, generation, stops = (
+        granted, first_ms, interval_us, rate_milli, paused_ms, auth_ms, generation, stops, peers = (
             int(v) for v in answer
         )
         self._auth_stops = stops
+        self._processes = max(1, peers)
         now = self._clock()
         self._answered_at = now
         if generation != self._generation:
@@ -418,6 +448,19 @@ class SharedAccount:
         elif self.rate is not None and not paused_ms and not auth_ms:
             self._next_ask = now + max(0, first_ms) / 1000
         self._changed()
+
+    def _fall_back(self) -> None:
+        """Hand the pace this process' recent share of the account's rate."""
+        now = self._clock()
+        recent = sum(1 for at in self._successes if at >= now - SHARE_WINDOW) / SHARE_WINDOW
+        share = recent
+        if self.rate is not None:
+            # What it was getting, or an equal part of the rate if it was getting less (an
+            # idle process must not be left with nearly nothing); never the whole rate.
+            share = min(max(recent, self.rate / self._processes), self.rate)
+        share = max(share, _throttle.MIN_RATE)
+        if self.on_fallback is not None:
+            self.on_fallback(share)
 
     def _changed(self) -> None:
         if self.on_change is not None:

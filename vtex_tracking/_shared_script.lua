@@ -13,9 +13,11 @@
 --          min_rate, beta, scale, probe_floor, probe_doubling, probe_backoff, measure_time,
 --          cooldown, and the generation of the learned rate the caller knew when it sent the
 --          throttled requests (throttles of requests sent before a change are echoes), and
---          the number of auth stops the caller knew of at its last success
+--          the number of auth stops the caller knew of at its last success, the rate all
+--          callers start from together and how fast it doubles until the first throttle,
+--          and the caller's id (processes seen in the last 10 s are counted)
 -- Returns  {granted, first_ms, interval_us, rate_milli (-1: none), paused_ms, auth_ms, gen,
---          authn (auth stops so far)}:
+--          authn (auth stops so far), processes (callers seen in the last 10 s)}:
 --          token i (from 0) may be used max(0, first_ms + i * interval_us / 1000) ms from now
 --          (first_ms is negative while the bucket holds a burst); with granted 0 and a rate,
 --          first_ms says when to ask again; gen counts the learned rate's changes of state.
@@ -42,6 +44,10 @@ local MEASURE_TIME = tonumber(ARGV[18])
 local COOLDOWN = tonumber(ARGV[19])
 local gen_known = tonumber(ARGV[20])
 local auth_known = tonumber(ARGV[21])
+local START_RATE = tonumber(ARGV[22])
+local START_DOUBLING = tonumber(ARGV[23])
+local caller = ARGV[24]
+local PROCESS_TTL = 10
 
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
@@ -54,13 +60,26 @@ end
 
 if s.born == nil then
   s.born = now
-  s.st = 'u'
   s.okt = 0
   s.ign = 0
   s.pu = 0
   s.authf = 0
   s.authu = 0
-  if ceiling > 0 then s.rate = ceiling end
+  if adaptive then
+    -- Many processes may start at once against an unknown limit: together they start at
+    -- START_RATE and double every START_DOUBLING seconds until the first throttle (a probe
+    -- from the first request), rather than each sending unpaced.
+    s.st = 'p'
+    s.since = now
+    s.base = START_RATE
+    s.fast = 1
+    s.rate = START_RATE
+  else
+    s.st = 'u'
+  end
+end
+if ceiling > 0 and (s.rate == nil or s.rate > ceiling) then
+  s.rate = ceiling  -- the strictest rate_limit of the processes sharing the account wins
 end
 
 local function enter(state)
@@ -134,6 +153,7 @@ if adaptive then
       enter('p')
       set_rate(s.base)
     elseif s.st == 'p' or s.st == 'c' then
+      s.fast = 0
       s.from = s.st
       s.entry = s.rate or PROBE_FLOOR
       enter('m')
@@ -148,7 +168,9 @@ if adaptive then
   if ok > 0 and s.st ~= 'u' then
     local t = now - s.since
     if s.st == 'p' then
-      set_rate(s.base * 2 ^ (t / math.max(PROBE_DOUBLING, rtt)))
+      local doubling = PROBE_DOUBLING
+      if tonumber(s.fast) == 1 then doubling = START_DOUBLING end
+      set_rate(s.base * 2 ^ (t / math.max(doubling, rtt)))
     elseif s.st == 'm' then
       s.mok = s.mok + ok
       if t >= measure_time() then finish_measure() end
@@ -190,15 +212,26 @@ elseif want > 0 then
   end
 end
 
+-- Who shares the account: each caller's last call, so a process that has to go on alone
+-- knows its fair share.
+s['p:' .. caller] = now
+local processes = 0
 local fields = {}
+local gone = {}
 for name, value in pairs(s) do
-  fields[#fields + 1] = name
-  fields[#fields + 1] = tostring(value)
+  if string.sub(name, 1, 2) == 'p:' and tonumber(value) < now - PROCESS_TTL then
+    gone[#gone + 1] = name
+  else
+    if string.sub(name, 1, 2) == 'p:' then processes = processes + 1 end
+    fields[#fields + 1] = name
+    fields[#fields + 1] = tostring(value)
+  end
 end
+if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
 redis.call('HSET', key, unpack(fields))
 redis.call('PEXPIRE', key, ttl_ms)
 
 local rate_milli = -1
 if s.rate ~= nil then rate_milli = math.floor(s.rate * 1000) end
 return {granted, math.floor(first_ms), interval_us, rate_milli, paused_ms, auth_ms,
-        tonumber(s.gen) or 0, s.authn}
+        tonumber(s.gen) or 0, s.authn, processes}

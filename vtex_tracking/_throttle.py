@@ -239,6 +239,14 @@ class AdaptiveRate:
             rate = min(rate, self._ceiling)
         self._bucket.set_rate(rate)
 
+    def restart_from(self, rate: float) -> None:
+        """Go on from ``rate`` (this process' share of a pace it no longer shares): CUBIC
+        from there, back to a little above it, then probing slowly, as after a measure."""
+        now = self._clock()
+        self._w_max = max(MIN_RATE, rate) / BETA
+        self._enter("cubic", now)
+        self._set(rate)
+
     def on_throttle(self) -> None:
         """A 429 or 503 answer."""
         self.throttles += 1
