@@ -76,7 +76,8 @@ async def test_the_learned_rate_lives_in_redis_for_every_client(
     """A rate learned from one client's 429s is what a new client starts from: its metrics
     show the shared rate before it sent anything."""
     async with FakeOMS(rate_limit=25, burst=5, retry_after="0") as oms:
-        first = make_client(oms, shared_pace=redis_server.url)
+        patient = RetryPolicy(max_attempts=10, initial_backoff=0.01, max_backoff=0.1)
+        first = make_client(oms, shared_pace=redis_server.url, retry=patient)
         updates = [TrackingUpdate(f"o-{i}", "NF-1", status) for i in range(60)]
         with anyio.fail_after(60):
             summary = await first.push_all(updates)

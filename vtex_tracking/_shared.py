@@ -279,6 +279,7 @@ class SharedAccount:
         #: This process in Redis' count of the account's processes (random, not a pid:
         #: pids repeat across hosts), and that count as last heard.
         self._id = secrets.token_hex(8)
+        self._fell_back = False
         self._processes = 1
 
     @property
@@ -316,7 +317,10 @@ class SharedAccount:
         return PENDING
 
     def check_back(self) -> None:
-        """While Redis does not answer: ask again once ``RECONNECT_INTERVAL`` has passed."""
+        """While Redis does not answer: go on at this process' share (once per outage; the
+        outage may have been found by another account's call), and ask again once
+        ``RECONNECT_INTERVAL`` has passed."""
+        self._fall_back()
         self._start_call(0)
 
     def take(self) -> None:
@@ -410,9 +414,8 @@ class SharedAccount:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # Redis down, slow, restarted, misconfigured: never fatal
-            if self.rate is not None and connection.healthy:
-                self._fall_back()
             connection.went_down(exc)
+            self._fall_back()
             connection.forget()
             self._tokens.clear()
             self._hold = False  # the pace uses its own bucket meanwhile
@@ -431,6 +434,7 @@ class SharedAccount:
             int(v) for v in answer
         )
         self._auth_stops = stops
+        self._fell_back = False
         self._processes = max(1, peers)
         now = self._clock()
         self._answered_at = now
@@ -450,7 +454,10 @@ class SharedAccount:
         self._changed()
 
     def _fall_back(self) -> None:
-        """Hand the pace this process' recent share of the account's rate."""
+        """Hand the pace this process' recent share of the account's rate (once per outage)."""
+        if self._fell_back or self.rate is None:
+            return
+        self._fell_back = True
         now = self._clock()
         recent = sum(1 for at in self._successes if at >= now - SHARE_WINDOW) / SHARE_WINDOW
         share = recent

@@ -147,13 +147,15 @@ end
 s.okt = s.okt + ok
 if adaptive then
   if throttled > 0 and now >= s.ign and gen_known >= (tonumber(s.gen) or 0) then
-    if s.st == 'u' then
+    if s.st == 'u' or tonumber(s.fast) == 1 then
+      -- The first throttle: restart from what got through so far (floored at one second,
+      -- so the burst the server allowed does not pass for its rate), probing as usual.
+      s.fast = 0
       local elapsed = math.max(now - s.born, 1.0)
       s.base = math.max(PROBE_FLOOR, s.okt / elapsed)
       enter('p')
       set_rate(s.base)
     elseif s.st == 'p' or s.st == 'c' then
-      s.fast = 0
       s.from = s.st
       s.entry = s.rate or PROBE_FLOOR
       enter('m')
