@@ -151,6 +151,9 @@ if adaptive then
       -- The first throttle: restart from what got through so far (floored at one second,
       -- so the burst the server allowed does not pass for its rate), probing as usual.
       s.fast = 0
+      -- The fast start promised tokens at rates far above the limit; charged again at the
+      -- restart's rate they would stall every process for seconds. They are spent already.
+      s.tat = now
       local elapsed = math.max(now - s.born, 1.0)
       s.base = math.max(PROBE_FLOOR, s.okt / elapsed)
       enter('p')
@@ -161,7 +164,13 @@ if adaptive then
       enter('m')
       s.mok = 0
       s.mthr = 0
-      if s.from == 'p' then set_rate(s.entry * PROBE_BACKOFF) end
+      if s.from == 'p' then
+        set_rate(s.entry * PROBE_BACKOFF)
+      else
+        -- Past the limit by a little: measure just below where the throttle came, so the
+        -- processes do not keep drawing throttles from it while the measure lasts.
+        set_rate(s.entry * BETA)
+      end
     else
       s.mthr = s.mthr + throttled
       if now - s.since >= measure_time() then finish_measure() end
