@@ -1,0 +1,66 @@
+"""Celery tasks that push tracking updates from many worker processes and lose nothing when a
+worker dies (optional extra ``celery``: ``pip install "vtex-tracking[celery]"``).
+
+In your Celery app module (imported by every worker and by the producers)::
+
+    from celery import Celery
+    from vtex_tracking.celery import configure, register_tasks
+
+    app = Celery("tracking")
+    configure(app, broker_url="redis://redis:6379/0", visibility_timeout=1800)
+    tasks = register_tasks(app)         # credentials: VTEX_* variables of each worker
+
+A producer (a cron job, a web view) enqueues and, if it wants the outcome, collects::
+
+    from vtex_tracking.celery import collect, enqueue_file
+
+    batches = enqueue_file(tasks, "today.jsonl", batch_size=100)
+    report = collect(batches, timeout=3600)   # one result per line, each exactly once
+    print(report.succeeded, report.failed, report.redelivered)
+
+Why a module and not an example app to copy: users import it, so the choices below (acks
+late, requeue on a lost worker, prefetch 1, a visibility timeout with a restore loop that
+really runs) travel with every upgrade instead of rotting in copied code; and CI tests this
+very code with real prefork workers, real Redis and ``kill -9`` (``tests/test_celery.py``).
+
+What happens when things die (measured in ``tests/test_celery.py``):
+
+* a pool child killed (SIGKILL, OOM killer): the task is declared ``acks_late`` and
+  ``reject_on_worker_lost``, so the worker puts the message back at once and another child
+  runs the whole batch again;
+* the whole worker killed (main process and children, a lost machine): its unacknowledged
+  batches stay in Redis and come back once they are older than the visibility timeout, when
+  some worker's restore sweep runs; ``configure`` makes that sweep run every
+  ``restore_interval`` seconds (kombu's default scans only every ~100 s);
+* either way a batch may run twice, so some PUTs reach VTEX twice. That is harmless: each
+  PUT replaces the invoice's whole history with the same body, and an identical resend
+  e-mails nobody. Results say ``redelivered`` for items of such batches; ``collect`` gives
+  each item's final result once and counts the repeats.
+
+The task runs a batch with one ``TrackingClient`` per worker process, made on first use (after
+Celery's fork) and shared by the batches that process runs. Celery's own ``rate_limit`` is per
+worker, not per account; with ``shared_pace`` (or ``VTEX_SHARED_PACE``) every process of
+every worker takes its turn in each account's one pace, through Redis. This module imports
+Celery; nothing else in the package imports this module.
+"""
+
+from __future__ import annotations
+
+from ._collector import Collected, collect
+from ._producer import Batch, enqueue, enqueue_file, wire_form
+from ._results import ItemResult
+from ._tasks import TASK_NAME, TrackingTasks, configure, register_tasks
+
+__all__ = [
+    "TASK_NAME",
+    "Batch",
+    "Collected",
+    "ItemResult",
+    "TrackingTasks",
+    "collect",
+    "configure",
+    "enqueue",
+    "enqueue_file",
+    "register_tasks",
+    "wire_form",
+]

@@ -1,0 +1,362 @@
+"""The worker side: ``configure``, ``register_tasks`` and the ``push_batch`` task behind
+``TrackingTasks``, with the per-process client, its redaction and its shutdown/fork hooks."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+# Celery ships no type information: its objects are typed ``Any`` here, on purpose, at the
+# edges only (the app, the task, AsyncResult). "unused-ignore": for sites with celery-types.
+from celery.signals import worker_process_shutdown  # type: ignore[import-untyped, unused-ignore]
+
+from .._accounts import ENV_ACCOUNTS, Accounts
+from .._constants import ENV_ACCOUNT_NAME, ENV_SHARED_PACE
+from .._errors import ValidationError
+from .._input._records import RecordError, update_from_json
+from .._models import PushResult, TrackingUpdate
+from .._sync import TrackingClient
+from ._results import ItemResult, _field_of, _result
+
+logger = logging.getLogger("vtex_tracking.celery")
+
+#: The name of the task ``register_tasks`` defines.
+TASK_NAME = "vtex_tracking.push_batch"
+#: Seconds an unacknowledged batch waits before Redis gives it to another worker. It must
+#: exceed the longest run of one batch (a batch running longer is delivered again while it
+#: still runs); it is also how long a dead worker's batches wait.
+DEFAULT_VISIBILITY_TIMEOUT = 1800.0
+#: Ceiling of the seconds between two restore sweeps (``configure`` uses a tenth of the
+#: visibility timeout, between 1 s and this).
+MAX_RESTORE_INTERVAL = 60.0
+
+
+def configure(
+    app: Any,  # a celery.Celery
+    *,
+    broker_url: str,
+    result_backend: str | None = None,
+    visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
+    restore_interval: float | None = None,
+) -> None:
+    """Set the worker and broker settings these tasks rely on; other settings are kept.
+
+    * ``broker_url`` (Redis) and ``result_backend`` (default: the broker), JSON only;
+    * ``worker_prefetch_multiplier=1``: a worker holds only the batches it runs, so one busy
+      worker never hoards batches while others idle, and a dead worker strands no more;
+    * ``broker_transport_options``: ``visibility_timeout`` (see
+      ``DEFAULT_VISIBILITY_TIMEOUT``), and ``unacked_restore_interval`` with
+      ``unacked_restore_throttle=1`` so that a dead worker's batches come back within
+      ``visibility_timeout + restore_interval`` seconds instead of kombu's ~100 s sweeps;
+    * ``worker_deduplicate_successful_tasks``: a batch that finished but whose worker died
+      before acknowledging it is not run again.
+
+    ``task_acks_late`` and ``task_reject_on_worker_lost`` are not set app-wide: they would
+    change how your other tasks behave, and ``push_batch`` declares both itself.
+    """
+    if restore_interval is None:
+        restore_interval = min(MAX_RESTORE_INTERVAL, max(1.0, visibility_timeout / 10))
+    transport = dict(app.conf.broker_transport_options or {})
+    transport.update(
+        visibility_timeout=visibility_timeout,
+        unacked_restore_interval=restore_interval,
+        unacked_restore_throttle=1,
+    )
+    app.conf.update(
+        broker_url=broker_url,
+        result_backend=result_backend or broker_url,
+        broker_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        worker_prefetch_multiplier=1,
+        worker_deduplicate_successful_tasks=True,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+    )
+
+
+class TrackingTasks:
+    """The tasks ``register_tasks`` put on an app: ``push_batch`` (a Celery task), and the
+    per-process client behind it (``client()``)."""
+
+    def __init__(
+        self,
+        app: Any,  # a celery.Celery
+        *,
+        client_settings: Mapping[str, Any] | None,
+        client_factory: Callable[[], TrackingClient] | None,
+        name: str,
+    ) -> None:
+        if client_settings is not None and client_factory is not None:
+            raise TypeError("pass client_settings or client_factory, not both")
+        self.app = app
+        self.name = name
+        self._settings = dict(client_settings or {})
+        self._factory = client_factory
+        self._lock = threading.Lock()
+        self._client: TrackingClient | None = None
+        owner = self
+
+        # acks_late + reject_on_worker_lost: a batch is acknowledged only once it ran, and
+        # one whose pool child died is put back instead of acknowledged (celery issue 2840).
+        @app.task(name=name, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator, unused-ignore]
+        def push_batch(
+            task: Any,
+            batch: list[Any],
+            account_name: str | None = None,
+            indexes: list[int] | None = None,
+            sources: list[str] | None = None,
+        ) -> list[ItemResult]:
+            """Send a batch of updates in VTEX's wire form; one result per item."""
+            redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
+            return owner.run_batch(
+                batch,
+                account_name=account_name,
+                indexes=indexes,
+                sources=sources,
+                redelivered=redelivered,
+            )
+
+        #: The Celery task: ``push_batch.delay(batch, account_name=None)``.
+        self.push_batch: Any = push_batch
+        worker_process_shutdown.connect(_close_on_shutdown(self), weak=False)
+        os.register_at_fork(after_in_child=_reset_lock_after_fork(self))
+
+    def __repr__(self) -> str:
+        return f"TrackingTasks(name={self.name!r})"
+
+    def client(self) -> TrackingClient:
+        """This process's client, made on first use from the settings or the factory."""
+        with self._lock:
+            if self._client is None:
+                factory = self._factory or (lambda: _client_from_settings(self._settings))
+                self._client = factory()
+            return self._client
+
+    def close(self) -> None:
+        """Close this process's client (a worker process does it when it exits)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def run_batch(
+        self,
+        batch: Sequence[Any],
+        *,
+        account_name: str | None = None,
+        indexes: Sequence[int] | None = None,
+        sources: Sequence[str] | None = None,
+        redelivered: bool = False,
+    ) -> list[ItemResult]:
+        """What ``push_batch`` does, in this process: one result per item, in batch order.
+
+        Each item is checked as the CLI checks a JSONL line; an invalid one gets its own
+        ``invalid`` result naming the field and the others are sent, with one ``push``.
+        """
+        started = time.monotonic()
+        if indexes is not None and len(indexes) != len(batch):
+            raise ValueError(f"{len(indexes)} indexes for a batch of {len(batch)}")
+        if sources is not None and len(sources) != len(batch):
+            raise ValueError(f"{len(sources)} sources for a batch of {len(batch)}")
+        rows = [
+            _Row(
+                indexes[n] if indexes is not None else n,
+                sources[n] if sources is not None else None,
+                doc,
+            )
+            for n, doc in enumerate(batch)
+        ]
+        updates: list[TrackingUpdate] = []
+        sent: list[_Row] = []
+        for row in rows:
+            try:
+                update = update_from_json(row.doc)
+                if update.account_name is None and account_name:
+                    update = attrs.evolve(update, account_name=account_name)
+            except (RecordError, ValidationError) as exc:
+                row.result = _invalid(row, exc, account_name, redelivered)
+                continue
+            updates.append(update)
+            sent.append(row)
+        if updates:
+            self._send(updates, sent, redelivered)
+        elapsed = time.monotonic() - started
+        visibility = (self.app.conf.broker_transport_options or {}).get("visibility_timeout")
+        if visibility and elapsed > visibility / 2:
+            logger.warning(
+                "a batch of %d took %.0f s, more than half the visibility timeout (%.0f s):"
+                " raise visibility_timeout or lower batch_size, or batches will run twice",
+                len(batch),
+                elapsed,
+                visibility,
+            )
+        return [row.result for row in rows if row.result is not None]
+
+    def _send(self, updates: list[TrackingUpdate], rows: list[_Row], redelivered: bool) -> None:
+        try:
+            client = self.client()
+        except Exception as exc:  # a worker without credentials: every item says so
+            for row, update in zip(rows, updates, strict=True):
+                row.result = _result(
+                    row.index,
+                    row.source,
+                    **_ids(update),
+                    outcome=type(exc).__name__,
+                    error=f"no client in this worker: {exc}",
+                    redelivered=redelivered,
+                )
+            return
+        secrets = _secrets(client)
+        with client.push(updates) as stream:
+            for result in stream:
+                row = rows[result.index]
+                row.result = _pushed(row, updates[result.index], result, redelivered, secrets)
+
+
+def register_tasks(
+    app: Any,  # a celery.Celery
+    *,
+    client_settings: Mapping[str, Any] | None = None,
+    client_factory: Callable[[], TrackingClient] | None = None,
+    name: str = TASK_NAME,
+) -> TrackingTasks:
+    """Define ``vtex_tracking.push_batch(batch, account_name=None)`` on ``app``.
+
+    Each worker process makes one ``TrackingClient`` on its first batch:
+    ``client_factory()`` if given, else ``TrackingClient.from_env(**client_settings)``
+    (``VTEX_*`` variables, settings win; with ``VTEX_ACCOUNTS`` a hub client for those
+    stores; ``VTEX_SHARED_PACE`` or ``shared_pace=`` to share each account's pace between
+    all workers through Redis). Call it at import time of your app module, once per app.
+    """
+    return TrackingTasks(
+        app, client_settings=client_settings, client_factory=client_factory, name=name
+    )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+@attrs.define
+class _Row:
+    index: int
+    source: str | None
+    doc: Any
+    result: ItemResult | None = None
+
+
+def _wire_name(field: str) -> str:
+    """A model field as the wire names it (``TrackingUpdate.invoice_number``: ``invoiceNumber``)."""
+    first, *rest = field.rsplit(".", 1)[-1].split("_")
+    return first + "".join(word.capitalize() for word in rest)
+
+
+def _invalid(row: _Row, exc: Exception, account: str | None, redelivered: bool) -> ItemResult:
+    doc = row.doc if isinstance(row.doc, Mapping) else {}
+    message, field = str(exc), _field_of(str(exc))
+    if isinstance(exc, ValidationError):  # the account_name given to the task
+        message, field = f"accountName: {exc.problem}", "accountName"
+    return _result(
+        row.index,
+        row.source,
+        orderId=_text(doc.get("orderId")),
+        invoiceNumber=_text(doc.get("invoiceNumber")),
+        accountName=_text(doc.get("accountName")) or account,
+        outcome="invalid",
+        error=f"{row.source}: {message}" if row.source else message,
+        field=field,
+        redelivered=redelivered,
+    )
+
+
+def _ids(update: TrackingUpdate) -> dict[str, Any]:
+    return {
+        "orderId": update.order_id,
+        "invoiceNumber": update.invoice_number,
+        "accountName": update.account_name,
+    }
+
+
+def _pushed(
+    row: _Row, update: TrackingUpdate, result: PushResult, redelivered: bool, secrets: list[str]
+) -> ItemResult:
+    receipt, error = result.receipt, result.error
+    ids = _ids(update)
+    ids["accountName"] = result.account or update.account_name
+    return _result(
+        row.index,
+        row.source,
+        **ids,
+        ok=result.ok,
+        status=result.status_code,
+        outcome=result.outcome,
+        receipt=receipt.receipt if receipt else None,
+        requestId=receipt.request_id if receipt else getattr(error, "request_id", None),
+        error=None if error is None else _redact(f"{type(error).__name__}: {error}", secrets),
+        field=_wire_name(error.field) if isinstance(error, ValidationError) else None,
+        attempts=result.attempts,
+        redelivered=redelivered,
+    )
+
+
+def _secrets(client: TrackingClient) -> list[str]:
+    found = list(client.config.credentials.secrets())
+    for account in (client.accounts or {}).values():
+        found.extend(account.credentials.secrets())
+    return found
+
+
+def _redact(text: str, secrets: list[str]) -> str:
+    # The SDK's errors never hold credentials; this is the belt to those braces, because a
+    # result travels to the result backend and into the producer's logs.
+    for secret in secrets:
+        text = text.replace(secret, "<redacted>")
+    return text
+
+
+def _client_from_settings(settings: Mapping[str, Any]) -> TrackingClient:
+    """``TrackingClient.from_env`` with ``settings`` on top; a hub client when
+    ``VTEX_ACCOUNTS`` lists the stores (as the CLI does)."""
+    options = dict(settings)
+    registry = options.pop("accounts", None)
+    if registry is None and os.environ.get(ENV_ACCOUNTS, "").strip():
+        registry = Accounts.from_env()
+    default = options.get("account_name") or os.environ.get(ENV_ACCOUNT_NAME) or None
+    if registry is not None and (default is None or default in registry):
+        options.pop("account_name", None)
+        if os.environ.get(ENV_SHARED_PACE):  # from_env reads it; from_accounts does not
+            options.setdefault("shared_pace", os.environ[ENV_SHARED_PACE])
+        return TrackingClient.from_accounts(registry, default=default, **options)
+    return TrackingClient.from_env(accounts=registry, **options)
+
+
+def _close_on_shutdown(tasks: TrackingTasks) -> Callable[..., None]:
+    ref = weakref.ref(tasks)
+
+    def close(**_: Any) -> None:
+        owner = ref()
+        if owner is not None:
+            owner.close()
+
+    return close
+
+
+def _reset_lock_after_fork(tasks: TrackingTasks) -> Callable[[], None]:
+    ref = weakref.ref(tasks)
+
+    def reset() -> None:
+        # Another thread may have held the lock at fork time. The client itself survives
+        # fork: it starts a new thread and pool in the child.
+        owner = ref()
+        if owner is not None:
+            owner._lock = threading.Lock()
+
+    return reset
