@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import pathlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -139,6 +141,24 @@ def make_client(client_options: dict[str, Any]) -> Iterator[ClientFactory]:
     factory = ClientFactory(client_options)
     yield factory
     factory.close_all()
+
+
+@pytest.fixture
+def oms(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOMS]:
+    """A threaded FakeOMS whose credentials are in the VTEX_* environment variables (the CLI
+    tests' server; modules that need another kind define their own ``oms``)."""
+    with FakeOMS() as server:
+        monkeypatch.setenv("VTEX_ACCOUNT_NAME", "acme")
+        monkeypatch.setenv("VTEX_APP_KEY", server.app_key)
+        monkeypatch.setenv("VTEX_APP_TOKEN", server.app_token)
+        monkeypatch.delenv("VTEX_USER_TOKEN", raising=False)
+        monkeypatch.delenv("VTEX_ACCOUNTS", raising=False)
+        yield server
+
+
+def read_records(path: pathlib.Path) -> list[dict[str, Any]]:
+    """The JSON lines of a file the CLI wrote (a failures file), as dicts."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
 @pytest.fixture

@@ -14,13 +14,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from vtex_tracking.cli import _report, main
 from vtex_tracking.testing import FakeOMS
+
+from .conftest import read_records
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 JSONL = EXAMPLES / "sample-updates.jsonl"
@@ -41,20 +42,6 @@ def _in_tmp_dir(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.chdir(tmp_path)
     for name in CREDENTIAL_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def oms(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOMS]:
-    """A threaded FakeOMS whose credentials are in the VTEX_* environment variables."""
-    with FakeOMS() as server:
-        monkeypatch.setenv("VTEX_ACCOUNT_NAME", "acme")
-        monkeypatch.setenv("VTEX_APP_KEY", server.app_key)
-        monkeypatch.setenv("VTEX_APP_TOKEN", server.app_token)
-        yield server
-
-
-def _records(path: pathlib.Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
 def _body(record: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +69,7 @@ def test_jsonl_file_is_pushed_as_written(
     order, Portuguese intact; no failures file is created."""
     assert main(["push", str(JSONL), "--base-url", oms.url]) == 0
     expected: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for record in _records(JSONL):
+    for record in read_records(JSONL):
         expected.setdefault((record["orderId"], record["invoiceNumber"]), []).append(_body(record))
     assert oms.updates == expected
     assert any(len(bodies) == 2 for bodies in expected.values())  # the sample repeats invoices
@@ -145,7 +132,7 @@ def test_stdin_is_read_as_jsonl(
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
     assert main(["push", "-", "--base-url", oms.url]) == 1
     assert len(oms.accepted("o-1", "NF-1")) == 1
-    assert _records(tmp_path / "stdin.failed.jsonl")[0]["source"] == "<stdin>:2"
+    assert read_records(tmp_path / "stdin.failed.jsonl")[0]["source"] == "<stdin>:2"
 
 
 def test_fake_flag_needs_no_credentials(capsys: pytest.CaptureFixture[str]) -> None:
@@ -188,7 +175,7 @@ def test_malformed_lines_are_reported_and_kept(
         (8, "expected a JSON object, got array"),
     ]:
         assert f"{path}:{number}: {reason}" in err
-    records = _records(failed)
+    records = read_records(failed)
     assert [r["source"] for r in records] == [f"{path}:{n}" for n in range(2, 9)]
     assert [r["raw"] for r in records] == bad
     assert set(oms.updates) == {("o-1", "NF-1"), ("o-2", "NF-1")}
@@ -212,7 +199,7 @@ def test_a_line_in_another_encoding_than_the_rest_spoils_only_itself(
     err = capsys.readouterr().err
     assert f"{csv_path}:3: not UTF-8 (byte 0xe3), though line 2 is: the file mixes" in err
     assert "read as cp1252" not in err
-    records = _records(tmp_path / "a.failed.jsonl")
+    records = read_records(tmp_path / "a.failed.jsonl")
     assert [r["source"] for r in records] == [f"{jsonl}:2", f"{csv_path}:3"]
     assert all("S\\xe3o Paulo" in r["raw"] for r in records)
 
@@ -232,7 +219,7 @@ def test_csv_rows_of_an_invoice_that_are_not_together_are_refused(
     assert main(["push", str(path), "--base-url", oms.url]) == 1
     assert [len(b[0]["events"]) for b in oms.updates.values()] == [1, 1]
     assert f"{path}:4: this invoice already had rows at {path}:2" in capsys.readouterr().err
-    (record,) = _records(tmp_path / "log.failed.jsonl")
+    (record,) = read_records(tmp_path / "log.failed.jsonl")
     assert record["raw"] == "o-1,NF-1,Recife,PE,Saiu para entrega,2026-11-02,,"
 
 
@@ -242,7 +229,7 @@ def test_failures_file_round_trip(oms: FakeOMS, tmp_path: pathlib.Path) -> None:
     oms.fail_next(3, 404)
     assert main(["push", str(JSONL), "--base-url", oms.url, "--concurrency", "1"]) == 1
     failed = tmp_path / "sample-updates.failed.jsonl"
-    records = _records(failed)
+    records = read_records(failed)
     assert len(records) == 3 and all("404" in r["error"] for r in records)
     assert all(r["source"].startswith(f"{JSONL}:") for r in records)
     by_line = {r["source"]: r for r in records}
@@ -269,7 +256,7 @@ def test_retrying_a_failures_file_never_overwrites_it(
     before = retry.read_bytes()
     assert main(["push", "day.failed.jsonl", "--base-url", oms.url]) == 1
     assert retry.read_bytes() == before
-    assert _records(tmp_path / "day.failed-2.jsonl")[0]["raw"] == "{oops"
+    assert read_records(tmp_path / "day.failed-2.jsonl")[0]["raw"] == "{oops"
     assert set(oms.updates) == {("o-1", "NF-1"), ("o-2", "NF-1")}
 
 
@@ -290,7 +277,7 @@ def test_a_malformed_line_stays_malformed_after_a_retry(
     kept.write_text('{"source": "a.jsonl:7", "raw": "{oops", "error": "not JSON"}\n', "utf-8")
     assert main(["push", str(kept), "--base-url", oms.url]) == 1
     assert "malformed in an earlier run (a.jsonl:7" in capsys.readouterr().err
-    assert _records(tmp_path / "kept.failed.jsonl")[0]["raw"] == "{oops"
+    assert read_records(tmp_path / "kept.failed.jsonl")[0]["raw"] == "{oops"
 
 
 # -- options and exit statuses --------------------------------------------------------------
@@ -456,7 +443,7 @@ def test_interrupt_exits_130_and_every_update_is_accounted_for(
         accepted = {order for order, _ in server.updates}
     assert process.returncode == 130, err
     assert "Interrupted: stopping" in err
-    in_failures = {r["orderId"] for r in _records(tmp_path / "big.failed.jsonl")}
+    in_failures = {r["orderId"] for r in read_records(tmp_path / "big.failed.jsonl")}
     assert 50 <= len(accepted) < 3000
     assert accepted | in_failures == orders
     summary = json.loads(out)
@@ -480,7 +467,9 @@ def test_second_interrupt_stops_reading_and_says_where(tmp_path: pathlib.Path) -
         _wait_for(lambda: len(server.updates) >= 2)
         process.send_signal(signal.SIGINT)
         failures = tmp_path / "stdin.failed.jsonl"
-        _wait_for(lambda: failures.exists() and len(server.updates) + len(_records(failures)) >= 40)
+        _wait_for(
+            lambda: failures.exists() and len(server.updates) + len(read_records(failures)) >= 40
+        )
         process.send_signal(signal.SIGINT)  # stdin is still open: reading would never end
         process.wait(timeout=30)
         assert process.stdout is not None and process.stderr is not None
@@ -490,7 +479,8 @@ def test_second_interrupt_stops_reading_and_says_where(tmp_path: pathlib.Path) -
         process.stderr.close()
         accepted = {order for order, _ in server.updates}
     assert process.returncode == 130, err
-    assert accepted | {r["orderId"] for r in _records(failures)} == {f"o-{n}" for n in range(40)}
+    recorded = {r["orderId"] for r in read_records(failures)}
+    assert accepted | recorded == {f"o-{n}" for n in range(40)}
     summary = json.loads(out)
     assert summary["unread_after"] == "<stdin>:40"
     assert "NOT read, and not in the failures file: the input after <stdin>:40" in err

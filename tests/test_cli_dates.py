@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import pathlib
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from vtex_tracking.cli import main
 from vtex_tracking.testing import FakeOMS
+
+from .conftest import read_records
 
 HEADER = "orderId,invoiceNumber,city,state,description,date,isDelivered,deliveredDate\n"
 DAY_FIRST = ["--date-format", "dd/mm/yyyy"]
@@ -22,22 +22,6 @@ DAY_FIRST = ["--date-format", "dd/mm/yyyy"]
 def _in_tmp_dir(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run every test in its own directory."""
     monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture
-def oms(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOMS]:
-    """A threaded FakeOMS whose credentials are in the VTEX_* environment variables."""
-    with FakeOMS() as server:
-        monkeypatch.setenv("VTEX_ACCOUNT_NAME", "acme")
-        monkeypatch.setenv("VTEX_APP_KEY", server.app_key)
-        monkeypatch.setenv("VTEX_APP_TOKEN", server.app_token)
-        monkeypatch.delenv("VTEX_USER_TOKEN", raising=False)
-        monkeypatch.delenv("VTEX_ACCOUNTS", raising=False)
-        yield server
-
-
-def _records(path: pathlib.Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
 def _jsonl(order: str, date: str, delivered: str | None = None) -> str:
@@ -144,7 +128,7 @@ def test_bad_day_first_dates_are_named_by_line_and_field(
     assert main(["push", str(path), "--base-url", oms.url, *DAY_FIRST]) == 1
     assert set(oms.updates) == {("o-0", "NF-1")}
     assert f"{path}:2: {says}" in capsys.readouterr().err
-    (kept,) = _records(tmp_path / "day.failed.jsonl")
+    (kept,) = read_records(tmp_path / "day.failed.jsonl")
     assert kept["source"] == f"{path}:2"
     assert kept["raw"] == _jsonl("o-1", date, delivered)
 
@@ -179,7 +163,7 @@ def test_the_failures_file_has_iso_dates_and_pushes_again_without_the_option(
     assert main(["push", str(path), "--base-url", oms.url, *DAY_FIRST]) == 1
     out = capsys.readouterr().out
     assert "retry them with: vtex-tracking push planilha.failed.jsonl (UTF-8 JSONL" in out
-    (kept,) = _records(tmp_path / "planilha.failed.jsonl")
+    (kept,) = read_records(tmp_path / "planilha.failed.jsonl")
     assert (kept["events"][0]["date"], kept["deliveredDate"]) == ("2026-11-23", "2026-11-23 14:05")
     assert main(["push", "planilha.failed.jsonl", "--base-url", oms.url]) == 0
     assert oms.accepted("o-1", "NF-1")[0]["deliveredDate"] == "2026-11-23 14:05"

@@ -8,13 +8,13 @@ import io
 import json
 import pathlib
 import sys
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from vtex_tracking.cli import main
 from vtex_tracking.testing import FakeOMS
+
+from .conftest import read_records
 
 HEADER = "orderId;invoiceNumber;city;state;description;date;isDelivered;deliveredDate\n"
 #: An Excel "CSV (separado por vírgulas)" export: ';', CRLF, cp1252.
@@ -29,22 +29,6 @@ EXCEL_ROWS = (
 def _in_tmp_dir(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run every test in its own directory."""
     monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture
-def oms(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOMS]:
-    """A threaded FakeOMS whose credentials are in the VTEX_* environment variables."""
-    with FakeOMS() as server:
-        monkeypatch.setenv("VTEX_ACCOUNT_NAME", "acme")
-        monkeypatch.setenv("VTEX_APP_KEY", server.app_key)
-        monkeypatch.setenv("VTEX_APP_TOKEN", server.app_token)
-        monkeypatch.delenv("VTEX_USER_TOKEN", raising=False)
-        monkeypatch.delenv("VTEX_ACCOUNTS", raising=False)
-        yield server
-
-
-def _records(path: pathlib.Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
 def _excel_file(tmp_path: pathlib.Path) -> pathlib.Path:
@@ -124,7 +108,7 @@ def test_encoding_option_utf8_refuses_cp1252_lines(
     assert oms.requests == []
     err = capsys.readouterr().err
     assert f"{path}:2-3: line 2: not utf-8 (byte 0xe3), which --encoding says" in err
-    assert [r["source"] for r in _records(tmp_path / "excel.failed.jsonl")] == [
+    assert [r["source"] for r in read_records(tmp_path / "excel.failed.jsonl")] == [
         f"{path}:2-3",
         f"{path}:4",
     ]
@@ -146,7 +130,7 @@ def test_a_utf8_line_after_the_switch_is_ambiguous_and_kept(
     assert f"{path}:3: ambiguous: this line is valid UTF-8, but line 2 made" in (
         capsys.readouterr().err
     )
-    (kept,) = _records(tmp_path / "mixed.failed.jsonl")
+    (kept,) = read_records(tmp_path / "mixed.failed.jsonl")
     assert kept["raw"] == "o-2;NF-2;SÃ£o Paulo;SP;Postado;2026-11-01;;"
 
 
@@ -180,7 +164,7 @@ def test_bytes_that_are_neither_utf8_nor_cp1252_spoil_their_line(
     assert f"{path}:2: neither UTF-8 nor cp1252 (byte 0x81); pass --encoding" in (
         capsys.readouterr().err
     )
-    (kept,) = _records(tmp_path / "odd.failed.jsonl")
+    (kept,) = read_records(tmp_path / "odd.failed.jsonl")
     assert kept["raw"] == '{"orderId": "o-\\x81"}'
 
 

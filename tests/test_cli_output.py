@@ -9,7 +9,6 @@ import os
 import pathlib
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
@@ -34,16 +33,6 @@ def _in_tmp_dir(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.chdir(tmp_path)
     for name in CREDENTIAL_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def oms(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOMS]:
-    """A threaded FakeOMS whose credentials are in the VTEX_* environment variables."""
-    with FakeOMS() as server:
-        monkeypatch.setenv("VTEX_ACCOUNT_NAME", "acme")
-        monkeypatch.setenv("VTEX_APP_KEY", server.app_key)
-        monkeypatch.setenv("VTEX_APP_TOKEN", server.app_token)
-        yield server
 
 
 def _line(order: str, date: str = "2026-11-02") -> str:
