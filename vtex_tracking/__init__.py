@@ -27,6 +27,7 @@ from ._errors import (
     ValidationError,
     VtexTrackingError,
 )
+from ._journal import Journal, JournalMismatchError, UnchangedState
 from ._models import (
     AccountMetrics,
     AccountSummary,
@@ -59,6 +60,8 @@ __all__ = [
     "ClientConfig",
     "ConfigurationError",
     "ConflictError",
+    "Journal",
+    "JournalMismatchError",
     "NotFoundError",
     "PaceTimeoutError",
     "PermissionDeniedError",
@@ -79,6 +82,7 @@ __all__ = [
     "TrackingUpdate",
     "TransportError",
     "TransportTimeoutError",
+    "UnchangedState",
     "UnexpectedResponseError",
     "ValidationError",
     "VtexTrackingError",

@@ -8,6 +8,7 @@ each account's pace.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterable, Callable, Iterable
 from types import TracebackType
 from typing import Any
@@ -28,6 +29,7 @@ from ._constants import (
     DEFAULT_TIMEOUT,
 )
 from ._errors import ClientClosedError, ConfigurationError
+from ._journal import Journal, UnchangedState
 from ._models import (
     AccountMetrics,
     PushResult,
@@ -350,6 +352,9 @@ class AsyncTrackingClient:
         adaptive: bool | None = None,
         read_ahead: int | None = None,
         on_result: Callable[[PushResult], None] | None = None,
+        journal: Journal | str | os.PathLike[str] | None = None,
+        skip_unchanged: UnchangedState | str | os.PathLike[str] | None = None,
+        merge_snapshots: bool = False,
     ) -> PushStream:
         """Send many updates; iterate the returned stream for one ``PushResult`` per item.
 
@@ -361,6 +366,13 @@ class AsyncTrackingClient:
         this push (below the account's own); ``adaptive=False`` makes this push pace itself
         (its own window and ``rate_limit``, nothing learned or shared). ``on_result`` is
         called with each result as it is produced (for progress reporting).
+
+        Sending less (each opt-in): ``journal`` (a ``Journal`` or a path) records what VTEX
+        confirmed, so that after a crash the same push sends only the rest (the others end as
+        ``skipped="already_done"``); ``skip_unchanged`` (an ``UnchangedState`` or a path)
+        does not send an update whose body VTEX last confirmed for its invoice
+        (``"unchanged"``); ``merge_snapshots`` lets a newer update of an invoice replace one
+        still waiting behind that invoice's request in flight (``"superseded"``).
         """
         ceiling = self._config.max_concurrency
         options = PushOptions(
@@ -369,6 +381,9 @@ class AsyncTrackingClient:
             adaptive=adaptive,
             read_ahead=read_ahead,
             on_result=on_result,
+            journal=journal,
+            skip_unchanged=skip_unchanged,
+            merge_snapshots=merge_snapshots,
         )
         if options.concurrency > ceiling:
             options = attrs.evolve(options, concurrency=ceiling)
@@ -389,6 +404,9 @@ class AsyncTrackingClient:
         adaptive: bool | None = None,
         read_ahead: int | None = None,
         on_result: Callable[[PushResult], None] | None = None,
+        journal: Journal | str | os.PathLike[str] | None = None,
+        skip_unchanged: UnchangedState | str | os.PathLike[str] | None = None,
+        merge_snapshots: bool = False,
     ) -> PushSummary:
         """Send many updates and return the totals (``push``, consumed for you)."""
         async with self.push(
@@ -398,6 +416,9 @@ class AsyncTrackingClient:
             adaptive=adaptive,
             read_ahead=read_ahead,
             on_result=on_result,
+            journal=journal,
+            skip_unchanged=skip_unchanged,
+            merge_snapshots=merge_snapshots,
         ) as stream:
             return await stream.summary()
 

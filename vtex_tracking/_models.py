@@ -56,9 +56,7 @@ def _path_segment(instance: object, attribute: attrs.Attribute[Any], value: obje
     if _CONTROL_CHARS.search(value):
         raise ValidationError(_where(instance, attribute), "must not contain control characters")
     if value != value.strip():
-        raise ValidationError(
-            _where(instance, attribute), "must not start or end with whitespace"
-        )
+        raise ValidationError(_where(instance, attribute), "must not start or end with whitespace")
 
 
 _ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
@@ -235,7 +233,16 @@ class PushResult:
     """The outcome of one item handed to a bulk push: exactly one per input item.
 
     ``update`` is the item as given (not necessarily a valid ``TrackingUpdate``), ``index`` its
-    0-based position in the input. Exactly one of ``receipt`` and ``error`` is set.
+    0-based position in the input. Exactly one of ``receipt`` and ``error`` is set, except for
+    an update that was not sent because VTEX already has it (``skipped``):
+
+    * ``"already_done"``: the push's ``journal`` says an earlier run had it (or a later update
+      of its invoice) confirmed;
+    * ``"unchanged"``: its body is the one VTEX last confirmed for its invoice
+      (``skip_unchanged``);
+    * ``"superseded"``: a newer update of its invoice replaced it while it waited
+      (``merge_snapshots``); ``superseded_by`` is that update's index, and ``receipt`` or
+      ``error`` are that update's.
     """
 
     index: int
@@ -245,11 +252,15 @@ class PushResult:
     attempts: int = 0
     #: The store it went to (the client's own account unless the update named another).
     account: str | None = None
+    #: Why it was not sent itself: ``"already_done"``, ``"unchanged"``, ``"superseded"``.
+    skipped: str | None = None
+    #: The index of the update that carried its data (``skipped == "superseded"``).
+    superseded_by: int | None = None
 
     @property
     def ok(self) -> bool:
-        """True when VTEX confirmed the update."""
-        return self.receipt is not None
+        """True when VTEX confirmed the update (or already had it: ``skipped``)."""
+        return self.receipt is not None or (self.skipped is not None and self.error is None)
 
     @property
     def status_code(self) -> int | None:
@@ -260,7 +271,10 @@ class PushResult:
 
     @property
     def outcome(self) -> str:
-        """A short label for counting: ``"200"``, ``"429"``, ``"TransportError"``, ``"invalid"``…"""
+        """A short label for counting: ``"200"``, ``"429"``, ``"TransportError"``, ``"invalid"``,
+        ``"already_done"``…"""
+        if self.skipped is not None:
+            return self.skipped
         if self.receipt is not None:
             return str(self.receipt.status_code)
         status = self.status_code

@@ -26,6 +26,11 @@ the account's first update, so idle accounts cost nothing.
   through the stream, or, if the consumer went away or the push was cancelled, kept in
   ``PushStream.unfinished``. An account whose credentials VTEX keeps refusing is stopped
   alone; its remaining updates end as ``PushStoppedError(reason="auth")``.
+* Sending less (each opt-in): an update the ``journal`` says an earlier run had confirmed,
+  or whose body is the one VTEX last confirmed for its invoice (``skip_unchanged``), gets its
+  result at once, unsent; with ``merge_snapshots`` a newer update of an invoice replaces the
+  one waiting behind the invoice's request in flight, and the replaced one's result follows
+  the newer one's. Confirmations are written to both files as they arrive (``_journal``).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
@@ -50,10 +56,19 @@ from ._errors import (
     ValidationError,
     VtexTrackingError,
 )
+from ._journal import (
+    Journal,
+    JournalFile,
+    UnchangedFile,
+    UnchangedState,
+    body_digest,
+    invoice_digest,
+)
 from ._models import PushResult, TrackingUpdate
 from ._pace import AccountPace
 from ._progress import AccountProgress, PushProgress, RateMeter
 from ._sender import AccountSender
+from ._serde import encode_status
 from ._stream import PushStream
 from ._telemetry import logger
 from ._throttle import TokenBucket
@@ -85,6 +100,22 @@ def _rate(instance: object, attribute: attrs.Attribute[Any], value: object) -> N
         raise ValidationError("rate_limit", f"expected requests per second > 0, got {value!r}")
 
 
+def _as_journal(value: Journal | str | os.PathLike[str] | None) -> Journal | None:
+    """``journal=``: a ``Journal``, or a path for one."""
+    if value is None or isinstance(value, Journal):
+        return value
+    return Journal(value)
+
+
+def _as_unchanged(
+    value: UnchangedState | str | os.PathLike[str] | None,
+) -> UnchangedState | None:
+    """``skip_unchanged=``: an ``UnchangedState``, or a path for one."""
+    if value is None or isinstance(value, UnchangedState):
+        return value
+    return UnchangedState(value)
+
+
 @attrs.frozen
 class PushOptions:
     """How one push runs; checked once, when the push is made (see ``AsyncTrackingClient.push``
@@ -95,6 +126,9 @@ class PushOptions:
     adaptive: bool | None = None
     read_ahead: int | None = attrs.field(default=None, validator=_positive_int("read_ahead"))
     on_result: Callable[[PushResult], None] | None = None
+    journal: Journal | None = attrs.field(default=None, converter=_as_journal)
+    skip_unchanged: UnchangedState | None = attrs.field(default=None, converter=_as_unchanged)
+    merge_snapshots: bool = False
 
 
 async def _next_async(items: AsyncIterator[Any]) -> Any:
@@ -115,7 +149,18 @@ class _Item:
     invalid item); ``sent`` turns True once it is handed to the sender (it may be on the
     wire from then on)."""
 
-    __slots__ = ("index", "key", "lane", "sent", "update", "wire")
+    __slots__ = (
+        "body",
+        "body_digest",
+        "index",
+        "invoice_digest",
+        "key",
+        "lane",
+        "sent",
+        "superseded",
+        "update",
+        "wire",
+    )
 
     def __init__(self, index: int, update: Any, default_account: str | None) -> None:
         self.index = index
@@ -131,6 +176,12 @@ class _Item:
         self.wire: TrackingUpdate | None = None
         # The lane whose buffer counts it, once it is in one.
         self.lane: _Lane | None = None
+        # With a journal or skip_unchanged: the body as sent, and the digests they keep.
+        self.body: bytes | None = None
+        self.body_digest = 0
+        self.invoice_digest = 0
+        # Earlier updates of its invoice it replaced (merge_snapshots), oldest first.
+        self.superseded: list[_Item] | None = None
 
 
 class _Lane:
@@ -282,6 +333,16 @@ class _Engine:
         self._room = self._read_ahead
         self._refill = max(1, min(READ_REFILL, self._read_ahead // 4))
         self._reader_waiting: asyncio.Future[None] | None = None
+        # What VTEX confirmed, on disk (opt-in); opened now so a bad file fails ``push()``.
+        self._journal = JournalFile(options.journal) if options.journal else None
+        try:
+            self._unchanged = (
+                UnchangedFile(options.skip_unchanged) if options.skip_unchanged else None
+            )
+        except BaseException:
+            if self._journal is not None:
+                self._journal.close()
+            raise
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -311,6 +372,9 @@ class _Engine:
                 self.progress.failed += 1
             self._pending.clear()
             self.progress.queued = 0
+            for ledger in (self._journal, self._unchanged):
+                if ledger is not None:
+                    ledger.close()
 
     def stop(self, reason: str = "stopped", cause: BaseException | None = None) -> None:
         """Stop sending: no new requests, in-flight ones are cancelled, and every item already
@@ -387,6 +451,13 @@ class _Engine:
         except ValidationError as exc:  # what VTEX would refuse: never queued, never sent
             await self._emit(PushResult(item.index, raw, error=exc, account=lane.account))
             return
+        if self._journal is not None or self._unchanged is not None:
+            skipped = self._already_there(item, lane, key)
+            if skipped is not None:
+                await self._emit(
+                    PushResult(item.index, raw, attempts=0, account=lane.account, skipped=skipped)
+                )
+                return
         stats = lane.stats
         if stats.buffered >= lane.buffer_cap:
             # This account is the slowest: hold the input rather than memory without bound.
@@ -406,11 +477,46 @@ class _Engine:
             queue = self._busy[key]
             if queue is None:
                 queue = self._busy[key] = collections.deque()
-            queue.append(item)
+            if queue and self._options.merge_snapshots:
+                # A newer snapshot of the invoice: it takes the waiting one's place (and
+                # carries its result); the order of what is sent stays the input's.
+                older = queue[-1]
+                item.superseded = [*(older.superseded or ()), older]
+                older.superseded = None
+                queue[-1] = item
+            else:
+                queue.append(item)
         else:
             self._busy[key] = None
             lane.ready.append(item)
             self._offer(lane)
+
+    def _already_there(self, item: _Item, lane: _Lane, key: InvoiceKey) -> str | None:
+        """Why VTEX already has this update (``PushResult.skipped``), or None: send it."""
+        wire = item.wire
+        assert wire is not None
+        item.body = encode_status(wire.status)
+        item.body_digest = body_digest(item.body)
+        item.invoice_digest = invoice_digest(lane.account, wire.order_id, wire.invoice_number)
+        journal = self._journal
+        if journal is not None and journal.done(item.index, item.invoice_digest, item.body_digest):
+            return "already_done"
+        unchanged = self._unchanged
+        # Only against what VTEX has now: not while an earlier update of it is on its way.
+        if (
+            unchanged is not None
+            and key not in self._busy
+            and unchanged.unchanged(item.invoice_digest, item.body_digest)
+        ):
+            return "unchanged"
+        return None
+
+    def _remember(self, item: _Item) -> None:
+        """VTEX confirmed ``item``: write it down (journal, unchanged state)."""
+        if self._journal is not None:
+            self._journal.confirmed(item.index, item.invoice_digest, item.body_digest)
+        if self._unchanged is not None:
+            self._unchanged.confirmed(item.invoice_digest, item.body_digest)
 
     def _track(self, raw: Any) -> _Item:
         item = _Item(self._next_index, raw, self._default_account)
@@ -609,6 +715,7 @@ class _Engine:
                 patient=True,
                 observer=lane,
                 checked=item.wire is not None,
+                body=item.body,
             )
         except Exception as exc:  # every failure is this item's result, never the push's
             result = PushResult(
@@ -631,6 +738,8 @@ class _Engine:
                 attempts=receipt.attempts,
                 account=lane.account,
             )
+            if item.body is not None:
+                self._remember(item)
         await self._emit(result)
 
     def _stop_lane(self, lane: _Lane, cause: BaseException) -> None:
@@ -641,8 +750,7 @@ class _Engine:
         if isinstance(cause, AuthCooldownError) and cause.cause is not None:
             cause = cause.cause
         lane.stop_error = PushStoppedError(
-            f"not sent: VTEX kept refusing the credentials of account {lane.account!r}"
-            f" ({cause})",
+            f"not sent: VTEX kept refusing the credentials of account {lane.account!r} ({cause})",
             reason="auth",
             cause=cause,
         )
@@ -698,8 +806,23 @@ class _Engine:
         return item.key[2] or self._default_account
 
     async def _emit(self, result: PushResult) -> None:
-        """Count one result, free its read-ahead slot and hand it out."""
+        """Count one result, free its read-ahead slot and hand it out (and the results of
+        the updates it superseded: its own)."""
         item = self._pending.pop(result.index, None)
+        if item is not None and item.superseded:
+            for older in item.superseded:
+                if older.index in self._pending:  # not already reported by a stop
+                    await self._emit(
+                        PushResult(
+                            older.index,
+                            older.update,
+                            receipt=result.receipt,
+                            error=result.error,
+                            account=result.account,
+                            skipped="superseded",
+                            superseded_by=result.index,
+                        )
+                    )
         self._room += 1
         waiting = self._reader_waiting
         if waiting is not None and self._room >= self._refill:

@@ -140,12 +140,13 @@ class AccountSender:
         patient: bool = False,
         observer: AttemptObserver | None = None,
         checked: bool = False,
+        body: bytes | None = None,
     ) -> TrackingReceipt:
         """Send ``update`` and return VTEX's receipt: wait for the pace, attempt, decide,
         repeat. ``pace`` replaces the account's (a push that paces itself); ``admitted``: the
         caller already holds an admission for the first attempt; ``patient``: wait for the
         pace without ``pace_timeout`` (pushes); ``checked``: ``update`` already passed the
-        account's ``checks`` and is sent as it is."""
+        account's ``checks`` and is sent as it is; ``body``: its JSON body, already encoded."""
         self.bind()
         pace = pace if pace is not None else self.pace
         if not checked:
@@ -156,7 +157,8 @@ class AccountSender:
                     pace.release_unused()
                 raise
         path = tracking_path(update.order_id, update.invoice_number)
-        body = encode_status(update.status)
+        if body is None:
+            body = encode_status(update.status)
         policy = self.retry_policy
         attempts = 0
         while True:
@@ -212,9 +214,7 @@ class AccountSender:
         self.counters.pace_wait_s += waited
         if admitted:
             return waited
-        sent = (
-            "not sent" if attempts == 0 else f"not retried after {attempts} attempt(s)"
-        )
+        sent = "not sent" if attempts == 0 else f"not retried after {attempts} attempt(s)"
         raise PaceTimeoutError(
             f"{sent}: waited {waited:.1f} s for a turn in account {self.account!r}'s pace"
             f" (order {update.order_id!r}, invoice {update.invoice_number!r}); throttled"

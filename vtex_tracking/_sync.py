@@ -43,6 +43,7 @@ from ._constants import (
     DEFAULT_TIMEOUT,
 )
 from ._errors import ClientClosedError
+from ._journal import Journal, UnchangedState
 from ._models import (
     AccountMetrics,
     PushResult,
@@ -73,9 +74,7 @@ class _PortalThread:
         self._startup_error: BaseException | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
         self._on_shutdown: Callable[[], Awaitable[None]] | None = None
-        self.thread = threading.Thread(
-            target=self._run, name="vtex-tracking-portal", daemon=True
-        )
+        self.thread = threading.Thread(target=self._run, name="vtex-tracking-portal", daemon=True)
         self.thread.start()
         self._ready.wait()
         if self._startup_error is not None:
@@ -289,6 +288,9 @@ class TrackingClient:
         adaptive: bool | None = None,
         read_ahead: int | None = None,
         on_result: Callable[[PushResult], None] | None = None,
+        journal: Journal | str | os.PathLike[str] | None = None,
+        skip_unchanged: UnchangedState | str | os.PathLike[str] | None = None,
+        merge_snapshots: bool = False,
     ) -> SyncPushStream:
         """Send many updates; iterate the result for one ``PushResult`` per item, as they
         complete. See ``AsyncTrackingClient.push``; ``on_result`` runs in the portal thread."""
@@ -303,6 +305,9 @@ class TrackingClient:
                 "adaptive": adaptive,
                 "read_ahead": read_ahead,
                 "on_result": on_result,
+                "journal": journal,
+                "skip_unchanged": skip_unchanged,
+                "merge_snapshots": merge_snapshots,
             },
         )
         return SyncPushStream(runner, stream)
@@ -316,6 +321,9 @@ class TrackingClient:
         adaptive: bool | None = None,
         read_ahead: int | None = None,
         on_result: Callable[[PushResult], None] | None = None,
+        journal: Journal | str | os.PathLike[str] | None = None,
+        skip_unchanged: UnchangedState | str | os.PathLike[str] | None = None,
+        merge_snapshots: bool = False,
     ) -> PushSummary:
         """Send many updates and return the totals."""
         with self.push(
@@ -325,6 +333,9 @@ class TrackingClient:
             adaptive=adaptive,
             read_ahead=read_ahead,
             on_result=on_result,
+            journal=journal,
+            skip_unchanged=skip_unchanged,
+            merge_snapshots=merge_snapshots,
         ) as stream:
             return stream.summary()
 

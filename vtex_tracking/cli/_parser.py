@@ -49,6 +49,10 @@ examples:
   vtex-tracking push eventos.failed.jsonl
   # check a file, and each line's store, without sending anything
   vtex-tracking push eventos.csv --accounts lojas.toml --dry-run
+  # a long push that survives a crash: run the same command again to resume
+  vtex-tracking push milhao.jsonl --journal milhao.journal
+  # the daily export of active shipments: send only what changed since yesterday
+  vtex-tracking push ativos.csv --skip-unchanged ~/.cache/vtex-ativos.db --merge-snapshots
 
 exit status: 0 all confirmed, 1 some failed (see the failures file), 2 usage error or
 unreadable input, 130 interrupted (Ctrl-C or SIGTERM; everything not confirmed is in the
@@ -252,6 +256,31 @@ def _push_options(push: argparse.ArgumentParser) -> None:
         help=f"attempts per update, retries included (default {RetryPolicy().max_attempts})",
     )
     add_check_options(push)
+    less = push.add_argument_group("sending less")
+    less.add_argument(
+        "--journal",
+        metavar="FILE",
+        help="record what VTEX confirmed in FILE (SQLite, about 40 bytes an invoice), so that"
+        " after a crash the same command sends only the rest; refused if FILE belongs to"
+        " another input; delete FILE to start over",
+    )
+    less.add_argument(
+        "--skip-unchanged",
+        metavar="FILE",
+        help="remember in FILE the body VTEX last confirmed per invoice, and do not send an"
+        " update equal to it (kept 30 days, at most 1,000,000 invoices)",
+    )
+    less.add_argument(
+        "--force",
+        action="store_true",
+        help="with --skip-unchanged: send every update anyway (FILE still learns)",
+    )
+    less.add_argument(
+        "--merge-snapshots",
+        action="store_true",
+        help="while an update of an invoice waits behind one in flight, let a newer update of"
+        " it take its place (the input holds whole histories, so only the newest matters)",
+    )
     output = push.add_argument_group("results")
     output.add_argument(
         "--failed",

@@ -12,15 +12,18 @@ import argparse
 import asyncio
 import contextlib
 import difflib
+import os
 import queue
 import time
 
 from vtex_tracking import (
     ConfigurationError,
+    Journal,
     PushResult,
     PushStoppedError,
     PushStream,
     TrackingUpdate,
+    UnchangedState,
     ValidationError,
 )
 
@@ -204,7 +207,14 @@ async def _push(run: _Run) -> None:
         if run.interrupts.stop_sending:
             return
         stream = client.push(
-            _Updates(run), concurrency=args.concurrency, rate_limit=args.rate_limit
+            _Updates(run),
+            concurrency=args.concurrency,
+            rate_limit=args.rate_limit,
+            journal=_journal(args),
+            skip_unchanged=UnchangedState(args.skip_unchanged, force=args.force)
+            if args.skip_unchanged
+            else None,
+            merge_snapshots=args.merge_snapshots,
         )
 
         def on_interrupt() -> None:
@@ -231,6 +241,20 @@ async def _push(run: _Run) -> None:
             run.tally.requests = stream.progress.requests
             run.tally.throttled = stream.progress.throttled
             run.tally.add_account_counts(stream.progress)
+
+
+def _journal(args: argparse.Namespace) -> Journal | None:
+    """``--journal``: named after the input files (path, size, modification time), so a
+    journal is not used for an input that changed; stdin cannot be told apart."""
+    if not args.journal:
+        return None
+    if "-" in args.files:
+        return Journal(args.journal)
+    names = []
+    for name in args.files:
+        stat = os.stat(name)
+        names.append(f"{os.path.abspath(name)} ({stat.st_size} bytes, mtime {stat.st_mtime_ns})")
+    return Journal(args.journal, input_id="; ".join(names))
 
 
 def _drain(run: _Run, *, keep: bool) -> None:
@@ -275,6 +299,10 @@ def _cannot_start(args: argparse.Namespace, console: Console, kind: str, exc: Ex
 def run_push(args: argparse.Namespace, console: Console) -> int:
     """The ``push`` command; returns the exit status."""
     started = time.monotonic()
+    if args.force and not args.skip_unchanged:
+        return _cannot_start(
+            args, console, "usage", ValueError("--force applies to --skip-unchanged only")
+        )
     try:
         options = ReadOptions(args.encoding, args.date_format)
         inputs = check_inputs(args.files, args.format, options)

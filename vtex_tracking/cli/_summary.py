@@ -62,6 +62,13 @@ def _print_words(
     if tally.outcomes:
         counts = ", ".join(f"{k}: {v}" for k, v in sorted(tally.outcomes.items()))
         say(f"  by outcome: {counts}")
+    skipped = _skipped(tally)
+    if any(skipped.values()):
+        say(
+            f"  not sent themselves: {skipped['already_done']} already done (--journal),"
+            f" {skipped['unchanged']} unchanged (--skip-unchanged), {skipped['superseded']}"
+            " superseded by a newer update of their invoice (--merge-snapshots)"
+        )
     if tally.multi_account and tally.accounts:
         _print_accounts(tally, say)
     if tally.stopped_for_auth:
@@ -88,6 +95,11 @@ def _print_words(
     out.flush()
 
 
+def _skipped(tally: Tally) -> dict[str, int]:
+    """Updates not sent themselves, by why (``PushResult.skipped``)."""
+    return {k: tally.outcomes.get(k, 0) for k in ("already_done", "unchanged", "superseded")}
+
+
 def _summary(tally: Tally, failures: FailuresFile, elapsed: float) -> dict[str, object]:
     """The ``--json`` summary."""
     return {
@@ -96,6 +108,7 @@ def _summary(tally: Tally, failures: FailuresFile, elapsed: float) -> dict[str, 
         "failed": tally.failed,
         "elapsed_s": round(elapsed, 3),
         "by_outcome": dict(sorted(tally.outcomes.items())),
+        "skipped": _skipped(tally),
         "requests": tally.requests,
         "throttled": tally.throttled,
         "failures_file": failures.path if failures.count else None,

@@ -1,0 +1,198 @@
+"""``push --journal``, ``--skip-unchanged``, ``--force`` and ``--merge-snapshots`` from the
+command line, and the crash test: the CLI killed with SIGKILL mid-push, then resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vtex_tracking.cli import main
+from vtex_tracking.testing import FakeOMS
+
+from .conftest import APP_KEY, APP_TOKEN
+from .oms_process import OmsProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _line(order: str, step: int = 0, invoice: str = "NF-1") -> str:
+    events = [
+        {"city": "Campinas", "state": "SP", "description": f"Evento {n}", "date": "2026-11-01"}
+        for n in range(step + 1)
+    ]
+    return json.dumps({"orderId": order, "invoiceNumber": invoice, "events": events})
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def _summary(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    out = capsys.readouterr().out
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def _push(path: Path, oms: FakeOMS, *options: str) -> int:
+    return main(["push", str(path), "--base-url", oms.url, "--json", "-q", *options])
+
+
+def test_journal_resumes_only_what_failed(
+    oms: FakeOMS, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path / "in.jsonl", [_line(f"order-{n}") for n in range(40)])
+    journal = tmp_path / "in.journal"
+    oms.fail_next(3, 400)
+    assert _push(path, oms, "--journal", str(journal), "--concurrency", "1") == 1
+    first = _summary(capsys)
+    assert first["by_outcome"] == {"200": 37, "400": 3}
+    oms.reset()
+    assert _push(path, oms, "--journal", str(journal), "--concurrency", "1") == 0
+    second = _summary(capsys)
+    assert second["by_outcome"] == {"200": 3, "already_done": 37}
+    assert second["skipped"] == {"already_done": 37, "unchanged": 0, "superseded": 0}
+    assert second["total"] == second["succeeded"] == 40
+    assert [r.order_id for r in oms.requests] == ["order-0", "order-1", "order-2"]
+
+
+def test_a_journal_of_another_input_is_refused_with_exit_2(
+    oms: FakeOMS, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path / "in.jsonl", [_line(f"order-{n}") for n in range(5)])
+    journal = tmp_path / "in.journal"
+    assert _push(path, oms, "--journal", str(journal)) == 0
+    capsys.readouterr()
+    _write(path, [_line(f"order-{n}", step=1) for n in range(6)])  # the file changed
+    oms.reset()
+    assert _push(path, oms, "--journal", str(journal)) == 2
+    error = _summary(capsys)["error"]
+    assert error["kind"] == "configuration"
+    assert "journal of another input" in error["message"] and "delete it" in error["message"]
+    assert oms.requests == []
+
+
+def test_skip_unchanged_and_force(
+    oms: FakeOMS, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = [_line(f"order-{n}") for n in range(20)]
+    path = _write(tmp_path / "ativos.jsonl", lines)
+    state = tmp_path / "ativos.db"
+    assert _push(path, oms, "--skip-unchanged", str(state)) == 0
+    capsys.readouterr()
+    lines[4] = _line("order-4", step=2)
+    _write(path, lines)
+    oms.reset()
+    assert _push(path, oms, "--skip-unchanged", str(state)) == 0
+    assert _summary(capsys)["by_outcome"] == {"200": 1, "unchanged": 19}
+    assert [r.order_id for r in oms.requests] == ["order-4"]
+    oms.reset()
+    assert _push(path, oms, "--skip-unchanged", str(state), "--force") == 0
+    assert _summary(capsys)["by_outcome"] == {"200": 20}
+
+
+def test_force_alone_is_a_usage_error(
+    oms: FakeOMS, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path / "in.jsonl", [_line("order-1")])
+    assert _push(path, oms, "--force") == 2
+    assert "--skip-unchanged" in _summary(capsys)["error"]["message"]
+    assert oms.requests == []
+
+
+def test_merge_snapshots_sends_fewer_and_reports_each_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twenty snapshots of each of three invoices, interleaved, to a slow server: the newest
+    always ends at VTEX, fewer are sent, every line is counted."""
+    lines = [_line(f"order-{n % 3}", step=n // 3) for n in range(60)]
+    path = _write(tmp_path / "feed.jsonl", lines)
+    with FakeOMS(latency=0.05) as oms:
+        monkeypatch.setenv("VTEX_ACCOUNT_NAME", "acme")
+        monkeypatch.setenv("VTEX_APP_KEY", oms.app_key)
+        monkeypatch.setenv("VTEX_APP_TOKEN", oms.app_token)
+        assert _push(path, oms, "--merge-snapshots") == 0
+        summary = _summary(capsys)
+        sent = [(r.order_id, len(r.json()["events"])) for r in oms.requests]
+    assert summary["total"] == summary["succeeded"] == 60
+    assert summary["by_outcome"]["200"] == len(sent) < 60
+    assert summary["by_outcome"]["superseded"] == 60 - len(sent)
+    for order in ("order-0", "order-1", "order-2"):
+        steps = [n for o, n in sent if o == order]
+        assert steps == sorted(steps) and steps[-1] == 20
+
+
+# -- the crash test ----------------------------------------------------------------------------
+
+UPDATES = 20_000
+CONCURRENCY = 32
+
+
+def _cli(path: Path, journal: Path, url: str) -> list[str]:
+    return [
+        sys.executable, "-m", "vtex_tracking.cli", "push", str(path), "--base-url", url,
+        "--journal", str(journal), "--json", "-q", "--concurrency", str(CONCURRENCY),
+    ]  # fmt: skip
+
+
+def test_a_push_killed_with_sigkill_resumes_from_its_journal(tmp_path: Path) -> None:
+    """20,000 updates; the CLI is killed with SIGKILL after a random number of confirmations,
+    then the same command runs again: everything ends confirmed, nothing confirmed before
+    the kill is sent again except what was in flight (at most the requests in flight and
+    the answers of one event-loop turn), and the second summary adds up to the input."""
+    seed = random.randrange(1_000_000)
+    rng = random.Random(seed)
+    # Some invoices get a second, longer history later in the file: order per invoice matters.
+    lines = [_line(f"order-{n}") for n in range(UPDATES - 2_000)]
+    lines += [_line(f"order-{n}", step=1) for n in rng.sample(range(UPDATES - 2_000), 2_000)]
+    path = _write(tmp_path / "big.jsonl", lines)
+    journal = tmp_path / "big.journal"
+    kill_after = rng.randrange(2_000, UPDATES - 4_000)
+    with OmsProcess() as oms:
+        env = {**os.environ, "VTEX_ACCOUNT_NAME": "acme", "PYTHONPATH": str(ROOT)}
+        env |= {"VTEX_APP_KEY": APP_KEY, "VTEX_APP_TOKEN": APP_TOKEN}
+        first = subprocess.Popen(_cli(path, journal, oms.url), env=env, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while oms.confirmed() < kill_after:
+            assert first.poll() is None, f"the push ended before the kill (seed {seed})"
+            assert time.monotonic() < deadline, f"too slow to reach {kill_after} (seed {seed})"
+            time.sleep(0.005)
+        os.kill(first.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        first.wait(30)
+        assert first.returncode == -signal.SIGKILL
+        before = oms.log()
+        resumed = subprocess.run(
+            _cli(path, journal, oms.url), env=env, capture_output=True, text=True, timeout=300
+        )
+        after = oms.log()[len(before) :]
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout)
+    # The resumed run's summary adds up to the input.
+    assert summary["total"] == summary["succeeded"] == UPDATES, seed
+    outcomes = summary["by_outcome"]
+    assert outcomes["already_done"] + outcomes["200"] == UPDATES, (seed, outcomes)
+    # Every update confirmed in the end, and each invoice's longer history last.
+    wanted = {(f"order-{n}", 1) for n in range(UPDATES - 2_000)}
+    wanted |= {(json.loads(line)["orderId"], 2) for line in lines[UPDATES - 2_000 :]}
+    confirmed = [(o, events) for o, events, status, _ in before + after if status == 200]
+    assert set(confirmed) == wanted, seed
+    newest = dict(sorted(wanted))  # (order, 1) sorts before (order, 2)
+    last = dict(confirmed)  # each invoice's last confirmation, in the server's order
+    assert last == newest, seed
+    # None confirmed before the kill is sent again, but those in flight at the kill.
+    confirmed_before = {(o, e): t for o, e, status, t in before if status == 200}
+    sent_again = [(o, e) for o, e, _, _ in after if (o, e) in confirmed_before]
+    assert len(sent_again) <= 2 * CONCURRENCY, (seed, len(sent_again))
+    assert all(confirmed_before[k] > killed_at - 2.0 for k in sent_again), seed
+    # And the resumed run sent only what it did not report as already done.
+    assert len(after) == outcomes["200"], seed

@@ -1,0 +1,367 @@
+"""Sending less: the resume journal, skipping unchanged resends and merging queued snapshots
+of one invoice, through real pushes to FakeOMS (and real SQLite files)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sqlite3
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from vtex_tracking import (
+    Accounts,
+    ConfigurationError,
+    Journal,
+    JournalMismatchError,
+    PushResult,
+    TrackingEvent,
+    TrackingStatus,
+    TrackingUpdate,
+    UnchangedState,
+)
+from vtex_tracking.testing import FakeAccount, FakeOMS
+
+from .conftest import APP_KEY, APP_TOKEN, ClientFactory
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def client_options() -> dict[str, object]:
+    """No retries: a failure planted with ``fail_next`` is the item's result."""
+    from vtex_tracking import RetryPolicy
+
+    return {"retry": RetryPolicy(max_attempts=1), "max_concurrency": 8}
+
+
+def _status(step: int) -> TrackingStatus:
+    return TrackingStatus(
+        [
+            TrackingEvent("Campinas", "SP", f"Evento {n}", dt.date(2026, 11, 1))
+            for n in range(step + 1)
+        ]
+    )
+
+
+def _updates(count: int, invoices: int | None = None, step: int = 0) -> list[TrackingUpdate]:
+    """``count`` updates; with ``invoices``, spread round robin over that many invoices, each
+    a growing history."""
+    invoices = invoices or count
+    return [
+        TrackingUpdate(f"order-{i % invoices}", "NF-1", _status(step + i // invoices))
+        for i in range(count)
+    ]
+
+
+def _sent(oms: FakeOMS) -> list[tuple[str | None, int]]:
+    """(order, number of events) of each PUT the server answered 200."""
+    return [(r.order_id, len(r.json()["events"])) for r in oms.requests if r.status == 200]
+
+
+async def _push(
+    client: object, updates: list[TrackingUpdate], **options: object
+) -> list[PushResult]:
+    results = []
+    async with client.push(updates, **options) as stream:  # type: ignore[attr-defined]
+        async for result in stream:
+            results.append(result)
+    return sorted(results, key=lambda r: r.index)
+
+
+# -- the resume journal ----------------------------------------------------------------------
+
+
+async def test_journal_resends_only_what_was_not_confirmed(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    """A first run whose 5 updates fail: the second run sends those 5 only, and reports the
+    other 45 as already done, counted apart."""
+    journal = tmp_path / "push.journal"
+    updates = _updates(50)
+    async with FakeOMS() as oms, make_client(oms, max_concurrency=1) as client:
+        oms.fail_next(5, 500)
+        first = await _push(client, updates, journal=journal)
+        assert Counter(r.outcome for r in first) == {"200": 45, "500": 5}
+        failed = {r.update.order_id for r in first if not r.ok}
+        oms.reset()
+        second = await _push(client, updates, journal=journal)
+    assert Counter(r.outcome for r in second) == {"already_done": 45, "200": 5}
+    assert {r.order_id for r in oms.requests} == failed
+    done = [r for r in second if r.skipped]
+    assert all(r.ok and r.receipt is None and r.attempts == 0 for r in done)
+
+
+async def test_journal_resumes_a_stopped_push_without_resending_confirmed(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    """Stopped half way (as a crash would): the resumed push sends each update that was not
+    confirmed exactly once, and none that was."""
+    journal = tmp_path / "push.journal"
+    updates = _updates(400)
+    async with FakeOMS(latency=0.002) as oms, make_client(oms) as client:
+        async with client.push(updates, journal=journal) as stream:
+            async for result in stream:
+                if result.index >= 150:
+                    stream.stop()
+                    break
+        confirmed_first = {r.order_id for r in oms.requests if r.status == 200}
+        assert 150 <= len(confirmed_first) < 400
+        oms.reset()
+        second = await _push(client, updates, journal=journal)
+    resent = [r.order_id for r in oms.requests]
+    assert not confirmed_first & set(resent)
+    assert len(resent) == len(set(resent)) == 400 - len(confirmed_first)
+    assert Counter(r.outcome for r in second) == {
+        "already_done": len(confirmed_first),
+        "200": 400 - len(confirmed_first),
+    }
+
+
+async def test_journal_never_sends_an_update_older_than_one_confirmed(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    """An invoice's first update failed and its second was confirmed: resuming must not send
+    the first (it would roll VTEX's history back)."""
+    journal = tmp_path / "push.journal"
+    updates = [
+        TrackingUpdate("order-1", "NF-1", _status(0)),
+        TrackingUpdate("order-1", "NF-1", _status(1)),
+    ]
+    async with FakeOMS() as oms, make_client(oms) as client:
+        oms.fail_next(1, 400)
+        first = await _push(client, updates, journal=journal)
+        assert [r.outcome for r in first] == ["400", "200"]
+        oms.reset()
+        second = await _push(client, updates, journal=journal)
+    assert [r.outcome for r in second] == ["already_done", "already_done"]
+    assert oms.requests == []
+
+
+async def test_journal_of_another_input_is_refused(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    """A journal written for input A, used for input B: refused before anything is sent."""
+    path = tmp_path / "push.journal"
+    async with FakeOMS() as oms, make_client(oms) as client:
+        await _push(client, _updates(3), journal=Journal(path, input_id="a.jsonl 300 1"))
+        with pytest.raises(JournalMismatchError, match=r"another input \(a\.jsonl 300 1\)"):
+            client.push(_updates(3), journal=Journal(path, input_id="b.jsonl 300 2"))
+        assert len(oms.requests) == 3
+
+
+async def test_journal_sends_an_update_that_differs_from_the_one_confirmed_there(
+    make_client: ClientFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Same position, another body (the input changed): sent, and said once."""
+    journal = tmp_path / "push.journal"
+    async with FakeOMS() as oms, make_client(oms) as client:
+        await _push(client, _updates(4), journal=journal)
+        oms.reset()
+        changed = _updates(4)
+        changed[2] = TrackingUpdate("order-2", "NF-1", _status(5))
+        with caplog.at_level(logging.WARNING, logger="vtex_tracking"):
+            second = await _push(client, changed, journal=journal)
+    assert [r.outcome for r in second] == ["already_done", "already_done", "200", "already_done"]
+    assert _sent(oms) == [("order-2", 6)]
+    assert [r.message for r in caplog.records if "not the one confirmed" in r.message]
+
+
+async def test_journal_file_holds_no_ids_bodies_or_credentials(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    path = tmp_path / "push.journal"
+    async with FakeOMS() as oms, make_client(oms) as client:
+        await _push(client, _updates(20), journal=path)
+    data = b"".join(p.read_bytes() for p in tmp_path.iterdir())  # noqa: ASYNC240
+    for secret in (APP_KEY, APP_TOKEN, "order-1", "Campinas", "acme"):
+        assert secret.encode() not in data
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM invoices").fetchone() == (20,)
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_bad_journal_paths_are_configuration_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="expected a file path"):
+        Journal("")
+    (tmp_path / "not.db").write_text("this is not a database, just text\n" * 100)
+    from vtex_tracking._journal import JournalFile
+
+    with pytest.raises(ConfigurationError, match=r"not\.db: cannot be used"):
+        JournalFile(Journal(tmp_path / "not.db"))
+    state = tmp_path / "state.db"
+    from vtex_tracking._journal import UnchangedFile
+
+    UnchangedFile(UnchangedState(state)).close()
+    with pytest.raises(ConfigurationError, match="not a journal file"):
+        JournalFile(Journal(state))
+    with pytest.raises(ConfigurationError, match="max_entries: expected a number > 0"):
+        UnchangedState(state, max_entries=0)
+
+
+def test_sync_client_takes_the_same_options(make_client: ClientFactory, tmp_path: Path) -> None:
+    with FakeOMS() as oms:
+        client = make_client.sync(oms)
+        first = client.push_all(_updates(10), journal=tmp_path / "j", skip_unchanged=tmp_path / "s")
+        second = client.push_all(
+            _updates(10), journal=tmp_path / "j2", skip_unchanged=tmp_path / "s"
+        )
+    assert first.by_outcome == {"200": 10}
+    assert second.by_outcome == {"unchanged": 10}
+    assert second.succeeded == 10 and second.failed == 0
+
+
+# -- skipping unchanged resends ----------------------------------------------------------------
+
+
+async def test_unchanged_updates_are_not_sent_again(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    """The second run of the same export sends only what changed; --force sends all (and
+    still remembers)."""
+    state = tmp_path / "unchanged.db"
+    updates = _updates(30)
+    async with FakeOMS() as oms, make_client(oms) as client:
+        await _push(client, updates, skip_unchanged=state)
+        oms.reset()
+        updates[7] = TrackingUpdate("order-7", "NF-1", _status(3))
+        second = await _push(client, updates, skip_unchanged=state)
+        assert Counter(r.outcome for r in second) == {"unchanged": 29, "200": 1}
+        assert _sent(oms) == [("order-7", 4)]
+        oms.reset()
+        forced = await _push(client, updates, skip_unchanged=UnchangedState(state, force=True))
+        assert Counter(r.outcome for r in forced) == {"200": 30}
+        oms.reset()
+        third = await _push(client, updates, skip_unchanged=state)
+    assert Counter(r.outcome for r in third) == {"unchanged": 30}
+    assert oms.requests == []
+
+
+async def test_unchanged_is_judged_against_vtex_not_against_a_queued_update(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    """A, then B, then A again for one invoice, with A confirmed by an earlier run: the first A
+    is skipped, B is sent, and the last A is sent too (VTEX holds B by then)."""
+    state = tmp_path / "unchanged.db"
+    a = TrackingUpdate("order-1", "NF-1", _status(0))
+    b = TrackingUpdate("order-1", "NF-1", _status(1))
+    async with FakeOMS() as oms, make_client(oms) as client:
+        await _push(client, [a], skip_unchanged=state)
+        oms.reset()
+        results = await _push(client, [a, b, a], skip_unchanged=state)
+    assert [r.outcome for r in results] == ["unchanged", "200", "200"]
+    assert _sent(oms) == [("order-1", 2), ("order-1", 1)]
+
+
+async def test_unchanged_state_expires_and_stays_bounded(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    state = tmp_path / "unchanged.db"
+    async with FakeOMS() as oms, make_client(oms) as client:
+        await _push(client, _updates(20), skip_unchanged=UnchangedState(state, max_entries=8))
+        with sqlite3.connect(state) as db:
+            assert db.execute("SELECT count(*) FROM invoices").fetchone() == (8,)
+            db.execute("UPDATE invoices SET b = b - 100")  # confirmed 100 s earlier
+        oms.reset()
+        results = await _push(
+            client, _updates(20), skip_unchanged=UnchangedState(state, max_age=50)
+        )
+    assert Counter(r.outcome for r in results) == {"200": 20}
+
+
+# -- merging queued snapshots ----------------------------------------------------------------
+
+
+async def test_newer_snapshots_replace_the_waiting_one(make_client: ClientFactory) -> None:
+    """Ten snapshots of one invoice and two of another: while one is in flight, the newest
+    waiting one replaces the others; each replaced one's result is its carrier's."""
+    updates = [
+        *_updates(10, invoices=1),
+        TrackingUpdate("order-9", "NF-1", _status(0)),
+        TrackingUpdate("order-9", "NF-1", _status(1)),
+    ]
+    async with FakeOMS(latency=0.05) as oms, make_client(oms) as client:
+        results = await _push(client, updates, merge_snapshots=True)
+    sent_order0 = [n for order, n in _sent(oms) if order == "order-0"]
+    assert sent_order0[-1] == 10  # the newest is what VTEX ends with
+    assert sent_order0 == sorted(sent_order0) and len(sent_order0) < 10
+    assert [n for order, n in _sent(oms) if order == "order-9"] == [1, 2]
+    superseded = [r for r in results if r.skipped == "superseded"]
+    assert len(superseded) == 10 - len(sent_order0)
+    by_index = {r.index: r for r in results}
+    for r in superseded:
+        carrier = by_index[r.superseded_by]  # type: ignore[index]
+        assert carrier.index > r.index and carrier.skipped is None
+        assert r.ok and r.receipt == carrier.receipt and r.account == "acme"
+    assert sorted(r.index for r in results) == list(range(12))
+
+
+async def test_merging_never_crosses_accounts(make_client: ClientFactory) -> None:
+    """The same order and invoice in two stores are two invoices: each store gets its own."""
+    stores = {n: FakeAccount(f"vtexappkey-{n}", f"token-{n}") for n in ("north", "south")}
+    async with FakeOMS(accounts=stores, latency=0.05) as oms:
+        registry = Accounts.from_mapping(
+            {
+                name: {"app_key": a.app_key, "app_token": a.app_token, "base_url": oms.url}
+                for name, a in stores.items()
+            }
+        )
+        async with make_client(oms, "hub", accounts=registry) as client:
+            updates = [
+                TrackingUpdate("order-1", "NF-1", _status(n), account_name=name)
+                for n, name in enumerate(["north", "south", "north", "south", "north"])
+            ]
+            results = await _push(client, updates, merge_snapshots=True)
+    # North: the first is in flight, the third waits and the fifth replaces it; south's
+    # second waits alone (nothing of north's may replace it).
+    assert [r.skipped for r in results] == [None, None, "superseded", None, None]
+    assert results[2].superseded_by == 4
+    sent = sorted((r.account, len(r.json()["events"])) for r in oms.requests)
+    assert sent == [("north", 1), ("north", 5), ("south", 2), ("south", 4)]
+
+
+async def test_a_failed_carrier_fails_what_it_superseded(make_client: ClientFactory) -> None:
+    """The replaced updates' results say what happened to the data they handed over."""
+    updates = _updates(4, invoices=1)
+    async with (
+        FakeOMS(latency=0.2) as oms,
+        make_client(oms) as client,
+        client.push(updates, merge_snapshots=True) as stream,
+    ):
+        # The first is answered: the next request (the carrier of the rest) is refused.
+        # (FakeOMS picks an answer after its latency, so this lands before the carrier's.)
+        with anyio.fail_after(5):
+            while not oms.requests or not oms.requests[0].status:  # noqa: ASYNC110
+                await anyio.sleep(0.005)
+        oms.fail_next(1, 400)
+        results = sorted([r async for r in stream], key=lambda r: r.index)
+    assert [r.outcome for r in results] == ["200", "superseded", "superseded", "400"]
+    assert [r.ok for r in results] == [True, False, False, False]
+    assert results[1].error is results[3].error and results[1].superseded_by == 3
+
+
+def _never_ending() -> Iterator[TrackingUpdate]:
+    n = 0
+    while True:
+        yield TrackingUpdate("order-1", "NF-1", _status(n % 50))
+        n += 1
+
+
+async def test_a_stopped_push_still_gives_each_superseded_update_one_result(
+    make_client: ClientFactory,
+) -> None:
+    async with FakeOMS(latency=0.05) as oms, make_client(oms) as client:
+        seen: list[PushResult] = []
+        async with client.push(_never_ending(), merge_snapshots=True, read_ahead=64) as stream:
+            async for result in stream:
+                seen.append(result)
+                if len(seen) >= 3:
+                    stream.stop()
+        seen += stream.unfinished
+    indexes = sorted(r.index for r in seen)
+    assert indexes == list(range(len(indexes)))
+    assert len(oms.requests) < len(indexes)

@@ -1,0 +1,272 @@
+"""What VTEX confirmed, remembered on disk so a push can send less: the resume journal of one
+push (``Journal``) and the last body confirmed per invoice (``UnchangedState``).
+
+Both are small SQLite files from the standard library, in WAL mode with ``synchronous=NORMAL``:
+a process killed at any point (kill -9, an OOM kill) leaves every committed row intact, and a
+commit is a write to the WAL file, not an fsync, so it costs microseconds. (A power cut may
+lose the last commits; those updates are then sent again, which is harmless: an identical PUT
+changes nothing at VTEX.) Rows are written in one transaction at the end of the event-loop
+turn in which their answers arrived, so a crash can only forget the confirmations of that
+turn: they are sent again, like the requests in flight at the crash.
+
+One row per invoice, keyed by a 64-bit digest of (account, order, invoice), with a 64-bit
+digest of the JSON body VTEX confirmed: about 40 bytes an invoice on disk. No credentials,
+no bodies, no ids in clear text.
+
+* The journal keys by input position: the row of an invoice holds the position (0-based,
+  counting the updates handed to ``push``) of its latest confirmed update. When the same input
+  is pushed again, an update at or before that position was confirmed, or a later update of
+  its invoice was (sending the older one again would roll VTEX back): it is reported as
+  ``already_done`` and not sent. Position and body digest must agree; an update whose body
+  differs from the one confirmed at its position means the input changed, and it is sent.
+  An ``input_id`` (the CLI uses each file's path, size and modification time) lets a changed
+  input be refused before anything is sent.
+* The unchanged state keys by invoice only: an update whose body is the one VTEX last
+  confirmed for its invoice (within ``max_age``) is reported as ``unchanged`` and not sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import sqlite3
+import time
+from typing import Any
+
+import attrs
+
+from ._errors import ConfigurationError
+from ._telemetry import logger
+
+__all__ = ["Journal", "JournalMismatchError", "UnchangedState"]
+
+#: Format of the files; a file of another format is refused rather than misread.
+FORMAT = "1"
+#: Default bound of the unchanged state: invoices remembered (the oldest go first).
+DEFAULT_MAX_ENTRIES = 1_000_000
+#: Default seconds a confirmed body is trusted to still be VTEX's (30 days).
+DEFAULT_MAX_AGE = 30 * 24 * 3600.0
+
+
+class JournalMismatchError(ConfigurationError):
+    """The journal was written for another input: resuming from it could skip updates that
+    were never sent. Delete the file (or use another path) to start over."""
+
+
+def _path(value: Any) -> str:
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise ConfigurationError(f"expected a file path, got {value!r}")
+    return os.fspath(value)
+
+
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigurationError(f"{attribute.name}: expected a number > 0, got {value!r}")
+
+
+@attrs.frozen
+class Journal:
+    """Where a push records what VTEX confirmed, so that after a crash the same push sends
+    only the rest (``push(..., journal=Journal(path))``; CLI ``--journal FILE``).
+
+    ``input_id`` names the input (any string): a journal written for another ``input_id`` is
+    refused with ``JournalMismatchError``. The file grows by about 40 bytes per invoice; it is
+    never deleted for you: delete it to start over.
+    """
+
+    path: str = attrs.field(converter=_path)
+    input_id: str | None = None
+
+
+@attrs.frozen
+class UnchangedState:
+    """Where pushes remember the body VTEX last confirmed per invoice, so that an update equal
+    to it is not sent again (``push(..., skip_unchanged=UnchangedState(path))``; CLI
+    ``--skip-unchanged FILE``). Bounded: at most ``max_entries`` invoices, each trusted for
+    ``max_age`` seconds. ``force=True`` sends everything and still remembers what was
+    confirmed (CLI ``--force``).
+    """
+
+    path: str = attrs.field(converter=_path)
+    max_entries: int = attrs.field(default=DEFAULT_MAX_ENTRIES, validator=_positive)
+    max_age: float = attrs.field(default=DEFAULT_MAX_AGE, validator=_positive)
+    force: bool = False
+
+
+def invoice_digest(account: str, order_id: str, invoice_number: str) -> int:
+    """A signed 64-bit key for one invoice of one account (SQLite's INTEGER)."""
+    key = f"{account}\x00{order_id}\x00{invoice_number}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big", signed=True)
+
+
+def body_digest(body: bytes) -> int:
+    """A signed 64-bit digest of a request body."""
+    return int.from_bytes(hashlib.blake2b(body, digest_size=8).digest(), "big", signed=True)
+
+
+class _Table:
+    """One SQLite file with one table ``invoices(invoice, a, b)`` (what ``a`` and ``b`` hold
+    depends on the ``KIND`` of file); rows are upserted in batches, one transaction per
+    event-loop turn, and lookups see the rows not committed yet."""
+
+    KIND = ""
+
+    def __init__(self, path: str) -> None:
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT)")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS invoices(invoice INTEGER PRIMARY KEY,"
+                " a INTEGER NOT NULL, b INTEGER NOT NULL) WITHOUT ROWID"
+            )
+            stored = self.meta("format")
+        except sqlite3.Error as exc:
+            raise ConfigurationError(f"{path}: cannot be used as a SQLite file ({exc})") from exc
+        if stored is None:
+            self.set_meta("format", FORMAT)
+        elif stored != FORMAT or self.meta("kind") not in (None, self.KIND):
+            self._db.close()
+            raise ConfigurationError(f"{path}: not a {self.KIND} file of this version")
+        self.set_meta("kind", self.KIND)
+        self.path = path
+        self._pending: dict[int, tuple[int, int]] = {}
+        self._flush_soon: asyncio.Handle | None = None
+
+    def meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def get(self, invoice: int) -> tuple[int, int] | None:
+        pending = self._pending.get(invoice)
+        if pending is not None:
+            return pending
+        row = self._db.execute("SELECT a, b FROM invoices WHERE invoice = ?", (invoice,)).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def put(self, invoice: int, a: int, b: int) -> None:
+        self._pending[invoice] = (a, b)
+        if self._flush_soon is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            # After the callbacks of this turn (the answers read in it): one transaction.
+            self._flush_soon = loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
+        if not self._pending:
+            return
+        rows = [(invoice, a, b) for invoice, (a, b) in self._pending.items()]
+        self._pending.clear()
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            db.executemany("INSERT OR REPLACE INTO invoices VALUES (?, ?, ?)", rows)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._db.close()
+
+
+class JournalFile(_Table):
+    """An open ``Journal``: ``a`` is the position of the invoice's latest confirmed update,
+    ``b`` its body digest."""
+
+    KIND = "journal"
+
+    def __init__(self, journal: Journal) -> None:
+        super().__init__(journal.path)
+        stored = self.meta("input")
+        if journal.input_id is not None:
+            if stored is not None and stored != journal.input_id:
+                self._db.close()
+                raise JournalMismatchError(
+                    f"{journal.path} is the journal of another input ({stored}), not of"
+                    f" {journal.input_id}: delete it, or give another path, to start over"
+                )
+            self.set_meta("input", journal.input_id)
+        row = self._db.execute("SELECT max(a), count(*) FROM invoices").fetchone()
+        #: Positions after this one were not confirmed by an earlier run: no lookup needed.
+        self._last = -1 if row[0] is None else int(row[0])
+        #: Invoices confirmed by earlier runs (for the summary).
+        self.known = int(row[1])
+        self.mismatches = 0
+
+    def done(self, position: int, invoice: int, body: int) -> bool:
+        """Whether the update at ``position`` was confirmed by an earlier run of this input,
+        or a later update of its invoice was."""
+        if position > self._last:
+            return False
+        row = self.get(invoice)
+        if row is None or row[0] < position:
+            return False
+        if row[0] == position and row[1] != body:
+            if not self.mismatches:
+                logger.warning(
+                    "journal %s: the update at position %d is not the one confirmed there;"
+                    " the input changed since the journal was written, so it is sent",
+                    self.path,
+                    position,
+                )
+            self.mismatches += 1
+            return False
+        return True
+
+    def confirmed(self, position: int, invoice: int, body: int) -> None:
+        """VTEX confirmed the update at ``position``."""
+        self.put(invoice, position, body)
+
+
+class UnchangedFile(_Table):
+    """An open ``UnchangedState``: ``a`` is the body digest VTEX last confirmed for the
+    invoice, ``b`` when (Unix seconds)."""
+
+    KIND = "unchanged-state"
+
+    def __init__(self, state: UnchangedState) -> None:
+        super().__init__(state.path)
+        self._state = state
+        self._trusted_after = int(time.time() - state.max_age)
+        self._db.execute("DELETE FROM invoices WHERE b < ?", (self._trusted_after,))
+
+    def unchanged(self, invoice: int, body: int) -> bool:
+        """Whether ``body`` is what VTEX last confirmed for the invoice (and recently)."""
+        if self._state.force:
+            return False
+        row = self.get(invoice)
+        return row is not None and row[0] == body and row[1] >= self._trusted_after
+
+    def confirmed(self, invoice: int, body: int) -> None:
+        """VTEX confirmed ``body`` for the invoice now."""
+        self.put(invoice, body, int(time.time()))
+
+    def close(self) -> None:
+        try:
+            self.flush()
+            # Bounded: drop the invoices confirmed longest ago beyond max_entries.
+            (count,) = self._db.execute("SELECT count(*) FROM invoices").fetchone()
+            excess = int(count) - self._state.max_entries
+            if excess > 0:
+                self._db.execute(
+                    "DELETE FROM invoices WHERE invoice IN"
+                    " (SELECT invoice FROM invoices ORDER BY b LIMIT ?)",
+                    (excess,),
+                )
+        finally:
+            super().close()
