@@ -24,6 +24,12 @@ from .oms_process import OmsProcess
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Default failures files are written in the current directory: keep them in tmp_path."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _line(order: str, step: int = 0, invoice: str = "NF-1") -> str:
     events = [
         {"city": "Campinas", "state": "SP", "description": f"Evento {n}", "date": "2026-11-01"}
