@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -97,16 +98,27 @@ def _summary_statuses(summary: Any) -> Counter[str]:
     return Counter({str(k): v for k, v in summary.by_outcome.items()})
 
 
+def _journal(p: Params, stack: contextlib.ExitStack) -> Params:
+    """``push`` options for ``journal: true``: a new journal in a temporary directory."""
+    if not p.get("journal"):
+        return {}
+    where = stack.enter_context(tempfile.TemporaryDirectory(prefix="vtex-bench-journal-"))
+    return {"journal": str(Path(where) / "push.journal")}
+
+
 async def sdk_push(p: Params) -> Params:
     """``AsyncTrackingClient.push_all`` of ``n`` distinct updates (built before timing);
-    ``shared_pace`` and ``rate_limit`` go to the client when given (``scale_out``)."""
+    ``shared_pace`` and ``rate_limit`` go to the client when given (``scale_out``), and with
+    ``journal`` the push writes a new resume journal (``send_less``)."""
     n, warmup, concurrency = p["n"], p["warmup"], p["concurrency"]
     updates = list(_updates(range(n)))
     options = {key: p[key] for key in ("shared_pace", "rate_limit") if p.get(key)}
     async with _sdk_client(p, **options) as client:
         await client.push_all(_updates(range(n, n + warmup)), concurrency=concurrency)
-        with Window() as window, _maybe_profile(p) as profile:
-            summary = await client.push_all(updates, concurrency=concurrency)
+        with contextlib.ExitStack() as stack:
+            push_options = _journal(p, stack)
+            with Window() as window, _maybe_profile(p) as profile:
+                summary = await client.push_all(updates, concurrency=concurrency, **push_options)
         shared_states = [m.shared_pace for m in client.metrics().values()]
     result = window_figures(window, n, summary.succeeded, _summary_statuses(summary))
     result["shared_pace_states"] = shared_states
@@ -187,24 +199,28 @@ async def sdk_async_seq(p: Params) -> Params:
 
 
 async def sdk_memory(p: Params) -> Params:
-    """``push`` of ``n`` lazily generated updates; RSS sampled as results arrive."""
+    """``push`` of ``n`` lazily generated updates; RSS sampled as results arrive (with
+    ``journal``, the push writes a resume journal)."""
     n, mark, every = p["n"], p["mark"], p["sample_every"]
     statuses: Counter[str] = Counter()
     rss_at_mark = None
     done = 0
-    async with _sdk_client(p) as client:
-        _sdk_status()  # everything imported: the start figure is the SDK at rest
-        samples: list[tuple[int, float | None]] = [(0, rss_mb())]
-        with Window() as window:
-            async with client.push(_updates(range(n)), concurrency=p["concurrency"]) as stream:
-                async for result in stream:
-                    done += 1
-                    statuses[result.outcome] += 1
-                    if done % every == 0:
-                        samples.append((done, rss_mb()))
-                    if done == mark:
-                        rss_at_mark = rss_mb()
-        rss_end = rss_mb()
+    with contextlib.ExitStack() as stack:
+        options = _journal(p, stack)
+        async with _sdk_client(p) as client:
+            _sdk_status()  # everything imported: the start figure is the SDK at rest
+            samples: list[tuple[int, float | None]] = [(0, rss_mb())]
+            with Window() as window:
+                push = client.push(_updates(range(n)), concurrency=p["concurrency"], **options)
+                async with push as stream:
+                    async for result in stream:
+                        done += 1
+                        statuses[result.outcome] += 1
+                        if done % every == 0:
+                            samples.append((done, rss_mb()))
+                        if done == mark:
+                            rss_at_mark = rss_mb()
+            rss_end = rss_mb()
     result = window_figures(window, n, statuses["200"], statuses)
     result.update(rss_start_mb=samples[0][1], rss_mark_mb=rss_at_mark, rss_end_mb=rss_end)
     result["rss_samples"] = samples
@@ -524,6 +540,9 @@ CONTENDERS: dict[str, Callable[[Params], Any]] = {
     "sdk_push": sdk_push,
     # The same with ``shared_pace`` in its params: a name of its own to compare with sdk_push.
     "sdk_push_shared": sdk_push,
+    # The same with ``journal`` in its params (``send_less``).
+    "sdk_push_journal": sdk_push,
+    "sdk_memory_journal": sdk_memory,
     "sdk_send_pool": sdk_send_pool,
     "sdk_sync_seq": sdk_sync_seq,
     "sdk_async_seq": sdk_async_seq,

@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import _report, _scenarios, _scenarios_pace, _scenarios_scale
+from . import _report, _scenarios, _scenarios_pace, _scenarios_scale, _scenarios_send_less
 from ._server import local_server
 
 SCENARIOS = (
@@ -34,6 +34,7 @@ SCENARIOS = (
     "latency",
     "profile",
     "scale_out",
+    "send_less",
 )
 #: Scenarios of ``_scenarios_pace`` (single calls, mixed, latency); the rest are ``_scenarios``.
 PACE = ("single_calls", "mixed", "latency")
@@ -147,6 +148,8 @@ def _run_scenario(
         elif name == "scale_out":
             # Its own FakeOMS and Redis, and the local server for its overhead part.
             section, targets = _scenarios_scale.scale_out(settings, server)
+        elif name == "send_less":
+            section, targets = _scenarios_send_less.send_less(settings, server)
         elif name in PACE:
             section, targets = getattr(_scenarios_pace, name)(settings)
         elif name in OWN_SERVER:

@@ -153,8 +153,9 @@ def _cli(path: Path, journal: Path, url: str) -> list[str]:
 def test_a_push_killed_with_sigkill_resumes_from_its_journal(tmp_path: Path) -> None:
     """20,000 updates; the CLI is killed with SIGKILL after a random number of confirmations,
     then the same command runs again: everything ends confirmed, nothing confirmed before
-    the kill is sent again except what was in flight (at most the requests in flight and
-    the answers of one event-loop turn), and the second summary adds up to the input."""
+    the kill is sent again except what was in flight (the requests on the wire, and the
+    confirmations of the journal's last commit window, 2 ms), and the second summary adds up
+    to the input."""
     seed = random.randrange(1_000_000)
     rng = random.Random(seed)
     # Some invoices get a second, longer history later in the file: order per invoice matters.
@@ -198,7 +199,11 @@ def test_a_push_killed_with_sigkill_resumes_from_its_journal(tmp_path: Path) -> 
     # None confirmed before the kill is sent again, but those in flight at the kill.
     confirmed_before = {(o, e): t for o, e, status, t in before if status == 200}
     sent_again = [(o, e) for o, e, _, _ in after if (o, e) in confirmed_before]
-    assert len(sent_again) <= 2 * CONCURRENCY, (seed, len(sent_again))
-    assert all(confirmed_before[k] > killed_at - 2.0 for k in sent_again), seed
+    # In flight: at most CONCURRENCY requests on the wire, and the confirmations of the last
+    # few milliseconds not committed yet (measured: 32-56 repeats, all received by the server
+    # less than 10 ms before the kill; the bounds leave room for a loaded CI machine).
+    oldest = max((killed_at - confirmed_before[k] for k in sent_again), default=0.0)
+    assert len(sent_again) <= 3 * CONCURRENCY, (seed, len(sent_again), oldest)
+    assert oldest < 0.25, (seed, len(sent_again), oldest)
     # And the resumed run sent only what it did not report as already done.
     assert len(after) == outcomes["200"], seed

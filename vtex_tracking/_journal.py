@@ -5,9 +5,10 @@ Both are small SQLite files from the standard library, in WAL mode with ``synchr
 a process killed at any point (kill -9, an OOM kill) leaves every committed row intact, and a
 commit is a write to the WAL file, not an fsync, so it costs microseconds. (A power cut may
 lose the last commits; those updates are then sent again, which is harmless: an identical PUT
-changes nothing at VTEX.) Rows are written in one transaction at the end of the event-loop
-turn in which their answers arrived, so a crash can only forget the confirmations of that
-turn: they are sent again, like the requests in flight at the crash.
+changes nothing at VTEX.) Rows are committed in batches, at most ``FLUSH_DELAY`` seconds or
+``FLUSH_ROWS`` rows after their answers arrived (a commit per row would cost more than the
+rest of the push's work per update), so a crash forgets at most the last few milliseconds of
+confirmations: those updates are sent again, like the requests in flight at the crash.
 
 One row per invoice, keyed by a 64-bit digest of (account, order, invoice), with a 64-bit
 digest of the JSON body VTEX confirmed: about 40 bytes an invoice on disk. No credentials,
@@ -43,6 +44,9 @@ __all__ = ["Journal", "JournalMismatchError", "UnchangedState"]
 
 #: Format of the files; a file of another format is refused rather than misread.
 FORMAT = "1"
+#: Seconds a confirmation may wait for its commit, and the most rows one commit waits for.
+FLUSH_DELAY = 0.002
+FLUSH_ROWS = 256
 #: Default bound of the unchanged state: invoices remembered (the oldest go first).
 DEFAULT_MAX_ENTRIES = 1_000_000
 #: Default seconds a confirmed body is trusted to still be VTEX's (30 days).
@@ -107,8 +111,8 @@ def body_digest(body: bytes) -> int:
 
 class _Table:
     """One SQLite file with one table ``invoices(invoice, a, b)`` (what ``a`` and ``b`` hold
-    depends on the ``KIND`` of file); rows are upserted in batches, one transaction per
-    event-loop turn, and lookups see the rows not committed yet."""
+    depends on the ``KIND`` of file); rows are upserted in batches (``FLUSH_DELAY``,
+    ``FLUSH_ROWS``), and lookups see the rows not committed yet."""
 
     KIND = ""
 
@@ -133,7 +137,7 @@ class _Table:
         self.set_meta("kind", self.KIND)
         self.path = path
         self._pending: dict[int, tuple[int, int]] = {}
-        self._flush_soon: asyncio.Handle | None = None
+        self._flush_soon: asyncio.TimerHandle | None = None
 
     def meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -150,15 +154,17 @@ class _Table:
         return None if row is None else (int(row[0]), int(row[1]))
 
     def put(self, invoice: int, a: int, b: int) -> None:
-        self._pending[invoice] = (a, b)
-        if self._flush_soon is None:
+        pending = self._pending
+        pending[invoice] = (a, b)
+        if len(pending) >= FLUSH_ROWS:
+            self.flush()
+        elif self._flush_soon is None:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 self.flush()
                 return
-            # After the callbacks of this turn (the answers read in it): one transaction.
-            self._flush_soon = loop.call_soon(self.flush)
+            self._flush_soon = loop.call_later(FLUSH_DELAY, self.flush)
 
     def flush(self) -> None:
         if self._flush_soon is not None:
