@@ -24,6 +24,7 @@ from vtex_tracking import (
     TrackingUpdate,
     UnchangedState,
 )
+from vtex_tracking._journal import JournalFile, UnchangedFile
 from vtex_tracking.testing import FakeAccount, FakeOMS
 
 from .conftest import APP_KEY, APP_TOKEN, ClientFactory
@@ -189,13 +190,9 @@ def test_bad_journal_paths_are_configuration_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="expected a file path"):
         Journal("")
     (tmp_path / "not.db").write_text("this is not a database, just text\n" * 100)
-    from vtex_tracking._journal import JournalFile
-
     with pytest.raises(ConfigurationError, match=r"not\.db: cannot be used"):
         JournalFile(Journal(tmp_path / "not.db"))
     state = tmp_path / "state.db"
-    from vtex_tracking._journal import UnchangedFile
-
     UnchangedFile(UnchangedState(state)).close()
     with pytest.raises(ConfigurationError, match="not a journal file"):
         JournalFile(Journal(state))
@@ -365,3 +362,27 @@ async def test_a_stopped_push_still_gives_each_superseded_update_one_result(
     indexes = sorted(r.index for r in seen)
     assert indexes == list(range(len(indexes)))
     assert len(oms.requests) < len(indexes)
+
+
+async def test_a_state_file_locked_by_another_process_delays_commits_and_loses_nothing(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    """Another writer holds the unchanged state while a push confirms updates: the commits
+    wait (the push does not), and every confirmation lands once the file is free."""
+    state = tmp_path / "unchanged.db"
+    results = []
+    async with FakeOMS(latency=0.002) as oms, make_client(oms) as client:
+        push = client.push(_updates(300), skip_unchanged=state)  # opens the file
+        other = sqlite3.connect(state, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # holds the write lock
+        async with push as stream:
+            async for result in stream:
+                results.append(result)
+                if len(results) == 150:
+                    await anyio.sleep(0.05)  # a few commit attempts
+                    assert other.execute("SELECT count(*) FROM invoices").fetchone() == (0,)
+                    other.execute("ROLLBACK")
+        other.close()
+    assert len(results) == 300 and all(r.ok for r in results)
+    with sqlite3.connect(state) as db:
+        assert db.execute("SELECT count(*) FROM invoices").fetchone() == (300,)

@@ -11,7 +11,7 @@ rest of the push's work per update), so a crash forgets at most the last few mil
 confirmations: those updates are sent again, like the requests in flight at the crash.
 
 One row per invoice, keyed by a 64-bit digest of (account, order, invoice), with a 64-bit
-digest of the JSON body VTEX confirmed: about 40 bytes an invoice on disk. No credentials,
+digest of the JSON body VTEX confirmed: about 30 bytes an invoice on disk. No credentials,
 no bodies, no ids in clear text.
 
 * The journal keys by input position: the row of an invoice holds the position (0-based,
@@ -47,6 +47,10 @@ FORMAT = "1"
 #: Seconds a confirmation may wait for its commit, and the most rows one commit waits for.
 FLUSH_DELAY = 0.002
 FLUSH_ROWS = 256
+#: Seconds a commit waits for another process' commit to the same file, and the seconds after
+#: which it tries again (the loop is blocked while it waits: keep that short and rare).
+BUSY_TIMEOUT = 0.01
+RETRY_DELAY = 0.1
 #: Default bound of the unchanged state: invoices remembered (the oldest go first).
 DEFAULT_MAX_ENTRIES = 1_000_000
 #: Default seconds a confirmed body is trusted to still be VTEX's (30 days).
@@ -75,7 +79,7 @@ class Journal:
     only the rest (``push(..., journal=Journal(path))``; CLI ``--journal FILE``).
 
     ``input_id`` names the input (any string): a journal written for another ``input_id`` is
-    refused with ``JournalMismatchError``. The file grows by about 40 bytes per invoice; it is
+    refused with ``JournalMismatchError``. The file grows by about 30 bytes per invoice; it is
     never deleted for you: delete it to start over.
     """
 
@@ -118,7 +122,9 @@ class _Table:
 
     def __init__(self, path: str) -> None:
         try:
-            self._db = sqlite3.connect(path, isolation_level=None)
+            # Opening may wait for another process' commit as long as SQLite's default; later
+            # commits wait briefly only (the event loop is blocked meanwhile): see flush().
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT)")
@@ -131,13 +137,21 @@ class _Table:
             raise ConfigurationError(f"{path}: cannot be used as a SQLite file ({exc})") from exc
         if stored is None:
             self.set_meta("format", FORMAT)
-        elif stored != FORMAT or self.meta("kind") not in (None, self.KIND):
+        kind = self.meta("kind")
+        if (stored is not None and stored != FORMAT) or kind not in (None, self.KIND):
             self._db.close()
             raise ConfigurationError(f"{path}: not a {self.KIND} file of this version")
-        self.set_meta("kind", self.KIND)
+        if kind is None:
+            self.set_meta("kind", self.KIND)
         self.path = path
         self._pending: dict[int, tuple[int, int]] = {}
         self._flush_soon: asyncio.TimerHandle | None = None
+        # Another process held the file at the last commit: wait for the timer, not per row.
+        self._postponed = False
+
+    def _short_waits(self) -> None:
+        """Opened: from now on a commit waits ``BUSY_TIMEOUT`` for another writer at most."""
+        self._db.execute(f"PRAGMA busy_timeout = {round(BUSY_TIMEOUT * 1000)}")
 
     def meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -156,15 +170,10 @@ class _Table:
     def put(self, invoice: int, a: int, b: int) -> None:
         pending = self._pending
         pending[invoice] = (a, b)
-        if len(pending) >= FLUSH_ROWS:
+        if len(pending) >= FLUSH_ROWS and not self._postponed:
             self.flush()
         elif self._flush_soon is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.flush()
-                return
-            self._flush_soon = loop.call_later(FLUSH_DELAY, self.flush)
+            self._schedule(FLUSH_DELAY)
 
     def flush(self) -> None:
         if self._flush_soon is not None:
@@ -173,20 +182,44 @@ class _Table:
         if not self._pending:
             return
         rows = [(invoice, a, b) for invoice, (a, b) in self._pending.items()]
-        self._pending.clear()
         db = self._db
-        db.execute("BEGIN")
         try:
-            db.executemany("INSERT OR REPLACE INTO invoices VALUES (?, ?, ?)", rows)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("INSERT OR REPLACE INTO invoices VALUES (?, ?, ?)", rows)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:  # locked by another process: later
+            logger.debug("%s: commit postponed (%s)", self.path, exc)
+            self._postponed = True
+            self._schedule(RETRY_DELAY)
+            return
+        self._postponed = False
+        for invoice, a, b in rows:
+            if self._pending.get(invoice) == (a, b):  # not replaced meanwhile
+                del self._pending[invoice]
+
+    def _schedule(self, delay: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # outside a loop: close() flushes
+        if self._flush_soon is None:
+            self._flush_soon = loop.call_later(delay, self.flush)
 
     def close(self) -> None:
         try:
+            # The last rows must land: wait for another writer as long as SQLite's default.
+            self._db.execute("PRAGMA busy_timeout = 5000")
             self.flush()
+            if self._pending:
+                raise sqlite3.OperationalError(f"{self.path}: could not write the last rows")
         finally:
+            if self._flush_soon is not None:
+                self._flush_soon.cancel()
+                self._flush_soon = None
             self._db.close()
 
 
@@ -213,6 +246,7 @@ class JournalFile(_Table):
         #: Invoices confirmed by earlier runs (for the summary).
         self.known = int(row[1])
         self.mismatches = 0
+        self._short_waits()
 
     def done(self, position: int, invoice: int, body: int) -> bool:
         """Whether the update at ``position`` was confirmed by an earlier run of this input,
@@ -250,6 +284,7 @@ class UnchangedFile(_Table):
         self._state = state
         self._trusted_after = int(time.time() - state.max_age)
         self._db.execute("DELETE FROM invoices WHERE b < ?", (self._trusted_after,))
+        self._short_waits()
 
     def unchanged(self, invoice: int, body: int) -> bool:
         """Whether ``body`` is what VTEX last confirmed for the invoice (and recently)."""
