@@ -23,6 +23,8 @@ OMS_ENV = "VTEX_TEST_OMS_URL"
 VISIBILITY_ENV = "VTEX_TEST_VISIBILITY_TIMEOUT"
 #: Requests per second per account (the client's ``rate_limit``), when set.
 RATE_LIMIT_ENV = "VTEX_TEST_RATE_LIMIT"
+#: The unchanged state the workers share (a Redis URL), when set.
+SKIP_UNCHANGED_ENV = "VTEX_TEST_SKIP_UNCHANGED"
 #: Requests in flight per worker process: few, so that a batch takes long enough for a kill
 #: to land in the middle of it.
 MAX_CONCURRENCY = 2
@@ -39,7 +41,8 @@ def make_app(broker_url: str, oms_url: str, visibility_timeout: float) -> tuple[
     }
     if os.environ.get(RATE_LIMIT_ENV):
         settings["rate_limit"] = float(os.environ[RATE_LIMIT_ENV])
-    return app, register_tasks(app, client_settings=settings)
+    skip = os.environ.get(SKIP_UNCHANGED_ENV) or None
+    return app, register_tasks(app, client_settings=settings, skip_unchanged=skip)
 
 
 # Defaults that reach nothing (port 9 on loopback) when a variable is missing, never VTEX.

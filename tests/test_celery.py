@@ -23,7 +23,14 @@ from vtex_tracking import TrackingEvent, TrackingStatus, TrackingUpdate
 from vtex_tracking.celery import Batch, collect, enqueue, enqueue_file
 from vtex_tracking.testing import FakeOMS
 
-from .celery_app import BROKER_ENV, OMS_ENV, RATE_LIMIT_ENV, VISIBILITY_ENV, make_app
+from .celery_app import (
+    BROKER_ENV,
+    OMS_ENV,
+    RATE_LIMIT_ENV,
+    SKIP_UNCHANGED_ENV,
+    VISIBILITY_ENV,
+    make_app,
+)
 from .conftest import APP_KEY, APP_TOKEN
 from .redis_server import RedisServer
 
@@ -555,3 +562,28 @@ def test_workers_with_a_shared_pace_keep_the_accounts_rate_together(
     assert pace_keys, "no account pace in Redis"
     assert steady <= rate * 1.3, steady
     assert busiest <= rate * 1.5, busiest
+
+
+@pytest.mark.timeout(180)
+def test_workers_share_the_unchanged_state_and_skip_what_vtex_has(
+    redis_server: RedisServer, start_worker: Callable[..., Worker]
+) -> None:
+    """Two workers with ``skip_unchanged`` in Redis: the second enqueue of the same 40
+    updates (with one changed) sends only the changed one, whichever worker gets which batch:
+    the others come back ``unchanged`` and ``ok``."""
+    queue = "vtex-unchanged"
+    updates = [wire(i) for i in range(40)]
+    with FakeOMS() as oms:
+        env = worker_env(redis_server.url, oms)
+        env[SKIP_UNCHANGED_ENV] = redis_server.url
+        start_worker("one", env, queue)
+        start_worker("two", env, queue)
+        app, _ = make_app(redis_server.url, oms.url, VISIBILITY_TIMEOUT)
+        first = collect(enqueue(app, updates, batch_size=4, queue=queue), timeout=120)
+        assert first.ok and first.by_outcome == {"200": 40}, first.by_outcome
+        oms.reset()
+        updates[7] = wire(7, events=3)
+        second = collect(enqueue(app, updates, batch_size=4, queue=queue), timeout=120)
+        sent = [(r.order_id, len(r.json()["events"])) for r in oms.requests]
+    assert second.ok and second.by_outcome == {"unchanged": 39, "200": 1}, second.by_outcome
+    assert sent == [(updates[7]["orderId"], 3)]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+import redis
 
 from vtex_tracking import (
     Accounts,
@@ -28,6 +29,7 @@ from vtex_tracking._journal import JournalFile, UnchangedFile
 from vtex_tracking.testing import FakeAccount, FakeOMS
 
 from .conftest import APP_KEY, APP_TOKEN, ClientFactory
+from .redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 
@@ -386,3 +388,57 @@ async def test_a_state_file_locked_by_another_process_delays_commits_and_loses_n
     assert len(results) == 300 and all(r.ok for r in results)
     with sqlite3.connect(state) as db:
         assert db.execute("SELECT count(*) FROM invoices").fetchone() == (300,)
+
+
+# -- the unchanged state in Redis, shared by a fleet --------------------------------------------
+
+
+async def test_a_fleet_shares_the_unchanged_state_through_redis(
+    make_client: ClientFactory, redis_server: RedisServer
+) -> None:
+    """What one pusher confirmed, another (a client of its own, as another process would have)
+    does not send again; keys expire, hold no ids, bodies or credentials."""
+    state = UnchangedState(redis_server.url, max_age=3600)
+    updates = _updates(40)
+    async with FakeOMS() as oms:
+        async with make_client(oms) as first:
+            await _push(first, updates, skip_unchanged=state)
+        assert len(oms.requests) == 40
+        oms.reset()
+        updates[9] = TrackingUpdate("order-9", "NF-1", _status(2))
+        async with make_client(oms) as second:
+            results = await _push(second, updates, skip_unchanged=redis_server.url)
+    assert Counter(r.outcome for r in results) == {"unchanged": 39, "200": 1}
+    assert _sent(oms) == [("order-9", 3)]
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        keys = client.keys("*")
+        assert len(keys) == 40
+        assert all(k.startswith(b"vtex-tracking:unchanged:") for k in keys)
+        assert 3000 < client.pttl(keys[0]) / 1000 <= 3600
+        dump = b" ".join(keys + [client.get(k) or b"" for k in keys])
+        for secret in (APP_KEY, APP_TOKEN, "order-1", "Campinas", "acme"):
+            assert secret.encode() not in dump
+    finally:
+        client.close()
+
+
+async def test_redis_down_sends_everything_and_warns_once(
+    make_client: ClientFactory, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis never fails an update: stopped, every update is treated as changed."""
+    url = redis_server.url
+    async with FakeOMS() as oms, make_client(oms) as client:
+        await _push(client, _updates(10), skip_unchanged=url)
+        redis_server.stop()
+        oms.reset()
+        with caplog.at_level(logging.WARNING, logger="vtex_tracking"):
+            results = await _push(client, _updates(10), skip_unchanged=url)
+    assert Counter(r.outcome for r in results) == {"200": 10}
+    warnings = [r.message for r in caplog.records if "skip_unchanged: Redis" in r.message]
+    assert len(warnings) == 1
+
+
+def test_the_redis_password_stays_out_of_reprs() -> None:
+    state = UnchangedState("redis://:s3cret-pass@cache.internal:6379/2")
+    assert "s3cret" not in repr(state) and "cache.internal:6379/2" in repr(state)

@@ -87,19 +87,30 @@ class Journal:
     input_id: str | None = None
 
 
+def _shown(where: str) -> str:
+    """A path or URL for reprs: a Redis URL's password is left out."""
+    scheme, sep, rest = where.partition("://")
+    if sep and "@" in rest:
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return repr(where)
+
+
 @attrs.frozen
 class UnchangedState:
     """Where pushes remember the body VTEX last confirmed per invoice, so that an update equal
     to it is not sent again (``push(..., skip_unchanged=UnchangedState(path))``; CLI
-    ``--skip-unchanged FILE``). Bounded: at most ``max_entries`` invoices, each trusted for
-    ``max_age`` seconds. ``force=True`` sends everything and still remembers what was
+    ``--skip-unchanged FILE``). ``path`` is a SQLite file, or a Redis URL (``redis://...``,
+    extra ``redis``) that a fleet of pushers shares, under ``prefix``. Bounded: invoices are
+    trusted for ``max_age`` seconds, and a file keeps at most ``max_entries`` (Redis: bound it
+    with ``maxmemory``). ``force=True`` sends everything and still remembers what was
     confirmed (CLI ``--force``).
     """
 
-    path: str = attrs.field(converter=_path)
+    path: str = attrs.field(converter=_path, repr=_shown)
     max_entries: int = attrs.field(default=DEFAULT_MAX_ENTRIES, validator=_positive)
     max_age: float = attrs.field(default=DEFAULT_MAX_AGE, validator=_positive)
     force: bool = False
+    prefix: str = "vtex-tracking:unchanged"
 
 
 def invoice_digest(account: str, order_id: str, invoice_number: str) -> int:
@@ -286,7 +297,7 @@ class UnchangedFile(_Table):
         self._db.execute("DELETE FROM invoices WHERE b < ?", (self._trusted_after,))
         self._short_waits()
 
-    def unchanged(self, invoice: int, body: int) -> bool:
+    async def unchanged(self, invoice: int, body: int) -> bool:
         """Whether ``body`` is what VTEX last confirmed for the invoice (and recently)."""
         if self._state.force:
             return False
@@ -311,3 +322,7 @@ class UnchangedFile(_Table):
                 )
         finally:
             super().close()
+
+    async def aclose(self) -> None:
+        """``close()``, for the push engine (which also closes Redis states)."""
+        self.close()

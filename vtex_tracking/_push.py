@@ -72,6 +72,7 @@ from ._serde import encode_status
 from ._stream import PushStream
 from ._telemetry import logger
 from ._throttle import TokenBucket
+from ._unchanged_redis import RedisUnchanged, is_redis_url
 
 #: Items read ahead of the senders, per unit of concurrency (capped: see ``_read_ahead``).
 READ_AHEAD_PER_SENDER = 4
@@ -336,9 +337,7 @@ class _Engine:
         # What VTEX confirmed, on disk (opt-in); opened now so a bad file fails ``push()``.
         self._journal = JournalFile(options.journal) if options.journal else None
         try:
-            self._unchanged = (
-                UnchangedFile(options.skip_unchanged) if options.skip_unchanged else None
-            )
+            self._unchanged = _open_unchanged(options.skip_unchanged)
         except BaseException:
             if self._journal is not None:
                 self._journal.close()
@@ -372,9 +371,12 @@ class _Engine:
                 self.progress.failed += 1
             self._pending.clear()
             self.progress.queued = 0
-            for ledger in (self._journal, self._unchanged):
-                if ledger is not None:
-                    ledger.close()
+            if self._journal is not None:
+                self._journal.close()
+            if self._unchanged is not None:
+                # Even when cancelled: what VTEX confirmed must be written down.
+                with anyio.CancelScope(shield=True):
+                    await self._unchanged.aclose()
 
     def stop(self, reason: str = "stopped", cause: BaseException | None = None) -> None:
         """Stop sending: no new requests, in-flight ones are cancelled, and every item already
@@ -452,7 +454,7 @@ class _Engine:
             await self._emit(PushResult(item.index, raw, error=exc, account=lane.account))
             return
         if self._journal is not None or self._unchanged is not None:
-            skipped = self._already_there(item, lane, key)
+            skipped = await self._already_there(item, lane, key)
             if skipped is not None:
                 await self._emit(
                     PushResult(item.index, raw, attempts=0, account=lane.account, skipped=skipped)
@@ -491,7 +493,7 @@ class _Engine:
             lane.ready.append(item)
             self._offer(lane)
 
-    def _already_there(self, item: _Item, lane: _Lane, key: InvoiceKey) -> str | None:
+    async def _already_there(self, item: _Item, lane: _Lane, key: InvoiceKey) -> str | None:
         """Why VTEX already has this update (``PushResult.skipped``), or None: send it."""
         wire = item.wire
         assert wire is not None
@@ -506,7 +508,7 @@ class _Engine:
         if (
             unchanged is not None
             and key not in self._busy
-            and unchanged.unchanged(item.invoice_digest, item.body_digest)
+            and await unchanged.unchanged(item.invoice_digest, item.body_digest)
         ):
             return "unchanged"
         return None
@@ -875,6 +877,15 @@ class _Engine:
             # Interrupted (a stop, or cancellation) before it was handed over: keep it.
             self._undelivered.append(result)
             raise
+
+
+def _open_unchanged(state: UnchangedState | None) -> UnchangedFile | RedisUnchanged | None:
+    """The push's unchanged state: a SQLite file, or Redis for a fleet."""
+    if state is None:
+        return None
+    if is_redis_url(state.path):
+        return RedisUnchanged(state)
+    return UnchangedFile(state)
 
 
 def _lower(a: float | None, b: float | None) -> float | None:

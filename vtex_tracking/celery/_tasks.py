@@ -21,6 +21,7 @@ from .._accounts import ENV_ACCOUNTS, Accounts
 from .._constants import ENV_ACCOUNT_NAME, ENV_SHARED_PACE
 from .._errors import ValidationError
 from .._input._records import RecordError, update_from_json
+from .._journal import UnchangedState
 from .._models import PushResult, TrackingUpdate
 from .._sync import TrackingClient
 from ._results import ItemResult, _field_of, _result
@@ -93,11 +94,13 @@ class TrackingTasks:
         client_settings: Mapping[str, Any] | None,
         client_factory: Callable[[], TrackingClient] | None,
         name: str,
+        skip_unchanged: UnchangedState | str | None = None,
     ) -> None:
         if client_settings is not None and client_factory is not None:
             raise TypeError("pass client_settings or client_factory, not both")
         self.app = app
         self.name = name
+        self._skip_unchanged = skip_unchanged
         self._settings = dict(client_settings or {})
         self._factory = client_factory
         self._lock = threading.Lock()
@@ -215,7 +218,7 @@ class TrackingTasks:
                 )
             return
         secrets = _secrets(client)
-        with client.push(updates) as stream:
+        with client.push(updates, skip_unchanged=self._skip_unchanged) as stream:
             for result in stream:
                 row = rows[result.index]
                 row.result = _pushed(row, updates[result.index], result, redelivered, secrets)
@@ -227,6 +230,7 @@ def register_tasks(
     client_settings: Mapping[str, Any] | None = None,
     client_factory: Callable[[], TrackingClient] | None = None,
     name: str = TASK_NAME,
+    skip_unchanged: UnchangedState | str | None = None,
 ) -> TrackingTasks:
     """Define ``vtex_tracking.push_batch(batch, account_name=None)`` on ``app``.
 
@@ -234,10 +238,17 @@ def register_tasks(
     ``client_factory()`` if given, else ``TrackingClient.from_env(**client_settings)``
     (``VTEX_*`` variables, settings win; with ``VTEX_ACCOUNTS`` a hub client for those
     stores; ``VTEX_SHARED_PACE`` or ``shared_pace=`` to share each account's pace between
-    all workers through Redis). Call it at import time of your app module, once per app.
+    all workers through Redis). ``skip_unchanged`` (a Redis URL, or an ``UnchangedState``)
+    lets every worker skip an update whose body VTEX last confirmed for its invoice, whoever
+    sent it (outcome ``"unchanged"``). Call it at import time of your app module, once per
+    app.
     """
     return TrackingTasks(
-        app, client_settings=client_settings, client_factory=client_factory, name=name
+        app,
+        client_settings=client_settings,
+        client_factory=client_factory,
+        name=name,
+        skip_unchanged=skip_unchanged,
     )
 
 

@@ -268,7 +268,8 @@ def _push_options(push: argparse.ArgumentParser) -> None:
         "--skip-unchanged",
         metavar="FILE",
         help="remember in FILE the body VTEX last confirmed per invoice, and do not send an"
-        " update equal to it (kept 30 days, at most 1,000,000 invoices)",
+        " update equal to it (kept 30 days, at most 1,000,000 invoices); a redis:// URL"
+        " instead of FILE shares it between machines",
     )
     less.add_argument(
         "--force",
