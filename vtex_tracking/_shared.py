@@ -54,12 +54,18 @@ MAX_LEASE = 32
 #: is 0.2 s): processes hear of a change one lease later, and only throttles of requests sent
 #: after that count, so a shorter hold would often see none and judge the account unsaturated.
 SHARED_MEASURE_TIME = 0.5
+#: CUBIC's scale for the shared rate (``_throttle.SCALE`` is 0.4): the rate takes longer to
+#: come back to where the account last throttled and grows more slowly past it, so each cycle
+#: lasts longer and the server's burst runs out at a smaller excess; fewer 429s for the same
+#: mean rate (the concave part costs the same share of the rate at any scale).
+SHARED_SCALE = 0.1
 #: The rate (requests per second) all processes of a new account start from together, and
 #: the seconds in which it doubles until VTEX first answers 429: from 20/s it passes 10,000/s
-#: within a second, so an unlimited account is barely slowed, while a limited one is met
-#: by a controlled wave, not by every process at once.
+#: in about two seconds, so an unlimited account is barely slowed, while a limited one is met
+#: by a controlled wave, not by every process at once (doubling faster, the server's burst
+#: hides its limit until the rate is several times past it).
 START_RATE = 20.0
-START_DOUBLING = 0.1
+START_DOUBLING = 0.25
 #: Seconds of this process' recent successes that measure its share of the account, the rate
 #: it goes on at when Redis stops answering (not the whole account's rate: every process
 #: falls back at once).
@@ -396,7 +402,7 @@ class SharedAccount:
                         1 if self._adaptive else 0,
                         _throttle.MIN_RATE,
                         _throttle.BETA,
-                        _throttle.SCALE,
+                        SHARED_SCALE,
                         _throttle.PROBE_FLOOR,
                         _throttle.PROBE_DOUBLING,
                         _throttle.PROBE_BACKOFF,
@@ -407,6 +413,8 @@ class SharedAccount:
                         START_RATE,
                         START_DOUBLING,
                         self._id,
+                        # If Redis lost the account, it goes on from the rate we knew.
+                        self.rate or 0,
                     ],
                 ),
                 timeout=connection.config.timeout * 2,
@@ -438,11 +446,17 @@ class SharedAccount:
         self._processes = max(1, peers)
         now = self._clock()
         self._answered_at = now
+        rate = rate_milli / 1000 if rate_milli >= 0 else None
         if generation != self._generation:
             self._generation = generation
             self._generation_at = now
+            if rate is not None and self.rate is not None and rate < self.rate:
+                # Tokens leased at the higher rate would be sent after the account learned
+                # to slow down, into a server that just said no: drop them (Redis' schedule
+                # has counted them already, so at worst the account underuses a lease each).
+                self._tokens.clear()
         self._hold = False
-        self.rate = rate_milli / 1000 if rate_milli >= 0 else None
+        self.rate = rate
         self.paused_until = now + paused_ms / 1000 if paused_ms else 0.0
         self.auth_until = now + auth_ms / 1000 if auth_ms else 0.0
         if granted and self.rate is not None:

@@ -3,7 +3,8 @@
 -- Called once per lease of tokens (and, while no rate is known, a few times a second), with
 -- what the caller saw since its last call. Everything happens here, atomically, on Redis'
 -- clock: the token schedule (GCRA with reservations), the learned rate (the SDK's adaptive
--- rate: probe, measure, CUBIC; see _throttle.AdaptiveRate, which this mirrors), the pause
+-- rate: probe, measure, CUBIC; see _throttle.AdaptiveRate, which this mirrors, except for
+-- the fast start and its first throttle, and the caller's gentler CUBIC scale), the pause
 -- after a long Retry-After, and the stop after refused credentials. No credentials are kept:
 -- the key names the account's host, the fields are numbers.
 --
@@ -15,7 +16,8 @@
 --          throttled requests (throttles of requests sent before a change are echoes), and
 --          the number of auth stops the caller knew of at its last success, the rate all
 --          callers start from together and how fast it doubles until the first throttle,
---          and the caller's id (processes seen in the last 10 s are counted)
+--          and the caller's id (processes seen in the last 10 s are counted), and the rate
+--          the caller last heard of (0: none), which a new hash starts from
 -- Returns  {granted, first_ms, interval_us, rate_milli (-1: none), paused_ms, auth_ms, gen,
 --          authn (auth stops so far), processes (callers seen in the last 10 s)}:
 --          token i (from 0) may be used max(0, first_ms + i * interval_us / 1000) ms from now
@@ -47,7 +49,14 @@ local auth_known = tonumber(ARGV[21])
 local START_RATE = tonumber(ARGV[22])
 local START_DOUBLING = tonumber(ARGV[23])
 local caller = ARGV[24]
+local known_rate = tonumber(ARGV[25]) or 0
 local PROCESS_TTL = 10
+-- At the fast start's first throttle: the share of its rate taken as the account's limit,
+-- and the seconds nothing is due so the server's bucket refills. When Redis lost a rate a
+-- caller knew: the share of it the account resumes at (see below).
+local FIRST_BACKOFF = 0.6
+local FIRST_GAP = 0.2
+local RESUME_SHARE = 0.6
 
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
@@ -65,7 +74,21 @@ if s.born == nil then
   s.pu = 0
   s.authf = 0
   s.authu = 0
-  if adaptive then
+  if adaptive and known_rate > 0 then
+    -- Redis lost the account (restarted empty, or the key expired) while the caller knew
+    -- its rate: go on with CUBIC towards that rate rather than learn it again from the fast
+    -- start, whose first throttle would come at once (the processes that went on alone keep
+    -- the server's bucket empty) and leave the rate far below the limit for seconds. It
+    -- resumes at RESUME_SHARE of the rate, placed on CUBIC's curve (its start in the future)
+    -- so it is back just below in about three seconds: until every process has rejoined,
+    -- those still alone send their share besides.
+    s.st = 'c'
+    s.fast = 0
+    s.wmax = known_rate
+    s.rate = math.max(MIN_RATE, known_rate * RESUME_SHARE)
+    local k = (s.wmax * (1 - BETA) / SCALE) ^ (1 / 3)
+    s.since = now + ((1 - RESUME_SHARE) * s.wmax / SCALE) ^ (1 / 3) - k
+  elseif adaptive then
     -- Many processes may start at once against an unknown limit: together they start at
     -- START_RATE and double every START_DOUBLING seconds until the first throttle (a probe
     -- from the first request), rather than each sending unpaced.
@@ -148,16 +171,31 @@ s.okt = s.okt + ok
 if adaptive then
   if throttled > 0 and now >= s.ign and gen_known >= (tonumber(s.gen) or 0) then
     if s.st == 'u' or tonumber(s.fast) == 1 then
-      -- The first throttle: restart from what got through so far (floored at one second,
-      -- so the burst the server allowed does not pass for its rate), probing as usual.
       s.fast = 0
-      -- The fast start promised tokens at rates far above the limit; charged again at the
-      -- restart's rate they would stall every process for seconds. They are spent already.
-      s.tat = now
-      local elapsed = math.max(now - s.born, 1.0)
-      s.base = math.max(PROBE_FLOOR, s.okt / elapsed)
-      enter('p')
-      set_rate(s.base)
+      if s.rate == nil then
+        -- The first throttle, no rate known (the account was unpaced): restart from what got
+        -- through so far (floored at one second, so the burst the server allowed does not
+        -- pass for its rate), probing as usual.
+        s.tat = now
+        local elapsed = math.max(now - s.born, 1.0)
+        s.base = math.max(PROBE_FLOOR, s.okt / elapsed)
+        enter('p')
+        set_rate(s.base)
+      else
+        -- The first throttle of the fast start. The server's burst hid its limit until the
+        -- rate had run past it, about twice over: take FIRST_BACKOFF of that rate as the
+        -- limit and go on with CUBIC from just below it. Too high a guess costs one measure,
+        -- too low a slower climb; probing again from far below, as the SDK does alone, cost
+        -- a second overshoot as large as the first.
+        s.wmax = math.max(PROBE_FLOOR, s.rate * FIRST_BACKOFF)
+        enter('c')
+        set_rate(s.wmax * BETA)
+        -- The fast start's promised tokens are forgiven (charged at the new rate they would
+        -- stall every process for seconds; they are spent already), and the next token is
+        -- due FIRST_GAP from now, with no burst: the server's bucket is empty, and sent into
+        -- it at about its rate the next requests would draw throttles until it refilled.
+        s.tat = now + FIRST_GAP + (math.max(1, math.min(s.rate / 10, 10)) - 1) / s.rate
+      end
     elseif s.st == 'p' or s.st == 'c' then
       s.from = s.st
       s.entry = s.rate or PROBE_FLOOR
