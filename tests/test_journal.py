@@ -184,7 +184,7 @@ async def test_journal_file_holds_no_ids_bodies_or_credentials(
     for secret in (APP_KEY, APP_TOKEN, "order-1", "Campinas", "acme"):
         assert secret.encode() not in data
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT count(*) FROM invoices").fetchone() == (20,)
+        assert db.execute("SELECT count(*) FROM confirmed").fetchone() == (20,)
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
@@ -263,8 +263,8 @@ async def test_unchanged_state_expires_and_stays_bounded(
     async with FakeOMS() as oms, make_client(oms) as client:
         await _push(client, _updates(20), skip_unchanged=UnchangedState(state, max_entries=8))
         with sqlite3.connect(state) as db:
-            assert db.execute("SELECT count(*) FROM invoices").fetchone() == (8,)
-            db.execute("UPDATE invoices SET b = b - 100")  # confirmed 100 s earlier
+            assert db.execute("SELECT count(*) FROM last_body").fetchone() == (8,)
+            db.execute("UPDATE last_body SET at = at - 100")  # confirmed 100 s earlier
         oms.reset()
         results = await _push(
             client, _updates(20), skip_unchanged=UnchangedState(state, max_age=50)
@@ -382,12 +382,12 @@ async def test_a_state_file_locked_by_another_process_delays_commits_and_loses_n
                 results.append(result)
                 if len(results) == 150:
                     await anyio.sleep(0.05)  # a few commit attempts
-                    assert other.execute("SELECT count(*) FROM invoices").fetchone() == (0,)
+                    assert other.execute("SELECT count(*) FROM last_body").fetchone() == (0,)
                     other.execute("ROLLBACK")
         other.close()
     assert len(results) == 300 and all(r.ok for r in results)
     with sqlite3.connect(state) as db:
-        assert db.execute("SELECT count(*) FROM invoices").fetchone() == (300,)
+        assert db.execute("SELECT count(*) FROM last_body").fetchone() == (300,)
 
 
 # -- the unchanged state in Redis, shared by a fleet --------------------------------------------

@@ -454,7 +454,15 @@ class _Engine:
             await self._emit(PushResult(item.index, raw, error=exc, account=lane.account))
             return
         if self._journal is not None or self._unchanged is not None:
-            skipped = await self._already_there(item, lane, key)
+            skipped = self._done_before(item, lane)
+            if (
+                skipped is None
+                and self._unchanged is not None
+                # Only against what VTEX has now: not while an earlier update is on its way.
+                and key not in self._busy
+                and await self._unchanged.unchanged(item.invoice_digest, item.body_digest)
+            ):
+                skipped = "unchanged"
             if skipped is not None:
                 await self._emit(
                     PushResult(item.index, raw, attempts=0, account=lane.account, skipped=skipped)
@@ -493,8 +501,9 @@ class _Engine:
             lane.ready.append(item)
             self._offer(lane)
 
-    async def _already_there(self, item: _Item, lane: _Lane, key: InvoiceKey) -> str | None:
-        """Why VTEX already has this update (``PushResult.skipped``), or None: send it."""
+    def _done_before(self, item: _Item, lane: _Lane) -> str | None:
+        """Digest the update (for the journal and the unchanged state); ``"already_done"``
+        when the journal says an earlier run had it confirmed, else None."""
         wire = item.wire
         assert wire is not None
         item.body = encode_status(wire.status)
@@ -503,14 +512,6 @@ class _Engine:
         journal = self._journal
         if journal is not None and journal.done(item.index, item.invoice_digest, item.body_digest):
             return "already_done"
-        unchanged = self._unchanged
-        # Only against what VTEX has now: not while an earlier update of it is on its way.
-        if (
-            unchanged is not None
-            and key not in self._busy
-            and await unchanged.unchanged(item.invoice_digest, item.body_digest)
-        ):
-            return "unchanged"
         return None
 
     def _remember(self, item: _Item) -> None:

@@ -260,7 +260,7 @@ def _push_options(push: argparse.ArgumentParser) -> None:
     less.add_argument(
         "--journal",
         metavar="FILE",
-        help="record what VTEX confirmed in FILE (SQLite, about 30 bytes an invoice), so that"
+        help="record what VTEX confirmed in FILE (SQLite, about 20 bytes an update), so that"
         " after a crash the same command sends only the rest; refused if FILE belongs to"
         " another input; delete FILE to start over",
     )
