@@ -18,7 +18,7 @@ import pytest
 from vtex_tracking.cli import main
 from vtex_tracking.testing import FakeOMS
 
-from .conftest import APP_KEY, APP_TOKEN
+from .conftest import APP_KEY, APP_TOKEN, read_records
 from .oms_process import OmsProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,3 +207,40 @@ def test_a_push_killed_with_sigkill_resumes_from_its_journal(tmp_path: Path) -> 
     assert oldest < 0.25, (seed, len(sent_again), oldest)
     # And the resumed run sent only what it did not report as already done.
     assert len(after) == outcomes["200"], seed
+
+
+def test_ctrl_c_with_a_journal_keeps_every_promise_and_the_rerun_sends_only_the_rest(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C with --journal: exit 130 and every update accepted or in the failures file, as
+    without; the same command again sends only what the first run did not confirm."""
+    orders = [f"order-{n}" for n in range(3_000)]
+    path = _write(tmp_path / "big.jsonl", [_line(o) for o in orders])
+    journal = tmp_path / "big.journal"
+    with FakeOMS(latency=0.01) as oms:
+        env = {**os.environ, "VTEX_ACCOUNT_NAME": "acme"}
+        env |= {"VTEX_APP_KEY": APP_KEY, "VTEX_APP_TOKEN": APP_TOKEN}
+        command = [
+            sys.executable, "-m", "vtex_tracking.cli", "push", str(path), "--base-url", oms.url,
+            "--journal", str(journal), "--json", "-q",
+        ]  # fmt: skip
+        first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while len(oms.updates) < 50:
+            assert time.monotonic() < deadline, "the push did not start"
+            time.sleep(0.01)
+        first.send_signal(signal.SIGINT)
+        out, _ = first.communicate(timeout=30)
+        assert first.returncode == 130
+        interrupted = json.loads(out)
+        failed = {r["orderId"] for r in read_records(tmp_path / "big.failed.jsonl")}
+        confirmed_by_client = set(orders) - failed
+        assert interrupted["succeeded"] == len(confirmed_by_client) >= 50
+        assert {o for o, _ in oms.updates} | failed == set(orders)
+        oms.reset()
+        second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        resent = [r.order_id for r in oms.requests]
+    assert second.returncode == 0, second.stderr
+    summary = json.loads(second.stdout)
+    assert summary["by_outcome"] == {"already_done": len(confirmed_by_client), "200": len(failed)}
+    assert sorted(resent) == sorted(failed)  # nothing confirmed is sent again
