@@ -10,6 +10,7 @@ from vtex_tracking import (
     APIError,
     AsyncTrackingClient,
     AuthCooldownError,
+    Journal,
     PaceTimeoutError,
     RateLimitError,
     RetryPolicy,
@@ -18,6 +19,7 @@ from vtex_tracking import (
     TrackingReceipt,
     TrackingStatus,
     TrackingUpdate,
+    UnchangedState,
 )
 
 
@@ -60,3 +62,18 @@ async def paced_usage(status: TrackingStatus) -> None:
         except AuthCooldownError as exc:
             assert_type(exc.retry_in, float)
             assert_type(exc.account, str)
+
+
+async def send_less_usage(updates: list[TrackingUpdate]) -> None:
+    async with AsyncTrackingClient("acme", "key", "token") as client:
+        summary = await client.push_all(
+            updates,
+            journal=Journal("push.journal", input_id="today.jsonl"),
+            skip_unchanged=UnchangedState("redis://localhost:6379/0", max_age=86_400.0),
+            merge_snapshots=True,
+        )
+        assert_type(summary.by_outcome["unchanged"], int)
+        async with client.push(updates, journal="push.journal") as stream:
+            async for result in stream:
+                assert_type(result.skipped, str | None)
+                assert_type(result.superseded_by, int | None)
