@@ -189,8 +189,12 @@ async def test_journal_file_holds_no_ids_bodies_or_credentials(
 
 
 def test_bad_journal_paths_are_configuration_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="expected a file path"):
+    with pytest.raises(ConfigurationError, match="journal: expected a file path"):
         Journal("")
+    with pytest.raises(ConfigurationError, match="journal: expected a file path, got a URL"):
+        Journal("redis://localhost:6379/0")
+    with pytest.raises(ConfigurationError, match="skip_unchanged: expected a file path"):
+        UnchangedState(42)  # type: ignore[arg-type]
     (tmp_path / "not.db").write_text("this is not a database, just text\n" * 100)
     with pytest.raises(ConfigurationError, match=r"not\.db: cannot be used"):
         JournalFile(Journal(tmp_path / "not.db"))

@@ -62,10 +62,31 @@ class JournalMismatchError(ConfigurationError):
     were never sent. Delete the file (or use another path) to start over."""
 
 
-def _path(value: Any) -> str:
-    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
-        raise ConfigurationError(f"expected a file path, got {value!r}")
-    return os.fspath(value)
+def _path_for(field: str) -> Any:
+    """A converter of ``field``: a non-empty path (str or ``os.PathLike``) as a str."""
+
+    def convert(value: Any) -> str:
+        if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+            raise ConfigurationError(f"{field}: expected a file path, got {value!r}")
+        return os.fspath(value)
+
+    return convert
+
+
+def _state_path(value: Any) -> str:
+    """``UnchangedState.path``: a file path or a Redis URL."""
+    return str(_path_for("skip_unchanged")(value))
+
+
+def _file_path(value: Any) -> str:
+    """``Journal.path``: a file path (never a URL)."""
+    path = _path_for("journal")(value)
+    if "://" in path:
+        raise ConfigurationError(
+            f"journal: expected a file path, got a URL ({path.split('://', 1)[0]}://...): a"
+            " journal belongs to one push; a fleet shares skip_unchanged in Redis instead"
+        )
+    return str(path)
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -83,7 +104,7 @@ class Journal:
     never deleted for you: delete it to start over.
     """
 
-    path: str = attrs.field(converter=_path)
+    path: str = attrs.field(converter=_file_path)
     input_id: str | None = None
 
 
@@ -106,7 +127,7 @@ class UnchangedState:
     confirmed (CLI ``--force``).
     """
 
-    path: str = attrs.field(converter=_path, repr=_shown)
+    path: str = attrs.field(converter=_state_path, repr=_shown)
     max_entries: int = attrs.field(default=DEFAULT_MAX_ENTRIES, validator=_positive)
     max_age: float = attrs.field(default=DEFAULT_MAX_AGE, validator=_positive)
     force: bool = False
