@@ -20,6 +20,7 @@ from vtex_tracking import (
     Journal,
     JournalMismatchError,
     PushResult,
+    RetryPolicy,
     TrackingEvent,
     TrackingStatus,
     TrackingUpdate,
@@ -37,8 +38,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def client_options() -> dict[str, object]:
     """No retries: a failure planted with ``fail_next`` is the item's result."""
-    from vtex_tracking import RetryPolicy
-
     return {"retry": RetryPolicy(max_attempts=1), "max_concurrency": 8}
 
 

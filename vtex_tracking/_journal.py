@@ -252,7 +252,7 @@ class _File:
 class JournalFile(_File):
     """An open ``Journal``: one row per confirmed update, appended in input order (so a commit
     writes a page or two, not one page per row as keying by invoice would), with an index by
-    invoice made when a run resumes (about a second per million rows)."""
+    invoice made when a run resumes (about 0.5 s per million rows)."""
 
     KIND = "journal"
     SCHEMA = (
