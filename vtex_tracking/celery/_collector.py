@@ -85,8 +85,13 @@ def collect(
         backend = next(iter(waiting.values())).result.backend
         try:
             for task_id, meta in backend.get_many(set(waiting), timeout=timeout, interval=interval):
-                for result in _batch_results(waiting.pop(task_id), meta):
+                batch = waiting.pop(task_id)
+                for result in _batch_results(batch, meta):
                     keep(result)
+                # Celery subscribed to the batch's result channel when it was sent, and only
+                # unsubscribes when the AsyncResult is garbage collected. Done now, while Redis
+                # answers: a collection after Redis stopped would block on reconnects.
+                backend.remove_pending_result(batch.result)
         except CeleryTimeoutError:
             pass
     pending = 0
