@@ -89,8 +89,8 @@ def collect(
                 for result in _batch_results(batch, meta):
                     keep(result)
                 # Celery subscribed to the batch's result channel when it was sent, and only
-                # unsubscribes when the AsyncResult is garbage collected. Done now, while Redis
-                # answers: a collection after Redis stopped would block on reconnects.
+                # unsubscribes when the AsyncResult is garbage collected: if Redis has stopped
+                # by then, that blocks ~20 s on reconnects and raises. Unsubscribe now instead.
                 backend.remove_pending_result(batch.result)
         except CeleryTimeoutError:
             pass
