@@ -11,17 +11,18 @@ import sys
 
 from aiohttp import web
 
-from ._workload import RECEIPT
+from ._workload import receipt
 
 
 async def _receipt(request: web.Request) -> web.Response:
     await request.read()
-    return web.Response(body=RECEIPT, content_type="application/json")
+    order = request.match_info["order"]
+    return web.Response(body=receipt(order), content_type="application/json")
 
 
 async def main() -> None:
     app = web.Application()
-    app.router.add_put("/{tail:.*}", _receipt)
+    app.router.add_put("/api/oms/pvt/orders/{order}/{tail:.*}", _receipt)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ._workload import BODY, HEADERS, RECEIPT, path
+from ._workload import BODY, HEADERS, RECEIPT_PREFIX, RECEIPT_SUFFIX, order_id, path, receipt
 
 #: Seconds a server may take to start answering.
 START_TIMEOUT = 10.0
@@ -54,7 +54,7 @@ http {{
     keepalive_timeout 300s;
     server {{
         listen 127.0.0.1:{port} backlog=4096;
-        location / {{
+        location ~ ^/api/oms/pvt/orders/([^/]+)/ {{
             default_type application/json;
             return 200 '{receipt}';
         }}
@@ -102,7 +102,7 @@ def _answers(port: int, deadline: float, process: subprocess.Popen[bytes]) -> bo
             conn.request("PUT", path(0), body=BODY, headers=HEADERS)
             response = conn.getresponse()
             body = response.read()
-            if response.status == 200 and json.loads(body) == json.loads(RECEIPT):
+            if response.status == 200 and json.loads(body) == json.loads(receipt(order_id(0))):
                 return True
         except (OSError, http.client.HTTPException, ValueError):
             time.sleep(0.05)
@@ -133,8 +133,9 @@ def _start_nginx(binary: str, tmp: Path) -> Server | None:
     for _ in range(3):  # the port could be taken between choosing it and nginx binding it
         port = _free_port()
         conf = tmp / "nginx.conf"
-        receipt = RECEIPT.decode()
-        conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, receipt=receipt))
+        # The order id captured from the path ($1) goes into the receipt, as VTEX echoes it.
+        answer = (RECEIPT_PREFIX + b"$1" + RECEIPT_SUFFIX).decode()
+        conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, receipt=answer))
         process = subprocess.Popen(
             [binary, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "error.log")],
             stdin=subprocess.DEVNULL,

@@ -6,8 +6,15 @@ and CPU figures must not include the SDK's imports.
 
 from __future__ import annotations
 
-#: The fixed receipt the local server answers with (VTEX's documented example).
-RECEIPT = b'{"date":"2017-03-29T18:04:31.0521233+00:00","orderId":"x","receipt":"y"}'
+#: The receipt the local server answers with (VTEX's documented example), naming the order
+#: of the request as VTEX does (the SDK refuses a receipt for another order as confirmation).
+RECEIPT_PREFIX = b'{"date":"2017-03-29T18:04:31.0521233+00:00","orderId":"'
+RECEIPT_SUFFIX = b'","receipt":"y"}'
+
+
+def receipt(order: str) -> bytes:
+    """The local server's receipt for a request about ``order``."""
+    return RECEIPT_PREFIX + order.encode() + RECEIPT_SUFFIX
 
 APP_KEY = "vtexappkey-fake-oms"
 APP_TOKEN = "fake-oms-app-token"

@@ -258,7 +258,7 @@ def test_an_unreachable_vtex_gets_502(oms: FakeOMS, monkeypatch: pytest.MonkeyPa
     with serving(retry=RetryPolicy.disabled()) as live, _client(live) as http:
         answer = http.put(TRACKING.format("o-1", "NF-1"), json=BODY)
     assert answer.status_code == 502
-    assert answer.json()["error"] == "TransportError"
+    assert answer.json()["error"] == "ConnectError"  # a TransportError: no connection made
 
 
 def test_shutdown_closes_the_client_and_its_connections(oms: FakeOMS) -> None:

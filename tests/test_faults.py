@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 import anyio
 import orjson
@@ -47,7 +48,6 @@ TIMEOUT = 0.5
 #: Attempts per call: the first answers fault, later ones may recover.
 ATTEMPTS = 3
 RETRY = RetryPolicy(max_attempts=ATTEMPTS, initial_backoff=0.001, max_backoff=0.01)
-RECEIPT = orjson.dumps({"date": "2026-11-23T10:00:00Z", "orderId": "o", "receipt": "r-1"})
 #: Updates per push in the bulk half of the matrix.
 PUSHED = 12
 
@@ -60,6 +60,14 @@ def client_options() -> dict[str, object]:
 #: How a fault answers one request: given its request line (b"PUT /path HTTP/1.1") and the
 #: connection's writer.
 Respond = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
+
+
+def _receipt(line: bytes) -> bytes:
+    """A receipt naming the order of the request line, as VTEX's does (one naming another
+    order is not a confirmation)."""
+    order = line.split(b"/orders/", 1)[-1].split(b"/", 1)[0].decode()
+    doc = {"date": "2026-11-23T10:00:00Z", "orderId": unquote(order), "receipt": "r-1"}
+    return orjson.dumps(doc)
 
 
 def _answer(status: str, body: bytes, *headers: str) -> bytes:
@@ -164,7 +172,7 @@ async def trickles(line: bytes, w: asyncio.StreamWriter) -> None:
 
 
 async def truncated_json(line: bytes, w: asyncio.StreamWriter) -> None:
-    w.write(_answer("200 OK", RECEIPT[:20], "Content-Type: application/json"))
+    w.write(_answer("200 OK", _receipt(line)[:20], "Content-Type: application/json"))
 
 
 async def html_200(line: bytes, w: asyncio.StreamWriter) -> None:
@@ -184,7 +192,7 @@ async def huge_200(line: bytes, w: asyncio.StreamWriter) -> None:
 
 
 async def receipt_as_text_plain(line: bytes, w: asyncio.StreamWriter) -> None:
-    w.write(_answer("200 OK", RECEIPT, "Content-Type: text/plain"))
+    w.write(_answer("200 OK", _receipt(line), "Content-Type: text/plain"))
 
 
 def throttled_then_ok(retry_after: str | None) -> Respond:
@@ -199,7 +207,7 @@ def throttled_then_ok(retry_after: str | None) -> Respond:
             json_type = "Content-Type: application/json"
             w.write(_answer("429 Too Many Requests", body, json_type, *extra))
         else:
-            w.write(_answer("200 OK", RECEIPT, "Content-Type: application/json"))
+            w.write(_answer("200 OK", _receipt(line), "Content-Type: application/json"))
 
     return respond
 
@@ -215,7 +223,7 @@ def server_errors_then_ok() -> Respond:
             status = statuses[(n + len(attempts)) % len(statuses)]
             w.write(_answer(status, b"upstream trouble", "Content-Type: text/plain"))
         else:
-            w.write(_answer("200 OK", RECEIPT, "Content-Type: application/json"))
+            w.write(_answer("200 OK", _receipt(line), "Content-Type: application/json"))
 
     return respond
 

@@ -124,11 +124,12 @@ async def test_journal_resumes_a_stopped_push_without_resending_confirmed(
     }
 
 
-async def test_journal_never_sends_an_update_older_than_one_confirmed(
+async def test_journal_resends_a_failed_update_and_every_later_one_of_its_invoice(
     make_client: ClientFactory, tmp_path: Path
 ) -> None:
-    """An invoice's first update failed and its second was confirmed: resuming must not send
-    the first (it would roll VTEX's history back)."""
+    """An invoice's first update failed and its second was confirmed: VTEX never confirmed
+    the first, so resuming sends it, and then the second again (the first changed what VTEX
+    holds), so VTEX ends with the newest."""
     journal = tmp_path / "push.journal"
     updates = [
         TrackingUpdate("order-1", "NF-1", _status(0)),
@@ -140,8 +141,8 @@ async def test_journal_never_sends_an_update_older_than_one_confirmed(
         assert [r.outcome for r in first] == ["400", "200"]
         oms.reset()
         second = await _push(client, updates, journal=journal)
-    assert [r.outcome for r in second] == ["already_done", "already_done"]
-    assert oms.requests == []
+    assert [r.outcome for r in second] == ["200", "200"]
+    assert _sent(oms) == [("order-1", 1), ("order-1", 2)]
 
 
 async def test_journal_of_another_input_is_refused(
@@ -170,7 +171,7 @@ async def test_journal_sends_an_update_that_differs_from_the_one_confirmed_there
             second = await _push(client, changed, journal=journal)
     assert [r.outcome for r in second] == ["already_done", "already_done", "200", "already_done"]
     assert _sent(oms) == [("order-2", 6)]
-    assert [r.message for r in caplog.records if "not the one confirmed" in r.message]
+    assert [r.message for r in caplog.records if "differs from the body" in r.message]
 
 
 async def test_journal_file_holds_no_ids_bodies_or_credentials(
@@ -195,7 +196,7 @@ def test_bad_journal_paths_are_configuration_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="skip_unchanged: expected a file path"):
         UnchangedState(42)  # type: ignore[arg-type]
     (tmp_path / "not.db").write_text("this is not a database, just text\n" * 100)
-    with pytest.raises(ConfigurationError, match=r"not\.db: cannot be used"):
+    with pytest.raises(ConfigurationError, match=r"not\.db: the journal file cannot be read"):
         JournalFile(Journal(tmp_path / "not.db"))
     state = tmp_path / "state.db"
     UnchangedFile(UnchangedState(state)).close()

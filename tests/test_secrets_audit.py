@@ -30,6 +30,7 @@ from vtex_tracking import (
     ClientClosedError,
     ConfigurationError,
     ConflictError,
+    ConnectError,
     NotFoundError,
     PermissionDeniedError,
     PushStoppedError,
@@ -40,7 +41,6 @@ from vtex_tracking import (
     TrackingEvent,
     TrackingStatus,
     TrackingUpdate,
-    TransportError,
     TransportTimeoutError,
     UnexpectedResponseError,
     ValidationError,
@@ -114,6 +114,14 @@ def echo_server() -> Iterator[str]:
         if mode == "html":
             page = f"<html><body>login {json.dumps(headers)}</body></html>"
             return web.Response(status=200, text=page, content_type="text/html", headers=echoed)
+        if mode == "receipt":  # a 2xx that echoes the request: a receipt must not keep it
+            receipt = {
+                "date": "2026-11-02T10:00:00.0000000+00:00",
+                "orderId": request.match_info["order"],
+                "receipt": "r-echo",
+                "echo": headers,
+            }
+            return web.json_response(receipt, headers=echoed)
         if mode == "redirect":
             location = f"https://login.example/?key={headers.get('X-VTEX-API-AppKey')}"
             return web.Response(status=302, headers={"Location": location})
@@ -229,6 +237,9 @@ def test_sentinel_credentials_appear_nowhere(
                     ("redirect", UnexpectedResponseError),
                 ]:
                     await _expect(seen, f"echo {mode}", error, echo.send(_update("x", mode)))
+                receipt = await echo.send(_update("x", "receipt"))
+                assert receipt.receipt == "r-echo"
+                seen.add("echo receipt", receipt, receipt.content, dict(receipt.headers))
                 summary = await echo.push_all([_update("x", "400"), _update("y", "html")])
                 seen.add("echo summary", summary, summary.failures)
                 for failure in summary.failures:
@@ -241,7 +252,7 @@ def test_sentinel_credentials_appear_nowhere(
 
             refused = AsyncTrackingClient("acme", KEY, TOKEN, base_url="http://127.0.0.1:9")
             async with refused:
-                await _expect(seen, "refused", TransportError, refused.send(_update("r")))
+                await _expect(seen, "refused", ConnectError, refused.send(_update("r")))
 
         asyncio.run(sweep_async())
 
@@ -315,7 +326,7 @@ def test_sentinel_credentials_appear_nowhere(
         PushStoppedError,
         RateLimitError,
         ServerError,
-        TransportError,
+        ConnectError,
         TransportTimeoutError,
         UnexpectedResponseError,
         ValidationError,

@@ -79,13 +79,13 @@ def test_status_round_trips_through_the_converter(status: TrackingStatus) -> Non
     assert again.is_delivered is status.is_delivered
 
 
-def _decode(body: bytes) -> object:
+def _decode(body: bytes, order_id: str = "o") -> object:
     return decode_receipt(
         200,
         {"Content-Type": "application/json", "X-Request-Id": "rid"},
         body,
         request_id="rid",
-        order_id="o",
+        order_id=order_id,
         invoice_number="i",
         attempts=2,
     )
@@ -94,7 +94,7 @@ def _decode(body: bytes) -> object:
 def test_receipt_ignores_unknown_fields_and_keeps_http_details() -> None:
     """Unknown response fields are ignored; status, headers, attempts and raw body are kept."""
     body = b'{"date":"2017-03-29T18:04:31.0521233+00:00","orderId":"v1-01","receipt":"f6","x":1}'
-    receipt = _decode(body)
+    receipt = _decode(body, order_id="v1-01")
     assert receipt.order_id == "v1-01"  # type: ignore[attr-defined]
     assert receipt.receipt == "f6"  # type: ignore[attr-defined]
     assert receipt.attempts == 2  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ from ._errors import (
     ClientClosedError,
     ConfigurationError,
     ConflictError,
+    ConnectError,
     NotFoundError,
     PaceTimeoutError,
     PermissionDeniedError,
@@ -27,7 +28,6 @@ from ._errors import (
     ValidationError,
     VtexTrackingError,
 )
-from ._journal import Journal, JournalMismatchError, UnchangedState
 from ._models import (
     AccountMetrics,
     AccountSummary,
@@ -39,6 +39,7 @@ from ._models import (
     TrackingUpdate,
 )
 from ._progress import AccountProgress, PushProgress
+from ._remember import Journal, JournalMismatchError, UnchangedState
 from ._shared import SharedPace
 from ._stream import PushStream
 from ._sync import SyncPushStream, TrackingClient
@@ -60,6 +61,7 @@ __all__ = [
     "ClientConfig",
     "ConfigurationError",
     "ConflictError",
+    "ConnectError",
     "Journal",
     "JournalMismatchError",
     "NotFoundError",

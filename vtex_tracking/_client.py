@@ -8,6 +8,8 @@ each account's pace.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from collections.abc import AsyncIterable, Callable, Iterable
 from types import TracebackType
@@ -27,9 +29,9 @@ from ._constants import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_PACE_TIMEOUT,
     DEFAULT_TIMEOUT,
+    POOL_SHARE_OF_OPEN_FILES,
 )
 from ._errors import ClientClosedError, ConfigurationError
-from ._journal import Journal, UnchangedState
 from ._models import (
     AccountMetrics,
     PushResult,
@@ -40,13 +42,43 @@ from ._models import (
 )
 from ._pace import AccountPace
 from ._push import PushOptions, start_push
+from ._remember import Journal, UnchangedState
 from ._sender import AccountSender, SharedBudget, tracking_path
 from ._shared import SharedAccount, SharedConnection, SharedPace
 from ._stream import PushStream
-from ._transport import Transport
+from ._telemetry import logger
+from ._transport import Transport, open_files_limit, pool_size_within
 from ._version import __version__
 
 __all__ = ["AsyncTrackingClient", "tracking_path"]
+
+
+def _pool_size_for_this_process(requested: int) -> int:
+    """``requested`` (``max_concurrency``), or the share of the process' open-files limit the
+    pool may take when that is less, with a note in the log saying so.
+
+    Each pooled connection is an open file: a pool the limit cannot hold would make requests
+    fail with "Too many open files" instead of waiting for a connection (macOS' default limit
+    is 256, below the default ``max_concurrency``).
+    """
+    open_files = open_files_limit()
+    size = pool_size_within(open_files, requested)
+    if size < requested:
+        # The default adapting to the machine is expected (INFO); a value the user chose and
+        # does not get is theirs to act on (WARNING).
+        explicit = requested != DEFAULT_MAX_CONCURRENCY
+        logger.log(
+            logging.WARNING if explicit else logging.INFO,
+            "connection pool sized to %d (max_concurrency=%d): this process may open only %d"
+            " files (RLIMIT_NOFILE); for all %d requests in flight, raise the limit with"
+            " `ulimit -n %d` (or more) in the shell that starts it",
+            size,
+            requested,
+            open_files,
+            requested,
+            math.ceil(requested / POOL_SHARE_OF_OPEN_FILES),
+        )
+    return size
 
 
 class AsyncTrackingClient:
@@ -88,7 +120,9 @@ class AsyncTrackingClient:
         ``base_url`` replaces ``https://{account_name}.{environment}.com.br`` (a proxy, or
         ``FakeOMS().url`` in tests); plain http is only allowed to loopback hosts unless
         ``allow_insecure_http``. ``timeout`` bounds each attempt, in seconds.
-        ``max_concurrency`` caps requests in flight over all accounts (and sizes the pool).
+        ``max_concurrency`` caps requests in flight over all accounts (and sizes the pool;
+        where the process may open few files, ``ulimit -n``, the pool and the cap shrink to
+        fit, with a note in the log).
         ``rate_limit`` caps the account's requests per second; ``adaptive`` learns its limit
         from 429/503 answers (False, with no ``rate_limit``: the SDK adds no pacing of its
         own). ``pace_timeout`` bounds how long a single call waits for its turn (None: no
@@ -134,17 +168,24 @@ class AsyncTrackingClient:
             else None
         )
         self._user_agent = user_agent or f"vtex-tracking-python/{__version__}"
+        #: Requests in flight over all accounts, and the pool's size: ``max_concurrency``, or
+        #: fewer where the process cannot open that many connections.
+        self._max_concurrency = (
+            self._config.max_concurrency
+            if session is not None  # a borrowed session's pool is its owner's to size
+            else _pool_size_for_this_process(self._config.max_concurrency)
+        )
         # The pool: owned by the client's own account's transport, shared by the others'.
         self._transport = Transport(
             url_prefix=self._config.url_prefix,
             headers=self._headers(credentials),
             timeout=timeout,
             connect_timeout=connect_timeout,
-            pool_size=max_concurrency,
+            pool_size=self._max_concurrency,
             trust_env=trust_env,
             session=session,
         )
-        self._budget = SharedBudget(max_concurrency)
+        self._budget = SharedBudget(self._max_concurrency)
         self._accounts = accounts
         # One sender per account talked to; others are made on first use (idle accounts
         # cost nothing).
@@ -229,7 +270,7 @@ class AsyncTrackingClient:
         config = self._config
         rate_limit = config.rate_limit
         adaptive = config.adaptive
-        window = config.max_concurrency
+        window = self._max_concurrency
         checks = config.checks
         if account is not None:
             if account.allow_slash_in_invoice is not None:
@@ -306,7 +347,7 @@ class AsyncTrackingClient:
             headers=self._headers(account.credentials),
             timeout=config.timeout,
             connect_timeout=config.connect_timeout,
-            pool_size=config.max_concurrency,
+            pool_size=self._max_concurrency,
             shares_pool_of=self._transport,
         )
         sender = self._senders[account_name] = self._new_sender(
@@ -374,7 +415,7 @@ class AsyncTrackingClient:
         (``"unchanged"``); ``merge_snapshots`` lets a newer update of an invoice replace one
         still waiting behind that invoice's request in flight (``"superseded"``).
         """
-        ceiling = self._config.max_concurrency
+        ceiling = self._max_concurrency
         options = PushOptions(
             concurrency=ceiling if concurrency is None else concurrency,
             rate_limit=rate_limit,

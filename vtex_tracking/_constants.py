@@ -14,9 +14,19 @@ DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 #: In-flight requests per client (all its accounts together); also the size of the
 #: connection pool. High enough to fill an account at its limit when VTEX is far away (500
 #: req/s at 250 ms round trips is 125 requests in flight; 20 accounts at 50 req/s, 250), low
-#: enough for the default 1,024 file descriptors of a process. Each account's own window
-#: (below) decides how much of it that account uses.
+#: enough for the default 1,024 file descriptors of a process (a lower limit shrinks it: see
+#: ``POOL_SHARE_OF_OPEN_FILES``). Each account's own window (below) decides how much of it
+#: that account uses.
 DEFAULT_MAX_CONCURRENCY: Final = 512
+#: Share of the process' open-files limit (the soft ``RLIMIT_NOFILE``) the connection pool
+#: may take: each pooled connection is a file descriptor, and the rest is left for the
+#: process' other files (the event loop, logs, a journal, Redis, the application's own).
+#: With macOS' default of 256 the pool (and so ``max_concurrency``) becomes 192.
+POOL_SHARE_OF_OPEN_FILES: Final = 0.75
+#: Seconds between tries when the process has no file descriptor left for a connection
+#: (EMFILE/ENFILE): back-pressure, not a failed attempt, for up to one attempt ``timeout``
+#: after the first such failure; after that each one counts as a failed attempt.
+OPEN_FILES_RETRY_DELAY: Final = 0.05
 
 #: Seconds a single call may wait for its turn in its account's pace before giving up
 #: unsent (``PaceTimeoutError``); pushes wait as long as it takes.

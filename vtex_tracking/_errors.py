@@ -16,6 +16,7 @@
     │   ├── ServerError                5xx
     │   └── UnexpectedResponseError    2xx/3xx whose body is not the documented receipt
     ├── TransportError             (also ConnectionError) no usable HTTP answer
+    │   ├── ConnectError           no connection could be made: refused, DNS, unreachable
     │   └── TransportTimeoutError  (also TimeoutError)
     ├── PaceTimeoutError           (also TimeoutError) waited too long for the account's pace;
     │                              never sent, throttled by the SDK, not by VTEX
@@ -149,6 +150,12 @@ class TransportError(VtexTrackingError, ConnectionError):
         return str(self.args[0])
 
 
+class ConnectError(TransportError):
+    """No connection could be made to the host: refused, unknown name (DNS), unreachable.
+    A push stops an account whose every attempt ends so (``PushStoppedError``,
+    ``reason="unreachable"``): usually a mistyped account name or base URL."""
+
+
 class TransportTimeoutError(TransportError, TimeoutError):
     """An attempt took longer than the configured timeout."""
 
@@ -205,9 +212,10 @@ class PushStoppedError(VtexTrackingError):
     """A bulk push stopped before this update was confirmed.
 
     ``reason`` says why: ``"stopped"`` (the caller stopped the push), ``"cancelled"`` (the
-    push task was cancelled), or ``"auth"`` (VTEX kept refusing the credentials; ``cause`` is
-    that error). ``in_flight`` is True when the request had been sent and was cut off, so
-    VTEX may or may not have applied it.
+    push task was cancelled), ``"auth"`` (VTEX kept refusing the credentials; ``cause`` is
+    that error), or ``"unreachable"`` (no connection could ever be made to the account's
+    host in this push; ``cause`` is the ``ConnectError``). ``in_flight`` is True when the
+    request had been sent and was cut off, so VTEX may or may not have applied it.
     """
 
     def __init__(

@@ -256,6 +256,10 @@ class PushResult:
     skipped: str | None = None
     #: The index of the update that carried its data (``skipped == "superseded"``).
     superseded_by: int | None = None
+    #: Indexes of earlier updates of its invoice in this push that failed, made moot by this
+    #: one: VTEX holds this newer update now, so resending them would roll the invoice back
+    #: (``PushSummary.failures`` and the CLI's failures file leave them out).
+    supersedes: tuple[int, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -299,7 +303,8 @@ class AccountSummary:
     requests: int
     throttled: int
     elapsed_s: float
-    #: Why the store's remaining updates were not sent (``"auth"``: a refused key), or None.
+    #: Why the store's remaining updates were not sent: ``"auth"`` (a refused key),
+    #: ``"unreachable"`` (no connection could be made), or None.
     stopped: str | None = None
 
     @property
@@ -344,7 +349,8 @@ class AccountMetrics:
 
 @attrs.frozen
 class PushSummary:
-    """Totals of a finished bulk push (``push_all``); ``by_account`` per store."""
+    """Totals of a finished bulk push (``push_all``); ``by_account`` per store.
+    ``failures`` are the failed results worth resending, in the order they arrived."""
 
     total: int
     succeeded: int
@@ -354,6 +360,10 @@ class PushSummary:
     failures: tuple[PushResult, ...] = attrs.field(repr=False)
     requests: int = 0
     by_account: Mapping[str, AccountSummary] = attrs.field(factory=dict, repr=False)
+    #: Failed updates left out of ``failures`` because a later update of their invoice was
+    #: confirmed in the same push (``PushResult.supersedes``): resending them would roll the
+    #: invoice back. They still count in ``failed``.
+    superseded_failures: int = 0
 
     @property
     def throughput(self) -> float:

@@ -90,7 +90,9 @@ class Tally:
         self.total = 0
         self.succeeded = 0
         self.by_outcome: collections.Counter[str] = collections.Counter()
-        self.failures: list[PushResult] = []
+        # Failed results by index (those a later update of their invoice made moot leave).
+        self.failures: dict[int, PushResult] = {}
+        self.superseded_failures = 0
         # Per account: [results, confirmed].
         self.by_account: dict[str | None, list[int]] = {}
 
@@ -105,7 +107,10 @@ class Tally:
             self.succeeded += 1
             counts[1] += 1
         else:
-            self.failures.append(result)
+            self.failures[result.index] = result
+        for index in result.supersedes:
+            if self.failures.pop(index, None) is not None:
+                self.superseded_failures += 1
 
     def summary(self) -> PushSummary:
         started = min(self._started, self._progress.started_at)
@@ -129,7 +134,8 @@ class Tally:
             failed=self.total - self.succeeded,
             by_outcome=dict(self.by_outcome),
             elapsed_s=time.monotonic() - started,
-            failures=tuple(self.failures),
+            failures=tuple(self.failures.values()),
+            superseded_failures=self.superseded_failures,
             requests=self._progress.requests,
             by_account=accounts,
         )

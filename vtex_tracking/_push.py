@@ -51,28 +51,29 @@ from anyio.streams.memory import MemoryObjectSendStream
 from ._errors import (
     AuthCooldownError,
     AuthenticationError,
+    ConnectError,
     PermissionDeniedError,
     PushStoppedError,
     ValidationError,
     VtexTrackingError,
 )
-from ._journal import (
-    Journal,
-    JournalFile,
-    UnchangedFile,
-    UnchangedState,
-    body_digest,
-    invoice_digest,
-)
 from ._models import PushResult, TrackingUpdate
 from ._pace import AccountPace
 from ._progress import AccountProgress, PushProgress, RateMeter
+from ._remember import (
+    Entry,
+    FailedInvoices,
+    Journal,
+    UnchangedState,
+    body_digest,
+    invoice_digest,
+    open_memory,
+)
 from ._sender import AccountSender
 from ._serde import encode_status
 from ._stream import PushStream
 from ._telemetry import logger
 from ._throttle import TokenBucket
-from ._unchanged_redis import RedisUnchanged, is_redis_url
 
 #: Items read ahead of the senders, per unit of concurrency (capped: see ``_read_ahead``).
 READ_AHEAD_PER_SENDER = 4
@@ -82,6 +83,9 @@ READ_REFILL = 32
 MULTI_ACCOUNT_READ_AHEAD = 4096
 #: The most read-ahead chosen by default (about 1 KB per buffered update).
 MAX_DEFAULT_READ_AHEAD = 8192
+#: Updates of an account that never answered in this push which may end in "cannot
+#: connect" (each after all its attempts) before the account is stopped as unreachable.
+UNREACHABLE_AFTER = 2
 
 
 def _positive_int(name: str) -> Any:
@@ -152,9 +156,8 @@ class _Item:
 
     __slots__ = (
         "body",
-        "body_digest",
+        "entry",
         "index",
-        "invoice_digest",
         "key",
         "lane",
         "sent",
@@ -177,10 +180,9 @@ class _Item:
         self.wire: TrackingUpdate | None = None
         # The lane whose buffer counts it, once it is in one.
         self.lane: _Lane | None = None
-        # With a journal or skip_unchanged: the body as sent, and the digests they keep.
+        # With a journal or skip_unchanged: the body as sent, and what the memory keeps.
         self.body: bytes | None = None
-        self.body_digest = 0
-        self.invoice_digest = 0
+        self.entry: Entry | None = None
         # Earlier updates of its invoice it replaced (merge_snapshots), oldest first.
         self.superseded: list[_Item] | None = None
 
@@ -192,6 +194,7 @@ class _Lane:
     __slots__ = (
         "account",
         "admitted",
+        "answered",
         "buffer_cap",
         "cap",
         "on_admit",
@@ -207,6 +210,8 @@ class _Lane:
         "shows_rate",
         "stats",
         "stop_error",
+        "target",
+        "unreachable",
         "waiting",
         "wake_timer",
     )
@@ -225,6 +230,12 @@ class _Lane:
     ) -> None:
         self.account = sender.account
         self.sender = sender
+        # Where its requests go: what the push's memory binds its confirmations to.
+        self.target = sender.transport.url_prefix
+        # Whether the account answered at all in this push, and updates that then ended
+        # because no connection could be made (see UNREACHABLE_AFTER).
+        self.answered = False
+        self.unreachable = 0
         self.pace = pace
         # The push's own rate_limit, when lower than the account's pace.
         self.cap = cap
@@ -260,6 +271,8 @@ class _Lane:
         stats, progress = self.stats, self.progress
         stats.in_flight -= 1
         progress.in_flight -= 1
+        if status is not None:
+            self.answered = True
         if status == 429 or (status == 503 and retry_after is not None):
             stats.throttled += 1
             progress.throttled += 1
@@ -334,14 +347,10 @@ class _Engine:
         self._room = self._read_ahead
         self._refill = max(1, min(READ_REFILL, self._read_ahead // 4))
         self._reader_waiting: asyncio.Future[None] | None = None
-        # What VTEX confirmed, on disk (opt-in); opened now so a bad file fails ``push()``.
-        self._journal = JournalFile(options.journal) if options.journal else None
-        try:
-            self._unchanged = _open_unchanged(options.skip_unchanged)
-        except BaseException:
-            if self._journal is not None:
-                self._journal.close()
-            raise
+        # What VTEX confirmed (opt-in); opened now so a bad file fails ``push()`` itself.
+        self._memory = open_memory(options.journal, options.skip_unchanged)
+        # Failed updates by invoice, until a later update of the invoice is confirmed.
+        self._failed = FailedInvoices()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -371,12 +380,10 @@ class _Engine:
                 self.progress.failed += 1
             self._pending.clear()
             self.progress.queued = 0
-            if self._journal is not None:
-                self._journal.close()
-            if self._unchanged is not None:
+            if self._memory is not None:
                 # Even when cancelled: what VTEX confirmed must be written down.
                 with anyio.CancelScope(shield=True):
-                    await self._unchanged.aclose()
+                    await self._memory.aclose()
 
     def stop(self, reason: str = "stopped", cause: BaseException | None = None) -> None:
         """Stop sending: no new requests, in-flight ones are cancelled, and every item already
@@ -453,17 +460,12 @@ class _Engine:
         except ValidationError as exc:  # what VTEX would refuse: never queued, never sent
             await self._emit(PushResult(item.index, raw, error=exc, account=lane.account))
             return
-        if self._journal is not None or self._unchanged is not None:
-            skipped = self._done_before(item, lane)
-            if (
-                skipped is None
-                and self._unchanged is not None
-                # Only against what VTEX has now: not while an earlier update is on its way.
-                and key not in self._busy
-                and await self._unchanged.unchanged(item.invoice_digest, item.body_digest)
-            ):
-                skipped = "unchanged"
+        memory = self._memory
+        if memory is not None:
+            entry = self._entry(item, lane)
+            skipped = await memory.skip(entry, busy=key in self._busy)
             if skipped is not None:
+                memory.settled(entry, confirmed=True, sent=False)
                 await self._emit(
                     PushResult(item.index, raw, attempts=0, account=lane.account, skipped=skipped)
                 )
@@ -501,25 +503,15 @@ class _Engine:
             lane.ready.append(item)
             self._offer(lane)
 
-    def _done_before(self, item: _Item, lane: _Lane) -> str | None:
-        """Digest the update (for the journal and the unchanged state); ``"already_done"``
-        when the journal says an earlier run had it confirmed, else None."""
+    def _entry(self, item: _Item, lane: _Lane) -> Entry:
+        """The update as the memory sees it: digests of its invoice, bound to the target
+        its account's requests go to, and of the body that is sent."""
         wire = item.wire
         assert wire is not None
         item.body = encode_status(wire.status)
-        item.body_digest = body_digest(item.body)
-        item.invoice_digest = invoice_digest(lane.account, wire.order_id, wire.invoice_number)
-        journal = self._journal
-        if journal is not None and journal.done(item.index, item.invoice_digest, item.body_digest):
-            return "already_done"
-        return None
-
-    def _remember(self, item: _Item) -> None:
-        """VTEX confirmed ``item``: write it down (journal, unchanged state)."""
-        if self._journal is not None:
-            self._journal.confirmed(item.index, item.invoice_digest, item.body_digest)
-        if self._unchanged is not None:
-            self._unchanged.confirmed(item.invoice_digest, item.body_digest)
+        invoice = invoice_digest(lane.target, lane.account, wire.order_id, wire.invoice_number)
+        item.entry = Entry(item.index, invoice, body_digest(item.body))
+        return item.entry
 
     def _track(self, raw: Any) -> _Item:
         item = _Item(self._next_index, raw, self._default_account)
@@ -586,7 +578,7 @@ class _Engine:
         """The pace admitted a request for ``lane`` (or refused it for good)."""
         lane.waiting = False
         if error is not None:
-            self._stop_lane(lane, error)
+            self._stop_lane(lane, error, "auth")
             return
         if lane.stop_error is not None or self._task_group is None:
             lane.pace.release_unused()  # stopped, or the push is over: nobody will send it
@@ -732,7 +724,11 @@ class _Engine:
                 isinstance(exc, (AuthenticationError, PermissionDeniedError))
                 and lane.pace.auth_stopped
             ):
-                self._stop_lane(lane, exc)
+                self._stop_lane(lane, exc, "auth")
+            elif isinstance(exc, ConnectError) and not lane.answered:
+                lane.unreachable += 1
+                if lane.unreachable >= UNREACHABLE_AFTER:
+                    self._stop_lane(lane, exc, "unreachable")
         else:
             result = PushResult(
                 item.index,
@@ -741,29 +737,36 @@ class _Engine:
                 attempts=receipt.attempts,
                 account=lane.account,
             )
-            if item.body is not None:
-                self._remember(item)
+        if item.entry is not None:
+            assert self._memory is not None
+            self._memory.settled(item.entry, confirmed=result.ok, sent=True)
         await self._emit(result)
 
-    def _stop_lane(self, lane: _Lane, cause: BaseException) -> None:
-        """VTEX keeps refusing this account's credentials: a revoked key must not fire the
-        rest of a million-update file. The other accounts go on."""
+    def _stop_lane(self, lane: _Lane, cause: BaseException, reason: str) -> None:
+        """Stop one account, the others go on: VTEX keeps refusing its credentials
+        (``"auth"``), or it cannot be reached at all (``"unreachable"``). A revoked key or a
+        mistyped account name must not fire, or retry line by line, the rest of a
+        million-update file; every remaining update gets its result at once."""
         if lane.stop_error is not None:
             return
         if isinstance(cause, AuthCooldownError) and cause.cause is not None:
             cause = cause.cause
-        lane.stop_error = PushStoppedError(
-            f"not sent: VTEX kept refusing the credentials of account {lane.account!r} ({cause})",
-            reason="auth",
-            cause=cause,
-        )
+        if reason == "unreachable":
+            why = (
+                f"account {lane.account!r} could not be reached at {lane.sender.transport.host}"
+                f" ({cause}); check the account name (VTEX_ACCOUNT_NAME, accountName or the"
+                " accounts file), the base URL (--base-url, base_url) and DNS"
+            )
+        else:
+            why = f"VTEX kept refusing the credentials of account {lane.account!r} ({cause})"
+        lane.stop_error = PushStoppedError(f"not sent: {why}", reason=reason, cause=cause)
         logger.warning(
-            "push: stopped sending to account %r, whose credentials VTEX kept refusing;"
-            " its remaining updates are reported as not sent (%s)",
+            "push: stopped sending to account %r: %s; its remaining updates are reported as"
+            " not sent",
             lane.account,
-            cause,
+            why,
         )
-        lane.stats.stopped = "auth"
+        lane.stats.stopped = reason
         lane.room.set()
         if lane.waiting:
             lane.pace.cancel(lane.on_admit)
@@ -812,6 +815,10 @@ class _Engine:
         """Count one result, free its read-ahead slot and hand it out (and the results of
         the updates it superseded: its own)."""
         item = self._pending.pop(result.index, None)
+        if item is not None and item.key is not None:
+            moot = self._failed.settle(item.key, result.index, result.ok)
+            if moot:
+                result = attrs.evolve(result, supersedes=moot)
         if item is not None and item.superseded:
             for older in item.superseded:
                 if older.index in self._pending:  # not already reported by a stop
@@ -878,15 +885,6 @@ class _Engine:
             # Interrupted (a stop, or cancellation) before it was handed over: keep it.
             self._undelivered.append(result)
             raise
-
-
-def _open_unchanged(state: UnchangedState | None) -> UnchangedFile | RedisUnchanged | None:
-    """The push's unchanged state: a SQLite file, or Redis for a fleet."""
-    if state is None:
-        return None
-    if is_redis_url(state.path):
-        return RedisUnchanged(state)
-    return UnchangedFile(state)
 
 
 def _lower(a: float | None, b: float | None) -> float | None:

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from ._checks import Checks
 from ._config import RetryPolicy
+from ._constants import OPEN_FILES_RETRY_DELAY
 from ._errors import (
     AuthCooldownError,
     PaceTimeoutError,
@@ -32,7 +33,7 @@ from ._retry import retry_after_from_headers, retry_delay
 from ._serde import decode_receipt, encode_status
 from ._telemetry import AccountCounters, logger, start_attempt_span
 from ._throttle import Budget
-from ._transport import RawResponse, Transport
+from ._transport import RawResponse, TooManyOpenFilesError, Transport
 
 _TRACKING_PATH = "/api/oms/pvt/orders/{}/invoice/{}/tracking"
 
@@ -161,6 +162,7 @@ class AccountSender:
             body = encode_status(update.status)
         policy = self.retry_policy
         attempts = 0
+        out_of_files_since: float | None = None
         while True:
             waited = 0.0
             if not admitted:
@@ -169,6 +171,18 @@ class AccountSender:
             attempts += 1
             outcome = await self._attempt(update, path, body, pace, observer, attempts, waited)
             if isinstance(outcome, TransportError):
+                if isinstance(outcome, TooManyOpenFilesError):
+                    # No file descriptor was free for the connection: the request never left
+                    # the process. Back-pressure (files free up as answers come in), not a
+                    # failed attempt, for as long as one attempt may take; then it counts.
+                    now = time.monotonic()
+                    if out_of_files_since is None:
+                        out_of_files_since = now
+                    if now - out_of_files_since < self.transport.timeout:
+                        attempts -= 1
+                        logger.debug("PUT %s waits for a free file descriptor: %s", path, outcome)
+                        await _back_off(OPEN_FILES_RETRY_DELAY, observer)
+                        continue
                 delay = retry_delay(policy, attempts)
                 if delay is None:
                     raise _with_context(outcome, update, attempts) from outcome.__cause__

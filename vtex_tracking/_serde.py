@@ -17,7 +17,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from cattrs.preconf.orjson import make_converter
 
 from ._constants import DEFAULT_TIME_ZONE
-from ._errors import unexpected_body_error
+from ._errors import REDACTED, redact, unexpected_body_error
 from ._models import (
     DeliveredDate,
     EventDate,
@@ -142,8 +142,12 @@ def decode_receipt(
     attempts: int,
     secrets: Sequence[str] = (),
 ) -> TrackingReceipt:
-    """Turn a 2xx answer into a receipt, or raise ``UnexpectedResponseError`` saying why not
-    (with ``secrets`` redacted from it)."""
+    """Turn a 2xx answer into a receipt, or raise ``UnexpectedResponseError`` saying why not.
+
+    A receipt is a confirmation only when it is about this update: an ``error`` object, or
+    an ``orderId`` other than the one sent (a proxy's cached answer, another request's), is
+    not one, whatever the status. ``secrets`` (the client's credentials) are redacted from
+    the receipt and the error alike, in case something on the way echoes the request."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -170,6 +174,20 @@ def decode_receipt(
             attempts=attempts,
             secrets=secrets,
         )
+    refusal = _not_a_confirmation(doc, order_id)
+    if refusal is not None:
+        for secret in secrets:
+            refusal = refusal.replace(secret, REDACTED)
+        raise unexpected_body_error(
+            status_code,
+            headers,
+            body,
+            refusal,
+            order_id=order_id,
+            invoice_number=invoice_number,
+            attempts=attempts,
+            secrets=secrets,
+        )
     try:
         parsed = _structure_receipt(doc, _ReceiptBody)
     except cattrs.BaseValidationError as exc:
@@ -184,6 +202,8 @@ def decode_receipt(
             attempts=attempts,
             secrets=secrets,
         ) from None
+    if secrets:
+        headers, body = redact(headers, body, secrets)
     return TrackingReceipt(
         date=parsed.date,
         order_id=parsed.order_id,
@@ -195,3 +215,22 @@ def decode_receipt(
         headers=headers,
         content=body,
     )
+
+
+def _not_a_confirmation(doc: Mapping[str, Any], order_id: str) -> str | None:
+    """Why a 2xx JSON body does not confirm the update sent for ``order_id``, or None."""
+    error = doc.get("error")
+    if error:
+        return f"the body carries an error ({_short(orjson.dumps(error))}), not a receipt"
+    answered = doc.get("orderId")
+    if isinstance(answered, str) and answered != order_id:
+        return (
+            f"the receipt names order {answered!r}, not the order sent: it does not confirm"
+            " this update"
+        )
+    return None
+
+
+def _short(raw: bytes, limit: int = 200) -> str:
+    text = raw.decode("utf-8", errors="replace")
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -43,7 +43,6 @@ from ._constants import (
     DEFAULT_TIMEOUT,
 )
 from ._errors import ClientClosedError
-from ._journal import Journal, UnchangedState
 from ._models import (
     AccountMetrics,
     PushResult,
@@ -53,6 +52,7 @@ from ._models import (
     TrackingUpdate,
 )
 from ._progress import PushProgress, Tally
+from ._remember import Journal, UnchangedState
 from ._shared import SharedPace
 from ._stream import PushStream
 

@@ -7,6 +7,7 @@ exceptions are translated to ours at one boundary (``_translate_errors``).
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import weakref
 from collections.abc import Mapping
@@ -15,13 +16,40 @@ from typing import Any, NamedTuple
 import aiohttp
 from yarl import URL
 
-from ._constants import MAX_RESPONSE_BYTES
-from ._errors import ClientClosedError, TransportError, TransportTimeoutError
+from ._constants import MAX_RESPONSE_BYTES, POOL_SHARE_OF_OPEN_FILES
+from ._errors import ClientClosedError, ConnectError, TransportError, TransportTimeoutError
 
 # Pools left behind by a fork or by a closed event loop: their sockets cannot be closed through
 # their dead loop (and after a fork they belong to the parent). Keeping a reference stops them
 # from being collected, which would warn or, worse, shut down the parent's TLS sessions.
 _abandoned_pools: list[object] = []
+
+# "Too many open files" for this process (EMFILE) or the whole system (ENFILE).
+_OUT_OF_FILES = frozenset({errno.EMFILE, errno.ENFILE})
+
+
+class TooManyOpenFilesError(TransportError):
+    """No file descriptor was left to open a connection (EMFILE/ENFILE): the request never
+    left the process. The retry loop treats it as back-pressure, not as a failed attempt."""
+
+
+def open_files_limit() -> int | None:
+    """This process' soft limit on open files (``RLIMIT_NOFILE``, what ``ulimit -n`` shows),
+    or None where there is none to respect (Windows, or unlimited)."""
+    try:
+        import resource  # not on Windows, hence imported here
+    except ImportError:
+        return None
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY or soft <= 0 else soft
+
+
+def pool_size_within(open_files: int | None, requested: int) -> int:
+    """``requested`` connections, or fewer when ``open_files`` (a limit on file descriptors)
+    leaves room for fewer (see ``POOL_SHARE_OF_OPEN_FILES``)."""
+    if open_files is None:
+        return requested
+    return max(1, min(requested, int(open_files * POOL_SHARE_OF_OPEN_FILES)))
 
 
 class RawResponse(NamedTuple):
@@ -36,6 +64,17 @@ class RawResponse(NamedTuple):
 
 def _translate_error(exc: BaseException, where: str) -> TransportError:
     """The ``TransportError`` for an aiohttp or OS error, most specific first."""
+    code = _out_of_files_errno(exc)
+    if code is not None:
+        target = (
+            f"{exc.host}:{exc.port}" if isinstance(exc, aiohttp.ClientConnectorError) else where
+        )
+        limit = open_files_limit()
+        room = f"may have {limit} files open" if limit is not None else "has no file left"
+        return TooManyOpenFilesError(
+            f"cannot connect to {target}: {os.strerror(code)}; this process {room},"
+            " `ulimit -n` raises the limit"
+        )
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return TransportTimeoutError(f"timed out waiting for {where}")
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
@@ -45,7 +84,7 @@ def _translate_error(exc: BaseException, where: str) -> TransportError:
     if isinstance(exc, aiohttp.ClientSSLError):
         return TransportError(f"TLS handshake with {where} failed: {exc}")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return TransportError(f"cannot connect to {exc.host}:{exc.port}: {exc.strerror or exc}")
+        return ConnectError(f"cannot connect to {exc.host}:{exc.port}: {exc.strerror or exc}")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return TransportError(f"{where} closed the connection without answering")
     if isinstance(exc, aiohttp.ClientPayloadError):
@@ -53,6 +92,21 @@ def _translate_error(exc: BaseException, where: str) -> TransportError:
     if isinstance(exc, aiohttp.ClientError):
         return TransportError(f"request to {where} failed: {type(exc).__name__}: {exc}")
     return TransportError(f"request to {where} failed: {exc}")
+
+
+def _out_of_files_errno(exc: BaseException) -> int | None:
+    """EMFILE or ENFILE when ``exc`` (or the OS error aiohttp wrapped in it) is one, else None."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        if isinstance(current, OSError) and current.errno in _OUT_OF_FILES:
+            return current.errno
+        if isinstance(current, aiohttp.ClientConnectorError):
+            current = current.os_error
+        else:
+            current = current.__cause__ or current.__context__
+    return None
 
 
 class Transport:
@@ -112,6 +166,11 @@ class Transport:
     def url_prefix(self) -> str:
         """The base URL requests go to (``https://{account}.{environment}.com.br``)."""
         return self._url_prefix
+
+    @property
+    def timeout(self) -> float:
+        """Seconds one attempt may take (``ClientConfig.timeout``)."""
+        return self._timeout.total or 0.0
 
     @property
     def host(self) -> str:

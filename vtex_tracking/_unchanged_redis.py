@@ -8,7 +8,8 @@ credentials. ``max_entries`` is not enforced here (a Redis with ``maxmemory`` an
 
 Redis must never fail an update: when it does not answer (a short timeout), every update is
 treated as changed and sent, confirmations are not remembered, one warning says so, and Redis
-is asked again after ``RETRY_AFTER`` seconds.
+is asked again after ``RETRY_AFTER`` seconds. A key holding something that is not a digest
+(written by hand, by another program, damaged) is read as "changed", with one warning.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import time
 from typing import Any
 
 from ._errors import ConfigurationError
-from ._journal import UnchangedState
+from ._remember import Entry, UnchangedState, is_redis_url
 from ._telemetry import logger
 
-__all__ = ["RedisUnchanged"]
+__all__ = ["RedisUnchanged", "is_redis_url"]
 
 #: Seconds a Redis call may take.
 TIMEOUT = 0.25
@@ -29,11 +30,6 @@ TIMEOUT = 0.25
 RETRY_AFTER = 1.0
 #: Seconds a confirmation waits to be written with others (one pipeline per batch).
 FLUSH_DELAY = 0.01
-
-
-def is_redis_url(where: str) -> bool:
-    """Whether ``UnchangedState.path`` names a Redis server rather than a file."""
-    return where.startswith(("redis://", "rediss://", "unix://"))
 
 
 class RedisUnchanged:
@@ -55,6 +51,7 @@ class RedisUnchanged:
         self._writer: asyncio.Task[None] | None = None
         self._down_until = 0.0
         self._warned = False
+        self._warned_garbage = False
 
     def _key(self, invoice: int) -> str:
         return f"{self._state.prefix}:{invoice & 0xFFFF_FFFF_FFFF_FFFF:016x}"
@@ -69,24 +66,43 @@ class RedisUnchanged:
                 type(error).__name__,
             )
 
-    async def unchanged(self, invoice: int, body: int) -> bool:
-        """Whether ``body`` is what VTEX last confirmed for the invoice (within max_age)."""
-        if self._state.force or time.monotonic() < self._down_until:
-            return False
-        key = self._key(invoice)
+    async def skip(self, entry: Entry, *, busy: bool) -> str | None:
+        """``"unchanged"`` when the body is what VTEX last confirmed for the invoice (within
+        max_age), judged against VTEX, not against an update still on its way."""
+        if self._state.force or busy or time.monotonic() < self._down_until:
+            return None
+        key = self._key(entry.invoice)
         pending = self._pending.get(key)
         if pending is not None:
-            return pending == body
+            return "unchanged" if pending == entry.body else None
         try:
             stored = await self._client.get(key)
         except Exception as exc:  # down, slow, restarted: never fatal
             self._failed(exc)
-            return False
-        return stored is not None and int(stored) == body
+            return None
+        if stored is None:
+            return None
+        try:
+            known = int(stored)
+        except (TypeError, ValueError):
+            self._garbage(key)
+            return None
+        return "unchanged" if known == entry.body else None
 
-    def confirmed(self, invoice: int, body: int) -> None:
-        """VTEX confirmed ``body`` for the invoice now: written with the next batch."""
-        self._pending[self._key(invoice)] = body
+    def _garbage(self, key: str) -> None:
+        if not self._warned_garbage:
+            self._warned_garbage = True
+            logger.warning(
+                "skip_unchanged: Redis key %s does not hold a body digest; its update is sent"
+                " as changed (and the key is overwritten once VTEX confirms it)",
+                key,
+            )
+
+    def settled(self, entry: Entry, *, confirmed: bool, sent: bool) -> None:
+        """VTEX confirmed the body now: written with the next batch (a skip needs no write)."""
+        if not (confirmed and sent):
+            return
+        self._pending[self._key(entry.invoice)] = entry.body
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_soon())
 

@@ -37,6 +37,15 @@ What happens when things die (measured in ``tests/test_celery.py``):
   e-mails nobody. Results say ``redelivered`` for items of such batches; ``collect`` gives
   each item's final result once and counts the repeats.
 
+Order per invoice holds across batches, too: each PUT replaces the invoice's whole
+history, so an older snapshot must never land after a newer one, yet two batches may run on
+two workers in any order, or one may run again after the other. ``enqueue`` stamps each
+item, and the worker asks Redis (``order_state=``, else ``skip_unchanged``'s, else the
+broker's) before sending: an item older than a snapshot of its invoice that another batch confirmed
+or is sending is not sent (``"superseded"``), and an item whose invoice has an older
+snapshot in flight elsewhere waits for it (see ``register_tasks``; measured in
+``tests/test_celery_order.py``).
+
 The task runs a batch with one ``TrackingClient`` per worker process, made on first use (after
 Celery's fork) and shared by the batches that process runs. Celery's own ``rate_limit`` is per
 worker, not per account; with ``shared_pace`` (or ``VTEX_SHARED_PACE``) every process of

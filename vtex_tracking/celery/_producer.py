@@ -15,6 +15,7 @@ from .._input._readers import InputError, ReadOptions, check_inputs, read_inputs
 from .._input._records import RecordError, update_from_json
 from .._models import TrackingUpdate
 from .._serde import encode_status
+from ._order import next_stamp
 from ._results import ItemResult, _field_of, _result
 from ._tasks import TASK_NAME, TrackingTasks
 
@@ -63,6 +64,12 @@ def enqueue(
 
     Items are checked here first: an invalid one is not sent, and its ``invalid`` result
     (naming the field) travels in the returned ``Batch`` for ``collect``.
+
+    Each item sent is stamped (the task's ``stamps``; the wire form is unchanged) so that
+    workers keep each invoice's order across batches: stamps grow with input order within
+    a producer process and follow the wall clock across producers, so give an invoice's
+    snapshots to ``enqueue`` in the order they were made (and keep producers' clocks
+    synchronized). Workers must be of this version or later: older ones refuse ``stamps``.
     """
     return _enqueue(target, _checked(updates), batch_size, account_name, queue)
 
@@ -134,6 +141,7 @@ def _enqueue(
     batches: list[Batch] = []
     docs: list[dict[str, Any]] = []
     indexes: list[int] = []
+    stamps: list[int] = []
     sources: list[str] = []
     refused: list[ItemResult] = []
 
@@ -141,10 +149,15 @@ def _enqueue(
         result = None
         named = tuple(sources) if any(sources) else None
         if docs:
-            kwargs = {"account_name": account, "indexes": list(indexes), "sources": named}
+            kwargs = {
+                "account_name": account,
+                "indexes": list(indexes),
+                "sources": named,
+                "stamps": list(stamps),
+            }
             result = app.send_task(name, args=[list(docs)], kwargs=kwargs, queue=queue)
         batches.append(Batch(result, tuple(indexes), tuple(refused), named))
-        for pending in (docs, indexes, sources, refused):
+        for pending in (docs, indexes, sources, stamps, refused):
             pending.clear()
 
     for index, item in enumerate(items):
@@ -156,6 +169,7 @@ def _enqueue(
         else:
             docs.append(item.doc)
             indexes.append(index)
+            stamps.append(next_stamp())
             sources.append(item.source or "")
         if len(docs) >= size:
             flush()

@@ -10,8 +10,12 @@ class ItemResult(TypedDict):
     """The JSON result of one update, as the task returns it and ``collect`` gives it back.
 
     ``index``: position in the input of ``enqueue``; ``source``: ``file:line`` for
-    ``enqueue_file``; ``ok``: VTEX confirmed it; ``status``: the last HTTP status (None when
-    none); ``outcome``: a label (``"200"``, ``"429"``, ``"invalid"``, ``"TransportError"``...);
+    ``enqueue_file``; ``ok``: VTEX confirmed it (or needs it no more: ``"unchanged"``,
+    ``"superseded"``); ``status``: the last HTTP status (None when none); ``outcome``: a label
+    (``"200"``, ``"429"``, ``"invalid"``, ``"TransportError"``, ``"unchanged"``...;
+    ``"superseded"``: not sent, because a newer snapshot of its invoice, from another batch,
+    was confirmed or is being sent; ok, since each snapshot holds the whole history and that
+    newer one carries it, and if the newer one fails its own result says so);
     ``receipt``/``requestId``: VTEX's receipt id and request id; ``error``: why it failed
     (never a credential); ``field``: the input field at fault for ``invalid``; ``attempts``:
     requests made; ``redelivered``: its batch was delivered more than once, so it may have

@@ -19,11 +19,12 @@ from celery.signals import worker_process_shutdown  # type: ignore[import-untype
 
 from .._accounts import ENV_ACCOUNTS, Accounts
 from .._constants import ENV_ACCOUNT_NAME, ENV_SHARED_PACE
-from .._errors import ValidationError
+from .._errors import ConfigurationError, ValidationError
 from .._input._records import RecordError, update_from_json
 from .._journal import UnchangedState
 from .._models import PushResult, TrackingUpdate
 from .._sync import TrackingClient
+from ._order import InvoiceOrder, is_redis_url, item_of, open_order_state, valid_stamp
 from ._results import ItemResult, _field_of, _result
 
 logger = logging.getLogger("vtex_tracking.celery")
@@ -95,12 +96,20 @@ class TrackingTasks:
         client_factory: Callable[[], TrackingClient] | None,
         name: str,
         skip_unchanged: UnchangedState | str | None = None,
+        order_state: str | bool | None = None,
     ) -> None:
         if client_settings is not None and client_factory is not None:
             raise TypeError("pass client_settings or client_factory, not both")
+        if isinstance(order_state, str) and not is_redis_url(order_state):
+            raise ConfigurationError(
+                "order_state: expected a redis://, rediss:// or unix:// URL, False or None"
+            )
         self.app = app
         self.name = name
         self._skip_unchanged = skip_unchanged
+        self._order_setting = order_state
+        self._order: InvoiceOrder | None = None
+        self._order_resolved = False
         self._settings = dict(client_settings or {})
         self._factory = client_factory
         self._lock = threading.Lock()
@@ -116,6 +125,7 @@ class TrackingTasks:
             account_name: str | None = None,
             indexes: list[int] | None = None,
             sources: list[str] | None = None,
+            stamps: list[int] | None = None,
         ) -> list[ItemResult]:
             """Send a batch of updates in VTEX's wire form; one result per item."""
             redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
@@ -124,6 +134,7 @@ class TrackingTasks:
                 account_name=account_name,
                 indexes=indexes,
                 sources=sources,
+                stamps=stamps,
                 redelivered=redelivered,
             )
 
@@ -144,11 +155,25 @@ class TrackingTasks:
             return self._client
 
     def close(self) -> None:
-        """Close this process's client (a worker process does it when it exits)."""
+        """Close this process's client and order state (a worker process does it when it
+        exits)."""
         with self._lock:
             client, self._client = self._client, None
+            order, self._order, self._order_resolved = self._order, None, False
+        if order is not None:
+            order.close()
         if client is not None:
             client.close()
+
+    def order_state(self) -> InvoiceOrder | None:
+        """This process's per-invoice order state, made on first use; None when off."""
+        with self._lock:
+            if not self._order_resolved:
+                self._order_resolved = True
+                self._order = open_order_state(
+                    self._order_setting, self._skip_unchanged, self.app.conf
+                )
+            return self._order
 
     def run_batch(
         self,
@@ -157,23 +182,31 @@ class TrackingTasks:
         account_name: str | None = None,
         indexes: Sequence[int] | None = None,
         sources: Sequence[str] | None = None,
+        stamps: Sequence[int] | None = None,
         redelivered: bool = False,
     ) -> list[ItemResult]:
         """What ``push_batch`` does, in this process: one result per item, in batch order.
 
         Each item is checked as the CLI checks a JSONL line; an invalid one gets its own
         ``invalid`` result naming the field and the others are sent, with one ``push``.
+        With ``stamps`` (``enqueue`` sends them) and an order state, an item older than a
+        snapshot of its invoice confirmed or being sent by another batch is not sent
+        (``superseded``), and items whose invoice has an older snapshot in flight elsewhere
+        wait for it (see ``vtex_tracking.celery._order``).
         """
         started = time.monotonic()
         if indexes is not None and len(indexes) != len(batch):
             raise ValueError(f"{len(indexes)} indexes for a batch of {len(batch)}")
         if sources is not None and len(sources) != len(batch):
             raise ValueError(f"{len(sources)} sources for a batch of {len(batch)}")
+        if stamps is not None and len(stamps) != len(batch):
+            raise ValueError(f"{len(stamps)} stamps for a batch of {len(batch)}")
         rows = [
             _Row(
                 indexes[n] if indexes is not None else n,
                 sources[n] if sources is not None else None,
                 doc,
+                valid_stamp(stamps[n]) if stamps is not None else None,
             )
             for n, doc in enumerate(batch)
         ]
@@ -190,7 +223,7 @@ class TrackingTasks:
             updates.append(update)
             sent.append(row)
         if updates:
-            self._send(updates, sent, redelivered)
+            self._send_in_order(updates, sent, redelivered)
         elapsed = time.monotonic() - started
         visibility = (self.app.conf.broker_transport_options or {}).get("visibility_timeout")
         if visibility and elapsed > visibility / 2:
@@ -202,6 +235,35 @@ class TrackingTasks:
                 visibility,
             )
         return [row.result for row in rows if row.result is not None]
+
+    def _send_in_order(
+        self, updates: list[TrackingUpdate], rows: list[_Row], redelivered: bool
+    ) -> None:
+        """``_send``, checked against the other batches' snapshots of the same invoices when
+        the items carry stamps and there is an order state."""
+        order = self.order_state() if any(row.stamp is not None for row in rows) else None
+        try:
+            client = self.client() if order is not None else None
+        except Exception:  # no client: _send gives every item its result
+            client = None
+        if order is None or client is None:
+            self._send(updates, rows, redelivered)
+            return
+
+        def send(positions: list[int]) -> dict[int, bool]:
+            self._send([updates[p] for p in positions], [rows[p] for p in positions], redelivered)
+            return {p: _confirmed(rows[p]) for p in positions}
+
+        items = [item_of(client, u, row.stamp) for u, row in zip(updates, rows, strict=True)]
+        for p in order.send_in_order(items, send):
+            rows[p].result = _result(
+                rows[p].index,
+                rows[p].source,
+                **_ids(updates[p]),
+                ok=True,
+                outcome="superseded",
+                redelivered=redelivered,
+            )
 
     def _send(self, updates: list[TrackingUpdate], rows: list[_Row], redelivered: bool) -> None:
         try:
@@ -231,8 +293,10 @@ def register_tasks(
     client_factory: Callable[[], TrackingClient] | None = None,
     name: str = TASK_NAME,
     skip_unchanged: UnchangedState | str | None = None,
+    order_state: str | bool | None = None,
 ) -> TrackingTasks:
-    """Define ``vtex_tracking.push_batch(batch, account_name=None)`` on ``app``.
+    """Define ``vtex_tracking.push_batch(batch, account_name=None)`` on ``app`` (producers
+    also pass ``indexes``, ``sources`` and ``stamps``).
 
     Each worker process makes one ``TrackingClient`` on its first batch:
     ``client_factory()`` if given, else ``TrackingClient.from_env(**client_settings)``
@@ -242,6 +306,14 @@ def register_tasks(
     lets every worker skip an update whose body VTEX last confirmed for its invoice, whoever
     sent it (outcome ``"unchanged"``). Call it at import time of your app module, once per
     app.
+
+    ``order_state`` keeps each invoice's order across batches: an update that ``enqueue``
+    stamped is not sent when a newer snapshot of its invoice was confirmed or is being sent
+    by another batch (outcome ``"superseded"``, ok), and waits while an older one is in
+    flight elsewhere. It lives in Redis: by default (None) the one of ``skip_unchanged``,
+    else the broker's when it is Redis (with neither, each worker process logs a warning
+    and sends unordered); a ``redis://`` URL to choose; False to turn it off. Redis
+    failing never fails an update: the batch is sent unchecked, with a warning.
     """
     return TrackingTasks(
         app,
@@ -249,6 +321,7 @@ def register_tasks(
         client_factory=client_factory,
         name=name,
         skip_unchanged=skip_unchanged,
+        order_state=order_state,
     )
 
 
@@ -261,7 +334,12 @@ class _Row:
     index: int
     source: str | None
     doc: Any
+    stamp: int | None = None
     result: ItemResult | None = None
+
+
+def _confirmed(row: _Row) -> bool:
+    return row.result is not None and row.result["ok"]
 
 
 def _wire_name(field: str) -> str:
