@@ -41,7 +41,8 @@ from ._models import (
     TrackingUpdate,
 )
 from ._pace import AccountPace
-from ._push import PushOptions, start_push
+from ._push import start_push
+from ._push_options import PushOptions
 from ._remember import Journal, UnchangedState
 from ._sender import AccountSender, SharedBudget, tracking_path
 from ._shared import SharedAccount, SharedConnection, SharedPace

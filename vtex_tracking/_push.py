@@ -7,7 +7,7 @@ How a push flows::
              │  (and at most half of them in one account's lane, when the push spans accounts)
              └─ an update whose invoice is busy waits in that invoice's queue instead
 
-A lane (``_Lane``) is one account's share of the push: the account's ``AccountSender``, the
+A lane (``Lane``) is one account's share of the push: the account's ``AccountSender``, the
 updates ready to go (each the next of its invoice) and the account's counters; it is made on
 the account's first update, so idle accounts cost nothing.
 
@@ -24,13 +24,14 @@ the account's first update, so idle accounts cost nothing.
   never overlap. Other invoices keep flowing meanwhile.
 * Nothing lost: every item read from the input gets exactly one ``PushResult``: delivered
   through the stream, or, if the consumer went away or the push was cancelled, kept in
-  ``PushStream.unfinished``. An account whose credentials VTEX keeps refusing is stopped
-  alone; its remaining updates end as ``PushStoppedError(reason="auth")``.
-* Sending less (each opt-in): an update the ``journal`` says an earlier run had confirmed,
-  or whose body is the one VTEX last confirmed for its invoice (``skip_unchanged``), gets its
-  result at once, unsent; with ``merge_snapshots`` a newer update of an invoice replaces the
+  ``PushStream.unfinished``. An account whose credentials VTEX keeps refusing, or that cannot
+  be reached at all, is stopped alone (``Lane.stop``).
+* Sending less (each opt-in) is not the scheduler's business: a memory (``_remember``:
+  journal, unchanged state) is asked once per admitted update whether it may be skipped, and
+  told each final result; with ``merge_snapshots`` a newer update of an invoice replaces the
   one waiting behind the invoice's request in flight, and the replaced one's result follows
-  the newer one's. Confirmations are written to both files as they arrive (``_journal``).
+  the newer one's. A confirmed result names the earlier failures of its invoice it made moot
+  (``PushResult.supersedes``, from ``FailedInvoices``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
@@ -57,14 +57,13 @@ from ._errors import (
     ValidationError,
     VtexTrackingError,
 )
-from ._models import PushResult, TrackingUpdate
-from ._pace import AccountPace
+from ._lane import InvoiceKey, Item, Lane
+from ._models import PushResult
 from ._progress import AccountProgress, PushProgress, RateMeter
+from ._push_options import READ_REFILL, PushOptions, read_ahead
 from ._remember import (
     Entry,
     FailedInvoices,
-    Journal,
-    UnchangedState,
     body_digest,
     invoice_digest,
     open_memory,
@@ -72,68 +71,10 @@ from ._remember import (
 from ._sender import AccountSender
 from ._serde import encode_status
 from ._stream import PushStream
-from ._telemetry import logger
-from ._throttle import TokenBucket
 
-#: Items read ahead of the senders, per unit of concurrency (capped: see ``_read_ahead``).
-READ_AHEAD_PER_SENDER = 4
-#: Places a reader that ran out of read-ahead waits for before reading on.
-READ_REFILL = 32
-#: The least read-ahead of a push that may span accounts (about 1 KB per buffered update).
-MULTI_ACCOUNT_READ_AHEAD = 4096
-#: The most read-ahead chosen by default (about 1 KB per buffered update).
-MAX_DEFAULT_READ_AHEAD = 8192
 #: Updates of an account that never answered in this push which may end in "cannot
 #: connect" (each after all its attempts) before the account is stopped as unreachable.
 UNREACHABLE_AFTER = 2
-
-
-def _positive_int(name: str) -> Any:
-    def check(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        if value is None:
-            return
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValidationError(name, f"expected an integer >= 1, got {value!r}")
-
-    return check
-
-
-def _rate(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None and (
-        isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
-    ):
-        raise ValidationError("rate_limit", f"expected requests per second > 0, got {value!r}")
-
-
-def _as_journal(value: Journal | str | os.PathLike[str] | None) -> Journal | None:
-    """``journal=``: a ``Journal``, or a path for one."""
-    if value is None or isinstance(value, Journal):
-        return value
-    return Journal(value)
-
-
-def _as_unchanged(
-    value: UnchangedState | str | os.PathLike[str] | None,
-) -> UnchangedState | None:
-    """``skip_unchanged=``: an ``UnchangedState``, or a path for one."""
-    if value is None or isinstance(value, UnchangedState):
-        return value
-    return UnchangedState(value)
-
-
-@attrs.frozen
-class PushOptions:
-    """How one push runs; checked once, when the push is made (see ``AsyncTrackingClient.push``
-    for what each option means)."""
-
-    concurrency: int = attrs.field(validator=_positive_int("concurrency"))
-    rate_limit: float | None = attrs.field(default=None, validator=_rate)
-    adaptive: bool | None = None
-    read_ahead: int | None = attrs.field(default=None, validator=_positive_int("read_ahead"))
-    on_result: Callable[[PushResult], None] | None = None
-    journal: Journal | None = attrs.field(default=None, converter=_as_journal)
-    skip_unchanged: UnchangedState | None = attrs.field(default=None, converter=_as_unchanged)
-    merge_snapshots: bool = False
 
 
 async def _next_async(items: AsyncIterator[Any]) -> Any:
@@ -145,150 +86,6 @@ async def _next_async(items: AsyncIterator[Any]) -> Any:
 
 
 _END = object()
-
-InvoiceKey = tuple[str, str, "str | None"]
-
-
-class _Item:
-    """One input item on its way. ``key`` is its invoice within its account (None for an
-    invalid item); ``sent`` turns True once it is handed to the sender (it may be on the
-    wire from then on)."""
-
-    __slots__ = (
-        "body",
-        "entry",
-        "index",
-        "key",
-        "lane",
-        "sent",
-        "superseded",
-        "update",
-        "wire",
-    )
-
-    def __init__(self, index: int, update: Any, default_account: str | None) -> None:
-        self.index = index
-        self.update = update
-        self.key: InvoiceKey | None = None
-        if isinstance(update, TrackingUpdate):
-            # The default account under one name (None), named or not: the same ids in two
-            # accounts are two invoices.
-            account = None if update.account_name == default_account else update.account_name
-            self.key = (update.order_id, update.invoice_number, account)
-        self.sent = False
-        #: The update as it is sent (after the account's checks, e.g. its time zone).
-        self.wire: TrackingUpdate | None = None
-        # The lane whose buffer counts it, once it is in one.
-        self.lane: _Lane | None = None
-        # With a journal or skip_unchanged: the body as sent, and what the memory keeps.
-        self.body: bytes | None = None
-        self.entry: Entry | None = None
-        # Earlier updates of its invoice it replaced (merge_snapshots), oldest first.
-        self.superseded: list[_Item] | None = None
-
-
-class _Lane:
-    """One account's share of a push: its sender and pace, the updates ready to go, and its
-    counters. It is also the ``AttemptObserver`` that keeps those counters."""
-
-    __slots__ = (
-        "account",
-        "admitted",
-        "answered",
-        "buffer_cap",
-        "cap",
-        "on_admit",
-        "on_backoff",
-        "pace",
-        "progress",
-        "queued",
-        "rate_meter",
-        "reader_waits",
-        "ready",
-        "room",
-        "sender",
-        "shows_rate",
-        "stats",
-        "stop_error",
-        "target",
-        "unreachable",
-        "waiting",
-        "wake_timer",
-    )
-
-    def __init__(
-        self,
-        sender: AccountSender,
-        pace: AccountPace,
-        cap: TokenBucket | None,
-        stats: AccountProgress,
-        progress: PushProgress,
-        rate_meter: RateMeter,
-        *,
-        buffer_cap: int,
-        shows_rate: bool,
-    ) -> None:
-        self.account = sender.account
-        self.sender = sender
-        # Where its requests go: what the push's memory binds its confirmations to.
-        self.target = sender.transport.url_prefix
-        # Whether the account answered at all in this push, and updates that then ended
-        # because no connection could be made (see UNREACHABLE_AFTER).
-        self.answered = False
-        self.unreachable = 0
-        self.pace = pace
-        # The push's own rate_limit, when lower than the account's pace.
-        self.cap = cap
-        self.stats = stats
-        self.progress = progress
-        self.rate_meter = rate_meter
-        self.shows_rate = shows_rate
-        self.ready: collections.deque[_Item] = collections.deque()
-        # Admissions the pace granted this lane that no sender has used yet.
-        self.admitted = 0
-        # In the engine's rotation / waiting in the pace's queue (never both).
-        self.queued = False
-        self.waiting = False
-        self.on_admit: Callable[[BaseException | None], None] = lambda error: None
-        self.on_backoff: Callable[[bool], None] = lambda waiting: None
-        self.wake_timer: asyncio.TimerHandle | None = None
-        self.buffer_cap = buffer_cap
-        self.room = anyio.Event()
-        # The reader waits for room in this lane's buffer (set it when there is some).
-        self.reader_waits = False
-        self.stop_error: PushStoppedError | None = None
-        self._show_rate()
-
-    def attempt_started(self) -> None:
-        stats, progress = self.stats, self.progress
-        stats.requests += 1
-        stats.in_flight += 1
-        progress.requests += 1
-        progress.in_flight += 1
-        progress.send_rate = self.rate_meter.tick()
-
-    def attempt_finished(self, status: int | None, retry_after: float | None) -> None:
-        stats, progress = self.stats, self.progress
-        stats.in_flight -= 1
-        progress.in_flight -= 1
-        if status is not None:
-            self.answered = True
-        if status == 429 or (status == 503 and retry_after is not None):
-            stats.throttled += 1
-            progress.throttled += 1
-        self._show_rate()
-
-    def backoff(self, waiting: bool) -> None:
-        self.on_backoff(waiting)
-
-    def _show_rate(self) -> None:
-        rate = self.pace.bucket.rate
-        if self.cap is not None and self.cap.rate is not None:
-            rate = self.cap.rate if rate is None else min(rate, self.cap.rate)
-        self.stats.rate_limit = rate
-        if self.shows_rate:
-            self.progress.rate_limit = rate
-
 
 class _Engine:
     """One push's state and tasks; runs inside ``PushStream``'s background task.
@@ -317,19 +114,19 @@ class _Engine:
         self._sender_for = sender_for
         self._default_account = default_account
         self._spans_accounts = spans_accounts
-        self._read_ahead = _read_ahead(options, spans_accounts)
+        self._read_ahead = read_ahead(options, spans_accounts)
         self.progress = PushProgress()
         self._rate_meter = RateMeter()
-        self._lanes: dict[str | None, _Lane] = {}
+        self._lanes: dict[str | None, Lane] = {}
         self._next_index = 0
         # Items read and without a result yet, by input index.
-        self._pending: dict[int, _Item] = {}
+        self._pending: dict[int, Item] = {}
         # Invoices with an update being sent or ready -> their later updates (None: none yet).
-        self._busy: dict[InvoiceKey, collections.deque[_Item] | None] = {}
+        self._busy: dict[InvoiceKey, collections.deque[Item] | None] = {}
         self._reading_done = False
         # The scheduler: lanes that may send now, lanes the pace admitted, idle senders.
-        self._rotation: collections.deque[_Lane] = collections.deque()
-        self._admitted: collections.deque[_Lane] = collections.deque()
+        self._rotation: collections.deque[Lane] = collections.deque()
+        self._admitted: collections.deque[Lane] = collections.deque()
         self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
         self._senders = 0
         # Senders waiting out a retry's backoff: they hold no request in flight, so their
@@ -503,7 +300,7 @@ class _Engine:
             lane.ready.append(item)
             self._offer(lane)
 
-    def _entry(self, item: _Item, lane: _Lane) -> Entry:
+    def _entry(self, item: Item, lane: Lane) -> Entry:
         """The update as the memory sees it: digests of its invoice, bound to the target
         its account's requests go to, and of the body that is sent."""
         wire = item.wire
@@ -513,43 +310,24 @@ class _Engine:
         item.entry = Entry(item.index, invoice, body_digest(item.body))
         return item.entry
 
-    def _track(self, raw: Any) -> _Item:
-        item = _Item(self._next_index, raw, self._default_account)
+    def _track(self, raw: Any) -> Item:
+        item = Item(self._next_index, raw, self._default_account)
         self._next_index += 1
         self._pending[item.index] = item
         self.progress.read += 1
         self.progress.queued += 1
         return item
 
-    def _lane(self, account: str | None) -> _Lane:
+    def _lane(self, account: str | None) -> Lane:
         lane = self._lanes.get(account)
         if lane is not None:
             return lane
         sender = self._sender_for(account)  # ConfigurationError: unknown account
-        sender.bind()
-        options = self._options
-        stats = self.progress.accounts.setdefault(sender.account, AccountProgress())
-        pace = sender.pace
-        cap = None
-        if options.adaptive is False:
-            # This push paces itself: its own window and rate, nothing learned or shared.
-            pace = AccountPace(
-                sender.account,
-                rate_limit=_lower(options.rate_limit, pace.bucket.rate),
-                adaptive=False,
-                max_concurrency=min(pace.max_window, options.concurrency),
-                max_retry_after=sender.retry_policy.max_retry_after,
-            )
-            pace.bind(asyncio.get_running_loop())
-        elif options.rate_limit is not None:
-            cap = TokenBucket(options.rate_limit)
         # One account may fill at most half the read-ahead, so the others keep flowing.
         buffer_cap = max(1, self._read_ahead // 2) if self._spans_accounts else self._read_ahead
-        lane = _Lane(
+        lane = Lane.for_push(
             sender,
-            pace,
-            cap,
-            stats,
+            self._options,
             self.progress,
             self._rate_meter,
             buffer_cap=buffer_cap,
@@ -562,7 +340,7 @@ class _Engine:
 
     # -- scheduling --------------------------------------------------------------------------
 
-    def _offer(self, lane: _Lane) -> None:
+    def _offer(self, lane: Lane) -> None:
         """Put ``lane`` in the rotation if it has a ready update no admission covers yet."""
         if lane.queued or lane.waiting:
             return
@@ -574,7 +352,7 @@ class _Engine:
         self._rotation.append(lane)
         self._wake_sender()
 
-    def _on_admit(self, lane: _Lane, error: BaseException | None) -> None:
+    def _on_admit(self, lane: Lane, error: BaseException | None) -> None:
         """The pace admitted a request for ``lane`` (or refused it for good)."""
         lane.waiting = False
         if error is not None:
@@ -616,7 +394,7 @@ class _Engine:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _next_lane(self) -> _Lane | None:
+    def _next_lane(self) -> Lane | None:
         """A lane with an admission to use (or a stopped lane to report), or None."""
         while True:
             admitted = self._admitted
@@ -654,7 +432,7 @@ class _Engine:
                 cap.take()
             lane.pace.enqueue(lane.on_admit)
 
-    def _wake_lane(self, lane: _Lane) -> None:
+    def _wake_lane(self, lane: Lane) -> None:
         lane.wake_timer = None
         self._offer(lane)
 
@@ -692,7 +470,7 @@ class _Engine:
         finally:
             self._senders -= 1
 
-    def _next_for(self, key: InvoiceKey | None) -> _Item | None:
+    def _next_for(self, key: InvoiceKey | None) -> Item | None:
         assert key is not None
         queue = self._busy[key]
         if queue:
@@ -700,7 +478,7 @@ class _Engine:
         del self._busy[key]
         return None
 
-    async def _send_one(self, lane: _Lane, item: _Item) -> None:
+    async def _send_one(self, lane: Lane, item: Item) -> None:
         item.sent = True
         try:
             receipt = await lane.sender.send(
@@ -742,41 +520,20 @@ class _Engine:
             self._memory.settled(item.entry, confirmed=result.ok, sent=True)
         await self._emit(result)
 
-    def _stop_lane(self, lane: _Lane, cause: BaseException, reason: str) -> None:
-        """Stop one account, the others go on: VTEX keeps refusing its credentials
-        (``"auth"``), or it cannot be reached at all (``"unreachable"``). A revoked key or a
-        mistyped account name must not fire, or retry line by line, the rest of a
-        million-update file; every remaining update gets its result at once."""
-        if lane.stop_error is not None:
+    def _stop_lane(self, lane: Lane, cause: BaseException, reason: str) -> None:
+        """Stop one account (``Lane.stop``), give back what its pace granted it, and let a
+        sender report what is still ready; the other accounts go on."""
+        if not lane.stop(cause, reason):
             return
-        if isinstance(cause, AuthCooldownError) and cause.cause is not None:
-            cause = cause.cause
-        if reason == "unreachable":
-            why = (
-                f"account {lane.account!r} could not be reached at {lane.sender.transport.host}"
-                f" ({cause}); check the account name (VTEX_ACCOUNT_NAME, accountName or the"
-                " accounts file), the base URL (--base-url, base_url) and DNS"
-            )
-        else:
-            why = f"VTEX kept refusing the credentials of account {lane.account!r} ({cause})"
-        lane.stop_error = PushStoppedError(f"not sent: {why}", reason=reason, cause=cause)
-        logger.warning(
-            "push: stopped sending to account %r: %s; its remaining updates are reported as"
-            " not sent",
-            lane.account,
-            why,
-        )
-        lane.stats.stopped = reason
-        lane.room.set()
         if lane.waiting:
             lane.pace.cancel(lane.on_admit)
             lane.waiting = False
         for _ in range(lane.admitted):
             lane.pace.release_unused()
         lane.admitted = 0
-        self._offer(lane)  # a sender reports what is still ready
+        self._offer(lane)
 
-    async def _drop_invoice(self, lane: _Lane, item: _Item | None) -> None:
+    async def _drop_invoice(self, lane: Lane, item: Item | None) -> None:
         """Report as stopped ``item``, the updates of its invoice behind it, then every
         invoice still waiting in the stopped lane."""
         while True:
@@ -790,23 +547,12 @@ class _Engine:
 
     # -- results -----------------------------------------------------------------------------
 
-    def _stopped_result(self, item: _Item, lane: _Lane | None = None) -> PushResult:
+    def _stopped_result(self, item: Item, lane: Lane | None = None) -> PushResult:
         stop = lane.stop_error if lane is not None and lane.stop_error else self._stop_error
         account = lane.account if lane is not None else self._account_of(item)
-        if item.sent:
-            error = PushStoppedError(
-                "cancelled while in flight: VTEX may or may not have applied it",
-                reason=stop.reason if stop is not None else "cancelled",
-                cause=stop.cause if stop is not None else None,
-                in_flight=True,
-            )
-        elif stop is not None:
-            error = stop
-        else:
-            error = PushStoppedError("not sent: the push was cancelled", reason="cancelled")
-        return PushResult(item.index, item.update, error=error, attempts=0, account=account)
+        return item.stopped(stop, account)
 
-    def _account_of(self, item: _Item) -> str | None:
+    def _account_of(self, item: Item) -> str | None:
         if item.key is None:
             return None
         return item.key[2] or self._default_account
@@ -885,24 +631,6 @@ class _Engine:
             # Interrupted (a stop, or cancellation) before it was handed over: keep it.
             self._undelivered.append(result)
             raise
-
-
-def _lower(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return min(a, b)
-
-
-def _read_ahead(options: PushOptions, spans_accounts: bool) -> int:
-    if options.read_ahead:
-        return options.read_ahead
-    read_ahead = min(options.concurrency * READ_AHEAD_PER_SENDER, MAX_DEFAULT_READ_AHEAD)
-    if spans_accounts:
-        # Room for a slow account's backlog (half of it at most) while the others flow.
-        read_ahead = max(read_ahead, MULTI_ACCOUNT_READ_AHEAD)
-    return read_ahead
 
 
 def _invalid(index: int, raw: Any) -> PushResult:

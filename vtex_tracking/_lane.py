@@ -1,0 +1,258 @@
+"""The push engine's two records: ``Item``, one input item on its way, and ``Lane``, one
+account's share of a push (its sender and pace, its ready updates, its counters)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from ._errors import AuthCooldownError, PushStoppedError
+from ._models import PushResult, TrackingUpdate
+from ._pace import AccountPace
+from ._progress import AccountProgress, PushProgress, RateMeter
+from ._push_options import PushOptions
+from ._remember import Entry
+from ._sender import AccountSender
+from ._telemetry import logger
+from ._throttle import TokenBucket
+
+#: An invoice within a push: (order, invoice number, account; None for the default account).
+InvoiceKey = tuple[str, str, "str | None"]
+
+
+class Item:
+    """One input item on its way. ``key`` is its invoice within its account (None for an
+    invalid item); ``sent`` turns True once it is handed to the sender (it may be on the
+    wire from then on)."""
+
+    __slots__ = (
+        "body",
+        "entry",
+        "index",
+        "key",
+        "lane",
+        "sent",
+        "superseded",
+        "update",
+        "wire",
+    )
+
+    def __init__(self, index: int, update: Any, default_account: str | None) -> None:
+        self.index = index
+        self.update = update
+        self.key: InvoiceKey | None = None
+        if isinstance(update, TrackingUpdate):
+            # The default account under one name (None), named or not: the same ids in two
+            # accounts are two invoices.
+            account = None if update.account_name == default_account else update.account_name
+            self.key = (update.order_id, update.invoice_number, account)
+        self.sent = False
+        #: The update as it is sent (after the account's checks, e.g. its time zone).
+        self.wire: TrackingUpdate | None = None
+        # The lane whose buffer counts it, once it is in one.
+        self.lane: Lane | None = None
+        # With a journal or skip_unchanged: the body as sent, and what the memory keeps.
+        self.body: bytes | None = None
+        self.entry: Entry | None = None
+        # Earlier updates of its invoice it replaced (merge_snapshots), oldest first.
+        self.superseded: list[Item] | None = None
+
+
+    def stopped(self, stop: PushStoppedError | None, account: str | None) -> PushResult:
+        """Its result when the push (or its account) stopped before it was confirmed: an
+        update already on the wire may or may not have been applied, and says so."""
+        if self.sent:
+            error = PushStoppedError(
+                "cancelled while in flight: VTEX may or may not have applied it",
+                reason=stop.reason if stop is not None else "cancelled",
+                cause=stop.cause if stop is not None else None,
+                in_flight=True,
+            )
+        elif stop is not None:
+            error = stop
+        else:
+            error = PushStoppedError("not sent: the push was cancelled", reason="cancelled")
+        return PushResult(self.index, self.update, error=error, attempts=0, account=account)
+
+
+class Lane:
+    """One account's share of a push: its sender and pace, the updates ready to go, and its
+    counters. It is also the ``AttemptObserver`` that keeps those counters."""
+
+    __slots__ = (
+        "account",
+        "admitted",
+        "answered",
+        "buffer_cap",
+        "cap",
+        "on_admit",
+        "on_backoff",
+        "pace",
+        "progress",
+        "queued",
+        "rate_meter",
+        "reader_waits",
+        "ready",
+        "room",
+        "sender",
+        "shows_rate",
+        "stats",
+        "stop_error",
+        "target",
+        "unreachable",
+        "waiting",
+        "wake_timer",
+    )
+
+    def __init__(
+        self,
+        sender: AccountSender,
+        pace: AccountPace,
+        cap: TokenBucket | None,
+        stats: AccountProgress,
+        progress: PushProgress,
+        rate_meter: RateMeter,
+        *,
+        buffer_cap: int,
+        shows_rate: bool,
+    ) -> None:
+        self.account = sender.account
+        self.sender = sender
+        # Where its requests go: what the push's memory binds its confirmations to.
+        self.target = sender.transport.url_prefix
+        # Whether the account answered at all in this push, and updates that then ended
+        # because no connection could be made (see UNREACHABLE_AFTER).
+        self.answered = False
+        self.unreachable = 0
+        self.pace = pace
+        # The push's own rate_limit, when lower than the account's pace.
+        self.cap = cap
+        self.stats = stats
+        self.progress = progress
+        self.rate_meter = rate_meter
+        self.shows_rate = shows_rate
+        self.ready: collections.deque[Item] = collections.deque()
+        # Admissions the pace granted this lane that no sender has used yet.
+        self.admitted = 0
+        # In the engine's rotation / waiting in the pace's queue (never both).
+        self.queued = False
+        self.waiting = False
+        self.on_admit: Callable[[BaseException | None], None] = lambda error: None
+        self.on_backoff: Callable[[bool], None] = lambda waiting: None
+        self.wake_timer: asyncio.TimerHandle | None = None
+        self.buffer_cap = buffer_cap
+        self.room = anyio.Event()
+        # The reader waits for room in this lane's buffer (set it when there is some).
+        self.reader_waits = False
+        self.stop_error: PushStoppedError | None = None
+        self._show_rate()
+
+    @classmethod
+    def for_push(
+        cls,
+        sender: AccountSender,
+        options: PushOptions,
+        progress: PushProgress,
+        rate_meter: RateMeter,
+        *,
+        buffer_cap: int,
+        shows_rate: bool,
+    ) -> Lane:
+        """The lane of ``sender``'s account in a push with ``options``: the account's own
+        pace, or with ``adaptive=False`` a pace of the push's own (its window and rate,
+        nothing learned or shared); a ``rate_limit`` lower than the pace caps it."""
+        sender.bind()
+        stats = progress.accounts.setdefault(sender.account, AccountProgress())
+        pace = sender.pace
+        cap = None
+        if options.adaptive is False:
+            pace = AccountPace(
+                sender.account,
+                rate_limit=lower_rate(options.rate_limit, pace.bucket.rate),
+                adaptive=False,
+                max_concurrency=min(pace.max_window, options.concurrency),
+                max_retry_after=sender.retry_policy.max_retry_after,
+            )
+            pace.bind(asyncio.get_running_loop())
+        elif options.rate_limit is not None:
+            cap = TokenBucket(options.rate_limit)
+        return cls(
+            sender,
+            pace,
+            cap,
+            stats,
+            progress,
+            rate_meter,
+            buffer_cap=buffer_cap,
+            shows_rate=shows_rate,
+        )
+
+    def stop(self, cause: BaseException, reason: str) -> bool:
+        """Stop sending to this account: VTEX keeps refusing its credentials (``"auth"``),
+        or it cannot be reached at all (``"unreachable"``). A revoked key or a mistyped
+        account name must not fire, or retry line by line, the rest of a million-update
+        file: every remaining update gets this error at once. False if already stopped."""
+        if self.stop_error is not None:
+            return False
+        if isinstance(cause, AuthCooldownError) and cause.cause is not None:
+            cause = cause.cause
+        if reason == "unreachable":
+            why = (
+                f"account {self.account!r} could not be reached at {self.sender.transport.host}"
+                f" ({cause}); check the account name (VTEX_ACCOUNT_NAME, accountName or the"
+                " accounts file), the base URL (--base-url, base_url) and DNS"
+            )
+        else:
+            why = f"VTEX kept refusing the credentials of account {self.account!r} ({cause})"
+        self.stop_error = PushStoppedError(f"not sent: {why}", reason=reason, cause=cause)
+        logger.warning(
+            "push: stopped sending to account %r: %s; its remaining updates are reported as"
+            " not sent",
+            self.account,
+            why,
+        )
+        self.stats.stopped = reason
+        self.room.set()  # a reader waiting for room here reports instead
+        return True
+
+    def attempt_started(self) -> None:
+        stats, progress = self.stats, self.progress
+        stats.requests += 1
+        stats.in_flight += 1
+        progress.requests += 1
+        progress.in_flight += 1
+        progress.send_rate = self.rate_meter.tick()
+
+    def attempt_finished(self, status: int | None, retry_after: float | None) -> None:
+        stats, progress = self.stats, self.progress
+        stats.in_flight -= 1
+        progress.in_flight -= 1
+        if status is not None:
+            self.answered = True
+        if status == 429 or (status == 503 and retry_after is not None):
+            stats.throttled += 1
+            progress.throttled += 1
+        self._show_rate()
+
+    def backoff(self, waiting: bool) -> None:
+        self.on_backoff(waiting)
+
+    def _show_rate(self) -> None:
+        rate = self.pace.bucket.rate
+        if self.cap is not None and self.cap.rate is not None:
+            rate = self.cap.rate if rate is None else min(rate, self.cap.rate)
+        self.stats.rate_limit = rate
+        if self.shows_rate:
+            self.progress.rate_limit = rate
+
+
+def lower_rate(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
