@@ -110,6 +110,7 @@ class AccountPace:
         if shared is not None:
             shared.on_change = self._rate_changed
             shared.on_fallback = self._fall_back
+            shared.max_pause = max_retry_after  # no pause from Redis outlasts our own bound
 
     def __repr__(self) -> str:
         rate = self.bucket.rate

@@ -15,6 +15,12 @@ a process syncs a few times a second, and at once after a throttle.
 When Redis is down or slow (a short timeout), sending goes on with the process's own pace
 (``AccountPace`` keeps learning locally all along), with one warning; every second one call
 checks whether Redis is back, and the process rejoins. Redis never fails an update.
+
+Nor does what Redis holds stall a process: a wait taken from an answer (a pause, an auth
+stop, a lease's tokens, when to ask again) is bounded by the process's own limits
+(``max_retry_after``, ``auth_cooldown``, the lease horizon), a process that waits asks again
+every ``REFRESH_INTERVAL``, and the script treats stored times it could never have set (a
+stray write, Redis' clock stepped back) and non-numbers as garbage.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 import attrs
 
 from . import _throttle
+from ._constants import DEFAULT_MAX_RETRY_AFTER
 from ._errors import ConfigurationError
 from ._telemetry import logger
 
@@ -78,6 +85,15 @@ TOKEN_EXPIRY = 1.0
 DEFAULT_KEY_TTL_MS = 15 * 60 * 1000
 #: Seconds ``wait_time`` reports while a lease is on its way (its answer wakes the pace).
 PENDING = 1.0
+#: Seconds a waiting process goes at most without asking Redis again. What Redis said (a
+#: pause, an auth stop, when tokens will be near) may have ended early or been garbage: the
+#: key deleted, another process' success, a stray write, a step of Redis' clock. Believed
+#: whole, such a wait would hold the process long after; asking again costs one round trip
+#: every few seconds, and only while it waits.
+REFRESH_INTERVAL = 2.0
+#: Seconds ahead the script may place a lease's first token (or two tokens' time at a slow
+#: rate): it promises nothing further, since the rate may rise meanwhile.
+LEASE_HORIZON = 0.25
 
 _SCRIPT = importlib.resources.files("vtex_tracking").joinpath("_shared_script.lua").read_text()
 
@@ -254,6 +270,9 @@ class SharedAccount:
         self.rate: float | None = None
         self.paused_until = 0.0
         self.auth_until = 0.0
+        #: The longest pause this process takes from Redis: its ``max_retry_after`` (set by
+        #: the pace it serves), as ``auth_cooldown`` bounds an auth stop.
+        self.max_pause = DEFAULT_MAX_RETRY_AFTER
         # What this process saw since its last call.
         self._ok = 0
         #: Send times of the throttled requests not reported yet.
@@ -301,7 +320,7 @@ class SharedAccount:
         if self.auth_until > now:
             return 0.0  # the pace fails fast on its own auth stop; nothing to wait for
         if self.paused_until > now:
-            return self.paused_until - now
+            return self._refreshed(now, self.paused_until - now)
         if self.rate is None:
             if self._hold or now - self._answered_at >= STALE_AFTER:
                 self._start_call(0)
@@ -316,11 +335,22 @@ class SharedAccount:
         if tokens:
             if len(tokens) * 2 <= want and now >= self._next_ask:
                 self._start_call(want)  # the next lease is on its way before these run out
-            return max(0.0, tokens[0] - now)
+            return self._refreshed(now, tokens[0] - now)
         if now < self._next_ask:
-            return self._next_ask - now  # Redis said when tokens will be near
+            return self._refreshed(now, self._next_ask - now)  # Redis said when tokens are near
         self._start_call(want)
         return PENDING
+
+    def _refreshed(self, now: float, wait: float) -> float:
+        """``wait``, but no later than ``REFRESH_INTERVAL`` after Redis last answered; past
+        that, ask Redis again (what it said may no longer hold) and wait for its answer."""
+        if wait <= 0:
+            return 0.0
+        due = self._answered_at + REFRESH_INTERVAL
+        if now < due:
+            return min(wait, due - now)
+        self._start_call(0)
+        return min(wait, PENDING)
 
     def check_back(self) -> None:
         """While Redis does not answer: go on at this process' share (once per outage; the
@@ -415,6 +445,8 @@ class SharedAccount:
                         self._id,
                         # If Redis lost the account, it goes on from the rate we knew.
                         self.rate or 0,
+                        self.max_pause,
+                        LEASE_HORIZON,
                     ],
                 ),
                 timeout=connection.config.timeout * 2,
@@ -457,14 +489,23 @@ class SharedAccount:
                 self._tokens.clear()
         self._hold = False
         self.rate = rate
-        self.paused_until = now + paused_ms / 1000 if paused_ms else 0.0
-        self.auth_until = now + auth_ms / 1000 if auth_ms else 0.0
+        # Every wait taken from the answer is bounded by this process' own limits: the script
+        # clamps what it stores, but a stray write may still be there, or another process may
+        # allow longer waits than this one.
+        pause = min(max(0, paused_ms) / 1000, self.max_pause)
+        auth = min(max(0, auth_ms) / 1000, self._auth_cooldown)
+        self.paused_until = now + pause if pause > 0 else 0.0
+        self.auth_until = now + auth if auth > 0 else 0.0
         if granted and self.rate is not None:
-            first = now + first_ms / 1000
-            interval = interval_us / 1_000_000
+            # The slowest rate this process' settings allow spaces tokens furthest apart.
+            slowest = _throttle.MIN_RATE
+            if self._ceiling:
+                slowest = min(slowest, self._ceiling)
+            interval = min(max(0, interval_us) / 1_000_000, 1 / slowest)
+            first = now + min(first_ms / 1000, max(LEASE_HORIZON, 2 * interval))
             self._tokens.extend(max(now, first + i * interval) for i in range(granted))
-        elif self.rate is not None and not paused_ms and not auth_ms:
-            self._next_ask = now + max(0, first_ms) / 1000
+        elif self.rate is not None and not pause and not auth:
+            self._next_ask = now + min(max(0, first_ms) / 1000, REFRESH_INTERVAL)
         self._changed()
 
     def _fall_back(self) -> None:

@@ -8,6 +8,14 @@
 -- after a long Retry-After, and the stop after refused credentials. No credentials are kept:
 -- the key names the account's host, the fields are numbers.
 --
+-- What is stored is trusted only as far as this script could have written it, so that no
+-- stray write, other tool or clock step can hold an account: a field that is not a finite
+-- number (or a known state) counts as absent; a pause or auth stop further ahead than the
+-- length it was set with (or, without one, than the caller's own limit) is cut to that
+-- length; a schedule further ahead than any lease leaves it is forgiven; and when Redis'
+-- clock stepped back (TIME earlier than the last call's), every stored time is moved back
+-- by as much, so the account's state is as it was at the last call.
+--
 -- KEYS[1]  the account's hash
 -- ARGV     want, ok, throttled, pause_s, auth_failures, rtt_s, ttl_ms, auth_to_stop,
 --          auth_cooldown_s, ceiling (0: none), adaptive (1/0), and the adaptive constants
@@ -17,7 +25,8 @@
 --          the number of auth stops the caller knew of at its last success, the rate all
 --          callers start from together and how fast it doubles until the first throttle,
 --          and the caller's id (processes seen in the last 10 s are counted), and the rate
---          the caller last heard of (0: none), which a new hash starts from
+--          the caller last heard of (0: none), which a new hash starts from, and the caller's
+--          longest pause (its max_retry_after, s), and how far ahead a lease may start (s)
 -- Returns  {granted, first_ms, interval_us, rate_milli (-1: none), paused_ms, auth_ms, gen,
 --          authn (auth stops so far), processes (callers seen in the last 10 s)}:
 --          token i (from 0) may be used max(0, first_ms + i * interval_us / 1000) ms from now
@@ -50,7 +59,16 @@ local START_RATE = tonumber(ARGV[22])
 local START_DOUBLING = tonumber(ARGV[23])
 local caller = ARGV[24]
 local known_rate = tonumber(ARGV[25]) or 0
+local max_pause = tonumber(ARGV[26])
+local HORIZON = tonumber(ARGV[27])
 local PROCESS_TTL = 10
+-- No account takes a million requests a second; the cap also keeps every number returned
+-- an integer Redis can send (it turns larger ones into nonsense).
+local MAX_RATE = 1000000
+-- The most tokens the schedule may run ahead of now: a burst (10 at most), a lease (32 at
+-- most, the caller's MAX_LEASE) and the horizon's two tokens, with room for the rate's
+-- changes since (set_rate keeps a debt in tokens). Past this, and a second, it is garbage.
+local MOST_AHEAD = 64
 -- At the fast start's first throttle: the share of its rate taken as the account's limit,
 -- and the seconds nothing is due so the server's bucket refills. When Redis lost a rate a
 -- caller knew: the share of it the account resumes at (see below).
@@ -61,19 +79,95 @@ local RESUME_SHARE = 0.6
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 
-local s = {}
-local flat = redis.call('HGETALL', key)
-for i = 1, #flat, 2 do
-  s[flat[i]] = tonumber(flat[i + 1]) or flat[i + 1]
+-- The stored state. Ours are numbers but for the two states; a value that is not a finite
+-- number (nan and inf parse as numbers) or a known state counts as absent, and is deleted.
+local STATES = {u = true, p = true, c = true, m = true}
+local TEXTS = {st = true, from = true}
+local NUMBERS = {born = true, okt = true, ign = true, pu = true, pl = true, authf = true,
+                 authu = true, al = true, authn = true, rate = true, tat = true, since = true,
+                 base = true, fast = true, wmax = true, gen = true, entry = true, mok = true,
+                 mthr = true, at = true}
+local function finite(raw)
+  local n = tonumber(raw)
+  if n ~= nil and n == n and n > -math.huge and n < math.huge then return n end
+  return nil
+end
+local function is_process(name)
+  return string.sub(name, 1, 2) == 'p:'
 end
 
-if s.born == nil then
-  s.born = now
-  s.okt = 0
-  s.ign = 0
-  s.pu = 0
-  s.authf = 0
-  s.authu = 0
+local s = {}
+local dropped = {}
+local flat = redis.call('HGETALL', key)
+for i = 1, #flat, 2 do
+  local name, raw = flat[i], flat[i + 1]
+  local value = raw  -- a field we do not know (a later version's) is kept as it is
+  if TEXTS[name] then
+    if not STATES[raw] then value = nil end
+  elseif NUMBERS[name] or is_process(name) then
+    value = finite(raw)
+  end
+  if value == nil then dropped[#dropped + 1] = name end
+  s[name] = value
+end
+
+-- Redis' clock stepped back (a time sync, a failover to a host whose clock is behind): every
+-- stored time lies that much ahead of TIME and would hold pauses, the schedule and the
+-- learned rate's curve that much longer. Move them back by what TIME lost since the last
+-- call: the state is as it was then (the time between that call and the step cannot be
+-- told from the step, and counts as none).
+if s.at ~= nil and s.at > now then
+  local step = s.at - now
+  for _, name in ipairs({'born', 'ign', 'pu', 'authu', 'tat', 'since'}) do
+    if s[name] ~= nil and s[name] > 0 then s[name] = s[name] - step end
+  end
+  for name, value in pairs(s) do
+    if is_process(name) then s[name] = value - step end
+  end
+end
+s.at = now
+
+-- Counts are whole and not negative, rates within what set_rate could set (the slowest a
+-- ceiling allows), and a process was last seen no later than now.
+local function count(value)
+  if value == nil or value < 0 or value >= 2 ^ 53 then return 0 end
+  return math.floor(value)
+end
+s.okt = count(s.okt)
+s.authf = count(s.authf)
+s.authn = count(s.authn)
+s.gen = count(s.gen)
+local floor_rate = MIN_RATE
+if ceiling > 0 then floor_rate = math.min(floor_rate, ceiling) end
+if s.rate ~= nil then s.rate = math.min(math.max(s.rate, floor_rate), MAX_RATE) end
+for _, name in ipairs({'wmax', 'base', 'entry'}) do
+  if s[name] ~= nil then s[name] = math.min(math.max(s[name], floor_rate), MAX_RATE) end
+end
+for _, name in ipairs({'mok', 'mthr'}) do
+  if s[name] ~= nil then s[name] = count(s[name]) end
+end
+s.ign = s.ign or 0
+s.pu = s.pu or 0
+s.authu = s.authu or 0
+for name, value in pairs(s) do
+  if is_process(name) and value > now then s[name] = now end
+end
+
+-- The learned rate's state is whole, or it starts again as for a new account.
+local function learning_whole()
+  if s.st == 'u' then return true end
+  if s.since == nil then return false end
+  if s.st == 'p' then return s.base ~= nil end
+  if s.st == 'c' then return s.wmax ~= nil end
+  if s.st == 'm' then
+    return (s.from == 'p' or s.from == 'c') and s.entry ~= nil and s.mok ~= nil
+      and s.mthr ~= nil
+  end
+  return false
+end
+
+if s.born == nil or s.born > now then s.born = now end
+if not learning_whole() then
   if adaptive and known_rate > 0 then
     -- Redis lost the account (restarted empty, or the key expired) while the caller knew
     -- its rate: go on with CUBIC towards that rate rather than learn it again from the fast
@@ -101,6 +195,12 @@ if s.born == nil then
     s.st = 'u'
   end
 end
+-- The furthest ahead the script sets the curve's start: a resume from a rate Redis lost.
+if s.since ~= nil then
+  local latest = now
+  if s.st == 'c' then latest = now + ((1 - RESUME_SHARE) * s.wmax / SCALE) ^ (1 / 3) end
+  if s.since > latest then s.since = latest end
+end
 if ceiling > 0 and (s.rate == nil or s.rate > ceiling) then
   s.rate = ceiling  -- the strictest rate_limit of the processes sharing the account wins
 end
@@ -109,13 +209,13 @@ local function enter(state)
   s.st = state
   s.since = now
   -- Callers count throttles only for requests sent after they heard of this change.
-  s.gen = (tonumber(s.gen) or 0) + 1
+  s.gen = s.gen + 1
   -- Answers to requests sent before the change keep arriving for about a round trip.
   s.ign = now + math.max(COOLDOWN, 1.2 * rtt)
 end
 
 local function set_rate(rate)
-  rate = math.max(MIN_RATE, rate)
+  rate = math.min(math.max(MIN_RATE, rate), MAX_RATE)
   if ceiling > 0 then rate = math.min(rate, ceiling) end
   -- Tokens already promised are a debt in tokens, not in seconds: at a new rate it is paid
   -- sooner (or later), so the schedule does not stay stuck at a slow rate's pace.
@@ -148,9 +248,17 @@ local function finish_measure()
   set_rate(s.wmax * BETA)
 end
 
+-- A pause or an auth stop never lasts longer than the length it was set with (without
+-- one, than the caller's own limit): a longer one is a stray write, or the clock's step.
+local function cut(until_field, length_field, limit)
+  local length = s[length_field] or limit
+  if s[until_field] > now + length then s[until_field] = now + length end
+end
+cut('pu', 'pl', max_pause)
+cut('authu', 'al', auth_cooldown)
+
 -- Credentials: a success anywhere ends a stop (unless it happened before the caller heard
 -- of the stop); refusals in a row start one.
-s.authn = tonumber(s.authn) or 0
 if ok > 0 and auth_known >= s.authn then
   s.authf = 0
   s.authu = 0
@@ -159,17 +267,19 @@ if auth_failures > 0 then
   s.authf = s.authf + auth_failures
   if s.authf >= auth_to_stop and s.authu <= now then
     s.authu = now + auth_cooldown
+    s.al = auth_cooldown
     s.authn = s.authn + 1
   end
 end
-if pause > 0 then
-  s.pu = math.max(s.pu, now + pause)
+if pause > 0 and now + pause > s.pu then
+  s.pu = now + pause
+  s.pl = pause
 end
 
 -- The learned rate, from everyone's answers.
 s.okt = s.okt + ok
 if adaptive then
-  if throttled > 0 and now >= s.ign and gen_known >= (tonumber(s.gen) or 0) then
+  if throttled > 0 and now >= s.ign and gen_known >= s.gen then
     if s.st == 'u' or tonumber(s.fast) == 1 then
       s.fast = 0
       if s.rate == nil then
@@ -237,19 +347,31 @@ local first_ms = 0
 local interval_us = 0
 local paused_ms = 0
 local auth_ms = 0
-if s.authu > now then
-  auth_ms = math.ceil((s.authu - now) * 1000)
-elseif s.pu > now then
-  paused_ms = math.ceil((s.pu - now) * 1000)
+if s.rate ~= nil and s.tat ~= nil then
+  -- A schedule further ahead than any lease leaves it is garbage (the clock's steps are
+  -- undone above): forgiven, as the fast start's debt is.
+  local interval = 1 / s.rate
+  if s.tat > now + 1 + math.max(HORIZON, 2 * interval) + MOST_AHEAD * interval then
+    s.tat = now
+  end
+end
+-- What the caller is told to wait is bounded by its own limits too (another process may
+-- have set a longer pause than this one's max_retry_after).
+local auth_s = math.min(s.authu - now, auth_cooldown)
+local pause_s = math.min(s.pu - now, max_pause)
+if auth_s > 0 then
+  auth_ms = math.ceil(auth_s * 1000)
+elseif pause_s > 0 then
+  paused_ms = math.ceil(pause_s * 1000)
 elseif want > 0 then
   granted = want
   if s.rate ~= nil then
     local interval = 1 / s.rate
     local burst = math.max(1, math.min(s.rate / 10, 10))
-    local tat = math.max(tonumber(s.tat) or now, now)
+    local tat = math.max(s.tat or now, now)
     local first = tat - now - (burst - 1) * interval
     -- Promise nothing far ahead: the rate may rise meanwhile. Come back when it is near.
-    local horizon = math.max(0.25, 2 * interval)
+    local horizon = math.max(HORIZON, 2 * interval)
     if first > horizon then
       granted = 0
       first_ms = (first - horizon) * 1000
@@ -268,13 +390,16 @@ local processes = 0
 local fields = {}
 local gone = {}
 for name, value in pairs(s) do
-  if string.sub(name, 1, 2) == 'p:' and tonumber(value) < now - PROCESS_TTL then
+  if is_process(name) and value < now - PROCESS_TTL then
     gone[#gone + 1] = name
   else
-    if string.sub(name, 1, 2) == 'p:' then processes = processes + 1 end
+    if is_process(name) then processes = processes + 1 end
     fields[#fields + 1] = name
     fields[#fields + 1] = tostring(value)
   end
+end
+for _, name in ipairs(dropped) do
+  if s[name] == nil then gone[#gone + 1] = name end
 end
 if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
 redis.call('HSET', key, unpack(fields))
@@ -283,4 +408,4 @@ redis.call('PEXPIRE', key, ttl_ms)
 local rate_milli = -1
 if s.rate ~= nil then rate_milli = math.floor(s.rate * 1000) end
 return {granted, math.floor(first_ms), interval_us, rate_milli, paused_ms, auth_ms,
-        tonumber(s.gen) or 0, s.authn, processes}
+        s.gen, s.authn, processes}
