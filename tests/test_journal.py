@@ -450,3 +450,17 @@ async def test_redis_down_sends_everything_and_warns_once(
 def test_the_redis_password_stays_out_of_reprs() -> None:
     state = UnchangedState("redis://:s3cret-pass@cache.internal:6379/2")
     assert "s3cret" not in repr(state) and "cache.internal:6379/2" in repr(state)
+
+
+async def test_a_rerun_of_a_finished_journal_adds_no_rows(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
+    """Running a finished push again reports everything already done and leaves the journal
+    as it was (no row per rerun)."""
+    path = tmp_path / "push.journal"
+    async with FakeOMS() as oms, make_client(oms) as client:
+        await _push(client, _updates(20), journal=path)
+        again = await _push(client, _updates(20), journal=path)
+        assert {r.outcome for r in again} == {"already_done"}
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM confirmed").fetchone() == (20,)

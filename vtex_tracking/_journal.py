@@ -298,8 +298,9 @@ class JournalFile(_File):
         return None
 
     def settled(self, entry: Entry, *, confirmed: bool, sent: bool) -> None:
-        """A confirmed update is written down (one skipped as unchanged too: VTEX has it)."""
-        if confirmed:
+        """A confirmed update is written down (one skipped as unchanged too: VTEX has it;
+        one the journal itself skipped has its row already)."""
+        if confirmed and entry.skipped != "already_done":
             self._add((entry.invoice, entry.body))
 
 

@@ -262,6 +262,7 @@ class _Engine:
             entry = self._entry(item, lane)
             skipped = await memory.skip(entry, busy=key in self._busy)
             if skipped is not None:
+                entry.skipped = skipped
                 memory.settled(entry, confirmed=True, sent=False)
                 await self._emit(
                     PushResult(item.index, raw, attempts=0, account=lane.account, skipped=skipped)

@@ -160,12 +160,14 @@ class Entry:
     """One update as a memory sees it: its input position, and the digests of its invoice
     (bound to the target) and of the body that is sent."""
 
-    __slots__ = ("body", "index", "invoice")
+    __slots__ = ("body", "index", "invoice", "skipped")
 
     def __init__(self, index: int, invoice: int, body: int) -> None:
         self.index = index
         self.invoice = invoice
         self.body = body
+        #: Why it was not sent (a memory's ``skip`` answer), or None.
+        self.skipped: str | None = None
 
 
 class PushMemory(Protocol):
