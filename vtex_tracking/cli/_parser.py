@@ -286,8 +286,9 @@ def _push_options(push: argparse.ArgumentParser) -> None:
     output.add_argument(
         "--failed",
         metavar="FILE",
-        help="write every update not confirmed here, as JSONL that push reads again"
-        " (default: <first input>.failed.jsonl, only if something failed)",
+        help="write every update not confirmed here, as JSONL that push reads again, except"
+        " those a newer update of their invoice confirmed in the same run made moot"
+        " (default: <first input>.failed.jsonl, only if something is left to resend)",
     )
     output.add_argument(
         "--dry-run",

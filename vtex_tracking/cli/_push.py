@@ -62,6 +62,10 @@ class _Run:
         # Source (file:line) of each update handed to the engine, by the engine's index,
         # until its result arrives: bounded by the engine's read-ahead.
         self.sources: dict[int, str] = {}
+        # The record number in the failures file of each update the engine reported failed,
+        # by the engine's index, in case a newer update of its invoice is confirmed later
+        # (``PushResult.supersedes``): as many entries as failures, no more.
+        self.failed_records: dict[int, int] = {}
         # The store of updates without an accountName (None: there is none), once known.
         self.default_account: str | None = None
         # --dry-run with many stores: every store the client has credentials for.
@@ -84,17 +88,24 @@ class _Run:
 
     def failed(
         self, update: TrackingUpdate, source: str, outcome: str, error: str, account: str | None
-    ) -> None:
+    ) -> int:
         """An update that was not confirmed: counted and written in the input format (with
-        its accountName, so that pushing the failures file sends it to the same store)."""
+        its accountName, so that pushing the failures file sends it to the same store).
+        Returns its record number in the failures file."""
         self.tally.add(outcome, ok=False, account=account)
-        self.failures.add({**update_record(update), "source": source, "error": error})
+        return self.failures.add({**update_record(update), "source": source, "error": error})
 
     def result(self, result: PushResult) -> None:
         """Account for one result of the push engine."""
         source = self.sources.pop(result.index, "?")
         if result.ok:
             self.tally.add(result.outcome, ok=True, account=result.account)
+            for index in result.supersedes:
+                # VTEX holds this newer update of the invoice now: resending the older one
+                # that failed would roll the invoice back. It still counts as failed.
+                number = self.failed_records.pop(index, None)
+                if number is not None:
+                    self.failures.leave_out(number)
             return
         error = result.error
         if isinstance(error, PushStoppedError):
@@ -102,11 +113,13 @@ class _Run:
             if error.reason == "auth":
                 self.tally.stopped_for_auth = True
             outcome = "cancelled in flight" if error.in_flight else "not sent"
-            self.failed(result.update, source, outcome, str(error), result.account)
+            number = self.failed(result.update, source, outcome, str(error), result.account)
+            self.failed_records[result.index] = number
             return
         # The client's checks name the SDK's fields and options: tell them in the input's.
         text = describe(error) if isinstance(error, ValidationError) else str(error)
-        self.failed(result.update, source, result.outcome, text, result.account)
+        number = self.failed(result.update, source, result.outcome, text, result.account)
+        self.failed_records[result.index] = number
         update = result.update
         self.console.failure(f"{source}: {update.order_id}/{update.invoice_number}: {text}")
 
@@ -297,7 +310,15 @@ def _cannot_start(args: argparse.Namespace, console: Console, kind: str, exc: Ex
 
 
 def run_push(args: argparse.Namespace, console: Console) -> int:
-    """The ``push`` command; returns the exit status."""
+    """The ``push`` command; returns the exit status: 0 when no update failed, 1 when some
+    did, 2 when the run could not start, 130 when interrupted.
+
+    Exit 1 stays tied to "some update failed", including failed updates that a newer update
+    of their invoice, confirmed later in the run, made moot (they are left out of the
+    failures file: resending them would roll the invoice back). They did fail, and scripts
+    that read 1 as "look at the failures" keep working; whether anything is left to resend
+    is the failures file's count (``failures_file`` in ``--json``: None when nothing is).
+    """
     started = time.monotonic()
     if args.force and not args.skip_unchanged:
         return _cannot_start(
@@ -322,6 +343,13 @@ def run_push(args: argparse.Namespace, console: Console) -> int:
                 if interrupts.stop_sending:
                     _drain(run, keep=True)
             failures.finish()
+            if failures.rewrite_error is not None:
+                console.warn(
+                    f"vtex-tracking: {failures.path}: could not take out the failed updates"
+                    f" made moot by a newer update of their invoice ({failures.rewrite_error}):"
+                    " the file still holds them, and resending those would roll their"
+                    " invoices back to an older history"
+                )
         except ConfigurationError as exc:  # raised before anything was read or sent
             return _cannot_start(args, console, "configuration", exc)
         finally:

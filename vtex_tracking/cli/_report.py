@@ -4,11 +4,14 @@ failures file. (The summary at the end is ``_summary``'s.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
 import re
+import shutil
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import IO, Any
@@ -235,6 +238,14 @@ class FailuresFile:
     only when something failed and never overwrites a file: if the name is taken (an earlier
     run's failures, or the very file being retried) the next of ``.failed-2.jsonl``,
     ``.failed-3.jsonl``... is used.
+
+    A failed update made moot later in the run (a newer update of its invoice was confirmed:
+    resending the older one would roll the invoice back) is passed to ``leave_out``: the file
+    keeps it until ``finish``, which rewrites the file without such records, atomically (a
+    temporary file in the same directory, then ``os.replace``; a crash before that leaves
+    them in, as before). A default file left with nothing to resend is removed; ``--failed
+    FILE`` stays, empty. ``count`` is the records left to resend, ``left_out`` those taken
+    out.
     """
 
     def __init__(self, path: str | None, inputs: list[str]) -> None:
@@ -242,6 +253,11 @@ class FailuresFile:
         self._stem = default_stem(inputs[0])
         self.path = path if path is not None else f"{self._stem}.failed.jsonl"
         self.count = 0
+        self.left_out = 0
+        self.rewrite_error: OSError | None = None
+        # Numbers (0 for the first record written) of the records to take out at the end.
+        self._moot: set[int] = set()
+        self._written = 0
         self._file: IO[bytes] | None = None
         self._check(inputs)
 
@@ -257,12 +273,21 @@ class FailuresFile:
             if name != "-" and target.exists() and os.path.samefile(name, target):
                 raise InputError(f"{self.path}: the failures file cannot be one of the inputs")
 
-    def add(self, record: dict[str, Any]) -> None:
-        """Write one record."""
+    def add(self, record: dict[str, Any]) -> int:
+        """Write one record; returns its number in the file (0 for the first)."""
         if self._file is None:
             self._file = self._create()
+        # orjson escapes newlines inside strings: one record, one line.
         self._file.write(orjson.dumps(record) + b"\n")
         self.count += 1
+        self._written += 1
+        return self._written - 1
+
+    def leave_out(self, number: int) -> None:
+        """Record ``number`` is not to be resent: ``finish`` takes it out of the file."""
+        if number not in self._moot:
+            self._moot.add(number)
+            self.count -= 1
 
     def _create(self) -> IO[bytes]:
         if self.explicit:
@@ -278,9 +303,47 @@ class FailuresFile:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def finish(self) -> None:
-        """The run is over: make sure an explicit failures file exists (possibly empty)."""
+        """The run is over: take out the records left out, and make sure an explicit
+        failures file exists (possibly empty). When the file cannot be rewritten,
+        ``rewrite_error`` says why: it then still holds every record, and ``count`` says so."""
         if self._file is None and self.explicit:
             self._file = self._create()
+        if self._moot:
+            try:
+                self._rewrite()
+            except OSError as exc:
+                self.rewrite_error = exc
+
+    def _rewrite(self) -> None:
+        """Replace the file by one without the records left out (or remove a default file
+        left with nothing to resend); on ``OSError`` the file is as it was."""
+        assert self._file is not None
+        self._file.close()
+        moot, self._moot = self._moot, set()
+        temporary = None
+        try:
+            if self.count == 0 and not self.explicit:
+                os.remove(self.path)  # created by this run: nothing in it is left to resend
+            else:
+                directory = os.path.dirname(os.path.abspath(self.path))
+                fd, temporary = tempfile.mkstemp(
+                    prefix=f".{os.path.basename(self.path)}.", suffix=".tmp", dir=directory
+                )
+                with open(fd, "wb") as out, open(self.path, "rb") as kept:
+                    for number, line in enumerate(kept):
+                        if number not in moot:
+                            out.write(line)
+                    out.flush()
+                    os.fsync(out.fileno())
+                shutil.copymode(self.path, temporary)
+                os.replace(temporary, self.path)
+        except OSError:
+            if temporary is not None:
+                with contextlib.suppress(OSError):
+                    os.remove(temporary)
+            self.count += len(moot)
+            raise
+        self.left_out = len(moot)
 
     def close(self) -> None:
         """Close the file (idempotent)."""

@@ -19,6 +19,11 @@ from ._report import FailuresFile, Tally
 
 #: Stores listed in the human summary (those with the most failures first); --json has all.
 MAX_ACCOUNTS_SHOWN = 20
+#: What an account's line says when the push stopped sending to it, by why.
+_STOPPED_WHY = {
+    "auth": ", stopped: credentials refused",
+    "unreachable": ", stopped: unreachable",
+}
 #: The ``kind`` of a JSON error object.
 ERROR_KINDS = ("usage", "input", "configuration")
 
@@ -83,6 +88,22 @@ def _print_words(
             " to that store: check the app key and token, and that the key has the"
             " 'Notify invoice' resource."
         )
+    unreachable = _stopped(tally, "unreachable")
+    if unreachable:
+        one = len(unreachable) == 1
+        say(
+            f"  no connection could be made to account{'' if one else 's'}"
+            f" {', '.join(unreachable)}, so the push stopped sending to {'it' if one else 'them'}:"
+            " check the account name (VTEX_ACCOUNT_NAME, --account, accountName or the accounts"
+            " file), --base-url, and that the host resolves (DNS) and is reachable from here."
+        )
+    if failures.left_out:
+        one = failures.left_out == 1
+        say(
+            f"  {failures.left_out} failed update{'' if one else 's'} left out of the failures"
+            f" file: a newer update of {'its' if one else 'their'} invoice was confirmed in"
+            " this run (resending the older one would roll the invoice back)"
+        )
     if failures.count:
         say(
             f"  failed: {failures.count} record{'' if failures.count == 1 else 's'} in"
@@ -100,6 +121,11 @@ def _skipped(tally: Tally) -> dict[str, int]:
     return {k: tally.outcomes.get(k, 0) for k in ("already_done", "unchanged", "superseded")}
 
 
+def _stopped(tally: Tally, reason: str) -> list[str]:
+    """The accounts the push stopped sending to for ``reason`` (``PushStoppedError.reason``)."""
+    return sorted(name for name, t in tally.accounts.items() if t.stopped == reason)
+
+
 def _summary(tally: Tally, failures: FailuresFile, elapsed: float) -> dict[str, object]:
     """The ``--json`` summary."""
     return {
@@ -112,6 +138,10 @@ def _summary(tally: Tally, failures: FailuresFile, elapsed: float) -> dict[str, 
         "requests": tally.requests,
         "throttled": tally.throttled,
         "failures_file": failures.path if failures.count else None,
+        "superseded_failures": failures.left_out,
+        "stopped_accounts": {
+            name: t.stopped for name, t in sorted(tally.accounts.items()) if t.stopped
+        },
         "dry_run": tally.dry_run,
         "interrupted": tally.interrupted,
         "unread_after": tally.unread_after if tally.reading_stopped else None,
@@ -133,7 +163,7 @@ def _print_accounts(tally: Tally, say: Callable[[str], None]) -> None:
             if account_tally.elapsed_s > 0
             else 0.0
         )
-        stopped = ", stopped: credentials refused" if account_tally.stopped == "auth" else ""
+        stopped = _STOPPED_WHY.get(account_tally.stopped or "", "")
         t = account_tally
         say(
             f"    {name}: {t.total} updates, {t.succeeded} succeeded, {t.failed}"
