@@ -2,7 +2,8 @@
 scenarios.
 
 Prints its URL, then answers one JSON line per command read from stdin: ``reset`` (forget
-requests and wait until the token buckets are full again), ``statuses`` (answers given per
+requests and wait until the token buckets are full again), ``limit RATE`` (the rate limit
+from now on, ``None`` for none), ``statuses`` (answers given per
 HTTP status since the last reset) and ``statuses_by_store`` (the same, per store). Exits at
 EOF. ``--latency`` delays every answer by that many seconds (FakeOMS's ``latency``).
 ``--stores`` serves several stores (``{"name": {"rate_limit": 50, "burst": 10, "revoked":
@@ -20,6 +21,7 @@ import asyncio
 import collections
 import json
 import sys
+import time
 from typing import Any
 
 from aiohttp import web
@@ -76,6 +78,11 @@ async def main() -> None:
                 if args.rate_limit:
                     await asyncio.sleep(args.burst / args.rate_limit + 0.05)
                 answer: object = {"ok": True}
+            elif command.startswith("limit "):
+                value = command.split(" ", 1)[1]
+                oms.rate_limit = None if value == "None" else float(value)
+                oms._tokens, oms._tokens_at = float(oms.burst), time.monotonic()
+                answer = {"ok": True}
             elif command == "statuses":
                 answer = collections.Counter(str(r.status) for r in oms.requests)
             elif command == "statuses_by_store":

@@ -245,6 +245,11 @@ class FakeOMSProcess:
         """Forget recorded requests and refill the server's token bucket."""
         self._ask("reset")
 
+    def limit(self, rate: float | None) -> None:
+        """Limit the server to ``rate`` requests per second from now on (None: unlimited),
+        with a full bucket: the same server (one target) plays a fast and a slow VTEX."""
+        self._ask(f"limit {rate}")
+
     def statuses(self) -> dict[str, int]:
         """How many answers of each HTTP status the server gave since the last reset."""
         return {str(k): int(v) for k, v in self._ask("statuses").items()}

@@ -41,6 +41,7 @@ from typing import Any
 
 from .._config import build_base_url
 from .._models import TrackingUpdate
+from .._remember import is_redis_url as _is_redis_url
 
 logger = logging.getLogger("vtex_tracking.celery")
 
@@ -64,7 +65,6 @@ KOMBU_VISIBILITY_TIMEOUT = 3600.0
 MAX_STAMP = 2**53 - 1
 
 _SCRIPT = importlib.resources.files("vtex_tracking.celery").joinpath("_order.lua").read_text()
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _GO, _STALE, _BUSY = 0, 1, 2
 
 _stamp_lock = threading.Lock()
@@ -96,8 +96,8 @@ def valid_stamp(value: Any) -> int | None:
 
 
 def is_redis_url(value: Any) -> bool:
-    """Whether ``value`` is a URL redis-py connects to."""
-    return isinstance(value, str) and value.startswith(_REDIS_SCHEMES)
+    """Whether ``value`` is a URL redis-py connects to (the SDK's one test, any case)."""
+    return isinstance(value, str) and _is_redis_url(value)
 
 
 def order_state_url(order_state: Any, skip_unchanged: Any, broker_url: Any) -> str | None:

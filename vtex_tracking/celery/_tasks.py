@@ -21,8 +21,8 @@ from .._accounts import ENV_ACCOUNTS, Accounts
 from .._constants import ENV_ACCOUNT_NAME, ENV_SHARED_PACE
 from .._errors import ConfigurationError, ValidationError
 from .._input._records import RecordError, update_from_json
-from .._journal import UnchangedState
 from .._models import PushResult, TrackingUpdate
+from .._remember import UnchangedState
 from .._sync import TrackingClient
 from ._order import InvoiceOrder, is_redis_url, item_of, open_order_state, valid_stamp
 from ._results import ItemResult, _field_of, _result
