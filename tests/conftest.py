@@ -19,6 +19,7 @@ from vtex_tracking import (
     ConflictError,
     NotFoundError,
     PermissionDeniedError,
+    PushResult,
     RateLimitError,
     RetryPolicy,
     ServerError,
@@ -154,6 +155,40 @@ def oms(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOMS]:
         monkeypatch.delenv("VTEX_USER_TOKEN", raising=False)
         monkeypatch.delenv("VTEX_ACCOUNTS", raising=False)
         yield server
+
+
+def history(step: int) -> TrackingStatus:
+    """A growing history: ``step + 1`` events (a later step is a newer snapshot)."""
+    return TrackingStatus(
+        [
+            TrackingEvent("Campinas", "SP", f"Evento {n}", dt.date(2026, 11, 1))
+            for n in range(step + 1)
+        ]
+    )
+
+
+def history_line(order: str, step: int = 0, invoice: str = "NF-1") -> str:
+    """``history(step)`` of one invoice as a JSONL line of the CLI's input."""
+    events = [
+        {"city": "Campinas", "state": "SP", "description": f"Evento {n}", "date": "2026-11-01"}
+        for n in range(step + 1)
+    ]
+    return json.dumps({"orderId": order, "invoiceNumber": invoice, "events": events})
+
+
+def write_lines(path: pathlib.Path, lines: list[str]) -> pathlib.Path:
+    """Write ``lines`` as a UTF-8 text file, one per line."""
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+async def push_results(client: Any, updates: Any, **options: Any) -> list[PushResult]:
+    """Every result of ``client.push(updates, **options)``, in input order."""
+    results = []
+    async with client.push(updates, **options) as stream:
+        async for result in stream:
+            results.append(result)
+    return sorted(results, key=lambda r: r.index)
 
 
 def read_records(path: pathlib.Path) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ import pytest
 from vtex_tracking.cli import main
 from vtex_tracking.testing import FakeOMS
 
-from .conftest import APP_KEY, APP_TOKEN, read_records
+from .conftest import APP_KEY, APP_TOKEN, history_line, read_records, write_lines
 from .oms_process import OmsProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,19 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Default failures files are written in the current directory: keep them in tmp_path."""
     monkeypatch.chdir(tmp_path)
-
-
-def _line(order: str, step: int = 0, invoice: str = "NF-1") -> str:
-    events = [
-        {"city": "Campinas", "state": "SP", "description": f"Evento {n}", "date": "2026-11-01"}
-        for n in range(step + 1)
-    ]
-    return json.dumps({"orderId": order, "invoiceNumber": invoice, "events": events})
-
-
-def _write(path: Path, lines: list[str]) -> Path:
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    return path
 
 
 def _summary(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
@@ -58,7 +45,7 @@ def _push(path: Path, oms: FakeOMS, *options: str) -> int:
 def test_journal_resumes_only_what_failed(
     oms: FakeOMS, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = _write(tmp_path / "in.jsonl", [_line(f"order-{n}") for n in range(40)])
+    path = write_lines(tmp_path / "in.jsonl", [history_line(f"order-{n}") for n in range(40)])
     journal = tmp_path / "in.journal"
     oms.fail_next(3, 400)
     assert _push(path, oms, "--journal", str(journal), "--concurrency", "1") == 1
@@ -76,11 +63,11 @@ def test_journal_resumes_only_what_failed(
 def test_a_journal_of_another_input_is_refused_with_exit_2(
     oms: FakeOMS, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = _write(tmp_path / "in.jsonl", [_line(f"order-{n}") for n in range(5)])
+    path = write_lines(tmp_path / "in.jsonl", [history_line(f"order-{n}") for n in range(5)])
     journal = tmp_path / "in.journal"
     assert _push(path, oms, "--journal", str(journal)) == 0
     capsys.readouterr()
-    _write(path, [_line(f"order-{n}", step=1) for n in range(6)])  # the file changed
+    write_lines(path, [history_line(f"order-{n}", step=1) for n in range(6)])  # the file changed
     oms.reset()
     assert _push(path, oms, "--journal", str(journal)) == 2
     error = _summary(capsys)["error"]
@@ -92,13 +79,13 @@ def test_a_journal_of_another_input_is_refused_with_exit_2(
 def test_skip_unchanged_and_force(
     oms: FakeOMS, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    lines = [_line(f"order-{n}") for n in range(20)]
-    path = _write(tmp_path / "ativos.jsonl", lines)
+    lines = [history_line(f"order-{n}") for n in range(20)]
+    path = write_lines(tmp_path / "ativos.jsonl", lines)
     state = tmp_path / "ativos.db"
     assert _push(path, oms, "--skip-unchanged", str(state)) == 0
     capsys.readouterr()
-    lines[4] = _line("order-4", step=2)
-    _write(path, lines)
+    lines[4] = history_line("order-4", step=2)
+    write_lines(path, lines)
     oms.reset()
     assert _push(path, oms, "--skip-unchanged", str(state)) == 0
     assert _summary(capsys)["by_outcome"] == {"200": 1, "unchanged": 19}
@@ -111,7 +98,7 @@ def test_skip_unchanged_and_force(
 def test_force_alone_is_a_usage_error(
     oms: FakeOMS, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = _write(tmp_path / "in.jsonl", [_line("order-1")])
+    path = write_lines(tmp_path / "in.jsonl", [history_line("order-1")])
     assert _push(path, oms, "--force") == 2
     assert "--skip-unchanged" in _summary(capsys)["error"]["message"]
     assert oms.requests == []
@@ -122,8 +109,8 @@ def test_merge_snapshots_sends_fewer_and_reports_each_line(
 ) -> None:
     """Twenty snapshots of each of three invoices, interleaved, to a slow server: the newest
     always ends at VTEX, fewer are sent, every line is counted."""
-    lines = [_line(f"order-{n % 3}", step=n // 3) for n in range(60)]
-    path = _write(tmp_path / "feed.jsonl", lines)
+    lines = [history_line(f"order-{n % 3}", step=n // 3) for n in range(60)]
+    path = write_lines(tmp_path / "feed.jsonl", lines)
     with FakeOMS(latency=0.05) as oms:
         monkeypatch.setenv("VTEX_ACCOUNT_NAME", "acme")
         monkeypatch.setenv("VTEX_APP_KEY", oms.app_key)
@@ -175,9 +162,9 @@ def test_a_push_killed_with_sigkill_resumes_from_its_journal(tmp_path: Path) -> 
     seed = random.randrange(1_000_000)
     rng = random.Random(seed)
     # Some invoices get a second, longer history later in the file: order per invoice matters.
-    lines = [_line(f"order-{n}") for n in range(UPDATES - 2_000)]
-    lines += [_line(f"order-{n}", step=1) for n in rng.sample(range(UPDATES - 2_000), 2_000)]
-    path = _write(tmp_path / "big.jsonl", lines)
+    lines = [history_line(f"order-{n}") for n in range(UPDATES - 2_000)]
+    lines += [history_line(f"order-{n}", step=1) for n in rng.sample(range(UPDATES - 2_000), 2_000)]
+    path = write_lines(tmp_path / "big.jsonl", lines)
     journal = tmp_path / "big.journal"
     kill_after = rng.randrange(2_000, UPDATES - 4_000)
     with OmsProcess() as oms:
@@ -241,7 +228,7 @@ def test_ctrl_c_with_a_journal_keeps_every_promise_and_the_rerun_sends_only_the_
     """Ctrl-C with --journal: exit 130 and every update accepted or in the failures file, as
     without; the same command again sends only what the first run did not confirm."""
     orders = [f"order-{n}" for n in range(3_000)]
-    path = _write(tmp_path / "big.jsonl", [_line(o) for o in orders])
+    path = write_lines(tmp_path / "big.jsonl", [history_line(o) for o in orders])
     journal = tmp_path / "big.journal"
     with FakeOMS(latency=0.01) as oms:
         env = {**os.environ, "VTEX_ACCOUNT_NAME": "acme"}

@@ -21,7 +21,7 @@ import pytest
 from vtex_tracking.cli import main
 from vtex_tracking.testing import FakeOMS
 
-from .conftest import read_records
+from .conftest import history_line, read_records, write_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Seconds any one CLI run in a subprocess may take before the test fails.
@@ -34,22 +34,8 @@ def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-def _line(order: str, step: int = 0, invoice: str = "NF-1") -> str:
-    """One JSONL update whose history has ``step + 1`` events (a later step is newer)."""
-    events = [
-        {"city": "Campinas", "state": "SP", "description": f"Evento {n}", "date": "2026-11-01"}
-        for n in range(step + 1)
-    ]
-    return json.dumps({"orderId": order, "invoiceNumber": invoice, "events": events})
-
-
 def _text(lines: list[str]) -> str:
     return "".join(line + "\n" for line in lines)
-
-
-def _write(path: Path, lines: list[str]) -> Path:
-    path.write_text(_text(lines), encoding="utf-8")
-    return path
 
 
 def _summary(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
@@ -77,8 +63,12 @@ def test_a_failure_made_moot_by_a_newer_update_is_left_out_of_the_failures_file(
     """An update that failed, then a newer update of its invoice confirmed in the same run:
     the older one is not in the failures file (counted as superseded_failures), so pushing the
     failures file never sends VTEX an older history than the one it holds."""
-    x1, other, x2 = _line("order-1", step=0), _line("order-2"), _line("order-1", step=1)
-    path = _write(tmp_path / "day.jsonl", [x1, other, x2])
+    x1, other, x2 = (
+        history_line("order-1", step=0),
+        history_line("order-2"),
+        history_line("order-1", step=1),
+    )
+    path = write_lines(tmp_path / "day.jsonl", [x1, other, x2])
     failed = tmp_path / "f.jsonl"
     oms.fail_next(2, 400)  # x1 and other (one request at a time: in input order)
     code = main(
@@ -101,7 +91,9 @@ def test_a_failures_file_with_only_moot_failures_is_kept_empty_or_not_created(
 ) -> None:
     """When every failure was made moot: --failed FILE still exists, empty; the default
     failures file is not left behind; no retry hint is printed."""
-    path = _write(tmp_path / "day.jsonl", [_line("order-1"), _line("order-1", step=1)])
+    path = write_lines(
+        tmp_path / "day.jsonl", [history_line("order-1"), history_line("order-1", step=1)]
+    )
     oms.fail_next(1, 400)
     failed = tmp_path / "f.jsonl"
     assert main(["push", str(path), "--base-url", oms.url, "--failed", str(failed)]) == 1
@@ -124,10 +116,10 @@ def test_a_journal_of_stdin_sends_every_changed_update_of_the_next_day(
     positions vouch for nothing)."""
     journal = str(tmp_path / "stdin.journal")
     command = ("push", "--journal", journal, "--base-url", oms.url, "--json", "-q", "-")
-    day1 = _cli(*command, stdin=_text([_line(f"order-{n}") for n in range(10)]))
+    day1 = _cli(*command, stdin=_text([history_line(f"order-{n}") for n in range(10)]))
     assert day1.returncode == 0, day1.stderr
     oms.reset()
-    day2 = _cli(*command, stdin=_text([_line(f"order-{n}", step=1) for n in range(1, 10)]))
+    day2 = _cli(*command, stdin=_text([history_line(f"order-{n}", step=1) for n in range(1, 10)]))
     assert day2.returncode == 0, day2.stderr
     summary = json.loads(day2.stdout)
     assert summary["by_outcome"] == {"200": 9}
@@ -149,7 +141,7 @@ def test_a_rehearsal_with_fake_vouches_for_nothing_at_the_real_target(
     stores = tmp_path / "stores.toml"
     stores.write_text(f'[acme]\napp_key = "{oms.app_key}"\napp_token_env = "ACME_APP_TOKEN"\n')
     monkeypatch.setenv("ACME_APP_TOKEN", oms.app_token)
-    path = _write(tmp_path / "day.jsonl", [_line(f"order-{n}") for n in range(20)])
+    path = write_lines(tmp_path / "day.jsonl", [history_line(f"order-{n}") for n in range(20)])
     remembered = str(tmp_path / "memory.db")
     common = ["push", str(path), "--accounts", str(stores), memory, remembered, "--json", "-q"]
     assert main([*common, "--fake"]) == 0
@@ -171,7 +163,7 @@ def test_a_damaged_journal_stops_the_run_before_sending_with_exit_2(
     """A journal damaged on disk (its header, or pages after it): exit 2, one JSON error on
     stdout naming the file and saying to delete it to start over, no traceback, nothing
     sent."""
-    path = _write(tmp_path / "big.jsonl", [_line(f"order-{n}") for n in range(3_000)])
+    path = write_lines(tmp_path / "big.jsonl", [history_line(f"order-{n}") for n in range(3_000)])
     journal = tmp_path / "big.journal"
     command = ("push", str(path), "--base-url", oms.url, "--journal", str(journal), "--json")
     first = _cli(*command, "-q")
@@ -205,7 +197,7 @@ def test_an_unreachable_base_url_ends_quickly_and_names_the_likely_cause(
     """push --base-url at a port nothing listens on, 30 lines: the run ends within seconds,
     exit 1, every line in the failures file, and the summary names the account as
     unreachable (in words: VTEX_ACCOUNT_NAME, --base-url, DNS; in --json: stopped_accounts)."""
-    path = _write(tmp_path / "day.jsonl", [_line(f"order-{n}") for n in range(30)])
+    path = write_lines(tmp_path / "day.jsonl", [history_line(f"order-{n}") for n in range(30)])
     url = f"http://127.0.0.1:{_closed_port()}"
     started = time.monotonic()
     run = _cli("push", str(path), "--base-url", url, "--json")

@@ -3,7 +3,6 @@ of one invoice, through real pushes to FakeOMS (and real SQLite files)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import sqlite3
 from collections import Counter
@@ -21,15 +20,13 @@ from vtex_tracking import (
     JournalMismatchError,
     PushResult,
     RetryPolicy,
-    TrackingEvent,
-    TrackingStatus,
     TrackingUpdate,
     UnchangedState,
 )
 from vtex_tracking._journal import JournalFile, UnchangedFile
 from vtex_tracking.testing import FakeAccount, FakeOMS
 
-from .conftest import APP_KEY, APP_TOKEN, ClientFactory
+from .conftest import APP_KEY, APP_TOKEN, ClientFactory, history, push_results
 from .redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -41,21 +38,12 @@ def client_options() -> dict[str, object]:
     return {"retry": RetryPolicy(max_attempts=1), "max_concurrency": 8}
 
 
-def _status(step: int) -> TrackingStatus:
-    return TrackingStatus(
-        [
-            TrackingEvent("Campinas", "SP", f"Evento {n}", dt.date(2026, 11, 1))
-            for n in range(step + 1)
-        ]
-    )
-
-
 def _updates(count: int, invoices: int | None = None, step: int = 0) -> list[TrackingUpdate]:
     """``count`` updates; with ``invoices``, spread round robin over that many invoices, each
     a growing history."""
     invoices = invoices or count
     return [
-        TrackingUpdate(f"order-{i % invoices}", "NF-1", _status(step + i // invoices))
+        TrackingUpdate(f"order-{i % invoices}", "NF-1", history(step + i // invoices))
         for i in range(count)
     ]
 
@@ -63,16 +51,6 @@ def _updates(count: int, invoices: int | None = None, step: int = 0) -> list[Tra
 def _sent(oms: FakeOMS) -> list[tuple[str | None, int]]:
     """(order, number of events) of each PUT the server answered 200."""
     return [(r.order_id, len(r.json()["events"])) for r in oms.requests if r.status == 200]
-
-
-async def _push(
-    client: object, updates: list[TrackingUpdate], **options: object
-) -> list[PushResult]:
-    results = []
-    async with client.push(updates, **options) as stream:  # type: ignore[attr-defined]
-        async for result in stream:
-            results.append(result)
-    return sorted(results, key=lambda r: r.index)
 
 
 # -- the resume journal ----------------------------------------------------------------------
@@ -87,11 +65,11 @@ async def test_journal_resends_only_what_was_not_confirmed(
     updates = _updates(50)
     async with FakeOMS() as oms, make_client(oms, max_concurrency=1) as client:
         oms.fail_next(5, 500)
-        first = await _push(client, updates, journal=journal)
+        first = await push_results(client, updates, journal=journal)
         assert Counter(r.outcome for r in first) == {"200": 45, "500": 5}
         failed = {r.update.order_id for r in first if not r.ok}
         oms.reset()
-        second = await _push(client, updates, journal=journal)
+        second = await push_results(client, updates, journal=journal)
     assert Counter(r.outcome for r in second) == {"already_done": 45, "200": 5}
     assert {r.order_id for r in oms.requests} == failed
     done = [r for r in second if r.skipped]
@@ -114,7 +92,7 @@ async def test_journal_resumes_a_stopped_push_without_resending_confirmed(
         confirmed_first = {r.order_id for r in oms.requests if r.status == 200}
         assert 150 <= len(confirmed_first) < 400
         oms.reset()
-        second = await _push(client, updates, journal=journal)
+        second = await push_results(client, updates, journal=journal)
     resent = [r.order_id for r in oms.requests]
     assert not confirmed_first & set(resent)
     assert len(resent) == len(set(resent)) == 400 - len(confirmed_first)
@@ -132,15 +110,15 @@ async def test_journal_resends_a_failed_update_and_every_later_one_of_its_invoic
     holds), so VTEX ends with the newest."""
     journal = tmp_path / "push.journal"
     updates = [
-        TrackingUpdate("order-1", "NF-1", _status(0)),
-        TrackingUpdate("order-1", "NF-1", _status(1)),
+        TrackingUpdate("order-1", "NF-1", history(0)),
+        TrackingUpdate("order-1", "NF-1", history(1)),
     ]
     async with FakeOMS() as oms, make_client(oms) as client:
         oms.fail_next(1, 400)
-        first = await _push(client, updates, journal=journal)
+        first = await push_results(client, updates, journal=journal)
         assert [r.outcome for r in first] == ["400", "200"]
         oms.reset()
-        second = await _push(client, updates, journal=journal)
+        second = await push_results(client, updates, journal=journal)
     assert [r.outcome for r in second] == ["200", "200"]
     assert _sent(oms) == [("order-1", 1), ("order-1", 2)]
 
@@ -151,7 +129,7 @@ async def test_journal_of_another_input_is_refused(
     """A journal written for input A, used for input B: refused before anything is sent."""
     path = tmp_path / "push.journal"
     async with FakeOMS() as oms, make_client(oms) as client:
-        await _push(client, _updates(3), journal=Journal(path, input_id="a.jsonl 300 1"))
+        await push_results(client, _updates(3), journal=Journal(path, input_id="a.jsonl 300 1"))
         with pytest.raises(JournalMismatchError, match=r"another input \(a\.jsonl 300 1\)"):
             client.push(_updates(3), journal=Journal(path, input_id="b.jsonl 300 2"))
         assert len(oms.requests) == 3
@@ -163,12 +141,12 @@ async def test_journal_sends_an_update_that_differs_from_the_one_confirmed_there
     """Same position, another body (the input changed): sent, and said once."""
     journal = tmp_path / "push.journal"
     async with FakeOMS() as oms, make_client(oms) as client:
-        await _push(client, _updates(4), journal=journal)
+        await push_results(client, _updates(4), journal=journal)
         oms.reset()
         changed = _updates(4)
-        changed[2] = TrackingUpdate("order-2", "NF-1", _status(5))
+        changed[2] = TrackingUpdate("order-2", "NF-1", history(5))
         with caplog.at_level(logging.WARNING, logger="vtex_tracking"):
-            second = await _push(client, changed, journal=journal)
+            second = await push_results(client, changed, journal=journal)
     assert [r.outcome for r in second] == ["already_done", "already_done", "200", "already_done"]
     assert _sent(oms) == [("order-2", 6)]
     assert [r.message for r in caplog.records if "differs from the body" in r.message]
@@ -179,7 +157,7 @@ async def test_journal_file_holds_no_ids_bodies_or_credentials(
 ) -> None:
     path = tmp_path / "push.journal"
     async with FakeOMS() as oms, make_client(oms) as client:
-        await _push(client, _updates(20), journal=path)
+        await push_results(client, _updates(20), journal=path)
     data = b"".join(p.read_bytes() for p in tmp_path.iterdir())  # noqa: ASYNC240
     for secret in (APP_KEY, APP_TOKEN, "order-1", "Campinas", "acme"):
         assert secret.encode() not in data
@@ -229,17 +207,19 @@ async def test_unchanged_updates_are_not_sent_again(
     state = tmp_path / "unchanged.db"
     updates = _updates(30)
     async with FakeOMS() as oms, make_client(oms) as client:
-        await _push(client, updates, skip_unchanged=state)
+        await push_results(client, updates, skip_unchanged=state)
         oms.reset()
-        updates[7] = TrackingUpdate("order-7", "NF-1", _status(3))
-        second = await _push(client, updates, skip_unchanged=state)
+        updates[7] = TrackingUpdate("order-7", "NF-1", history(3))
+        second = await push_results(client, updates, skip_unchanged=state)
         assert Counter(r.outcome for r in second) == {"unchanged": 29, "200": 1}
         assert _sent(oms) == [("order-7", 4)]
         oms.reset()
-        forced = await _push(client, updates, skip_unchanged=UnchangedState(state, force=True))
+        forced = await push_results(
+            client, updates, skip_unchanged=UnchangedState(state, force=True)
+        )
         assert Counter(r.outcome for r in forced) == {"200": 30}
         oms.reset()
-        third = await _push(client, updates, skip_unchanged=state)
+        third = await push_results(client, updates, skip_unchanged=state)
     assert Counter(r.outcome for r in third) == {"unchanged": 30}
     assert oms.requests == []
 
@@ -250,12 +230,12 @@ async def test_unchanged_is_judged_against_vtex_not_against_a_queued_update(
     """A, then B, then A again for one invoice, with A confirmed by an earlier run: the first A
     is skipped, B is sent, and the last A is sent too (VTEX holds B by then)."""
     state = tmp_path / "unchanged.db"
-    a = TrackingUpdate("order-1", "NF-1", _status(0))
-    b = TrackingUpdate("order-1", "NF-1", _status(1))
+    a = TrackingUpdate("order-1", "NF-1", history(0))
+    b = TrackingUpdate("order-1", "NF-1", history(1))
     async with FakeOMS() as oms, make_client(oms) as client:
-        await _push(client, [a], skip_unchanged=state)
+        await push_results(client, [a], skip_unchanged=state)
         oms.reset()
-        results = await _push(client, [a, b, a], skip_unchanged=state)
+        results = await push_results(client, [a, b, a], skip_unchanged=state)
     assert [r.outcome for r in results] == ["unchanged", "200", "200"]
     assert _sent(oms) == [("order-1", 2), ("order-1", 1)]
 
@@ -265,12 +245,14 @@ async def test_unchanged_state_expires_and_stays_bounded(
 ) -> None:
     state = tmp_path / "unchanged.db"
     async with FakeOMS() as oms, make_client(oms) as client:
-        await _push(client, _updates(20), skip_unchanged=UnchangedState(state, max_entries=8))
+        await push_results(
+            client, _updates(20), skip_unchanged=UnchangedState(state, max_entries=8)
+        )
         with sqlite3.connect(state) as db:
             assert db.execute("SELECT count(*) FROM last_body").fetchone() == (8,)
             db.execute("UPDATE last_body SET at = at - 100")  # confirmed 100 s earlier
         oms.reset()
-        results = await _push(
+        results = await push_results(
             client, _updates(20), skip_unchanged=UnchangedState(state, max_age=50)
         )
     assert Counter(r.outcome for r in results) == {"200": 20}
@@ -284,11 +266,11 @@ async def test_newer_snapshots_replace_the_waiting_one(make_client: ClientFactor
     waiting one replaces the others; each replaced one's result is its carrier's."""
     updates = [
         *_updates(10, invoices=1),
-        TrackingUpdate("order-9", "NF-1", _status(0)),
-        TrackingUpdate("order-9", "NF-1", _status(1)),
+        TrackingUpdate("order-9", "NF-1", history(0)),
+        TrackingUpdate("order-9", "NF-1", history(1)),
     ]
     async with FakeOMS(latency=0.05) as oms, make_client(oms) as client:
-        results = await _push(client, updates, merge_snapshots=True)
+        results = await push_results(client, updates, merge_snapshots=True)
     sent_order0 = [n for order, n in _sent(oms) if order == "order-0"]
     assert sent_order0[-1] == 10  # the newest is what VTEX ends with
     assert sent_order0 == sorted(sent_order0) and len(sent_order0) < 10
@@ -315,10 +297,10 @@ async def test_merging_never_crosses_accounts(make_client: ClientFactory) -> Non
         )
         async with make_client(oms, "hub", accounts=registry) as client:
             updates = [
-                TrackingUpdate("order-1", "NF-1", _status(n), account_name=name)
+                TrackingUpdate("order-1", "NF-1", history(n), account_name=name)
                 for n, name in enumerate(["north", "south", "north", "south", "north"])
             ]
-            results = await _push(client, updates, merge_snapshots=True)
+            results = await push_results(client, updates, merge_snapshots=True)
     # North: the first is in flight, the third waits and the fifth replaces it; south's
     # second waits alone (nothing of north's may replace it).
     assert [r.skipped for r in results] == [None, None, "superseded", None, None]
@@ -350,7 +332,7 @@ async def test_a_failed_carrier_fails_what_it_superseded(make_client: ClientFact
 def _never_ending() -> Iterator[TrackingUpdate]:
     n = 0
     while True:
-        yield TrackingUpdate("order-1", "NF-1", _status(n % 50))
+        yield TrackingUpdate("order-1", "NF-1", history(n % 50))
         n += 1
 
 
@@ -406,12 +388,12 @@ async def test_a_fleet_shares_the_unchanged_state_through_redis(
     updates = _updates(40)
     async with FakeOMS() as oms:
         async with make_client(oms) as first:
-            await _push(first, updates, skip_unchanged=state)
+            await push_results(first, updates, skip_unchanged=state)
         assert len(oms.requests) == 40
         oms.reset()
-        updates[9] = TrackingUpdate("order-9", "NF-1", _status(2))
+        updates[9] = TrackingUpdate("order-9", "NF-1", history(2))
         async with make_client(oms) as second:
-            results = await _push(second, updates, skip_unchanged=redis_server.url)
+            results = await push_results(second, updates, skip_unchanged=redis_server.url)
     assert Counter(r.outcome for r in results) == {"unchanged": 39, "200": 1}
     assert _sent(oms) == [("order-9", 3)]
     client = redis.Redis.from_url(redis_server.url)
@@ -437,11 +419,11 @@ async def test_redis_down_sends_everything_and_warns_once(
     """Redis never fails an update: stopped, every update is treated as changed."""
     url = redis_server.url
     async with FakeOMS() as oms, make_client(oms) as client:
-        await _push(client, _updates(10), skip_unchanged=url)
+        await push_results(client, _updates(10), skip_unchanged=url)
         redis_server.stop()
         oms.reset()
         with caplog.at_level(logging.WARNING, logger="vtex_tracking"):
-            results = await _push(client, _updates(10), skip_unchanged=url)
+            results = await push_results(client, _updates(10), skip_unchanged=url)
     assert Counter(r.outcome for r in results) == {"200": 10}
     warnings = [r.message for r in caplog.records if "skip_unchanged: Redis" in r.message]
     assert len(warnings) == 1
@@ -459,8 +441,8 @@ async def test_a_rerun_of_a_finished_journal_adds_no_rows(
     as it was (no row per rerun)."""
     path = tmp_path / "push.journal"
     async with FakeOMS() as oms, make_client(oms) as client:
-        await _push(client, _updates(20), journal=path)
-        again = await _push(client, _updates(20), journal=path)
+        await push_results(client, _updates(20), journal=path)
+        again = await push_results(client, _updates(20), journal=path)
         assert {r.outcome for r in again} == {"already_done"}
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT count(*) FROM confirmed").fetchone() == (20,)

@@ -7,7 +7,6 @@ whole; the number in its docstring is the item of the issue it pins.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import sqlite3
@@ -24,8 +23,6 @@ from vtex_tracking import (
     PushResult,
     PushStoppedError,
     RetryPolicy,
-    TrackingEvent,
-    TrackingStatus,
     TrackingUpdate,
     UnchangedState,
     UnexpectedResponseError,
@@ -33,7 +30,7 @@ from vtex_tracking import (
 from vtex_tracking._remember import is_redis_url
 from vtex_tracking.testing import FakeOMS
 
-from .conftest import APP_KEY, APP_TOKEN, ClientFactory
+from .conftest import APP_KEY, APP_TOKEN, ClientFactory, history, push_results
 from .redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.anyio
@@ -45,27 +42,8 @@ def client_options() -> dict[str, object]:
     return {"retry": RetryPolicy(max_attempts=1), "max_concurrency": 8}
 
 
-def _status(step: int) -> TrackingStatus:
-    return TrackingStatus(
-        [
-            TrackingEvent("Campinas", "SP", f"Evento {n}", dt.date(2026, 11, 1))
-            for n in range(step + 1)
-        ]
-    )
-
-
 def _ups(orders: range, step: int = 0) -> list[TrackingUpdate]:
-    return [TrackingUpdate(f"ups-{i}", "NF-1", _status(step)) for i in orders]
-
-
-async def _push(
-    client: object, updates: list[TrackingUpdate], **options: object
-) -> list[PushResult]:
-    results = []
-    async with client.push(updates, **options) as stream:  # type: ignore[attr-defined]
-        async for result in stream:
-            results.append(result)
-    return sorted(results, key=lambda r: r.index)
+    return [TrackingUpdate(f"ups-{i}", "NF-1", history(step)) for i in orders]
 
 
 def _outcomes(results: list[PushResult]) -> Counter[str]:
@@ -82,10 +60,10 @@ async def test_journal_never_skips_a_shifted_input_whose_bodies_changed(
     no input_id: all 9 are sent (positions shifted, bodies changed: nothing is vouched for)."""
     journal = tmp_path / "ativos.journal"
     async with FakeOMS() as oms, make_client(oms) as client:
-        first = await _push(client, _ups(range(10)), journal=journal)
+        first = await push_results(client, _ups(range(10)), journal=journal)
         assert _outcomes(first) == {"200": 10}
         oms.reset()
-        second = await _push(client, _ups(range(1, 10), step=1), journal=journal)
+        second = await push_results(client, _ups(range(1, 10), step=1), journal=journal)
     assert _outcomes(second) == {"200": 9}
     assert sorted(r.order_id for r in oms.requests) == [f"ups-{i}" for i in range(1, 10)]
 
@@ -97,11 +75,11 @@ async def test_journal_skips_only_bodies_vtex_confirmed_for_that_invoice_in_any_
     wherever they now stand, the changed one is sent."""
     journal = tmp_path / "j"
     async with FakeOMS() as oms, make_client(oms) as client:
-        await _push(client, _ups(range(6)), journal=journal)
+        await push_results(client, _ups(range(6)), journal=journal)
         oms.reset()
         again = _ups(range(5, -1, -1))
-        again[2] = TrackingUpdate("ups-3", "NF-1", _status(2))
-        second = await _push(client, again, journal=journal)
+        again[2] = TrackingUpdate("ups-3", "NF-1", history(2))
+        second = await push_results(client, again, journal=journal)
     assert [r.outcome for r in second] == ["already_done"] * 2 + ["200"] + ["already_done"] * 3
     assert [r.order_id for r in oms.requests] == ["ups-3"]
 
@@ -117,15 +95,15 @@ async def test_skip_unchanged_of_one_target_never_skips_at_another(
     state = tmp_path / "state.db"
     async with FakeOMS() as rehearsal, FakeOMS() as production:
         async with make_client(rehearsal) as client:
-            assert _outcomes(await _push(client, _ups(range(5)), skip_unchanged=state)) == {
+            assert _outcomes(await push_results(client, _ups(range(5)), skip_unchanged=state)) == {
                 "200": 5
             }
             # At the same target, the state does its job.
-            assert _outcomes(await _push(client, _ups(range(5)), skip_unchanged=state)) == {
+            assert _outcomes(await push_results(client, _ups(range(5)), skip_unchanged=state)) == {
                 "unchanged": 5
             }
         async with make_client(production) as client:
-            results = await _push(client, _ups(range(5)), skip_unchanged=state)
+            results = await push_results(client, _ups(range(5)), skip_unchanged=state)
     assert _outcomes(results) == {"200": 5}
     assert len(production.requests) == 5
 
@@ -138,9 +116,9 @@ async def test_a_journal_of_one_target_never_vouches_for_another(
     journal = tmp_path / "push.journal"
     async with FakeOMS() as staging, FakeOMS() as production:
         async with make_client(staging) as client:
-            await _push(client, _ups(range(4)), journal=journal)
+            await push_results(client, _ups(range(4)), journal=journal)
         async with make_client(production) as client:
-            results = await _push(client, _ups(range(4)), journal=journal)
+            results = await push_results(client, _ups(range(4)), journal=journal)
     assert _outcomes(results) == {"200": 4}
     assert len(production.requests) == 4
 
@@ -152,11 +130,11 @@ async def test_redis_skip_state_of_one_target_never_skips_at_another(
     state = UnchangedState(redis_server.url)
     async with FakeOMS() as staging, FakeOMS() as production:
         async with make_client(staging) as client:
-            await _push(client, _ups(range(3)), skip_unchanged=state)
-            again = await _push(client, _ups(range(3)), skip_unchanged=state)
+            await push_results(client, _ups(range(3)), skip_unchanged=state)
+            again = await push_results(client, _ups(range(3)), skip_unchanged=state)
             assert _outcomes(again) == {"unchanged": 3}
         async with make_client(production) as client:
-            results = await _push(client, _ups(range(3)), skip_unchanged=state)
+            results = await push_results(client, _ups(range(3)), skip_unchanged=state)
     assert _outcomes(results) == {"200": 3}
 
 
@@ -170,13 +148,13 @@ async def test_a_failure_superseded_by_a_newer_confirmed_update_is_not_a_failure
     and the summary's failures leave X1 out (counted apart), so resending them cannot roll
     the invoice back."""
     updates = [
-        TrackingUpdate("ups-1", "NF-1", _status(0)),
-        TrackingUpdate("ups-2", "NF-1", _status(0)),
-        TrackingUpdate("ups-1", "NF-1", _status(1)),
+        TrackingUpdate("ups-1", "NF-1", history(0)),
+        TrackingUpdate("ups-2", "NF-1", history(0)),
+        TrackingUpdate("ups-1", "NF-1", history(1)),
     ]
     async with FakeOMS() as oms, make_client(oms, max_concurrency=1) as client:
         oms.fail_next(2, 400)
-        results = await _push(client, updates)
+        results = await push_results(client, updates)
         oms.reset()
         oms.fail_next(2, 400)
         summary = await client.push_all(updates, concurrency=1)
@@ -207,12 +185,12 @@ async def test_a_2xx_that_does_not_confirm_the_update_is_never_remembered(
     journal, state = tmp_path / "j", tmp_path / "s"
     async with FakeOMS() as oms, make_client(oms) as client:
         oms.fail_next(1, 200, body=body)
-        first = await _push(client, _ups(range(1)), journal=journal, skip_unchanged=state)
+        first = await push_results(client, _ups(range(1)), journal=journal, skip_unchanged=state)
         assert isinstance(first[0].error, UnexpectedResponseError)
         assert "does not confirm" in str(first[0].error) or "carries an error" in str(
             first[0].error
         )
-        second = await _push(client, _ups(range(1)), journal=journal, skip_unchanged=state)
+        second = await push_results(client, _ups(range(1)), journal=journal, skip_unchanged=state)
     assert [r.outcome for r in second] == ["200"]
 
 
@@ -229,7 +207,7 @@ async def test_secrets_echoed_in_a_2xx_answer_are_redacted_from_the_receipt(
     }
     async with FakeOMS() as oms, make_client(oms) as client:
         oms.fail_next(1, 200, body=body, headers={"X-Echo": f"{APP_KEY} {APP_TOKEN}"})
-        receipt = await client.update_tracking_status("ups-0", "NF-1", _status(0))
+        receipt = await client.update_tracking_status("ups-0", "NF-1", history(0))
     assert receipt.receipt == "r1"
     for secret in (APP_KEY, APP_TOKEN):
         assert secret.encode() not in receipt.content
@@ -247,7 +225,7 @@ async def test_garbage_in_a_redis_skip_key_means_changed_and_warns_once(
     updates instead of raising, and one warning says so."""
     state = UnchangedState(redis_server.url)
     async with FakeOMS() as oms, make_client(oms) as client:
-        await _push(client, _ups(range(2)), skip_unchanged=state)
+        await push_results(client, _ups(range(2)), skip_unchanged=state)
         keys = redis.Redis.from_url(redis_server.url)
         try:
             found = list(keys.scan_iter(match=f"{state.prefix}:*"))
@@ -258,7 +236,7 @@ async def test_garbage_in_a_redis_skip_key_means_changed_and_warns_once(
             keys.close()
         oms.reset()
         with caplog.at_level(logging.WARNING, logger="vtex_tracking"):
-            results = await _push(client, _ups(range(2)), skip_unchanged=state)
+            results = await push_results(client, _ups(range(2)), skip_unchanged=state)
     assert _outcomes(results) == {"200": 2}
     assert len([r for r in caplog.records if "does not hold a body digest" in r.message]) == 1
 
@@ -274,7 +252,7 @@ async def test_a_damaged_journal_is_a_configuration_error_naming_the_file(
     ConfigurationError that names the file and how to start over; nothing is sent."""
     journal = tmp_path / "push.journal"
     async with FakeOMS() as oms, make_client(oms) as client:
-        await _push(client, _ups(range(2000)), journal=journal)
+        await push_results(client, _ups(range(2000)), journal=journal)
         with sqlite3.connect(journal) as db:  # fold the WAL into the file
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         data = bytearray(journal.read_bytes())
@@ -297,12 +275,15 @@ async def test_an_unreachable_account_is_stopped_and_the_others_go_on(
     updates end at once as PushStoppedError("unreachable") naming the likely causes, while
     the reachable account's updates are all confirmed."""
     dead = f"http://127.0.0.1:{free_port()}"
-    async with FakeOMS() as oms, make_client(
-        dead, retry=RetryPolicy(max_attempts=2, initial_backoff=0.001, max_backoff=0.001)
-    ) as client:
-        results = await _push(client, _ups(range(30)), concurrency=1)
+    async with (
+        FakeOMS() as oms,
+        make_client(
+            dead, retry=RetryPolicy(max_attempts=2, initial_backoff=0.001, max_backoff=0.001)
+        ) as client,
+    ):
+        results = await push_results(client, _ups(range(30)), concurrency=1)
         good = make_client(oms)
-        confirmed = await _push(good, _ups(range(5)))
+        confirmed = await push_results(good, _ups(range(5)))
     assert _outcomes(confirmed) == {"200": 5}
     errors = [r.error for r in results]
     # Two ended the account; a few more may already have been on their way (a sender
@@ -329,7 +310,7 @@ async def test_a_hub_push_stops_only_the_unreachable_account(make_client: Client
         retry = RetryPolicy(max_attempts=2, initial_backoff=0.001, max_backoff=0.001)
         async with make_client(oms, "good", accounts=accounts, retry=retry) as client:
             updates = [
-                TrackingUpdate(f"o-{i}", "NF-1", _status(0), account_name=("good", "typo")[i % 2])
+                TrackingUpdate(f"o-{i}", "NF-1", history(0), account_name=("good", "typo")[i % 2])
                 for i in range(40)
             ]
             summary = await client.push_all(updates, concurrency=2)
@@ -351,7 +332,7 @@ async def test_a_redis_url_in_capitals_is_a_url_and_its_password_stays_out_of_lo
     url = f"REDIS://:hunter2-secret@127.0.0.1:{free_port()}/0"
     async with FakeOMS() as oms, make_client(oms) as client:
         with caplog.at_level(logging.DEBUG, logger="vtex_tracking"):
-            results = await _push(client, _ups(range(2)), skip_unchanged=url)
+            results = await push_results(client, _ups(range(2)), skip_unchanged=url)
     assert _outcomes(results) == {"200": 2}
     assert "hunter2-secret" not in caplog.text
     assert "hunter2-secret" not in repr(UnchangedState(url))

@@ -17,7 +17,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from cattrs.preconf.orjson import make_converter
 
 from ._constants import DEFAULT_TIME_ZONE
-from ._errors import REDACTED, redact, unexpected_body_error
+from ._errors import REDACTED, holds_secret, redact, unexpected_body_error
 from ._models import (
     DeliveredDate,
     EventDate,
@@ -202,7 +202,7 @@ def decode_receipt(
             attempts=attempts,
             secrets=secrets,
         ) from None
-    if secrets:
+    if secrets and holds_secret(headers, body, secrets):
         headers, body = redact(headers, body, secrets)
     return TrackingReceipt(
         date=parsed.date,
