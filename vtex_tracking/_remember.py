@@ -117,7 +117,7 @@ class Journal:
     its invoice was sent since: whatever the input's order, whether it can be identified or
     not. ``input_id`` names the input (any string; the CLI uses each file's path, size and
     modification time): a journal written for another ``input_id`` is refused with
-    ``JournalMismatchError`` before anything is sent. The file grows by about 20 bytes per
+    ``JournalMismatchError`` before anything is sent. The file grows by about 25 bytes per
     confirmed update; it is never deleted for you: delete it to start over.
     """
 
