@@ -1,5 +1,6 @@
-"""The push engine's two records: ``Item``, one input item on its way, and ``Lane``, one
-account's share of a push (its sender and pace, its ready updates, its counters)."""
+"""The push engine's parts: ``Item``, one input item on its way; ``Lane``, one account's
+share of a push (its sender and pace, its ready updates, its counters); ``InvoiceQueues``,
+order per invoice (what waits behind an invoice's update on its way)."""
 
 from __future__ import annotations
 
@@ -256,3 +257,48 @@ def lower_rate(a: float | None, b: float | None) -> float | None:
     if b is None:
         return a
     return min(a, b)
+
+
+class InvoiceQueues:
+    """Order per invoice within a push: the invoices with an update on its way (sent, or
+    ready to be), and the later updates of each, waiting in input order. With ``merge``, a
+    newer snapshot of an invoice takes the place of the one waiting behind its request in
+    flight, and carries that one's result (``Item.superseded``)."""
+
+    def __init__(self, *, merge: bool) -> None:
+        self._merge = merge
+        # Invoice -> the updates waiting behind its update on its way (None: none yet).
+        self._waiting: dict[InvoiceKey, collections.deque[Item] | None] = {}
+
+    def __contains__(self, key: InvoiceKey) -> bool:
+        return key in self._waiting
+
+    def start_or_wait(self, key: InvoiceKey, item: Item) -> bool:
+        """True when ``item`` may go now (nothing of its invoice is on its way); else it
+        waits behind the invoice's updates (or, merging, replaces the last one waiting)."""
+        if key not in self._waiting:
+            self._waiting[key] = None
+            return True
+        queue = self._waiting[key]
+        if queue is None:
+            queue = self._waiting[key] = collections.deque()
+        if queue and self._merge:
+            # The order of what is sent stays the input's: the newer one takes the older
+            # one's place in the queue, and reports for it.
+            older = queue[-1]
+            item.superseded = [*(older.superseded or ()), older]
+            older.superseded = None
+            queue[-1] = item
+        else:
+            queue.append(item)
+        return False
+
+    def next_for(self, key: InvoiceKey | None) -> Item | None:
+        """The invoice's update on its way ended: its next one, or None (the invoice is no
+        longer busy)."""
+        assert key is not None
+        queue = self._waiting[key]
+        if queue:
+            return queue.popleft()
+        del self._waiting[key]
+        return None

@@ -57,7 +57,7 @@ from ._errors import (
     ValidationError,
     VtexTrackingError,
 )
-from ._lane import InvoiceKey, Item, Lane
+from ._lane import InvoiceQueues, Item, Lane
 from ._models import PushResult
 from ._progress import AccountProgress, PushProgress, RateMeter
 from ._push_options import READ_REFILL, PushOptions, read_ahead
@@ -121,8 +121,8 @@ class _Engine:
         self._next_index = 0
         # Items read and without a result yet, by input index.
         self._pending: dict[int, Item] = {}
-        # Invoices with an update being sent or ready -> their later updates (None: none yet).
-        self._busy: dict[InvoiceKey, collections.deque[Item] | None] = {}
+        # Order per invoice: the invoices with an update on its way, and what waits behind.
+        self._busy = InvoiceQueues(merge=options.merge_snapshots)
         self._reading_done = False
         # The scheduler: lanes that may send now, lanes the pace admitted, idle senders.
         self._rotation: collections.deque[Lane] = collections.deque()
@@ -282,22 +282,7 @@ class _Engine:
                 return
         stats.buffered += 1
         item.lane = lane
-        if key in self._busy:
-            # Its invoice is being sent: wait behind it, in input order.
-            queue = self._busy[key]
-            if queue is None:
-                queue = self._busy[key] = collections.deque()
-            if queue and self._options.merge_snapshots:
-                # A newer snapshot of the invoice: it takes the waiting one's place (and
-                # carries its result); the order of what is sent stays the input's.
-                older = queue[-1]
-                item.superseded = [*(older.superseded or ()), older]
-                older.superseded = None
-                queue[-1] = item
-            else:
-                queue.append(item)
-        else:
-            self._busy[key] = None
+        if self._busy.start_or_wait(key, item):
             lane.ready.append(item)
             self._offer(lane)
 
@@ -460,7 +445,7 @@ class _Engine:
                 lane.admitted -= 1
                 item = lane.ready.popleft()
                 await self._send_one(lane, item)
-                following = self._next_for(item.key)
+                following = self._busy.next_for(item.key)
                 if following is None:
                     continue
                 if lane.stop_error is not None:
@@ -470,14 +455,6 @@ class _Engine:
                     self._offer(lane)
         finally:
             self._senders -= 1
-
-    def _next_for(self, key: InvoiceKey | None) -> Item | None:
-        assert key is not None
-        queue = self._busy[key]
-        if queue:
-            return queue.popleft()
-        del self._busy[key]
-        return None
 
     async def _send_one(self, lane: Lane, item: Item) -> None:
         item.sent = True
@@ -544,7 +521,7 @@ class _Engine:
                 item = lane.ready.popleft()
             if item.index in self._pending:
                 await self._emit(self._stopped_result(item, lane))
-            item = self._next_for(item.key)
+            item = self._busy.next_for(item.key)
 
     # -- results -----------------------------------------------------------------------------
 
