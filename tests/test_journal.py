@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
@@ -263,20 +263,22 @@ async def test_unchanged_state_expires_and_stays_bounded(
 
 async def test_newer_snapshots_replace_the_waiting_one(make_client: ClientFactory) -> None:
     """Ten snapshots of one invoice and two of another: while one is in flight, the newest
-    waiting one replaces the others; each replaced one's result is its carrier's."""
+    waiting one replaces the others behind it; one still unsent in the ready queue is
+    replaced in place; each replaced one's result is its carrier's."""
     updates = [
         *_updates(10, invoices=1),
         TrackingUpdate("order-9", "NF-1", history(0)),
         TrackingUpdate("order-9", "NF-1", history(1)),
     ]
     async with FakeOMS(latency=0.05) as oms, make_client(oms) as client:
-        results = await push_results(client, updates, merge_snapshots=True)
+        results = await push_results(
+            client, _after_first_request(oms, updates), merge_snapshots=True
+        )
     sent_order0 = [n for order, n in _sent(oms) if order == "order-0"]
-    assert sent_order0[-1] == 10  # the newest is what VTEX ends with
-    assert sent_order0 == sorted(sent_order0) and len(sent_order0) < 10
-    assert [n for order, n in _sent(oms) if order == "order-9"] == [1, 2]
+    assert sent_order0 == [1, 10]  # the first was in flight; the newest is what VTEX ends with
+    assert [n for order, n in _sent(oms) if order == "order-9"] == [2]
     superseded = [r for r in results if r.skipped == "superseded"]
-    assert len(superseded) == 10 - len(sent_order0)
+    assert len(superseded) == 12 - len(sent_order0) - 1
     by_index = {r.index: r for r in results}
     for r in superseded:
         carrier = by_index[r.superseded_by]  # type: ignore[index]
@@ -301,12 +303,12 @@ async def test_merging_never_crosses_accounts(make_client: ClientFactory) -> Non
                 for n, name in enumerate(["north", "south", "north", "south", "north"])
             ]
             results = await push_results(client, updates, merge_snapshots=True)
-    # North: the first is in flight, the third waits and the fifth replaces it; south's
-    # second waits alone (nothing of north's may replace it).
-    assert [r.skipped for r in results] == [None, None, "superseded", None, None]
-    assert results[2].superseded_by == 4
+    # All are read before any is sent: north's fifth replaces its first and third, south's
+    # fourth its second (nothing of north's may replace south's).
+    assert [r.skipped for r in results] == ["superseded"] * 3 + [None, None]
+    assert [r.superseded_by for r in results[:3]] == [4, 3, 4]
     sent = sorted((r.account, len(r.json()["events"])) for r in oms.requests)
-    assert sent == [("north", 1), ("north", 5), ("south", 2), ("south", 4)]
+    assert sent == [("north", 5), ("south", 4)]
 
 
 async def test_a_failed_carrier_fails_what_it_superseded(make_client: ClientFactory) -> None:
@@ -315,7 +317,7 @@ async def test_a_failed_carrier_fails_what_it_superseded(make_client: ClientFact
     async with (
         FakeOMS(latency=0.2) as oms,
         make_client(oms) as client,
-        client.push(updates, merge_snapshots=True) as stream,
+        client.push(_after_first_request(oms, updates), merge_snapshots=True) as stream,
     ):
         # The first is answered: the next request (the carrier of the rest) is refused.
         # (FakeOMS picks an answer after its latency, so this lands before the carrier's.)
@@ -327,6 +329,19 @@ async def test_a_failed_carrier_fails_what_it_superseded(make_client: ClientFact
     assert [r.outcome for r in results] == ["200", "superseded", "superseded", "400"]
     assert [r.ok for r in results] == [True, False, False, False]
     assert results[1].error is results[3].error and results[1].superseded_by == 3
+
+
+async def _after_first_request(
+    oms: FakeOMS, updates: list[TrackingUpdate]
+) -> AsyncIterator[TrackingUpdate]:
+    """``updates``, the rest only once the first one's request reached the server (so the
+    rest arrive while it is in flight)."""
+    yield updates[0]
+    with anyio.fail_after(5):
+        while not oms.requests:  # noqa: ASYNC110 - FakeOMS records requests, no event
+            await anyio.sleep(0.005)
+    for update in updates[1:]:
+        yield update
 
 
 def _never_ending() -> Iterator[TrackingUpdate]:
@@ -446,3 +461,28 @@ async def test_a_rerun_of_a_finished_journal_adds_no_rows(
         assert {r.outcome for r in again} == {"already_done"}
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT count(*) FROM confirmed").fetchone() == (20,)
+
+
+async def test_snapshots_faster_than_the_rate_merge_in_the_queue(
+    make_client: ClientFactory,
+) -> None:
+    """Three rounds of snapshots of 100 invoices arrive faster than the account's 20 req/s:
+    a newer snapshot replaces the older one wherever it waits unsent (in the account's
+    queue, not only behind a request in flight), so at most 1.1 requests go per invoice,
+    each invoice ends with its newest history, and every update still gets one result."""
+
+    async def rounds() -> AsyncIterator[TrackingUpdate]:
+        for step in range(3):
+            for i in range(100):
+                yield TrackingUpdate(f"order-{i}", "NF-1", history(step))
+            await anyio.sleep(0.05)
+
+    async with FakeOMS() as oms, make_client(oms) as client:
+        results = await push_results(
+            client, rounds(), merge_snapshots=True, rate_limit=20, read_ahead=400
+        )
+    assert sorted(r.index for r in results) == list(range(300))
+    assert all(r.ok for r in results)
+    assert len(oms.requests) <= 110
+    for i in range(100):
+        assert len(oms.accepted(f"order-{i}", "NF-1")[-1]["events"]) == 3

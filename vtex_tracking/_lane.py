@@ -36,6 +36,7 @@ class Item:
         "index",
         "key",
         "lane",
+        "replaced_by",
         "sent",
         "superseded",
         "update",
@@ -61,6 +62,9 @@ class Item:
         self.entry: Entry | None = None
         # Earlier updates of its invoice it replaced (merge_snapshots), oldest first.
         self.superseded: list[Item] | None = None
+        # While it waits unsent in a lane's ready queue: the newer update of its invoice
+        # that takes its place there (merge_snapshots).
+        self.replaced_by: Item | None = None
 
 
     def stopped(self, stop: PushStoppedError | None, account: str | None) -> PushResult:
@@ -260,45 +264,76 @@ def lower_rate(a: float | None, b: float | None) -> float | None:
 
 
 class InvoiceQueues:
-    """Order per invoice within a push: the invoices with an update on its way (sent, or
-    ready to be), and the later updates of each, waiting in input order. With ``merge``, a
-    newer snapshot of an invoice takes the place of the one waiting behind its request in
-    flight, and carries that one's result (``Item.superseded``)."""
+    """Order per invoice within a push: the invoices with an update on its way (ready in its
+    lane, or sent), and the later updates of each, waiting in input order.
+
+    With ``merge``, a newer snapshot of an invoice replaces the older one wherever that one
+    waits unsent: in its lane's ready queue (it takes that place: ``Item.replaced_by``) or
+    behind the invoice's request in flight; it carries the replaced one's result
+    (``Item.superseded``). Only what already left for the sender is kept as it is.
+    """
 
     def __init__(self, *, merge: bool) -> None:
         self._merge = merge
         # Invoice -> the updates waiting behind its update on its way (None: none yet).
         self._waiting: dict[InvoiceKey, collections.deque[Item] | None] = {}
+        # With merge: invoice -> the item holding its place in a lane's ready queue, while
+        # no sender has taken it.
+        self._ready: dict[InvoiceKey, Item] = {}
 
     def __contains__(self, key: InvoiceKey) -> bool:
         return key in self._waiting
 
     def start_or_wait(self, key: InvoiceKey, item: Item) -> bool:
-        """True when ``item`` may go now (nothing of its invoice is on its way); else it
-        waits behind the invoice's updates (or, merging, replaces the last one waiting)."""
+        """True when ``item`` goes to its lane's ready queue now (nothing of its invoice is
+        on its way); else it waits behind the invoice's updates, or replaces one unsent."""
         if key not in self._waiting:
             self._waiting[key] = None
+            if self._merge:
+                self._ready[key] = item
             return True
+        slot = self._ready.get(key)
+        if slot is not None:
+            # The invoice's update is still in the ready queue: the newer one takes its
+            # place there (same position), and reports for it.
+            self._supersede(slot.replaced_by or slot, item)
+            slot.replaced_by = item
+            return False
         queue = self._waiting[key]
         if queue is None:
             queue = self._waiting[key] = collections.deque()
         if queue and self._merge:
             # The order of what is sent stays the input's: the newer one takes the older
             # one's place in the queue, and reports for it.
-            older = queue[-1]
-            item.superseded = [*(older.superseded or ()), older]
-            older.superseded = None
+            self._supersede(queue[-1], item)
             queue[-1] = item
         else:
             queue.append(item)
         return False
 
+    @staticmethod
+    def _supersede(older: Item, newer: Item) -> None:
+        newer.superseded = [*(older.superseded or ()), older]
+        older.superseded = None
+
+    def take(self, slot: Item) -> Item:
+        """A sender takes ``slot`` from its lane's ready queue: the update to send now (the
+        newest that took its place)."""
+        item = slot.replaced_by or slot
+        if self._merge and item.key is not None:
+            self._ready.pop(item.key, None)
+        return item
+
     def next_for(self, key: InvoiceKey | None) -> Item | None:
-        """The invoice's update on its way ended: its next one, or None (the invoice is no
-        longer busy)."""
+        """The invoice's update on its way ended: its next one (which the caller puts in
+        its lane's ready queue), or None (the invoice is no longer busy)."""
         assert key is not None
         queue = self._waiting[key]
         if queue:
-            return queue.popleft()
+            following = queue.popleft()
+            if self._merge:
+                self._ready[key] = following
+            return following
         del self._waiting[key]
+        self._ready.pop(key, None)  # a stopped lane's last update never went to the queue
         return None

@@ -443,7 +443,7 @@ class _Engine:
                     await self._drop_invoice(lane, None)
                     continue
                 lane.admitted -= 1
-                item = lane.ready.popleft()
+                item = self._busy.take(lane.ready.popleft())
                 await self._send_one(lane, item)
                 following = self._busy.next_for(item.key)
                 if following is None:
@@ -518,7 +518,7 @@ class _Engine:
             if item is None:
                 if not lane.ready:
                     return
-                item = lane.ready.popleft()
+                item = self._busy.take(lane.ready.popleft())
             if item.index in self._pending:
                 await self._emit(self._stopped_result(item, lane))
             item = self._busy.next_for(item.key)
