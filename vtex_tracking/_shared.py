@@ -9,8 +9,12 @@ on Redis' clock.
 A process leases tokens: one call reserves a few tokens, each with the moment it may be used
 (GCRA with reservations), and reports what the process saw since its last call (successes,
 throttles, a long ``Retry-After``, refused credentials). So each request costs at most one
-Redis round trip, and no one polls. While no rate is known (no 429 yet) nothing is leased;
-a process syncs a few times a second, and at once after a throttle.
+Redis round trip, and no one polls. Refusals carry the account's auth generation (how many
+times a success ended refusals or a stop) the process last heard of: the script counts only
+those of the current one, so a report that comes late, after the key was restored and used,
+cannot stop the account again; refusals seen while Redis did not answer are never reported.
+While no rate is known (no 429 yet) nothing is leased; a process syncs a few times a second,
+and at once after a throttle.
 
 When Redis is down or slow (a short timeout), sending goes on with the process's own pace
 (``AccountPace`` keeps learning locally all along), with one warning; every second one call
@@ -28,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import importlib.resources
+import math
 import os
 import secrets
 import time
@@ -290,6 +295,13 @@ class SharedAccount:
         # (a success from before a stop must not end it).
         self._auth_stops = 0
         self._auth_stops_at_success = 0
+        # The account's auth generation as Redis last said (None: not heard, or Redis does
+        # not answer), and since when refusals count: refusals go to Redis tagged with it, and
+        # the script drops those of an older generation (a success ended them meanwhile).
+        # Refusals of requests sent while Redis did not answer, or before this process heard
+        # of the latest generation, stay this process' own (its pace stops on them locally).
+        self._auth_generation: int | None = None
+        self._auth_since = -1e9
         # Hold requests until Redis answers: before the first answer (the account may have a
         # rate, a pause or a stop already), and after a throttle while no rate is known.
         self._hold = True
@@ -385,7 +397,10 @@ class SharedAccount:
             if self.rate is None:
                 self._hold = True
         elif status == 401 or status == 403:
-            self._auth_failures += 1
+            if not self._connection.healthy:
+                self._forget_auth_generation()
+            elif sent_at >= self._auth_since:
+                self._auth_failures += 1
         else:
             return
         self._start_call(0)
@@ -447,6 +462,7 @@ class SharedAccount:
                         self.rate or 0,
                         self.max_pause,
                         LEASE_HORIZON,
+                        -1 if self._auth_generation is None else self._auth_generation,
                     ],
                 ),
                 timeout=connection.config.timeout * 2,
@@ -455,6 +471,7 @@ class SharedAccount:
             raise
         except Exception as exc:  # Redis down, slow, restarted, misconfigured: never fatal
             connection.went_down(exc)
+            self._forget_auth_generation()
             self._fall_back()
             connection.forget()
             self._tokens.clear()
@@ -470,14 +487,28 @@ class SharedAccount:
             self._start_call(0)  # what arrived meanwhile must not wait for the next lease
 
     def _apply(self, answer: list[Any]) -> None:
-        granted, first_ms, interval_us, rate_milli, paused_ms, auth_ms, generation, stops, peers = (
-            int(v) for v in answer
-        )
+        (
+            granted,
+            first_ms,
+            interval_us,
+            rate_milli,
+            paused_ms,
+            auth_ms,
+            generation,
+            stops,
+            peers,
+            auth_generation,
+        ) = (int(v) for v in answer)
         self._auth_stops = stops
         self._fell_back = False
         self._processes = max(1, peers)
         now = self._clock()
         self._answered_at = now
+        if auth_generation != self._auth_generation:
+            if self._auth_generation is not None or self._auth_since == math.inf:
+                self._auth_since = now  # a success ended the refusals, or we rejoin
+            self._auth_generation = auth_generation
+            self._auth_failures = 0  # counted in an older generation: the script drops them
         rate = rate_milli / 1000 if rate_milli >= 0 else None
         if generation != self._generation:
             self._generation = generation
@@ -507,6 +538,13 @@ class SharedAccount:
         elif self.rate is not None and not pause and not auth:
             self._next_ask = now + min(max(0, first_ms) / 1000, REFRESH_INTERVAL)
         self._changed()
+
+    def _forget_auth_generation(self) -> None:
+        """Redis does not answer: refusals seen from now until it answers again (and those
+        of requests sent meanwhile) are this process' own, never reported late."""
+        self._auth_generation = None
+        self._auth_since = math.inf
+        self._auth_failures = 0
 
     def _fall_back(self) -> None:
         """Hand the pace this process' recent share of the account's rate (once per outage)."""

@@ -26,9 +26,11 @@
 --          callers start from together and how fast it doubles until the first throttle,
 --          and the caller's id (processes seen in the last 10 s are counted), and the rate
 --          the caller last heard of (0: none), which a new hash starts from, and the caller's
---          longest pause (its max_retry_after, s), and how far ahead a lease may start (s)
+--          longest pause (its max_retry_after, s), and how far ahead a lease may start (s),
+--          and the auth generation the caller's refusals were counted in (-1: none known)
 -- Returns  {granted, first_ms, interval_us, rate_milli (-1: none), paused_ms, auth_ms, gen,
---          authn (auth stops so far), processes (callers seen in the last 10 s)}:
+--          authn (auth stops so far), processes (callers seen in the last 10 s), authg (the
+--          auth generation: how many times a success ended refusals or a stop)}:
 --          token i (from 0) may be used max(0, first_ms + i * interval_us / 1000) ms from now
 --          (first_ms is negative while the bucket holds a burst); with granted 0 and a rate,
 --          first_ms says when to ask again; gen counts the learned rate's changes of state.
@@ -86,12 +88,14 @@ local TEXTS = {st = true, from = true}
 local NUMBERS = {born = true, okt = true, ign = true, pu = true, pl = true, authf = true,
                  authu = true, al = true, authn = true, rate = true, tat = true, since = true,
                  base = true, fast = true, wmax = true, gen = true, entry = true, mok = true,
-                 mthr = true, at = true}
+                 mthr = true, at = true, authg = true}
 local function finite(raw)
   local n = tonumber(raw)
   if n ~= nil and n == n and n > -math.huge and n < math.huge then return n end
   return nil
 end
+-- The caller's auth generation (a garbled one matches none: its refusals do not count).
+local auth_gen_known = finite(ARGV[28])
 local function is_process(name)
   return string.sub(name, 1, 2) == 'p:'
 end
@@ -137,6 +141,7 @@ s.okt = count(s.okt)
 s.authf = count(s.authf)
 s.authn = count(s.authn)
 s.gen = count(s.gen)
+s.authg = count(s.authg)
 local floor_rate = MIN_RATE
 if ceiling > 0 then floor_rate = math.min(floor_rate, ceiling) end
 if s.rate ~= nil then s.rate = math.min(math.max(s.rate, floor_rate), MAX_RATE) end
@@ -258,12 +263,19 @@ cut('pu', 'pl', max_pause)
 cut('authu', 'al', auth_cooldown)
 
 -- Credentials: a success anywhere ends a stop (unless it happened before the caller heard
--- of the stop); refusals in a row start one.
+-- of the stop); refusals in a row start one. Refusals count only in the auth generation the
+-- caller knew when it saw them: a report that comes late (from a process that could not
+-- reach Redis, or was stopped on its own) must not re-arm a stop after a success ended the
+-- refusals, as the key may have been restored meanwhile. A success that ends refusals or a
+-- stop starts a new generation; the caller's own refusals, reported with its success, count
+-- in it (they may have come after).
+local refusals_current = auth_gen_known ~= nil and auth_gen_known == s.authg
 if ok > 0 and auth_known >= s.authn then
+  if s.authf > 0 or s.authu > 0 then s.authg = s.authg + 1 end
   s.authf = 0
   s.authu = 0
 end
-if auth_failures > 0 then
+if auth_failures > 0 and refusals_current then
   s.authf = s.authf + auth_failures
   if s.authf >= auth_to_stop and s.authu <= now then
     s.authu = now + auth_cooldown
@@ -408,4 +420,4 @@ redis.call('PEXPIRE', key, ttl_ms)
 local rate_milli = -1
 if s.rate ~= nil then rate_milli = math.floor(s.rate * 1000) end
 return {granted, math.floor(first_ms), interval_us, rate_milli, paused_ms, auth_ms,
-        s.gen, s.authn, processes}
+        s.gen, s.authn, processes, s.authg}
