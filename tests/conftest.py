@@ -202,3 +202,14 @@ def redis_server() -> Iterator[RedisServer]:
     test may ``stop()`` and ``start()`` it to play an outage."""
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture
+def direct(redis_server: RedisServer) -> Iterator[Any]:
+    """A plain redis-py client on the test's Redis, to read or write what a peer (or a
+    hostile one) would."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    yield client
+    client.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib.resources
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -30,14 +30,6 @@ STORE_TOKEN = "acme-app-token"
 QUIET = 1.1
 #: Each client's auth cooldown, short so the test waits little.
 COOLDOWN = 1.5
-
-
-@pytest.fixture
-def direct(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    """A plain redis-py client on the test's Redis."""
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    yield client
-    client.close()
 
 
 def _stop_armed(direct: redis.Redis) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -29,14 +28,6 @@ FAR = "1e15"
 QUIET = 1.5
 #: A step back of Redis' clock, in seconds.
 STEP_BACK = 3600.0
-
-
-@pytest.fixture
-def direct(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    """A plain redis-py client on the test's Redis, to write what a hostile peer would."""
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    yield client
-    client.close()
 
 
 async def _warm(client: object, status: TrackingStatus, calls: int = 5) -> None:
