@@ -278,11 +278,15 @@ class JournalFile(_File):
         invoice = entry.invoice
         if busy or invoice in self._resent:
             return None
-        if self._lookup(
-            "SELECT 1 FROM confirmed WHERE invoice = ? AND body = ? LIMIT 1", (invoice, entry.body)
-        ):
+        # One indexed lookup: 1 when this body was confirmed for the invoice, 0 when only
+        # others were, NULL when the invoice has no row.
+        row = self._lookup(
+            "SELECT max(body = ?) FROM confirmed WHERE invoice = ?", (entry.body, invoice)
+        )
+        verdict = None if row is None else row[0]
+        if verdict == 1:
             return "already_done"
-        if self._lookup("SELECT 1 FROM confirmed WHERE invoice = ? LIMIT 1", (invoice,)):
+        if verdict == 0:
             # Its invoice had another body confirmed: this one is sent, and later updates of
             # the invoice can no longer be vouched for by the journal's rows.
             self._resent.add(invoice)
