@@ -11,7 +11,12 @@ false}, ...}``), each told apart by its credentials (``store_credentials``). ``-
 listens on N loopback ports (one URL each, on the first line, space-separated), so each store
 can have a host of its own as on VTEX (``{account}.vtexcommercestable.com.br``); ``timeline``
 answers ``[received_at, status, store]`` per request (``time.monotonic()``: the same clock as
-every process of this machine).
+every process of this machine). A store's options may add ``fail_bursts``: ``[p, low, high]``,
+a burst of ``low`` to ``high`` consecutive 503s (no ``Retry-After``) of that store starting,
+with probability ``p``, at any of its answers past its token bucket (``BurstyOMS``, seeded by
+store name, restarted by ``reset``); ``final`` answers ``[orderId, invoiceNumber, events of the
+last accepted body, bodies accepted, rollbacks]`` per invoice (a rollback: an accepted body
+with fewer events than the one accepted before it).
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import itertools
 import json
+import random
 import sys
 import time
 from typing import Any
@@ -32,7 +39,61 @@ from ._workload import store_credentials
 
 
 def _stores(spec: dict[str, dict[str, Any]]) -> dict[str, FakeAccount]:
-    return {name: FakeAccount(*store_credentials(name), **opts) for name, opts in spec.items()}
+    return {
+        name: FakeAccount(*store_credentials(name), **{k: v for k, v in opts.items() if k != FB})
+        for name, opts in spec.items()
+    }
+
+
+#: A store option of the benchmark server, not of ``FakeAccount``: see the module docstring.
+FB = "fail_bursts"
+
+
+class BurstyOMS(FakeOMS):
+    """``FakeOMS`` whose stores with ``fail_bursts`` answer 503 in short bursts: after the
+    store's token bucket (a 503 takes a token, a 429 does not), through ``fail_next``."""
+
+    def __init__(self, bursts: dict[str, tuple[float, int, int]], **options: Any) -> None:
+        super().__init__(**options)
+        self.bursts = bursts
+        self._restart()
+
+    def _restart(self) -> None:
+        self._left = dict.fromkeys(self.bursts, 0)
+        self._rngs = {name: random.Random(name) for name in self.bursts}
+
+    def reset(self) -> None:
+        super().reset()
+        self._restart()
+
+    def _answer(self, request: Any, record: Any, ids: Any) -> web.Response:
+        store = self._store(request)
+        name = store[0] if store is not None else None
+        if name not in self.bursts or self._failures:
+            return super()._answer(request, record, ids)
+        p, low, high = self.bursts[name]
+        left = self._left[name]
+        if left == 0 and self._rngs[name].random() < p:
+            left = self._rngs[name].randint(low, high)
+        self._left[name] = left
+        if left == 0:
+            return super()._answer(request, record, ids)
+        self.fail_next(1, 503)
+        response = super()._answer(request, record, ids)
+        if self._failures:  # refused before it (429): the burst waits for the next answer
+            self._failures.clear()
+        else:
+            self._left[name] = left - 1
+        return response
+
+
+def _final(oms: FakeOMS) -> list[list[Any]]:
+    rows = []
+    for (order, invoice), docs in oms.updates.items():
+        counts = [len(doc.get("events", ())) for doc in docs]
+        rollbacks = sum(b < a for a, b in itertools.pairwise(counts))
+        rows.append([order, invoice, counts[-1], len(counts), rollbacks])
+    return rows
 
 
 async def _drain(oms: FakeOMS, timeout: float) -> None:
@@ -53,13 +114,15 @@ async def main() -> None:
     parser.add_argument("--ports", type=int, default=1, help="loopback ports to listen on")
     args = parser.parse_args()
     loop = asyncio.get_running_loop()
-    async with FakeOMS(
-        rate_limit=args.rate_limit,
-        burst=args.burst,
-        retry_after=args.retry_after,
-        latency=args.latency,
-        accounts=_stores(args.stores),
-    ) as oms:
+    options: dict[str, Any] = {
+        "rate_limit": args.rate_limit,
+        "burst": args.burst,
+        "retry_after": args.retry_after,
+        "latency": args.latency,
+        "accounts": _stores(args.stores),
+    }
+    bursts = {name: tuple(o[FB]) for name, o in args.stores.items() if o.get(FB)}
+    async with BurstyOMS(bursts, **options) if bursts else FakeOMS(**options) as oms:
         runner = oms._runner  # the same app on more ports: one host per store, as on VTEX
         assert runner is not None
         for _ in range(args.ports - 1):
@@ -90,6 +153,8 @@ async def main() -> None:
                 for r in oms.requests:
                     by_store.setdefault(r.account or "", collections.Counter())[str(r.status)] += 1
                 answer = by_store
+            elif command == "final":
+                answer = _final(oms)
             elif command == "timeline":
                 answer = [[round(r.received_at, 4), r.status, r.account] for r in oms.requests]
             else:

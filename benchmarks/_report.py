@@ -219,6 +219,8 @@ def render(results: dict[str, Any]) -> str:
         from ._report_scale import scale_out_lines
 
         out += scale_out_lines(sc["scale_out"])
+    if "hub_day" in sc:
+        out += _hub_day_section(sc["hub_day"])
     if sc.get("profile", {}).get("sdk_push"):
         p = sc["profile"]["sdk_push"]
         rows = [[f"{row['share'] * 100:.1f} %", row["area"]] for row in p["by_area"][:10]]
@@ -365,6 +367,50 @@ def _pace_sections(sc: dict[str, Any]) -> list[str]:
             _table(LATENCY_HEADERS, rows),
         ]
     return out
+
+
+def _hub_day_section(r: dict[str, Any]) -> list[str]:
+    """The printed section of the ``hub_day`` scenario (``_scenarios_hub``)."""
+    if "skipped" in r:
+        return ["", f"Hub day: skipped ({r['skipped']})"]
+    c = r["settings"]
+    headers = ["run", "slowest / ideal", "its limit", "median / ideal", "429 %",
+               "worst store 429 %", "first 10 s max (> 3)", "req / invoice", "503 %", "lost",
+               "failed", "CPU us/req"]  # fmt: skip
+    rows = []
+    for kind in ("first", "second", "local"):
+        f = r.get(kind)
+        if not f:
+            continue
+        rows.append([
+            kind, _range(f["slowest_over_ideal"], 2),
+            "/".join(_fmt(x, 1) for x in f["slowest_limit"]) or "-",
+            _range(f["median_over_ideal"], 2), _range(_pct(f["share_429"]), 2),
+            _range(_pct(f["worst_store_share_429"]), 1),
+            f"{_range(f['first_10s_429_max'])} ({_range(f['stores_over_3_in_first_10s'])})",
+            _range(f["requests_per_invoice"], 3), _range(_pct(f["share_503"]), 2),
+            _range(f["lost_updates"]), _range(f["failed"]), _range(f["cpu_us_per_request"]),
+        ])  # fmt: skip
+    cpu = r.get("cpu_per_request_shared_over_local")
+    return [
+        "",
+        f"Hub day: {c['stores']} stores, limits drawn from {c['low']:g}-{c['high']:g}/s"
+        f" (burst {c['burst']}, latency {c['latency']:g} s, ~{c['fail_share'] * 100:g} % 503"
+        " in bursts),"
+        f" {r['invoices']:,} invoices, {r['updates']:,} updates, ideal {c['ideal_s']:g} s;"
+        f" {c['sdk_processes']} SDK + {c['cli_processes']} CLI processes ({c['reps']} reps;"
+        f" {r['redis']}):",
+        _table(headers, rows),
+        f"  CPU per request, shared (first) / local: {_range(cpu, 2)}; failed runs:"
+        f" {len(r['failed_runs'])}; slowest store of all (complete or not) / ideal, machine"
+        " busy % during the run, server CPU s: "
+        + "; ".join(
+            f"{kind} {_range(r[kind]['slowest_any_over_ideal'], 2)},"
+            f" {_range(_pct(r[kind]['machine_busy_share']))}, {_range(r[kind]['server_cpu_s'], 1)}"
+            for kind in ("first", "second", "local")
+            if r.get(kind)
+        ),
+    ]
 
 
 def _pct(spread: dict[str, Any] | None) -> dict[str, Any] | None:

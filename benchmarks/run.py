@@ -18,7 +18,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import _report, _scenarios, _scenarios_pace, _scenarios_scale, _scenarios_send_less
+from . import (
+    _report,
+    _scenarios,
+    _scenarios_hub,
+    _scenarios_pace,
+    _scenarios_scale,
+    _scenarios_send_less,
+)
 from ._server import local_server
 
 SCENARIOS = (
@@ -35,11 +42,12 @@ SCENARIOS = (
     "profile",
     "scale_out",
     "send_less",
+    "hub_day",
 )
 #: Scenarios of ``_scenarios_pace`` (single calls, mixed, latency); the rest are ``_scenarios``.
 PACE = ("single_calls", "mixed", "latency")
 #: Scenarios that start their own FakeOMS instead of using the local receipt server.
-OWN_SERVER = ("rate_limited", "many_stores", *PACE)
+OWN_SERVER = ("rate_limited", "many_stores", "hub_day", *PACE)
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 #: Quick runs are smoke tests: they must not overwrite the published full results.
 QUICK_OUT = Path(__file__).resolve().parent / "results" / "quick" / "results.json"
@@ -150,6 +158,9 @@ def _run_scenario(
             section, targets = _scenarios_scale.scale_out(settings, server)
         elif name == "send_less":
             section, targets = _scenarios_send_less.send_less(settings, server)
+        elif name == "hub_day":
+            # Its own FakeOMS (one port per store) and Redis.
+            section, targets = _scenarios_hub.hub_day(settings)
         elif name in PACE:
             section, targets = getattr(_scenarios_pace, name)(settings)
         elif name in OWN_SERVER:

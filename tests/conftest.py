@@ -26,6 +26,7 @@ from vtex_tracking import (
     TrackingClient,
     TrackingEvent,
     TrackingStatus,
+    _throttle,
 )
 from vtex_tracking.testing import FakeOMS
 
@@ -49,6 +50,20 @@ ERROR_FOR_STATUS: list[tuple[int, type[APIError]]] = [
 
 #: Retries without noticeable sleeps, for tests of what is retried (not of how long).
 FAST_RETRY = RetryPolicy(max_attempts=4, initial_backoff=0.001, max_backoff=0.01)
+
+
+#: The rate a new account starts at in tests of everything but the start itself. The SDK's
+#: (``_throttle.START_RATE``, 2/s) makes a new account's first seconds slow on purpose, to
+#: spare small stores; hundreds of tests each pushing a few updates to a fresh account would
+#: each wait for it. Tests of the start take the real one (``@pytest.mark.real_start``).
+TEST_START_RATE = 1000.0
+
+
+@pytest.fixture(autouse=True)
+def _fast_start(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """New accounts start at ``TEST_START_RATE`` unless the test is ``real_start``."""
+    if request.node.get_closest_marker("real_start") is None:
+        monkeypatch.setattr(_throttle, "START_RATE", TEST_START_RATE)
 
 
 @pytest.fixture

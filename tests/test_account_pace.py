@@ -58,6 +58,7 @@ def _max_in_any_second(oms: FakeOMS) -> int:
     return most
 
 
+@pytest.mark.real_start
 async def test_a_burst_of_single_calls_is_smoothed_instead_of_answered_429(
     make_client: ClientFactory
 ) -> None:
@@ -84,6 +85,7 @@ async def test_a_burst_of_single_calls_is_smoothed_instead_of_answered_429(
     assert statuses[429] <= 0.15 * sum(statuses.values()), statuses
 
 
+@pytest.mark.real_start
 def test_single_calls_from_many_threads_share_one_pace() -> None:
     """16 threads on one TrackingClient (Django, Celery threads) against a 50 req/s limit:
     all succeed, and few requests are refused."""

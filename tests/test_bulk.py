@@ -248,6 +248,7 @@ async def test_rate_limit_caps_the_send_rate(make_client: ClientFactory) -> None
     assert elapsed >= 0.3
 
 
+@pytest.mark.real_start
 async def test_adaptive_throttle_slows_down_on_429(make_client: ClientFactory) -> None:
     """Against a server limited to 50/s, the push finishes with few 429s."""
     async with (

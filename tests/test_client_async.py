@@ -191,6 +191,7 @@ async def test_429_with_seconds_retry_after_waits(
     assert second.received_at - first.received_at >= 0.3
 
 
+@pytest.mark.real_start
 async def test_429_with_http_date_retry_after_waits(
     status: TrackingStatus, make_client: ClientFactory
 ) -> None:

@@ -14,6 +14,7 @@ import anyio.lowlevel
 import pytest
 
 from vtex_tracking import AuthCooldownError
+from vtex_tracking._answer import Answer
 from vtex_tracking._constants import AUTH_FAILURES_TO_STOP, INITIAL_WINDOW
 from vtex_tracking._pace import AccountPace
 
@@ -44,7 +45,7 @@ async def test_waiting_requests_are_admitted_in_arrival_order() -> None:
     async def request(n: int) -> None:
         assert await pace.acquire(None)
         served.append(n)
-        pace.release(200, None, 0.01)
+        pace.release(Answer.CONFIRMED, None, 0.01)
 
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
@@ -107,7 +108,7 @@ async def test_a_call_that_gives_up_waiting_holds_nothing() -> None:
     pace = _pace(max_concurrency=1, adaptive=False)
     assert await pace.acquire(None)
     assert not await pace.acquire(0.05)  # the window of one is taken
-    pace.release(200, None, 0.01)
+    pace.release(Answer.CONFIRMED, None, 0.01)
     assert pace.in_flight == 0
     assert await pace.acquire(0.05)  # the timed-out waiter left no trace in the queue
 
@@ -121,7 +122,7 @@ async def test_a_cancelled_waiter_leaves_the_queue() -> None:
         await pace.acquire(None)
     task = asyncio.get_running_loop().create_task(pace.acquire(None))
     await anyio.wait_all_tasks_blocked()
-    pace.release(200, None, 0.01)  # admits the task...
+    pace.release(Answer.CONFIRMED, None, 0.01)  # admits the task...
     task.cancel()  # ...which is cancelled before it resumes
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -135,9 +136,9 @@ async def test_the_window_slow_starts_and_follows_rate_times_round_trip() -> Non
     assert near.window == INITIAL_WINDOW
     for _ in range(1000):
         near.in_flight += 1  # as if admitted (the bucket is not the point here)
-        near.release(200, None, 0.005)
+        near.release(Answer.CONFIRMED, None, 0.005)
         far.in_flight += 1
-        far.release(200, None, 0.25)
+        far.release(Answer.CONFIRMED, None, 0.25)
     assert near.window <= 10  # 500/s x 5 ms = 2.5 in flight needed
     assert 150 <= far.window <= 200  # 500/s x 250 ms = 125 in flight needed
 
@@ -147,7 +148,7 @@ async def test_without_a_rate_the_window_grows_to_max_concurrency() -> None:
     pace = _pace(max_concurrency=300)
     for _ in range(400):
         pace.in_flight += 1
-        pace.release(200, None, 0.25)
+        pace.release(Answer.CONFIRMED, None, 0.25)
     assert pace.window == 300
 
 
@@ -166,8 +167,9 @@ async def test_repeated_auth_failures_fail_fast_until_the_cool_down_ends() -> No
     )
     pace.bind(asyncio.get_running_loop())
     for _ in range(AUTH_FAILURES_TO_STOP):
+        clock.now += 1.0  # a new account starts slowly: a token a half second
         assert await pace.acquire(None)
-        pace.release(401, None, 0.01)
+        pace.release(Answer.REFUSED, None, 0.01)
     with pytest.raises(AuthCooldownError) as caught:
         await pace.acquire(None)
     assert caught.value.account == "acme"
@@ -178,7 +180,7 @@ async def test_repeated_auth_failures_fail_fast_until_the_cool_down_ends() -> No
     assert isinstance(refused[0], AuthCooldownError)
     clock.now += 31
     assert await pace.acquire(None)  # cooled down: one may try again
-    pace.release(200, None, 0.01)
+    pace.release(Answer.CONFIRMED, None, 0.01)
     assert not pace.auth_stopped
     assert pace.in_flight == 0
 
@@ -192,7 +194,7 @@ async def test_a_long_retry_after_pauses_every_request_of_the_account() -> None:
     )  # fmt: skip
     pace.bind(asyncio.get_running_loop())
     assert pace.try_admit()
-    pace.release(429, 7.0, 0.01)
+    pace.release(Answer.THROTTLED, 7.0, 0.01)
     assert not pace.try_admit()
     assert pace.bucket.wait_time() == pytest.approx(7.0)
     clock.now += 7.0

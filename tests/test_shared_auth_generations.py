@@ -159,7 +159,8 @@ def _call(
     """One call of the shared script for account "acme" (no lease), as the SDK makes it."""
     args: list[object] = [
         0, ok, 0, 0, refused, 0.01, 60_000, 3, 30.0, 0, 1, 1.0, 0.7, 0.1, 5.0, 1.0, 0.5,
-        0.5, 0.2, 0, stops_known, 20.0, 0.25, "test-process", 0, 60.0, 0.25, auth_gen,
+        0.5, 0.2, 0, stops_known, 2.0, 0.5, "test-process", 0, 60.0, 1.0, auth_gen,
+        64.0, 0.25, 4096.0, 0.6, 8, 1.25, 150, 2_592_000_000, 604_800.0, 86_400.0, 30.0,
     ]  # fmt: skip
     return [int(v) for v in script(keys=[KEY], args=args)]
 

@@ -70,6 +70,7 @@ async def test_two_clients_share_one_accounts_rate(
     assert alone_429 > shared_429 + 3, (alone_429, shared_429)
 
 
+@pytest.mark.real_start
 async def test_the_learned_rate_lives_in_redis_for_every_client(
     redis_server: RedisServer, make_client: ClientFactory, status: TrackingStatus
 ) -> None:

@@ -89,3 +89,14 @@ ENV_APP_KEY: Final = "VTEX_APP_KEY"
 ENV_APP_TOKEN: Final = "VTEX_APP_TOKEN"
 ENV_USER_TOKEN: Final = "VTEX_USER_TOKEN"
 ENV_SHARED_PACE: Final = "VTEX_SHARED_PACE"
+#: Seconds a remembered limit (``limits_file=``, or ``shared_pace``'s Redis) is taken whole;
+#: older, it halves every ``LIMIT_HALF_LIFE`` seconds, so a store whose limit fell is not
+#: met at yesterday's rate for long, while one whose limit holds climbs back to it.
+LIMIT_FRESH: Final = 24 * 3600.0
+LIMIT_HALF_LIFE: Final = 7 * 24 * 3600.0
+#: Seconds a remembered limit is kept at all (renewed at each run that measures it).
+LIMIT_KEPT: Final = 30 * 24 * 3600.0
+#: 429s (or 503s with ``Retry-After``) per update in a push that do not use up its attempts:
+#: the pace meeting the account's limit is no fault of the update (a new store's first
+#: seconds, several pushes sharing it). Bounded, so a store that only ever says 429 ends.
+THROTTLES_NOT_COUNTED: Final = 8

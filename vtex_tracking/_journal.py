@@ -28,8 +28,8 @@ import sqlite3
 import time
 
 from ._errors import ConfigurationError
+from ._log import logger
 from ._remember import Entry, Journal, JournalMismatchError, UnchangedState, without_password
-from ._telemetry import logger
 
 __all__ = ["Journal", "JournalFile", "JournalMismatchError", "UnchangedFile", "UnchangedState"]
 

@@ -11,14 +11,15 @@ from typing import Any
 
 import anyio
 
+from ._answer import Answer
 from ._errors import AuthCooldownError, PushStoppedError
+from ._log import logger
 from ._models import PushResult, TrackingUpdate
 from ._pace import AccountPace
 from ._progress import AccountProgress, PushProgress, RateMeter
 from ._push_options import PushOptions
 from ._remember import Entry
 from ._sender import AccountSender
-from ._telemetry import logger
 from ._throttle import TokenBucket
 
 #: An invoice within a push: (order, invoice number, account; None for the default account).
@@ -232,13 +233,13 @@ class Lane:
         progress.in_flight += 1
         progress.send_rate = self.rate_meter.tick()
 
-    def attempt_finished(self, status: int | None, retry_after: float | None) -> None:
+    def attempt_finished(self, answer: Answer) -> None:
         stats, progress = self.stats, self.progress
         stats.in_flight -= 1
         progress.in_flight -= 1
-        if status is not None:
+        if answer is not Answer.NO_ANSWER:
             self.answered = True
-        if status == 429 or (status == 503 and retry_after is not None):
+        if answer is Answer.THROTTLED:
             stats.throttled += 1
             progress.throttled += 1
         self._show_rate()
@@ -247,7 +248,7 @@ class Lane:
         self.on_backoff(waiting)
 
     def _show_rate(self) -> None:
-        rate = self.pace.bucket.rate
+        rate = self.pace.rate
         if self.cap is not None and self.cap.rate is not None:
             rate = self.cap.rate if rate is None else min(rate, self.cap.rate)
         self.stats.rate_limit = rate

@@ -14,9 +14,11 @@ A request is admitted when all of these hold:
   account's ``max_concurrency`` and, once a rate is set, what that rate needs at the measured
   round trip (Little's law: rate x rtt, times ``WINDOW_HEADROOM``). So an account 250 ms away
   gets enough requests in flight to reach its limit, and a slow one no more than it can use;
-* the token bucket has a token: a fixed ``rate_limit``, lowered by the adaptive rate on
-  429/503 and raised again by successes; a ``Retry-After`` of ``ACCOUNT_PAUSE_AFTER`` seconds
-  or more holds every request of the account until it has passed.
+* its token source (``_tokens.TokenSource``) has a token: this process' own bucket at the
+  adaptive rate (a new account starts slowly and climbs on its successes; 429s lower it), or
+  tokens leased from Redis with ``shared_pace``; a ``Retry-After`` of
+  ``ACCOUNT_PAUSE_AFTER`` seconds or more holds every request of the account until it has
+  passed. The pace never asks which source it has.
 
 Nothing polls: the head of the queue is looked at again when a request ends (``release``),
 when a newcomer arrives, or when the timer set for the next token fires.
@@ -29,23 +31,20 @@ import collections
 import contextlib
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Union
+from typing import Union
 
-from . import _testing_mode
+from ._answer import Answer
 from ._constants import (
     ACCOUNT_PAUSE_AFTER,
     AUTH_FAILURES_TO_STOP,
     DEFAULT_AUTH_COOLDOWN,
     INITIAL_WINDOW,
-    INITIAL_WINDOW_SHARED,
     WINDOW_HEADROOM,
 )
 from ._errors import AuthCooldownError, ClientClosedError
-from ._telemetry import logger
-
-if TYPE_CHECKING:
-    from ._shared import SharedAccount
+from ._log import logger
 from ._throttle import AdaptiveRate, TokenBucket
+from ._tokens import LocalTokens, TokenSource
 
 #: Weight of a new round-trip sample in the moving average.
 RTT_GAIN = 0.1
@@ -72,21 +71,18 @@ class AccountPace:
         max_retry_after: float,
         auth_cooldown: float = DEFAULT_AUTH_COOLDOWN,
         clock: Callable[[], float] = time.monotonic,
-        shared: SharedAccount | None = None,
+        tokens: TokenSource | None = None,
     ) -> None:
         self.account = account
-        self.bucket = TokenBucket(rate_limit, clock=clock)
-        self.bucket.on_change = self._rate_changed
-        self.adaptive = (
-            AdaptiveRate(self.bucket, ceiling=rate_limit, clock=clock, rtt=self._current_rtt)
-            if adaptive
-            else None
-        )
+        #: Where the account's tokens come from: this process' own (``LocalTokens``, made
+        #: from ``rate_limit`` and ``adaptive``) or a shared source (``shared_pace=``).
+        if tokens is None:
+            tokens = LocalTokens(rate_limit, adaptive=adaptive, clock=clock)
+        self.tokens: TokenSource = tokens
+        self.tokens.on_change = self._rate_changed
         self.max_window = max_concurrency
         # Without adaptive pacing the caller paces itself: no slow start either.
-        # A shared account may have many processes starting at once: each starts with one
-        # request in flight, so their first wave stays small against an unknown limit.
-        first = INITIAL_WINDOW_SHARED if shared is not None else INITIAL_WINDOW
+        first = self.tokens.first_window
         self.window = min(first, max_concurrency) if adaptive else max_concurrency
         self.in_flight = 0
         #: Moving average of answered requests' round trips, in seconds (0: none yet).
@@ -103,14 +99,6 @@ class AccountPace:
         self._timer_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dispatching = False
-        #: The account's pace in Redis, shared with other processes (``shared_pace=``). While
-        #: Redis answers, its tokens, pause and auth stop decide; the local bucket and
-        #: adaptive rate keep learning from this process' answers, for when it does not.
-        self.shared = shared
-        if shared is not None:
-            shared.on_change = self._rate_changed
-            shared.on_fallback = self._fall_back
-            shared.max_pause = max_retry_after  # no pause from Redis outlasts our own bound
 
     def __repr__(self) -> str:
         rate = self.bucket.rate
@@ -120,65 +108,37 @@ class AccountPace:
             f" window={self.window}, in_flight={self.in_flight}, rtt={self.rtt * 1000:.0f} ms)"
         )
 
-    def _current_rtt(self) -> float:
-        return self.rtt
+    @property
+    def bucket(self) -> TokenBucket:
+        """This process' own token bucket (a shared pace's fallback)."""
+        return self.tokens.local.bucket
+
+    @property
+    def adaptive(self) -> AdaptiveRate | None:
+        """This process' own adaptive rate (None: ``adaptive=False``)."""
+        return self.tokens.local.adaptive
 
     @property
     def rate(self) -> float | None:
         """Requests per second the account may take now (None: no limit known)."""
-        shared = self.shared
-        if shared is not None and shared.active:
-            return shared.rate
-        return self.bucket.rate
+        return self.tokens.rate
 
     @property
     def shared_state(self) -> str | None:
         """``"shared"`` while the pace is Redis', ``"local"`` while Redis does not answer,
         None without a shared pace."""
-        if self.shared is None:
-            return None
-        return "shared" if self.shared.active else "local"
+        return self.tokens.state
 
-    def _token_wait(self) -> float:
-        """Seconds until a token (shared, or this process' own while Redis is away)."""
-        shared = self.shared
-        if shared is None:
-            return self.bucket.wait_time()
-        if not shared.active:
-            shared.check_back()  # at most once a second: is Redis back?
-            return self.bucket.wait_time()
-        if _testing_mode.enabled:
-            return 0.0
-        wait = shared.wait_time(len(self._waiters) or 1)
-        if shared.rate is None:
-            # No shared rate yet: this process' own pace reacts to its first 429 at once,
-            # a Redis round trip before the shared one can.
-            return max(wait, self.bucket.wait_time())
-        return max(wait, self.bucket.pause_remaining())
+    @property
+    def limit(self) -> float | None:
+        """The account's limit as measured in this process (None: not measured)."""
+        return self.tokens.limit
 
-    def _fall_back(self, share: float) -> None:
-        # Redis stopped answering: go on at this process' share of the account's rate, not
-        # at whatever the local pace learned meanwhile (every process falls back at once).
-        if self.adaptive is not None:
-            self.adaptive.restart_from(share)
-        else:
-            ceiling = self.bucket.rate
-            self.bucket.set_rate(share if ceiling is None else min(share, ceiling))
-
-    def _take_token(self) -> None:
-        shared = self.shared
-        if shared is not None and shared.active:
-            shared.take()
-            if shared.rate is None:
-                self.bucket.take()
-        else:
-            self.bucket.take()
-
-    def _adopt_shared_auth_stop(self) -> None:
+    def _adopt_auth_stop(self) -> None:
         # Another process saw the credentials refused again and again: stop here too.
-        shared = self.shared
-        if shared is not None and shared.auth_until > self._auth_until and shared.active:
-            self._auth_until = shared.auth_until
+        until = self.tokens.auth_until
+        if until > self._auth_until:
+            self._auth_until = until
             self._auth_failures = max(self._auth_failures, AUTH_FAILURES_TO_STOP)
 
     def _rate_changed(self) -> None:
@@ -203,8 +163,7 @@ class AccountPace:
     def forget_requests(self) -> None:
         """Drop the waiters and in-flight count of a dead loop or a parent process (after a
         fork); what was learned about the account stays."""
-        if self.shared is not None:
-            self.shared.forget()
+        self.tokens.forget()
         self._waiters.clear()
         self._timer = None
         self.in_flight = 0
@@ -234,13 +193,13 @@ class AccountPace:
         """Admit one request now if nobody is queued and the pace allows it; never waits."""
         if self._waiters or self.in_flight >= self.window:
             return False
-        if self.shared is not None:
-            self._adopt_shared_auth_stop()
+        self._adopt_auth_stop()
         if self._auth_until and self.auth_cooldown_error() is not None:
             return False
-        if self._token_wait() > 0:
+        tokens = self.tokens
+        if tokens.wait_time(1) > 0:
             return False
-        self._take_token()
+        tokens.take()
         self.in_flight += 1
         return True
 
@@ -289,8 +248,8 @@ class AccountPace:
             return  # a callback of ours queued more: the loop below will see it
         self._dispatching = True
         try:
-            if self.shared is not None:
-                self._adopt_shared_auth_stop()
+            self._adopt_auth_stop()
+            tokens = self.tokens
             waiters = self._waiters
             while waiters:
                 head = waiters[0]
@@ -305,12 +264,12 @@ class AccountPace:
                         continue
                 if self.in_flight >= self.window:
                     return  # the next release looks again
-                wait = self._token_wait()
+                wait = tokens.wait_time(len(waiters))
                 if wait > 0:
                     self._wake_in(wait)
                     return
                 waiters.popleft()
-                self._take_token()
+                tokens.take()
                 self.in_flight += 1
                 _resolve(head, None)
         finally:
@@ -334,13 +293,13 @@ class AccountPace:
 
     # -- learning --------------------------------------------------------------------------------
 
-    def release(self, status: int | None, retry_after: float | None, elapsed: float) -> None:
-        """An admitted request ended: HTTP ``status`` (None: no answer, or cancelled), the
-        server's requested wait, and its round trip in seconds. Learns from it, then lets
-        the next one in."""
+    def release(self, answer: Answer, retry_after: float | None, elapsed: float) -> None:
+        """An admitted request ended with ``answer`` (``_answer.classify``), the server's
+        requested wait and its round trip in seconds. Learns from it, then lets the next
+        one in."""
         self.in_flight -= 1
-        if status is not None:
-            self._learn(status, retry_after, elapsed)
+        if answer is not Answer.NO_ANSWER:
+            self._learn(answer, retry_after, elapsed)
         if self._waiters:
             self._dispatch()
 
@@ -350,42 +309,32 @@ class AccountPace:
         if self._waiters:
             self._dispatch()
 
-    def _learn(self, status: int, retry_after: float | None, elapsed: float) -> None:
+    def _learn(self, answer: Answer, retry_after: float | None, elapsed: float) -> None:
         self.rtt = elapsed if not self.rtt else self.rtt + RTT_GAIN * (elapsed - self.rtt)
-        if self.shared is not None:
-            pause = (
-                min(retry_after, self._max_retry_after)
-                if retry_after is not None and retry_after >= ACCOUNT_PAUSE_AFTER
-                else 0.0
-            )
-            self.shared.record(status, retry_after, pause, self.rtt, self._clock() - elapsed)
-        if 200 <= status < 300:
+        # A long wait means the account is well over its limit: every request of it waits,
+        # not only the one that got the answer.
+        pause = 0.0
+        if (
+            answer is Answer.THROTTLED
+            and retry_after is not None
+            and retry_after >= ACCOUNT_PAUSE_AFTER
+        ):
+            pause = min(retry_after, self._max_retry_after)
+            if not self.bucket.paused:
+                logger.warning(
+                    "account %r: VTEX answered with Retry-After %.0f s; pausing all of"
+                    " its requests for %.0f s (others may be sharing its rate limit)",
+                    self.account,
+                    retry_after,
+                    pause,
+                )
+        self.tokens.learn(answer, retry_after, pause, self.rtt, self._clock() - elapsed)
+        if answer is Answer.CONFIRMED:
             if self._auth_failures:
                 self._auth_failures = 0
                 self._auth_until = 0.0
-            if self.adaptive is not None:
-                self.adaptive.on_success()
             self._fit_window()
-        # A 503 with Retry-After is VTEX's circuit breaker asking for less; a bare 503 is a
-        # server error (retried), so random failures don't slow the account down.
-        elif status == 429 or (status == 503 and retry_after is not None):
-            if retry_after is not None and retry_after >= ACCOUNT_PAUSE_AFTER:
-                # A long wait means the account is well over its limit: every request of it
-                # waits, not only the one that got the answer.
-                pause = min(retry_after, self._max_retry_after)
-                if not self.bucket.paused:
-                    logger.warning(
-                        "account %r: VTEX answered %d with Retry-After %.0f s; pausing all of"
-                        " its requests for %.0f s (others may be sharing its rate limit)",
-                        self.account,
-                        status,
-                        retry_after,
-                        pause,
-                    )
-                self.bucket.pause_until(self._clock() + pause)
-            if self.adaptive is not None:
-                self.adaptive.on_throttle()
-        elif status == 401 or status == 403:
+        elif answer is Answer.REFUSED:
             # Likely a revoked key: let fewer requests out until something succeeds, and
             # after a few in a row fail fast for a while instead of knocking on VTEX.
             self.window = max(1, self.window - 1)
@@ -393,11 +342,10 @@ class AccountPace:
             if self._auth_failures >= AUTH_FAILURES_TO_STOP:
                 if not self.auth_stopped:
                     logger.warning(
-                        "account %r: VTEX refused its credentials %d times in a row (HTTP %d);"
+                        "account %r: VTEX refused its credentials %d times in a row;"
                         " its calls fail fast for %.0f s (check the app key and its roles)",
                         self.account,
                         self._auth_failures,
-                        status,
                         self._auth_cooldown,
                     )
                 self._auth_until = self._clock() + self._auth_cooldown

@@ -15,9 +15,10 @@ import time
 from typing import Protocol
 from urllib.parse import quote
 
+from ._answer import Answer, classify
 from ._checks import Checks
 from ._config import RetryPolicy
-from ._constants import OPEN_FILES_RETRY_DELAY
+from ._constants import OPEN_FILES_RETRY_DELAY, THROTTLES_NOT_COUNTED
 from ._errors import (
     AuthCooldownError,
     PaceTimeoutError,
@@ -27,11 +28,12 @@ from ._errors import (
     find_request_id,
     unexpected_body_error,
 )
+from ._log import logger
 from ._models import TrackingReceipt, TrackingUpdate
 from ._pace import AccountPace
 from ._retry import retry_after_from_headers, retry_delay
 from ._serde import decode_receipt, encode_status
-from ._telemetry import AccountCounters, logger, start_attempt_span
+from ._telemetry import AccountCounters, start_attempt_span
 from ._throttle import Budget
 from ._transport import RawResponse, TooManyOpenFilesError, Transport
 
@@ -58,8 +60,8 @@ class AttemptObserver(Protocol):
     def attempt_started(self) -> None:
         """A request is about to go out."""
 
-    def attempt_finished(self, status: int | None, retry_after: float | None) -> None:
-        """It ended: its HTTP status (None: no answer, or cancelled) and requested wait."""
+    def attempt_finished(self, answer: Answer) -> None:
+        """It ended with ``answer`` (``_answer.classify``)."""
 
     def backoff(self, waiting: bool) -> None:
         """The send starts (True) or ends (False) waiting before its next attempt."""
@@ -162,6 +164,11 @@ class AccountSender:
             body = encode_status(update.status)
         policy = self.retry_policy
         attempts = 0
+        # In a push, a 429 is the account's pace meeting its limit, not a fault of the update:
+        # up to THROTTLES_NOT_COUNTED of them are retried without using up its attempts.
+        # (Not with a policy of one attempt: ``RetryPolicy.disabled()`` means exactly one.)
+        throttles_free = THROTTLES_NOT_COUNTED if patient and policy.max_attempts > 1 else 0
+        not_counted = 0
         out_of_files_since: float | None = None
         while True:
             waited = 0.0
@@ -193,7 +200,12 @@ class AccountSender:
             raw, retry_after = outcome
             if 200 <= raw.status < 300:
                 return self._receipt(raw, update, attempts)
-            delay = retry_delay(policy, attempts, status=raw.status, retry_after=retry_after)
+            if throttles_free and classify(raw.status, retry_after) is Answer.THROTTLED:
+                throttles_free -= 1
+                not_counted += 1
+            delay = retry_delay(
+                policy, attempts - not_counted, status=raw.status, retry_after=retry_after
+            )
             if delay is None:
                 error = error_from_response(
                     raw.status,
@@ -205,7 +217,7 @@ class AccountSender:
                     retry_after=retry_after,
                     secrets=self._secrets,
                 )
-                if raw.status in (401, 403):
+                if classify(raw.status, retry_after) is Answer.REFUSED:
                     pace.auth_error = error
                 raise error
             self._log_retry(path, f"HTTP {raw.status}", attempts, delay)
@@ -290,11 +302,12 @@ class AccountSender:
         finally:
             elapsed = time.perf_counter() - started
             status = raw.status if raw is not None else None
+            answer = classify(status, retry_after)
             budget.release()
-            pace.release(status, retry_after, elapsed)
-            counters.count(status)
+            pace.release(answer, retry_after, elapsed)
+            counters.count(answer)
             if observer is not None:
-                observer.attempt_finished(status, retry_after)
+                observer.attempt_finished(answer)
             if span is not None:
                 span.end(raw, retry_after, error)
             if logger.isEnabledFor(logging.DEBUG):

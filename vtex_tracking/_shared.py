@@ -6,19 +6,25 @@ account's token schedule, learned rate, ``Retry-After`` pause and auth stop live
 hash per account, changed by one Lua script (``_shared_script.lua``) per call, atomically and
 on Redis' clock.
 
-A process leases tokens: one call reserves a few tokens, each with the moment it may be used
-(GCRA with reservations), and reports what the process saw since its last call (successes,
-throttles, a long ``Retry-After``, refused credentials). So each request costs at most one
-Redis round trip, and no one polls. Refusals carry the account's auth generation (how many
-times a success ended refusals or a stop) the process last heard of: the script counts only
-those of the current one, so a report that comes late, after the key was restored and used,
-cannot stop the account again; refusals seen while Redis did not answer are never reported.
-While no rate is known (no 429 yet) nothing is leased; a process syncs a few times a second,
-and at once after a throttle.
+A process leases tokens: one call reserves the tokens of about a second at the account's
+rate (GCRA with reservations: each token has the moment it may be used), and reports what the
+process saw since its last call (successes, throttles, a long ``Retry-After``, refused
+credentials). So a small account costs one Redis call a second, not one per request, and no
+one polls. Refusals carry the account's auth generation (how many times a success ended
+refusals or a stop) the process last heard of: the script counts only those of the current
+one, so a report that comes late, after the key was restored and used, cannot stop the
+account again; refusals seen while Redis did not answer are never reported.
 
-When Redis is down or slow (a short timeout), sending goes on with the process's own pace
-(``AccountPace`` keeps learning locally all along), with one warning; every second one call
-checks whether Redis is back, and the process rejoins. Redis never fails an update.
+A new account starts as the SDK's own pace does (``_throttle.AdaptiveRate``): at the smallest
+limits VTEX accounts have, climbing on successes, every process together. Once measured, the
+account's limit is also kept in a key of its own, bound to the URL its requests go to, for
+30 days: the next run (tomorrow's) starts just below it instead of from the slow start.
+
+When Redis is down (a connection refused, or no answer within a generous timeout), sending
+goes on with the process's own pace (``LocalTokens``, which keeps learning all along), with
+one warning; every second one call checks whether Redis is back, and the process rejoins.
+Redis never fails an update. An answer read late because the process is busy is not an
+outage: the requests wait for it, so a lagging process slows down instead of sending alone.
 
 Nor does what Redis holds stall a process: a wait taken from an answer (a pause, an auth
 stop, a lease's tokens, when to ask again) is bounded by the process's own limits
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import importlib.resources
 import math
 import os
@@ -42,15 +49,26 @@ from typing import Any
 
 import attrs
 
-from . import _throttle
-from ._constants import DEFAULT_MAX_RETRY_AFTER
+from . import _testing_mode, _throttle
+from ._answer import Answer
+from ._constants import (
+    DEFAULT_MAX_RETRY_AFTER,
+    INITIAL_WINDOW_SHARED,
+    LIMIT_FRESH,
+    LIMIT_HALF_LIFE,
+    LIMIT_KEPT,
+)
 from ._errors import ConfigurationError
-from ._telemetry import logger
+from ._log import logger
+from ._tokens import LocalTokens
 
-__all__ = ["SharedAccount", "SharedConnection", "SharedPace"]
+__all__ = ["SharedConnection", "SharedPace", "SharedTokens"]
 
-#: Seconds a Redis call may take before this process paces on its own.
-DEFAULT_REDIS_TIMEOUT = 0.25
+#: Seconds a Redis call may take before this process paces on its own. Not shorter: a busy
+#: process reads Redis' answer late (its event loop lags), and a late answer is not an
+#: outage; meanwhile its requests wait for the lease, so it slows down instead of sending
+#: alone.
+DEFAULT_REDIS_TIMEOUT = 1.0
 #: Seconds between checks whether an unreachable Redis is back.
 RECONNECT_INTERVAL = 1.0
 #: Seconds between syncs while no rate is known (unlimited: no tokens to lease).
@@ -58,8 +76,10 @@ SYNC_INTERVAL = 0.1
 #: Seconds after which what Redis last said is too old to send on: an idle process waits one
 #: round trip for the account's news (a pause, an auth stop another process met).
 STALE_AFTER = 1.0
-#: Seconds of requests one lease covers at the current rate (at least one token).
-LEASE_SECONDS = 0.02
+#: Seconds of requests one lease covers at the current rate (at least one token): a small
+#: account's lease serves a second of its requests, so it costs one Redis call per second,
+#: not one per request.
+LEASE_SECONDS = 1.0
 #: Most tokens one lease reserves.
 MAX_LEASE = 32
 #: Seconds the shared rate is held to measure the account's (``_throttle.MEASURE_TIME``
@@ -71,13 +91,6 @@ SHARED_MEASURE_TIME = 0.5
 #: lasts longer and the server's burst runs out at a smaller excess; fewer 429s for the same
 #: mean rate (the concave part costs the same share of the rate at any scale).
 SHARED_SCALE = 0.1
-#: The rate (requests per second) all processes of a new account start from together, and
-#: the seconds in which it doubles until VTEX first answers 429: from 20/s it passes 10,000/s
-#: in about two seconds, so an unlimited account is barely slowed, while a limited one is met
-#: by a controlled wave, not by every process at once (doubling faster, the server's burst
-#: hides its limit until the rate is several times past it).
-START_RATE = 20.0
-START_DOUBLING = 0.25
 #: Seconds of this process' recent successes that measure its share of the account, the rate
 #: it goes on at when Redis stops answering (not the whole account's rate: every process
 #: falls back at once).
@@ -88,6 +101,8 @@ MAX_SHARE_SAMPLES = 4096
 TOKEN_EXPIRY = 1.0
 #: Milliseconds an idle account's state lives in Redis.
 DEFAULT_KEY_TTL_MS = 15 * 60 * 1000
+#: Milliseconds an account's measured limit is kept (renewed at each measure).
+DEFAULT_LIMIT_TTL_MS = int(LIMIT_KEPT * 1000)
 #: Seconds ``wait_time`` reports while a lease is on its way (its answer wakes the pace).
 PENDING = 1.0
 #: Seconds a waiting process goes at most without asking Redis again. What Redis said (a
@@ -98,7 +113,7 @@ PENDING = 1.0
 REFRESH_INTERVAL = 2.0
 #: Seconds ahead the script may place a lease's first token (or two tokens' time at a slow
 #: rate): it promises nothing further, since the rate may rise meanwhile.
-LEASE_HORIZON = 0.25
+LEASE_HORIZON = 1.0
 
 _SCRIPT = importlib.resources.files("vtex_tracking").joinpath("_shared_script.lua").read_text()
 
@@ -118,12 +133,15 @@ class SharedPace:
     """Where the accounts' shared pace lives: a Redis URL (``redis://host:6379/0``), or a
     ``redis.asyncio.Redis`` client (``client_factory``, called once per event loop and
     process). Keys are ``{prefix}:{account}.{environment}`` and expire after ``key_ttl_ms``
+    idle; each account's measured limit (at the URL its requests go to) is kept apart for
+    ``limit_ttl_ms`` (30 days), so the next run starts at it.
     idle. ``timeout``: seconds a Redis call may take before this process paces on its own."""
 
     url: str | None = attrs.field(default=None, validator=_validate_url, repr=False)
     prefix: str = "vtex-tracking:pace"
     timeout: float = DEFAULT_REDIS_TIMEOUT
     key_ttl_ms: int = DEFAULT_KEY_TTL_MS
+    limit_ttl_ms: int = DEFAULT_LIMIT_TTL_MS
     client_factory: Callable[[], Any] | None = attrs.field(default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -209,6 +227,12 @@ class SharedConnection:
         """The Redis key of ``account`` (its name and environment): VTEX limits accounts."""
         return f"{self.config.prefix}:{account}"
 
+    def limit_key(self, account: str, target: str) -> str:
+        """The key of ``account``'s measured limit when its requests go to ``target`` (a base
+        URL): a limit measured at a fake server or a proxy never paces the real account."""
+        digest = hashlib.sha256(target.encode()).hexdigest()[:16]
+        return f"{self.config.prefix}:{account}:limit:{digest}"
+
     def went_down(self, error: BaseException) -> None:
         """A call failed: pace on our own, and say so once."""
         if self.healthy:
@@ -243,19 +267,25 @@ async def _close_with_loop(owner: weakref.ref[SharedConnection], client: Any) ->
         raise
 
 
-class SharedAccount:
-    """One account's share of the shared pace, in one process: the tokens it leased, what
-    it saw since its last call, and the account's pause and auth stop as Redis last said.
+class SharedTokens:
+    """One account's tokens from the shared pace, in one process (a ``TokenSource``): the
+    tokens it leased, what it saw since its last call, and the account's pause and auth stop
+    as Redis last said; while Redis does not answer, this process' own ``local`` tokens.
 
-    ``AccountPace`` asks ``wait_time()`` and calls ``take()`` and ``record()``; a lease's
+    ``AccountPace`` asks ``wait_time()`` and calls ``take()`` and ``learn()``; a lease's
     answer calls ``on_change`` so the pace looks at its queue again.
     """
+
+    first_window = INITIAL_WINDOW_SHARED
 
     def __init__(
         self,
         connection: SharedConnection,
         key: str,
+        local: LocalTokens,
+        limit_key: str,
         *,
+        max_pause: float = DEFAULT_MAX_RETRY_AFTER,
         ceiling: float | None,
         adaptive: bool,
         auth_to_stop: int,
@@ -264,6 +294,10 @@ class SharedAccount:
     ) -> None:
         self._connection = connection
         self.key = key
+        self._limit_key = limit_key
+        #: This process' own tokens: they keep learning from its answers all along, and pace
+        #: it while Redis does not answer.
+        self._local = local
         self._ceiling = ceiling or 0
         self._adaptive = adaptive
         self._auth_to_stop = auth_to_stop
@@ -272,12 +306,12 @@ class SharedAccount:
         #: Times (monotonic) at which each leased token may be used, oldest first.
         self._tokens: list[float] = []
         #: The account's rate as Redis last said (None: none known yet).
-        self.rate: float | None = None
+        self.shared_rate: float | None = None
         self.paused_until = 0.0
-        self.auth_until = 0.0
-        #: The longest pause this process takes from Redis: its ``max_retry_after`` (set by
-        #: the pace it serves), as ``auth_cooldown`` bounds an auth stop.
-        self.max_pause = DEFAULT_MAX_RETRY_AFTER
+        self.shared_auth_until = 0.0
+        #: The longest pause this process takes from Redis: its ``max_retry_after``, as
+        #: ``auth_cooldown`` bounds an auth stop.
+        self._max_pause = max_pause
         # What this process saw since its last call.
         self._ok = 0
         #: Send times of the throttled requests not reported yet.
@@ -309,9 +343,7 @@ class SharedAccount:
         self._retry_at = 0.0
         self._next_ask = 0.0
         self._answered_at = -1e9
-        self.on_change: Callable[[], None] | None = None
-        #: Called with this process' share of the rate when Redis stops answering.
-        self.on_fallback: Callable[[float], None] | None = None
+        self._on_change: Callable[[], None] | None = None
         self._successes: collections.deque[float] = collections.deque(maxlen=MAX_SHARE_SAMPLES)
         #: This process in Redis' count of the account's processes (random, not a pid:
         #: pids repeat across hosts), and that count as last heard.
@@ -324,16 +356,77 @@ class SharedAccount:
         """Whether Redis answers: False means the pace uses its own bucket meanwhile."""
         return self._connection.healthy
 
-    # -- asked by the pace ---------------------------------------------------------------------
+    # -- the token source ----------------------------------------------------------------------
+
+    @property
+    def on_change(self) -> Callable[[], None] | None:
+        return self._on_change
+
+    @on_change.setter
+    def on_change(self, callback: Callable[[], None] | None) -> None:
+        self._on_change = callback
+        self._local.on_change = callback
+
+    @property
+    def local(self) -> LocalTokens:
+        return self._local
+
+    @property
+    def rate(self) -> float | None:
+        return self.shared_rate if self.active else self._local.rate
+
+    @property
+    def state(self) -> str | None:
+        return "shared" if self.active else "local"
+
+    @property
+    def auth_until(self) -> float:
+        return self.shared_auth_until if self.active else 0.0
+
+    @property
+    def limit(self) -> float | None:
+        return self._local.limit
 
     def wait_time(self, demand: int = 1) -> float:
         """Seconds until this process may send the account's next request (0: now)."""
+        local = self._local
+        if not self.active:
+            self.check_back()  # at most once a second: is Redis back?
+            return local.wait_time()
+        if _testing_mode.enabled:
+            return 0.0
+        wait = self._shared_wait(demand)
+        if self.shared_rate is None:
+            # No shared rate yet: this process' own pace reacts to its first 429 at once,
+            # a Redis round trip before the shared one can.
+            return max(wait, local.wait_time())
+        return max(wait, local.bucket.pause_remaining())
+
+    def take(self) -> None:
+        """Use the next token (after ``wait_time()`` said 0)."""
+        if not self.active:
+            self._local.take()
+            return
+        if self.shared_rate is None:
+            self._local.take()
+        elif self._tokens:
+            self._tokens.pop(0)
+
+    def learn(
+        self, answer: Answer, retry_after: float | None, pause: float, rtt: float, sent_at: float
+    ) -> None:
+        """Learn here (for when Redis does not answer) and report to Redis."""
+        self._local.learn(answer, retry_after, pause, rtt, sent_at)
+        self._record(answer, pause, rtt, sent_at)
+
+    def _shared_wait(self, demand: int) -> float:
+        """Seconds until Redis' tokens let this process send (0: now)."""
         now = self._clock()
-        if self.auth_until > now:
+        if self.shared_auth_until > now:
             return 0.0  # the pace fails fast on its own auth stop; nothing to wait for
         if self.paused_until > now:
             return self._refreshed(now, self.paused_until - now)
-        if self.rate is None:
+        if self.shared_rate is None:
             if self._hold or now - self._answered_at >= STALE_AFTER:
                 self._start_call(0)
                 return PENDING
@@ -343,7 +436,7 @@ class SharedAccount:
         tokens = self._tokens
         while tokens and tokens[0] < now - TOKEN_EXPIRY:
             tokens.pop(0)  # reserved but not used in time: its moment has gone
-        want = max(1, min(MAX_LEASE, max(demand, round(self.rate * LEASE_SECONDS))))
+        want = max(1, min(MAX_LEASE, max(demand, round(self.shared_rate * LEASE_SECONDS))))
         if tokens:
             if len(tokens) * 2 <= want and now >= self._next_ask:
                 self._start_call(want)  # the next lease is on its way before these run out
@@ -371,32 +464,25 @@ class SharedAccount:
         self._fall_back()
         self._start_call(0)
 
-    def take(self) -> None:
-        """Use the next leased token (after ``wait_time()`` said 0)."""
-        if self._tokens and self.rate is not None:
-            self._tokens.pop(0)
-
-    def record(
-        self, status: int, retry_after: float | None, pause: float, rtt: float, sent_at: float
-    ) -> None:
+    def _record(self, answer: Answer, pause: float, rtt: float, sent_at: float) -> None:
         """An answer to a request sent at ``sent_at`` (monotonic): count it for the next
         call; throttles and refusals go out at once."""
         self.rtt = rtt
-        if 200 <= status < 300:
+        if answer is Answer.CONFIRMED:
             self._ok += 1
             self._auth_stops_at_success = self._auth_stops
             self._successes.append(self._clock())
             return
-        if status == 429 or (status == 503 and retry_after is not None):
+        if answer is Answer.THROTTLED:
             if pause > 0:
                 self._pause = max(self._pause, pause)
             if sent_at >= self._generation_at:
                 self._throttled.append(sent_at)
             elif not pause:
                 return  # an echo of the rate before the last change
-            if self.rate is None:
+            if self.shared_rate is None:
                 self._hold = True
-        elif status == 401 or status == 403:
+        elif answer is Answer.REFUSED:
             if not self._connection.healthy:
                 self._forget_auth_generation()
             elif sent_at >= self._auth_since:
@@ -432,7 +518,7 @@ class SharedAccount:
             script = connection.script()
             answer = await asyncio.wait_for(
                 script(
-                    keys=[self.key],
+                    keys=[self.key, self._limit_key],
                     args=[
                         want,
                         reported[0],
@@ -455,14 +541,25 @@ class SharedAccount:
                         _throttle.COOLDOWN,
                         self._generation,
                         self._auth_stops_at_success,
-                        START_RATE,
-                        START_DOUBLING,
+                        _throttle.START_RATE,
+                        _throttle.START_DOUBLING,
                         self._id,
                         # If Redis lost the account, it goes on from the rate we knew.
-                        self.rate or 0,
-                        self.max_pause,
+                        self.shared_rate or 0,
+                        self._max_pause,
                         LEASE_HORIZON,
                         -1 if self._auth_generation is None else self._auth_generation,
+                        _throttle.START_FAST_FROM,
+                        _throttle.START_DOUBLING_FAST,
+                        _throttle.START_UNTIL,
+                        _throttle.START_BACKOFF,
+                        _throttle.MEASURE_ANSWERS,
+                        _throttle.MEASURE_OVER,
+                        _throttle.QUIET_ANSWERS,
+                        connection.config.limit_ttl_ms,
+                        LIMIT_HALF_LIFE,
+                        LIMIT_FRESH,
+                        _throttle.MAX_QUIET,
                     ],
                 ),
                 timeout=connection.config.timeout * 2,
@@ -513,21 +610,21 @@ class SharedAccount:
         if generation != self._generation:
             self._generation = generation
             self._generation_at = now
-            if rate is not None and self.rate is not None and rate < self.rate:
+            if rate is not None and self.shared_rate is not None and rate < self.shared_rate:
                 # Tokens leased at the higher rate would be sent after the account learned
                 # to slow down, into a server that just said no: drop them (Redis' schedule
                 # has counted them already, so at worst the account underuses a lease each).
                 self._tokens.clear()
         self._hold = False
-        self.rate = rate
+        self.shared_rate = rate
         # Every wait taken from the answer is bounded by this process' own limits: the script
         # clamps what it stores, but a stray write may still be there, or another process may
         # allow longer waits than this one.
-        pause = min(max(0, paused_ms) / 1000, self.max_pause)
+        pause = min(max(0, paused_ms) / 1000, self._max_pause)
         auth = min(max(0, auth_ms) / 1000, self._auth_cooldown)
         self.paused_until = now + pause if pause > 0 else 0.0
-        self.auth_until = now + auth if auth > 0 else 0.0
-        if granted and self.rate is not None:
+        self.shared_auth_until = now + auth if auth > 0 else 0.0
+        if granted and self.shared_rate is not None:
             # The slowest rate this process' settings allow spaces tokens furthest apart.
             slowest = _throttle.MIN_RATE
             if self._ceiling:
@@ -535,7 +632,7 @@ class SharedAccount:
             interval = min(max(0, interval_us) / 1_000_000, 1 / slowest)
             first = now + min(first_ms / 1000, max(LEASE_HORIZON, 2 * interval))
             self._tokens.extend(max(now, first + i * interval) for i in range(granted))
-        elif self.rate is not None and not pause and not auth:
+        elif self.shared_rate is not None and not pause and not auth:
             self._next_ask = now + min(max(0, first_ms) / 1000, REFRESH_INTERVAL)
         self._changed()
 
@@ -548,23 +645,22 @@ class SharedAccount:
 
     def _fall_back(self) -> None:
         """Hand the pace this process' recent share of the account's rate (once per outage)."""
-        if self._fell_back or self.rate is None:
+        if self._fell_back or self.shared_rate is None:
             return
         self._fell_back = True
         now = self._clock()
         recent = sum(1 for at in self._successes if at >= now - SHARE_WINDOW) / SHARE_WINDOW
         share = recent
-        if self.rate is not None:
+        if self.shared_rate is not None:
             # What it was getting, or an equal part of the rate if it was getting less (an
             # idle process must not be left with nearly nothing); never the whole rate.
-            share = min(max(recent, self.rate / self._processes), self.rate)
+            share = min(max(recent, self.shared_rate / self._processes), self.shared_rate)
         share = max(share, _throttle.MIN_RATE)
-        if self.on_fallback is not None:
-            self.on_fallback(share)
+        self._local.restart_from(share)
 
     def _changed(self) -> None:
-        if self.on_change is not None:
-            self.on_change()
+        if self._on_change is not None:
+            self._on_change()
 
     def forget(self) -> None:
         """After a fork or with a dead loop: drop the call in flight and the leased tokens."""

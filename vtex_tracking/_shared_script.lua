@@ -3,10 +3,14 @@
 -- Called once per lease of tokens (and, while no rate is known, a few times a second), with
 -- what the caller saw since its last call. Everything happens here, atomically, on Redis'
 -- clock: the token schedule (GCRA with reservations), the learned rate (the SDK's adaptive
--- rate: probe, measure, CUBIC; see _throttle.AdaptiveRate, which this mirrors, except for
--- the fast start and its first throttle, and the caller's gentler CUBIC scale), the pause
--- after a long Retry-After, and the stop after refused credentials. No credentials are kept:
--- the key names the account's host, the fields are numbers.
+-- rate: a slow start on successes, probe, measure, CUBIC; see _throttle.AdaptiveRate, which
+-- this mirrors with successes and throttles counted in batches, and the caller's gentler
+-- CUBIC scale), the pause after a long Retry-After, and the stop after refused credentials.
+-- The account's limit, once measured, is also kept in a second key (KEYS[2], bound to the
+-- target the requests go to) for far longer than the account's state: a store seen
+-- yesterday starts at its limit today, not from the slow start (the older the limit, the
+-- lower it is taken). No credentials are kept: the keys name the account's host (and a
+-- digest of the target), the fields are numbers.
 --
 -- What is stored is trusted only as far as this script could have written it, so that no
 -- stray write, other tool or clock step can hold an account: a field that is not a finite
@@ -17,6 +21,7 @@
 -- by as much, so the account's state is as it was at the last call.
 --
 -- KEYS[1]  the account's hash
+-- KEYS[2]  the account's measured limit at this target: "rate redis_time"
 -- ARGV     want, ok, throttled, pause_s, auth_failures, rtt_s, ttl_ms, auth_to_stop,
 --          auth_cooldown_s, ceiling (0: none), adaptive (1/0), and the adaptive constants
 --          min_rate, beta, scale, probe_floor, probe_doubling, probe_backoff, measure_time,
@@ -27,7 +32,11 @@
 --          and the caller's id (processes seen in the last 10 s are counted), and the rate
 --          the caller last heard of (0: none), which a new hash starts from, and the caller's
 --          longest pause (its max_retry_after, s), and how far ahead a lease may start (s),
---          and the auth generation the caller's refusals were counted in (-1: none known)
+--          and the auth generation the caller's refusals were counted in (-1: none known),
+--          and the slow start's constants (start_fast_from, start_doubling_fast, start_until,
+--          start_backoff), the measure's (measure_answers, measure_over), CUBIC's quiet
+--          answers, and how long a measured limit is kept (ms), its half-life (s), and
+--          the age (s) up to which it is taken whole, and CUBIC's longest quiet time (s)
 -- Returns  {granted, first_ms, interval_us, rate_milli (-1: none), paused_ms, auth_ms, gen,
 --          authn (auth stops so far), processes (callers seen in the last 10 s), authg (the
 --          auth generation: how many times a success ended refusals or a stop)}:
@@ -63,6 +72,17 @@ local caller = ARGV[24]
 local known_rate = tonumber(ARGV[25]) or 0
 local max_pause = tonumber(ARGV[26])
 local HORIZON = tonumber(ARGV[27])
+local START_FAST_FROM = tonumber(ARGV[29])
+local START_DOUBLING_FAST = tonumber(ARGV[30])
+local START_UNTIL = tonumber(ARGV[31])
+local START_BACKOFF = tonumber(ARGV[32])
+local MEASURE_ANSWERS = tonumber(ARGV[33])
+local MEASURE_OVER = tonumber(ARGV[34])
+local QUIET_ANSWERS = tonumber(ARGV[35])
+local MAX_QUIET = tonumber(ARGV[39])
+local LIMIT_TTL_MS = tonumber(ARGV[36])
+local LIMIT_HALF_LIFE = tonumber(ARGV[37])
+local LIMIT_FRESH = tonumber(ARGV[38])
 local PROCESS_TTL = 10
 -- No account takes a million requests a second; the cap also keeps every number returned
 -- an integer Redis can send (it turns larger ones into nonsense).
@@ -71,24 +91,20 @@ local MAX_RATE = 1000000
 -- most, the caller's MAX_LEASE) and the horizon's two tokens, with room for the rate's
 -- changes since (set_rate keeps a debt in tokens). Past this, and a second, it is garbage.
 local MOST_AHEAD = 64
--- At the fast start's first throttle: the share of its rate taken as the account's limit,
--- and the seconds nothing is due so the server's bucket refills. When Redis lost a rate a
--- caller knew: the share of it the account resumes at (see below).
-local FIRST_BACKOFF = 0.6
-local FIRST_GAP = 0.2
-local RESUME_SHARE = 0.6
+-- When Redis lost a rate a caller knew: the share of it the account resumes at (see below).
+local RESUME_SHARE = 0.9
 
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 
 -- The stored state. Ours are numbers but for the two states; a value that is not a finite
 -- number (nan and inf parse as numbers) or a known state counts as absent, and is deleted.
-local STATES = {u = true, p = true, c = true, m = true}
+local STATES = {u = true, s = true, p = true, c = true, m = true}
 local TEXTS = {st = true, from = true}
 local NUMBERS = {born = true, okt = true, ign = true, pu = true, pl = true, authf = true,
                  authu = true, al = true, authn = true, rate = true, tat = true, since = true,
                  base = true, fast = true, wmax = true, gen = true, entry = true, mok = true,
-                 mthr = true, at = true, authg = true}
+                 mthr = true, at = true, authg = true, lt = true, lc = true}
 local function finite(raw)
   local n = tonumber(raw)
   if n ~= nil and n == n and n > -math.huge and n < math.huge then return n end
@@ -122,7 +138,7 @@ end
 -- told from the step, and counts as none).
 if s.at ~= nil and s.at > now then
   local step = s.at - now
-  for _, name in ipairs({'born', 'ign', 'pu', 'authu', 'tat', 'since'}) do
+  for _, name in ipairs({'born', 'ign', 'pu', 'authu', 'tat', 'since', 'lt', 'lc'}) do
     if s[name] ~= nil and s[name] > 0 then s[name] = s[name] - step end
   end
   for name, value in pairs(s) do
@@ -152,6 +168,7 @@ for _, name in ipairs({'mok', 'mthr'}) do
   if s[name] ~= nil then s[name] = count(s[name]) end
 end
 s.ign = s.ign or 0
+s.lt = s.lt or 0
 s.pu = s.pu or 0
 s.authu = s.authu or 0
 for name, value in pairs(s) do
@@ -162,39 +179,65 @@ end
 local function learning_whole()
   if s.st == 'u' then return true end
   if s.since == nil then return false end
+  if s.st == 's' then return s.rate ~= nil end
   if s.st == 'p' then return s.base ~= nil end
   if s.st == 'c' then return s.wmax ~= nil end
   if s.st == 'm' then
-    return (s.from == 'p' or s.from == 'c') and s.entry ~= nil and s.mok ~= nil
+    return (s.from == 's' or s.from == 'p' or s.from == 'c') and s.entry ~= nil and s.mok ~= nil
       and s.mthr ~= nil
   end
   return false
 end
 
+-- CUBIC's time to come back to w_max (see _throttle.cubic_rate): at least QUIET_ANSWERS
+-- answers at it, so a small account, whose burst is small, is probed past its limit rarely.
+local function cubic_k(w_max)
+  return math.max((w_max * (1 - BETA) / SCALE) ^ (1 / 3), math.min(QUIET_ANSWERS / w_max, MAX_QUIET))
+end
+
+-- The account's limit measured before at this target, taken lower the older it is (nil: none,
+-- or garbage).
+local function remembered_limit()
+  if KEYS[2] == nil then return nil end
+  local raw = redis.call('GET', KEYS[2])
+  if not raw then return nil end
+  local rate, at = string.match(raw, '^(%S+) (%S+)$')
+  rate, at = finite(rate), finite(at)
+  if rate == nil or at == nil or rate <= 0 or at > now then return nil end
+  local age = now - at
+  if age > LIMIT_FRESH then rate = rate * 0.5 ^ ((age - LIMIT_FRESH) / LIMIT_HALF_LIFE) end
+  return math.min(math.max(rate, MIN_RATE), MAX_RATE)
+end
+
 if s.born == nil or s.born > now then s.born = now end
-if not learning_whole() then
+local fresh = not learning_whole()
+if fresh then
+  local remembered = nil
+  if adaptive then remembered = remembered_limit() end
   if adaptive and known_rate > 0 then
     -- Redis lost the account (restarted empty, or the key expired) while the caller knew
-    -- its rate: go on with CUBIC towards that rate rather than learn it again from the fast
-    -- start, whose first throttle would come at once (the processes that went on alone keep
-    -- the server's bucket empty) and leave the rate far below the limit for seconds. It
-    -- resumes at RESUME_SHARE of the rate, placed on CUBIC's curve (its start in the future)
-    -- so it is back just below in about three seconds: until every process has rejoined,
-    -- those still alone send their share besides.
+    -- its rate: go on with CUBIC towards that rate rather than learn it again from the slow
+    -- start. It resumes at RESUME_SHARE of the rate, placed on CUBIC's curve (its start in
+    -- the future) so it is back just below in a few seconds: until every process has
+    -- rejoined, those still alone send their share besides.
     s.st = 'c'
-    s.fast = 0
     s.wmax = known_rate
     s.rate = math.max(MIN_RATE, known_rate * RESUME_SHARE)
-    local k = (s.wmax * (1 - BETA) / SCALE) ^ (1 / 3)
-    s.since = now + ((1 - RESUME_SHARE) * s.wmax / SCALE) ^ (1 / 3) - k
+    local k = cubic_k(s.wmax)
+    s.since = now + k * ((1 - RESUME_SHARE) / (1 - BETA)) ^ (1 / 3) - k
+  elseif remembered ~= nil then
+    -- Measured on an earlier day: start on CUBIC's plateau just below it (half way back to
+    -- it), and probe past it as slowly as after a measure.
+    s.st = 'c'
+    s.wmax = remembered
+    s.since = now - cubic_k(remembered) / 2
+    local k = cubic_k(s.wmax)
+    s.rate = s.wmax * (1 + (1 - BETA) * ((now - s.since - k) / k) ^ 3)
   elseif adaptive then
-    -- Many processes may start at once against an unknown limit: together they start at
-    -- START_RATE and double every START_DOUBLING seconds until the first throttle (a probe
-    -- from the first request), rather than each sending unpaced.
-    s.st = 'p'
+    -- A new account: every process starts together at START_RATE (the smallest limits VTEX
+    -- accounts have) and climbs on successes (a slow start), rather than each unpaced.
+    s.st = 's'
     s.since = now
-    s.base = START_RATE
-    s.fast = 1
     s.rate = START_RATE
   else
     s.st = 'u'
@@ -203,7 +246,7 @@ end
 -- The furthest ahead the script sets the curve's start: a resume from a rate Redis lost.
 if s.since ~= nil then
   local latest = now
-  if s.st == 'c' then latest = now + ((1 - RESUME_SHARE) * s.wmax / SCALE) ^ (1 / 3) end
+  if s.st == 'c' then latest = now + cubic_k(s.wmax) end
   if s.since > latest then s.since = latest end
 end
 if ceiling > 0 and (s.rate == nil or s.rate > ceiling) then
@@ -231,14 +274,23 @@ local function set_rate(rate)
   s.rate = rate
 end
 
-local function measure_time()
+local function measure_floor()
   return math.max(MEASURE_TIME, 2 * rtt)
 end
 
+-- At least two round trips and enough answers to count, never longer than those answers
+-- take at the lowest rate.
+local function measure_done()
+  local t = now - s.since
+  if t < measure_floor() then return false end
+  return s.mok >= MEASURE_ANSWERS or t >= MEASURE_ANSWERS / MIN_RATE
+end
+
 local function finish_measure()
-  if s.mthr == 0 then
-    -- No pushback while holding the rate: it measured our own pace, not the server's.
-    if s.from == 'p' then
+  if s.mthr == 0 or (s.lc or 0) < s.since + (now - s.since) / 2 then
+    -- No pushback in the second half of the measure: it measured our own pace, not the
+    -- server's (see _throttle.AdaptiveRate._finish_measure).
+    if s.from == 'p' or s.from == 's' then
       s.base = s.rate or PROBE_FLOOR
       enter('p')
     else
@@ -251,6 +303,10 @@ local function finish_measure()
   s.wmax = math.max(MIN_RATE, s.mok / (now - s.since))
   enter('c')
   set_rate(s.wmax * BETA)
+  -- Kept far longer than the account's state: the next run starts from it.
+  if KEYS[2] ~= nil then
+    redis.call('SET', KEYS[2], string.format('%.4f %.6f', s.wmax, now), 'PX', LIMIT_TTL_MS)
+  end
 end
 
 -- A pause or an auth stop never lasts longer than the length it was set with (without
@@ -291,40 +347,28 @@ end
 -- The learned rate, from everyone's answers.
 s.okt = s.okt + ok
 if adaptive then
+  if throttled > 0 then s.lt = now end
   if throttled > 0 and now >= s.ign and gen_known >= s.gen then
-    if s.st == 'u' or tonumber(s.fast) == 1 then
-      s.fast = 0
-      if s.rate == nil then
-        -- The first throttle, no rate known (the account was unpaced): restart from what got
-        -- through so far (floored at one second, so the burst the server allowed does not
-        -- pass for its rate), probing as usual.
-        s.tat = now
-        local elapsed = math.max(now - s.born, 1.0)
-        s.base = math.max(PROBE_FLOOR, s.okt / elapsed)
-        enter('p')
-        set_rate(s.base)
-      else
-        -- The first throttle of the fast start. The server's burst hid its limit until the
-        -- rate had run past it, about twice over: take FIRST_BACKOFF of that rate as the
-        -- limit and go on with CUBIC from just below it. Too high a guess costs one measure,
-        -- too low a slower climb; probing again from far below, as the SDK does alone, cost
-        -- a second overshoot as large as the first.
-        s.wmax = math.max(PROBE_FLOOR, s.rate * FIRST_BACKOFF)
-        enter('c')
-        set_rate(s.wmax * BETA)
-        -- The fast start's promised tokens are forgiven (charged at the new rate they would
-        -- stall every process for seconds; they are spent already), and the next token is
-        -- due FIRST_GAP from now, with no burst: the server's bucket is empty, and sent into
-        -- it at about its rate the next requests would draw throttles until it refilled.
-        s.tat = now + FIRST_GAP + (math.max(1, math.min(s.rate / 10, 10)) - 1) / s.rate
-      end
-    elseif s.st == 'p' or s.st == 'c' then
+    if s.st == 'u' and s.rate == nil then
+      -- The first throttle of an account that had no rate (adaptive off before, or past
+      -- the slow start): restart from what got through so far (floored at one second, so
+      -- the burst the server allowed does not pass for its rate), probing as usual.
+      s.tat = now
+      local elapsed = math.max(now - s.born, 1.0)
+      s.base = math.max(PROBE_FLOOR, s.okt / elapsed)
+      enter('p')
+      set_rate(s.base)
+    elseif s.st == 's' or s.st == 'p' or s.st == 'c' or s.st == 'u' then
       s.from = s.st
+      if s.from == 'u' then s.from = 'p' end
       s.entry = s.rate or PROBE_FLOOR
       enter('m')
       s.mok = 0
       s.mthr = 0
-      if s.from == 'p' then
+      if s.from == 's' then
+        -- The server's burst ran out about a doubling past its limit: measure from lower.
+        set_rate(math.max(s.entry * START_BACKOFF, START_RATE))
+      elseif s.from == 'p' then
         set_rate(s.entry * PROBE_BACKOFF)
       else
         -- Past the limit by a little: measure just below where the throttle came, so the
@@ -333,21 +377,41 @@ if adaptive then
       end
     else
       s.mthr = s.mthr + throttled
-      if now - s.since >= measure_time() then finish_measure() end
+      s.lc = now
+      if measure_done() then finish_measure() end
     end
   end
   if ok > 0 and s.st ~= 'u' then
     local t = now - s.since
-    if s.st == 'p' then
-      local doubling = PROBE_DOUBLING
-      if tonumber(s.fast) == 1 then doubling = START_DOUBLING end
-      set_rate(s.base * 2 ^ (t / math.max(doubling, rtt)))
+    if s.st == 's' then
+      -- Each success raises the rate so that it doubles every START_DOUBLING seconds while
+      -- every request succeeds (faster past the small stores' limits).
+      local rate = s.rate or START_RATE
+      local doubling = START_DOUBLING
+      if rate >= START_FAST_FROM then doubling = START_DOUBLING_FAST end
+      rate = rate + ok * math.log(2) / doubling
+      if rate >= START_UNTIL and ceiling <= 0 then
+        s.st = 'u'
+        s.rate = nil
+        s.tat = nil
+      else
+        set_rate(rate)
+      end
+    elseif s.st == 'p' then
+      set_rate(s.base * 2 ^ (t / math.max(PROBE_DOUBLING, rtt)))
     elseif s.st == 'm' then
       s.mok = s.mok + ok
-      if t >= measure_time() then finish_measure() end
+      if measure_done() then
+        finish_measure()
+      elseif t >= measure_floor() and now - s.lt < measure_floor() and s.rate ~= nil then
+        -- The server's bucket is empty: its successes come at its rate. Hold just above
+        -- what they say, so the measure itself draws few throttles.
+        local measured = s.mok / t
+        if s.rate > measured * MEASURE_OVER then set_rate(measured * MEASURE_OVER) end
+      end
     else
-      local k = (s.wmax * (1 - BETA) / SCALE) ^ (1 / 3)
-      set_rate(SCALE * (t - k) ^ 3 + s.wmax)
+      local k = cubic_k(s.wmax)
+      set_rate(s.wmax * (1 + (1 - BETA) * ((t - k) / k) ^ 3))
     end
   end
 end

@@ -171,6 +171,7 @@ class TrackingClient:
         accounts: Accounts | None = None,
         checks: Checks | None = None,
         shared_pace: SharedPace | str | None = None,
+        limits_file: str | os.PathLike[str] | None = None,
     ) -> None:
         """Configure a client; the background thread starts on the first call. Arguments
         as for ``AsyncTrackingClient`` (``accounts``: other accounts it can send to). Calls
@@ -196,6 +197,7 @@ class TrackingClient:
             accounts=accounts,
             checks=checks,
             shared_pace=shared_pace,
+            limits_file=limits_file,
         )
         self._lock = threading.Lock()
         self._runner: _PortalThread | None = None

@@ -15,22 +15,19 @@
 
 from __future__ import annotations
 
-import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from ._answer import Answer
 from ._errors import find_request_id
+from ._log import logger
 from ._models import AccountMetrics
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from ._pace import AccountPace
     from ._transport import RawResponse
 
-__all__ = ["AccountCounters", "AttemptSpan", "logger", "start_attempt_span"]
-
-logger = logging.getLogger("vtex_tracking")
-logger.addHandler(logging.NullHandler())
+__all__ = ["AccountCounters", "AttemptSpan", "PaceView", "logger", "start_attempt_span"]
 
 try:
     from opentelemetry import trace as _trace
@@ -137,6 +134,23 @@ def start_attempt_span(
     return AttemptSpan(span)
 
 
+class PaceView(Protocol):
+    """What the counters' snapshot reads of an account's pace."""
+
+    in_flight: int
+    window: int
+    rtt: float
+
+    @property
+    def rate(self) -> float | None: ...
+
+    @property
+    def auth_stopped(self) -> bool: ...
+
+    @property
+    def shared_state(self) -> str | None: ...
+
+
 class AccountCounters:
     """One account's running totals, kept by its sender (plain ints: one add per event)."""
 
@@ -159,18 +173,18 @@ class AccountCounters:
         self.no_answer = 0
         self.pace_wait_s = 0.0
 
-    def count(self, status: int | None) -> None:
-        """One attempt ended with HTTP ``status`` (None: no answer, or cancelled)."""
-        if status is None:
-            self.no_answer += 1
-        elif 200 <= status < 300:
+    def count(self, answer: Answer) -> None:
+        """One attempt ended with ``answer`` (``_answer.classify``)."""
+        if answer is Answer.CONFIRMED:
             self.confirmed += 1
-        elif status == 429 or status == 503:
+        elif answer is Answer.THROTTLED:
             self.throttled += 1
+        elif answer is Answer.NO_ANSWER:
+            self.no_answer += 1
         else:
             self.errors += 1
 
-    def snapshot(self, account: str, pace: AccountPace) -> AccountMetrics:
+    def snapshot(self, account: str, pace: PaceView) -> AccountMetrics:
         """The totals and the pace's current state, as one immutable value."""
         return AccountMetrics(
             account=account,

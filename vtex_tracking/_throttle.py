@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import math
 import time
 from collections.abc import Callable
 
@@ -40,6 +41,48 @@ MEASURE_TIME = 0.2
 #: Seconds after a rate change during which throttles are taken as echoes of the old rate
 #: (at least 1.2 round trips).
 COOLDOWN = 0.05
+#: Answers a measure lasts at least (at the held rate): at 2 requests per second, 0.2 s holds
+#: no answer at all, and a measure of none took the account for one of 0.5 requests per second.
+MEASURE_ANSWERS = 8
+#: While measuring, the rate is held at most this much above the successes' rate so far: the
+#: server stays saturated (its successes measure it) with few throttles.
+MEASURE_OVER = 1.25
+#: Answers CUBIC takes at least to come back to the measured rate, and as many to probe past
+#: it by as much as it fell (``cubic_rate``).
+QUIET_ANSWERS = 150
+MAX_QUIET = 30.0
+#: A new account's first rate, in requests per second: the smallest limits VTEX accounts have
+#: (``VTEX-FACTS.md``), so a small store's burst is not spent by the first wave.
+START_RATE = 2.0
+#: While starting, every success raises the rate so that it doubles every ``START_DOUBLING``
+#: seconds while every request succeeds (slow start on answers: no answer, no climb), and every
+#: ``START_DOUBLING_FAST`` seconds from ``START_FAST_FROM`` on, where small stores' limits are
+#: passed. Small stores' bursts are small: the slower the climb near their limit, the smaller
+#: the excess when their burst runs out and the first 429 tells the limit.
+START_DOUBLING = 0.5
+START_FAST_FROM = 64.0
+START_DOUBLING_FAST = 0.25
+#: The rate at which the start ends without a throttle: the account is taken as unlimited.
+START_UNTIL = 4096.0
+#: Entering a measure from the start, the rate drops to this fraction first: the first 429
+#: comes when the server's burst ran out, about ``START_DOUBLING``'s worth past the limit.
+START_BACKOFF = 0.6
+
+
+def cubic_rate(w_max: float, t: float, scale: float) -> float:
+    """CUBIC's rate ``t`` seconds after a measure of ``w_max``: from ``BETA * w_max`` back to
+    ``w_max`` in ``K`` seconds, flat near it, then probing past it as slowly as it came back.
+
+    ``K`` is CUBIC's own (``scale`` in requests per second cubed), but at least the time of
+    ``QUIET_ANSWERS`` answers at ``w_max``: a small account's burst is small and refills only
+    while the rate stays under the limit, so probing past it at CUBIC's pace drew a 429 every
+    few requests (at 2 per second, a probe every 2 s); at most about one per
+    ``QUIET_ANSWERS`` requests keeps throttles near one percent at any rate. Never longer
+    than ``MAX_QUIET`` seconds: a measure taken too low (a few 429s of another cause while
+    little got through) must not hold the account down for minutes.
+    """
+    k = max((w_max * (1 - BETA) / scale) ** (1 / 3), min(QUIET_ANSWERS / w_max, MAX_QUIET))
+    return float(w_max * (1 + (1 - BETA) * ((t - k) / k) ** 3))
 
 
 class Budget:
@@ -183,6 +226,9 @@ class AdaptiveRate:
 
     States, in the order a push usually meets them:
 
+    * ``start`` (a new account, after ``start()``): from ``START_RATE``, each success raises
+      the rate (doubling every ``START_DOUBLING`` seconds of successes) until the first
+      throttle, which measures, or ``START_UNTIL``, past which the account is ``unlimited``.
     * ``unlimited``: no throttle seen; only the concurrency bounds the pace.
     * ``probe``: after the first throttle, restart from the success rate seen so far and
       double every ``PROBE_DOUBLING`` seconds until the server pushes back again.
@@ -226,12 +272,32 @@ class AdaptiveRate:
         self._base = 0.0
         self._w_max = 0.0
         self._ignore_until = 0.0
+        self._last_throttle = -1e9
+        self._last_counted = -1e9
         self.throttles = 0
 
     @property
     def state(self) -> str:
-        """``unlimited``, ``probe``, ``measure`` or ``cubic``."""
+        """``start``, ``unlimited``, ``probe``, ``measure`` or ``cubic``."""
         return self._state
+
+    def start(self, rate: float | None = None) -> None:
+        """Begin a new account at ``rate`` (default ``START_RATE``) and climb on its
+        successes (see ``start`` in the class docstring)."""
+        self._enter("start", self._clock())
+        self._set(START_RATE if rate is None else rate)
+
+    def resume(self, limit: float) -> None:
+        """Begin at a limit learned before (remembered from an earlier run): just below it,
+        probing past it slowly along CUBIC's curve, as after a measure."""
+        self._w_max = max(MIN_RATE, limit)
+        self._enter("cubic", self._clock())
+        self._set(self._w_max * BETA)
+
+    @property
+    def limit(self) -> float | None:
+        """The account's limit as last measured, or resumed from (None: not measured)."""
+        return self._w_max or None
 
     def _set(self, rate: float) -> None:
         rate = max(MIN_RATE, rate)
@@ -251,6 +317,7 @@ class AdaptiveRate:
         """A 429 or 503 answer."""
         self.throttles += 1
         now = self._clock()
+        self._last_throttle = now
         if now < self._ignore_until:
             return
         if self._state == "unlimited":
@@ -260,7 +327,7 @@ class AdaptiveRate:
             self._base = max(PROBE_FLOOR, self._successes_total / elapsed)
             self._enter("probe", now)
             self._set(self._base)
-        elif self._state in ("probe", "cubic"):
+        elif self._state in ("start", "probe", "cubic"):
             self._measured_from = self._state
             self._entry_rate = self._bucket.rate or PROBE_FLOOR
             self._enter("measure", now)
@@ -270,9 +337,14 @@ class AdaptiveRate:
                 # A probe overshoots by up to one doubling step: measure from a little lower,
                 # still above the limit in most cases, with fewer 429s while measuring.
                 self._set(self._entry_rate * PROBE_BACKOFF)
+            elif self._measured_from == "start":
+                # Not under START_RATE: no account is slower, and a few early 429s of
+                # another cause must not hold a fast account at a crawl while it measures.
+                self._set(max(self._entry_rate * START_BACKOFF, START_RATE))
         else:
             self._measure_throttles += 1
-            if now - self._since >= self._measure_time():
+            self._last_counted = now
+            if self._measure_done(now - self._since):
                 self._finish_measure(now)
 
     def on_success(self) -> None:
@@ -282,22 +354,40 @@ class AdaptiveRate:
             return
         now = self._clock()
         t = now - self._since
-        if self._state == "probe":
+        if self._state == "start":
+            rate = self._bucket.rate or START_RATE
+            doubling = START_DOUBLING if rate < START_FAST_FROM else START_DOUBLING_FAST
+            rate += math.log(2) / doubling
+            if rate >= START_UNTIL and self._ceiling is None:
+                self._state = "unlimited"
+                self._bucket.set_rate(None)
+            else:
+                self._set(rate)
+        elif self._state == "probe":
             self._set(self._base * 2 ** (t / max(PROBE_DOUBLING, self._rtt())))
         elif self._state == "measure":
             self._measure_successes += 1
-            if t >= self._measure_time():
+            if self._measure_done(t):
                 self._finish_measure(now)
+            elif t >= self._measure_floor() and now - self._last_throttle < self._measure_floor():
+                # The server's bucket is empty: its successes come at its rate. Hold just
+                # above what they say, not at the rate that ran past the limit, so the
+                # measure itself draws few throttles.
+                measured = self._measure_successes / t
+                held = self._bucket.rate
+                if held is not None and held > measured * MEASURE_OVER:
+                    self._set(measured * MEASURE_OVER)
         else:
-            k = (self._w_max * (1 - BETA) / SCALE) ** (1 / 3)
-            self._set(SCALE * (t - k) ** 3 + self._w_max)
+            self._set(cubic_rate(self._w_max, t, SCALE))
 
     def _finish_measure(self, now: float) -> None:
-        if self._measure_throttles == 0:
-            # No pushback while holding this rate: what got through measures only our own
-            # pace, not the server's. After a probe, keep probing from here; in cubic, we were
-            # just past the limit, so back off from where the throttle came, as CUBIC does.
-            if self._measured_from == "probe":
+        if self._last_counted < self._since + (now - self._since) / 2:
+            # No pushback in the second half of the measure: what got through measures only
+            # our own pace, not the server's (a few 429s of another cause at its start, while
+            # little got through, measured a fast account at a crawl). After the start or a
+            # probe, keep probing from here; in cubic, we were just past the limit, so back
+            # off from where the throttle came, as CUBIC does.
+            if self._measured_from in ("start", "probe"):
                 self._base = self._bucket.rate or PROBE_FLOOR
                 self._enter("probe", now)
             else:
@@ -309,8 +399,15 @@ class AdaptiveRate:
         self._enter("cubic", now)
         self._set(self._w_max * BETA)
 
-    def _measure_time(self) -> float:
+    def _measure_floor(self) -> float:
         return max(MEASURE_TIME, 2 * self._rtt())
+
+    def _measure_done(self, t: float) -> bool:
+        # At least two round trips, and enough answers to count (a small account gives one
+        # every half second), but never longer than those answers take at the lowest rate.
+        if t < self._measure_floor():
+            return False
+        return self._measure_successes >= MEASURE_ANSWERS or t >= MEASURE_ANSWERS / MIN_RATE
 
     def _enter(self, state: str, now: float) -> None:
         self._state = state

@@ -19,8 +19,8 @@ import time
 from typing import Any
 
 from ._errors import ConfigurationError
+from ._log import logger
 from ._remember import Entry, UnchangedState, is_redis_url
-from ._telemetry import logger
 
 __all__ = ["RedisUnchanged", "is_redis_url"]
 

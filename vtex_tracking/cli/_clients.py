@@ -78,6 +78,8 @@ async def open_client(
     shared_pace = args.shared_pace or os.environ.get("VTEX_SHARED_PACE")
     if shared_pace:
         settings["shared_pace"] = shared_pace
+    if args.limits_file and not args.fake:
+        settings["limits_file"] = args.limits_file  # a fake server's limits vouch for nothing
     if args.concurrency is not None:
         settings["max_concurrency"] = args.concurrency
     if args.timeout is not None:

@@ -230,6 +230,13 @@ def _push_options(push: argparse.ArgumentParser) -> None:
         " [VTEX_SHARED_PACE]",
     )
     sending.add_argument(
+        "--limits-file",
+        metavar="FILE",
+        help="keep each store's measured rate limit in FILE between runs, so the next run"
+        " starts each store at it instead of slowly from 2 requests per second (one process;"
+        " --shared-pace keeps them in Redis for many)",
+    )
+    sending.add_argument(
         "--concurrency",
         type=_positive_int,
         metavar="N",
