@@ -10,7 +10,8 @@ seconds it samples this process's RSS, open file descriptors, threads and asynci
 
 It fails (exit 1) when exactly-once accounting breaks (an input without exactly one result,
 an update confirmed but not accepted or accepted twice) or when, after the warm-up, RSS grows
-more than ``--max-rss-growth`` MB or file descriptors, threads or tasks keep growing. Bounded:
+more than ``--max-rss-growth`` MB, threads or tasks keep growing, or file descriptors exceed
+the pool while it runs or are not back to their start once the client closed. Bounded:
 at most ``--duration`` seconds of input plus a drain deadline, and at most
 ``rate x duration x 2`` updates.
 """
@@ -160,6 +161,13 @@ async def soak(args: argparse.Namespace, server: SoakServer) -> dict[str, Any]:
             sample(stream.progress)
             tg.cancel_scope.cancel()
         requests = stream.progress.requests
+        progress = stream.progress
+    # Once the client is closed every connection it opened must be gone: the leak check for
+    # file descriptors (while it runs, their number follows the pool's churn, up to
+    # ``--concurrency`` connections, and says little).
+    await anyio.sleep(0.2)  # closed transports release their sockets on the next loop turns
+    sample(progress)
+    samples[-1]["closed"] = 1
     elapsed = time.monotonic() - started
     return _verdict(args, server.tally(), produced, delivered, confirmed, outcomes, samples) | {
         "elapsed_s": round(elapsed, 1),
@@ -209,10 +217,21 @@ def _verdict(
     }
     if growth["rss_mb"] > args.max_rss_growth:
         problems.append(f"RSS grew {growth['rss_mb']:.1f} MB after the warm-up")
-    for key, allowed in (("fds", 2), ("threads", 0), ("tasks", 2)):
-        end = samples[-1][key] - base[key]
+    running = [s for s in samples if not s.get("closed")] or samples
+    for key, allowed in (("threads", 0), ("tasks", 2)):
+        end = running[-1][key] - base[key]
         if end > allowed:
             problems.append(f"{key} grew by {end:g} after the warm-up")
+    # Descriptors: at most the pool's connections above the start while running, and back
+    # to the start (give or take the server's pipes and the loop's own) once closed.
+    peak_fds = max(s["fds"] for s in warm)
+    if peak_fds - samples[0]["fds"] > args.concurrency + 4:
+        problems.append(f"fds reached {peak_fds:g}, more than the pool's {args.concurrency}")
+    if samples[-1]["fds"] - samples[0]["fds"] > 2:
+        problems.append(
+            f"fds: {samples[-1]['fds']:g} open after the client closed, {samples[0]['fds']:g}"
+            " before it started"
+        )
     return {
         "ok": not problems,
         "problems": problems,
@@ -225,7 +244,8 @@ def _verdict(
         "growth_after_warmup": {k: round(v, 2) for k, v in growth.items()},
         "first_sample": samples[0],
         "warm_sample": base,
-        "last_sample": samples[-1],
+        "last_sample": running[-1],
+        "closed_sample": samples[-1],
         "peak_rss_mb": max(s["rss_mb"] for s in samples),
         "samples": samples,
     }
@@ -250,6 +270,7 @@ def _print(report: dict[str, Any]) -> None:
             f" after warm-up {warm[key]:g}{unit}, end {last[key]:g}{unit},"
             f" max growth after warm-up {report['growth_after_warmup'][key]:g}{unit}"
         )
+    print(f"     fds after the client closed: {report['closed_sample']['fds']:g}")
     print("PASS" if report["ok"] else "FAIL: " + "; ".join(report["problems"]))
 
 
