@@ -85,7 +85,7 @@ MAX_LEASE = 32
 #: Seconds the shared rate is held to measure the account's (``_throttle.MEASURE_TIME``
 #: is 0.2 s): processes hear of a change one lease later, and only throttles of requests sent
 #: after that count, so a shorter hold would often see none and judge the account unsaturated.
-SHARED_MEASURE_TIME = 0.5
+SHARED_MEASURE_TIME = 1.5
 #: CUBIC's scale for the shared rate (``_throttle.SCALE`` is 0.4): the rate takes longer to
 #: come back to where the account last throttled and grows more slowly past it, so each cycle
 #: lasts longer and the server's burst runs out at a smaller excess; fewer 429s for the same
@@ -611,10 +611,12 @@ class SharedTokens:
             self._generation = generation
             self._generation_at = now
             if rate is not None and self.shared_rate is not None and rate < self.shared_rate:
-                # Tokens leased at the higher rate would be sent after the account learned
-                # to slow down, into a server that just said no: drop them (Redis' schedule
-                # has counted them already, so at worst the account underuses a lease each).
-                self._tokens.clear()
+                # Tokens leased at the higher rate would be sent after the account learned to
+                # slow down, into a server that just said no. Space them at the new rate from
+                # now, as the script moved its schedule (a debt in tokens, not in seconds):
+                # dropping them would leave the account idle for the lease they covered.
+                interval = 1 / rate
+                self._tokens = [now + (i + 1) * interval for i in range(len(self._tokens))]
         self._hold = False
         self.shared_rate = rate
         # Every wait taken from the answer is bounded by this process' own limits: the script

@@ -84,6 +84,8 @@ local LIMIT_TTL_MS = tonumber(ARGV[36])
 local LIMIT_HALF_LIFE = tonumber(ARGV[37])
 local LIMIT_FRESH = tonumber(ARGV[38])
 local PROCESS_TTL = 10
+-- Seconds of tokens a lease holds at most while the rate is being learned.
+local LEARNING_LEASE = 0.25
 -- No account takes a million requests a second; the cap also keeps every number returned
 -- an integer Redis can send (it turns larger ones into nonsense).
 local MAX_RATE = 1000000
@@ -290,7 +292,9 @@ local function finish_measure()
   if s.mthr == 0 or (s.lc or 0) < s.since + (now - s.since) / 2 then
     -- No pushback in the second half of the measure: it measured our own pace, not the
     -- server's (see _throttle.AdaptiveRate._finish_measure).
-    if s.from == 'p' or s.from == 's' then
+    if s.from == 's' then
+      enter('s')
+    elseif s.from == 'p' then
       s.base = s.rate or PROBE_FLOOR
       enter('p')
     else
@@ -440,6 +444,12 @@ if auth_s > 0 then
 elseif pause_s > 0 then
   paused_ms = math.ceil(pause_s * 1000)
 elseif want > 0 then
+  if s.rate ~= nil and s.st ~= 'c' then
+    -- While the rate is being learned (slow start, measure, probe) it changes within a
+    -- second: a lease covers a quarter of one, so every process hears of a throttle soon
+    -- instead of sending a second's tokens at a rate the account just refused.
+    want = math.min(want, math.max(1, math.floor(s.rate * LEARNING_LEASE + 0.5)))
+  end
   granted = want
   if s.rate ~= nil then
     local interval = 1 / s.rate

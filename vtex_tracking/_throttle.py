@@ -384,10 +384,14 @@ class AdaptiveRate:
         if self._last_counted < self._since + (now - self._since) / 2:
             # No pushback in the second half of the measure: what got through measures only
             # our own pace, not the server's (a few 429s of another cause at its start, while
-            # little got through, measured a fast account at a crawl). After the start or a
-            # probe, keep probing from here; in cubic, we were just past the limit, so back
-            # off from where the throttle came, as CUBIC does.
-            if self._measured_from in ("start", "probe"):
+            # little got through, measured a fast account at a crawl). After the start, go
+            # on with it from here (it climbs on successes, so a pace that could not use its
+            # rate does not climb blindly); after a probe, keep probing from here; in cubic,
+            # we were just past the limit, so back off from where the throttle came, as
+            # CUBIC does.
+            if self._measured_from == "start":
+                self._enter("start", now)
+            elif self._measured_from == "probe":
                 self._base = self._bucket.rate or PROBE_FLOOR
                 self._enter("probe", now)
             else:
