@@ -80,25 +80,33 @@ async def test_journal_resumes_a_stopped_push_without_resending_confirmed(
     make_client: ClientFactory, tmp_path: Path
 ) -> None:
     """Stopped half way (as a crash would): the resumed push sends each update that was not
-    confirmed exactly once, and none that was."""
+    confirmed exactly once, and none that was. (The server may have accepted a few more than
+    the push confirmed: answers cut off by the stop. Those are sent again, at least once, as
+    nothing told the user they arrived.)"""
     journal = tmp_path / "push.journal"
     updates = _updates(400)
+    seen_ok: set[str] = set()
     async with FakeOMS(latency=0.002) as oms, make_client(oms) as client:
         async with client.push(updates, journal=journal) as stream:
             async for result in stream:
+                if result.ok:
+                    seen_ok.add(result.update.order_id)
                 if result.index >= 150:
                     stream.stop()
                     break
-        confirmed_first = {r.order_id for r in oms.requests if r.status == 200}
-        assert 150 <= len(confirmed_first) < 400
+        accepted_first = {r.order_id for r in oms.requests if r.status == 200}
+        assert 150 <= len(accepted_first) < 400
         oms.reset()
         second = await push_results(client, updates, journal=journal)
     resent = [r.order_id for r in oms.requests]
-    assert not confirmed_first & set(resent)
-    assert len(resent) == len(set(resent)) == 400 - len(confirmed_first)
+    already = {r.update.order_id for r in second if r.skipped}
+    assert seen_ok <= already <= accepted_first  # confirmed: never again; skipped: really there
+    assert len(seen_ok) >= 50  # the first run did confirm a good part
+    assert not already & set(resent)
+    assert len(resent) == len(set(resent)) == 400 - len(already)
     assert Counter(r.outcome for r in second) == {
-        "already_done": len(confirmed_first),
-        "200": 400 - len(confirmed_first),
+        "already_done": len(already),
+        "200": 400 - len(already),
     }
 
 
