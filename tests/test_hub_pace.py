@@ -381,3 +381,50 @@ async def test_a_lagging_process_waits_for_redis_instead_of_sending_alone(
     assert summary.succeeded == 40
     assert states == {"shared"}
     assert not [r for r in caplog.records if "did not answer" in r.getMessage()]
+
+
+@pytest.mark.real_start
+async def test_two_processes_sharing_a_store_settle_at_its_limit_without_bursts(
+    redis_server: RedisServer,
+    direct: Any,
+    make_client: ClientFactory,
+    status: TrackingStatus,
+) -> None:
+    """Two clients (as two processes) share a 17.6 req/s store 150 ms away through Redis:
+    once the limit is found, every second carries about the limit (no burst, no stall), and
+    the account never leaves for a blind probe. Before, each dropped or bunched the tokens
+    it leased when the rate fell (seconds sent at twice the limit, or nothing at all), and a
+    measure that met no 429 went on to a probe doubling on time alone (600 req/s into a
+    17 req/s store)."""
+    limit = 17.6
+    async with (
+        FakeOMS(rate_limit=limit, burst=5, retry_after="1", latency=0.15) as oms,
+        make_client(oms, shared_pace=redis_server.url) as a,
+        make_client(oms, shared_pace=redis_server.url) as b,
+    ):
+            rates: list[float] = []
+
+            async def watch() -> None:
+                while True:
+                    raw = direct.hget("vtex-tracking:pace:acme.vtexcommercestable", "rate")
+                    if raw is not None:
+                        rates.append(float(raw))
+                    await anyio.sleep(0.05)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch)
+                with anyio.fail_after(90):
+                    pushes = [a.push_all(_updates(140, status, "a")),
+                              b.push_all(_updates(140, status, "b"))]  # fmt: skip
+                    summaries = await asyncio.gather(*pushes)
+                tg.cancel_scope.cancel()
+    assert [s.succeeded for s in summaries] == [140, 140]
+    start = oms.requests[0].received_at
+    per_second = Counter(int(r.received_at - start) for r in oms.requests)
+    last = max(per_second)
+    # From the eighth second (the limit found) to the last but one: every second carries
+    # about the limit; none a burst over it, none a stall (tokens dropped or held back).
+    steady = [per_second.get(second, 0) for second in range(8, last - 1)]
+    assert steady and max(steady) <= limit + 4, sorted(per_second.items())
+    assert min(steady) >= limit / 2, sorted(per_second.items())
+    assert max(rates) < 4 * limit, max(rates)

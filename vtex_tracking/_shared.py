@@ -97,8 +97,10 @@ SHARED_SCALE = 0.1
 SHARE_WINDOW = 2.0
 #: Most success times kept for that measure (about 2 s at 2,000 requests per second).
 MAX_SHARE_SAMPLES = 4096
-#: Seconds after which a reserved token not used is dropped (its moment has passed).
-TOKEN_EXPIRY = 1.0
+#: Seconds (or one token's interval, if longer) after which a reserved token not used is
+#: dropped: its moment has passed, and tokens used late go out as a burst (at 1 s, a window
+#: that held them back let a second of them out at once, twice the account's rate).
+TOKEN_EXPIRY = 0.25
 #: Milliseconds an idle account's state lives in Redis.
 DEFAULT_KEY_TTL_MS = 15 * 60 * 1000
 #: Milliseconds an account's measured limit is kept (renewed at each measure).
@@ -434,8 +436,12 @@ class SharedTokens:
                 self._start_call(0)
             return 0.0
         tokens = self._tokens
-        while tokens and tokens[0] < now - TOKEN_EXPIRY:
-            tokens.pop(0)  # reserved but not used in time: its moment has gone
+        # Reserved but not used in time (the window was full, the loop lagged): its moment
+        # has gone. Used late, such tokens would go out together, a burst the account's
+        # schedule never allowed.
+        expired = now - max(TOKEN_EXPIRY, 1 / self.shared_rate)
+        while tokens and tokens[0] < expired:
+            tokens.pop(0)
         want = max(1, min(MAX_LEASE, max(demand, round(self.shared_rate * LEASE_SECONDS))))
         if tokens:
             if len(tokens) * 2 <= want and now >= self._next_ask:
@@ -612,11 +618,12 @@ class SharedTokens:
             self._generation_at = now
             if rate is not None and self.shared_rate is not None and rate < self.shared_rate:
                 # Tokens leased at the higher rate would be sent after the account learned to
-                # slow down, into a server that just said no. Space them at the new rate from
-                # now, as the script moved its schedule (a debt in tokens, not in seconds):
-                # dropping them would leave the account idle for the lease they covered.
-                interval = 1 / rate
-                self._tokens = [now + (i + 1) * interval for i in range(len(self._tokens))]
+                # slow down, into a server that just said no. Stretch them as the script
+                # stretched its schedule (a debt in tokens, not in seconds), so the tokens of
+                # every process still interleave at the new rate: dropping them left the
+                # account idle for the lease they covered.
+                stretch = self.shared_rate / rate
+                self._tokens = [now + max(0.0, at - now) * stretch for at in self._tokens]
         self._hold = False
         self.shared_rate = rate
         # Every wait taken from the answer is bounded by this process' own limits: the script
@@ -634,6 +641,7 @@ class SharedTokens:
             interval = min(max(0, interval_us) / 1_000_000, 1 / slowest)
             first = now + min(first_ms / 1000, max(LEASE_HORIZON, 2 * interval))
             self._tokens.extend(max(now, first + i * interval) for i in range(granted))
+            self._tokens.sort()  # leases may interleave (one asked before the last ran out)
         elif self.shared_rate is not None and not pause and not auth:
             self._next_ask = now + min(max(0, first_ms) / 1000, REFRESH_INTERVAL)
         self._changed()
