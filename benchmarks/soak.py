@@ -160,8 +160,8 @@ async def soak(args: argparse.Namespace, server: SoakServer) -> dict[str, Any]:
                     _account(result, delivered, confirmed, outcomes)
             sample(stream.progress)
             tg.cancel_scope.cancel()
-        requests = stream.progress.requests
         progress = stream.progress
+        requests = progress.requests
     # Once the client is closed every connection it opened must be gone: the leak check for
     # file descriptors (while it runs, their number follows the pool's churn, up to
     # ``--concurrency`` connections, and says little).
