@@ -197,6 +197,10 @@ class Lane:
             shows_rate=shows_rate,
         )
 
+    def backlog(self) -> int:
+        """Updates ready to send that no admission covers yet (the pace's ``demand``)."""
+        return max(0, len(self.ready) - self.admitted)
+
     def stop(self, cause: BaseException, reason: str) -> bool:
         """Stop sending to this account: VTEX keeps refusing its credentials (``"auth"``),
         or it cannot be reached at all (``"unreachable"``). A revoked key or a mistyped

@@ -95,6 +95,10 @@ class AccountPace:
         #: The last 401/403 error, quoted by ``AuthCooldownError`` (set by the sender).
         self.auth_error: BaseException | None = None
         self._waiters: collections.deque[_Waiter] = collections.deque()
+        #: Requests ready to go that wait elsewhere (a push's lane holds one place in the
+        #: queue for all of its ready updates): a shared pace leases as many tokens as
+        #: requests wait, no more (see ``demand``).
+        self.backlogs: set[Callable[[], int]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -189,6 +193,14 @@ class AccountPace:
             cause=cause,
         )
 
+    def demand(self) -> int:
+        """Requests waiting for this account's turn: queued here, and those a push's lanes
+        hold ready (at least one: the one asking)."""
+        waiting = len(self._waiters)
+        for backlog in self.backlogs:
+            waiting += backlog()
+        return max(1, waiting)
+
     def try_admit(self) -> bool:
         """Admit one request now if nobody is queued and the pace allows it; never waits."""
         if self._waiters or self.in_flight >= self.window:
@@ -197,7 +209,7 @@ class AccountPace:
         if self._auth_until and self.auth_cooldown_error() is not None:
             return False
         tokens = self.tokens
-        if tokens.wait_time(1) > 0:
+        if tokens.wait_time(self.demand()) > 0:
             return False
         tokens.take()
         self.in_flight += 1
@@ -264,7 +276,7 @@ class AccountPace:
                         continue
                 if self.in_flight >= self.window:
                     return  # the next release looks again
-                wait = tokens.wait_time(len(waiters))
+                wait = tokens.wait_time(self.demand())
                 if wait > 0:
                     self._wake_in(wait)
                     return

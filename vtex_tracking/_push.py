@@ -195,6 +195,7 @@ class _Engine:
     def _give_back_admissions(self) -> None:
         """The account paces are shared with other calls: return what this push holds."""
         for lane in self._lanes.values():
+            lane.pace.backlogs.discard(lane.backlog)
             if lane.waiting:
                 lane.pace.cancel(lane.on_admit)
                 lane.waiting = False
@@ -321,6 +322,7 @@ class _Engine:
         )
         lane.on_admit = functools.partial(self._on_admit, lane)
         lane.on_backoff = self._on_backoff
+        lane.pace.backlogs.add(lane.backlog)
         self._lanes[account] = lane
         return lane
 

@@ -76,12 +76,24 @@ SYNC_INTERVAL = 0.1
 #: Seconds after which what Redis last said is too old to send on: an idle process waits one
 #: round trip for the account's news (a pause, an auth stop another process met).
 STALE_AFTER = 1.0
-#: Seconds of requests one lease covers at the current rate (at least one token): a small
-#: account's lease serves a second of its requests, so it costs one Redis call per second,
-#: not one per request.
+#: Seconds of the account's requests one lease covers, shared by the processes that send to
+#: it (at least one token): a process alone on a small account leases a second of its
+#: requests, one Redis call per second, not one per request; eight processes lease an eighth
+#: each, so their tokens interleave finely and a change of rate reaches all of them soon. A
+#: lease never holds more tokens than requests wait: a token the process cannot use expires,
+#: and the account's schedule loses its moment.
 LEASE_SECONDS = 1.0
 #: Most tokens one lease reserves.
 MAX_LEASE = 32
+#: The most leased tokens are moved at once (log of the factor, either way): the rate
+#: changes far less between two calls of a process; a garbled answer (or a Redis restarted
+#: empty) must not hold tokens for minutes or release them all at once.
+MAX_STRETCH_LOG = math.log(4)
+#: Answers CUBIC takes at least to come back to a shared measured rate (the process' own
+#: pace: ``_throttle.QUIET_ANSWERS``). Each probe past the limit draws a few 429s before
+#: every process hears of it (the server's burst hides the first excess), so a fleet
+#: probes half as often as one process does.
+SHARED_QUIET_ANSWERS = 300
 #: Seconds the shared rate is held to measure the account's (``_throttle.MEASURE_TIME``
 #: is 0.2 s): processes hear of a change one lease later, and only throttles of requests sent
 #: after that count, so a shorter hold would often see none and judge the account unsaturated.
@@ -316,6 +328,7 @@ class SharedTokens:
         self._max_pause = max_pause
         # What this process saw since its last call.
         self._ok = 0
+        self._ok_since = clock()
         #: Send times of the throttled requests not reported yet.
         self._throttled: list[float] = []
         self._pause = 0.0
@@ -352,6 +365,10 @@ class SharedTokens:
         self._id = secrets.token_hex(8)
         self._fell_back = False
         self._processes = 1
+        #: Tokens the last lease granted: the next is asked for when half of them are left.
+        self._last_granted = MAX_LEASE
+        #: The script's log of every stretch of the account's schedule, as last heard.
+        self._stretch_log: float | None = None
 
     @property
     def active(self) -> bool:
@@ -442,9 +459,12 @@ class SharedTokens:
         expired = now - max(TOKEN_EXPIRY, 1 / self.shared_rate)
         while tokens and tokens[0] < expired:
             tokens.pop(0)
-        want = max(1, min(MAX_LEASE, max(demand, round(self.shared_rate * LEASE_SECONDS))))
+        share = self.shared_rate * LEASE_SECONDS / self._processes
+        want = max(1, min(MAX_LEASE, demand, round(share)))
         if tokens:
-            if len(tokens) * 2 <= want and now >= self._next_ask:
+            # The script may lease fewer than wanted (while the rate is learned): half of
+            # what it last gave is "running out".
+            if len(tokens) * 2 <= min(want, self._last_granted) and now >= self._next_ask:
                 self._start_call(want)  # the next lease is on its way before these run out
             return self._refreshed(now, tokens[0] - now)
         if now < self._next_ask:
@@ -516,6 +536,10 @@ class SharedTokens:
         # Throttles of requests sent before we heard of the last change are its echoes.
         throttled = sum(1 for sent in self._throttled if sent >= self._generation_at)
         reported = (self._ok, throttled, self._pause, self._auth_failures)
+        now = self._clock()
+        # The seconds those successes came in: a measure counts only its share of them.
+        ok_span = now - self._ok_since
+        self._ok_since = now
         self._ok = self._auth_failures = 0
         self._throttled = []
         self._pause = 0.0
@@ -561,11 +585,14 @@ class SharedTokens:
                         _throttle.START_BACKOFF,
                         _throttle.MEASURE_ANSWERS,
                         _throttle.MEASURE_OVER,
-                        _throttle.QUIET_ANSWERS,
+                        SHARED_QUIET_ANSWERS,
                         connection.config.limit_ttl_ms,
                         LIMIT_HALF_LIFE,
                         LIMIT_FRESH,
                         _throttle.MAX_QUIET,
+                        _throttle.REFUSED_THROTTLES,
+                        _throttle.REFUSED_SHARE,
+                        min(ok_span, STALE_AFTER * 10),
                     ],
                 ),
                 timeout=connection.config.timeout * 2,
@@ -601,6 +628,7 @@ class SharedTokens:
             stops,
             peers,
             auth_generation,
+            stretch_micro,
         ) = (int(v) for v in answer)
         self._auth_stops = stops
         self._fell_back = False
@@ -616,14 +644,19 @@ class SharedTokens:
         if generation != self._generation:
             self._generation = generation
             self._generation_at = now
-            if rate is not None and self.shared_rate is not None and rate < self.shared_rate:
-                # Tokens leased at the higher rate would be sent after the account learned to
-                # slow down, into a server that just said no. Stretch them as the script
-                # stretched its schedule (a debt in tokens, not in seconds), so the tokens of
-                # every process still interleave at the new rate: dropping them left the
-                # account idle for the lease they covered.
-                stretch = self.shared_rate / rate
-                self._tokens = [now + max(0.0, at - now) * stretch for at in self._tokens]
+        stretch_log = stretch_micro / 1_000_000
+        if self._tokens and self._stretch_log is not None and stretch_log != self._stretch_log:
+            # The account's rate changed since our last call. Move our leased tokens as the
+            # script moved its schedule (a debt in tokens, not in seconds), so the tokens of
+            # every process still interleave at the new rate: after a fall, tokens leased at
+            # the higher rate would go out into a server that just said no (dropping them
+            # left the account idle for the lease they covered; stretching them by our own
+            # last rate left them closer than the schedule: a burst); after a rise, the
+            # schedule hands out the moments they hold.
+            moved = max(-MAX_STRETCH_LOG, min(stretch_log - self._stretch_log, MAX_STRETCH_LOG))
+            stretch = math.exp(moved)
+            self._tokens = [now + max(0.0, at - now) * stretch for at in self._tokens]
+        self._stretch_log = stretch_log
         self._hold = False
         self.shared_rate = rate
         # Every wait taken from the answer is bounded by this process' own limits: the script
@@ -633,6 +666,8 @@ class SharedTokens:
         auth = min(max(0, auth_ms) / 1000, self._auth_cooldown)
         self.paused_until = now + pause if pause > 0 else 0.0
         self.shared_auth_until = now + auth if auth > 0 else 0.0
+        if granted:
+            self._last_granted = granted
         if granted and self.shared_rate is not None:
             # The slowest rate this process' settings allow spaces tokens furthest apart.
             slowest = _throttle.MIN_RATE

@@ -36,10 +36,14 @@
 --          and the slow start's constants (start_fast_from, start_doubling_fast, start_until,
 --          start_backoff), the measure's (measure_answers, measure_over), CUBIC's quiet
 --          answers, and how long a measured limit is kept (ms), its half-life (s), and
---          the age (s) up to which it is taken whole, and CUBIC's longest quiet time (s)
+--          the age (s) up to which it is taken whole, and CUBIC's longest quiet time (s),
+--          and how many throttles (and what share of a measure's answers) say the server
+--          refused us, and the seconds the caller's successes (ok) came in
 -- Returns  {granted, first_ms, interval_us, rate_milli (-1: none), paused_ms, auth_ms, gen,
 --          authn (auth stops so far), processes (callers seen in the last 10 s), authg (the
---          auth generation: how many times a success ended refusals or a stop)}:
+--          auth generation: how many times a success ended refusals or a stop), stretch
+--          (millionths of the log of how much the schedule was stretched so far: the
+--          callers move their leased tokens by as much)}:
 --          token i (from 0) may be used max(0, first_ms + i * interval_us / 1000) ms from now
 --          (first_ms is negative while the bucket holds a burst); with granted 0 and a rate,
 --          first_ms says when to ask again; gen counts the learned rate's changes of state.
@@ -80,6 +84,8 @@ local MEASURE_ANSWERS = tonumber(ARGV[33])
 local MEASURE_OVER = tonumber(ARGV[34])
 local QUIET_ANSWERS = tonumber(ARGV[35])
 local MAX_QUIET = tonumber(ARGV[39])
+local REFUSED_THROTTLES = tonumber(ARGV[40])
+local REFUSED_SHARE = tonumber(ARGV[41])
 local LIMIT_TTL_MS = tonumber(ARGV[36])
 local LIMIT_HALF_LIFE = tonumber(ARGV[37])
 local LIMIT_FRESH = tonumber(ARGV[38])
@@ -106,12 +112,14 @@ local TEXTS = {st = true, from = true}
 local NUMBERS = {born = true, okt = true, ign = true, pu = true, pl = true, authf = true,
                  authu = true, al = true, authn = true, rate = true, tat = true, since = true,
                  base = true, fast = true, wmax = true, gen = true, entry = true, mok = true,
-                 mthr = true, at = true, authg = true, lt = true, lc = true}
+                 mthr = true, at = true, authg = true, lt = true, lc = true, xl = true}
 local function finite(raw)
   local n = tonumber(raw)
   if n ~= nil and n == n and n > -math.huge and n < math.huge then return n end
   return nil
 end
+-- The seconds the caller's successes came in (0: unknown; they count whole).
+local ok_span = finite(ARGV[42]) or 0
 -- The caller's auth generation (a garbled one matches none: its refusals do not count).
 local auth_gen_known = finite(ARGV[28])
 local function is_process(name)
@@ -166,9 +174,9 @@ if s.rate ~= nil then s.rate = math.min(math.max(s.rate, floor_rate), MAX_RATE) 
 for _, name in ipairs({'wmax', 'base', 'entry'}) do
   if s[name] ~= nil then s[name] = math.min(math.max(s[name], floor_rate), MAX_RATE) end
 end
-for _, name in ipairs({'mok', 'mthr'}) do
-  if s[name] ~= nil then s[name] = count(s[name]) end
-end
+if s.mthr ~= nil then s.mthr = count(s.mthr) end
+-- A measure's successes are counted in parts of a report (see below): not whole.
+if s.mok ~= nil and (s.mok < 0 or s.mok >= 2 ^ 53) then s.mok = 0 end
 s.ign = s.ign or 0
 s.lt = s.lt or 0
 s.pu = s.pu or 0
@@ -268,10 +276,15 @@ local function set_rate(rate)
   rate = math.min(math.max(MIN_RATE, rate), MAX_RATE)
   if ceiling > 0 then rate = math.min(rate, ceiling) end
   -- Tokens already promised are a debt in tokens, not in seconds: at a new rate it is paid
-  -- sooner (or later), so the schedule does not stay stuck at a slow rate's pace.
+  -- sooner (or later), so the schedule does not stay stuck at a slow rate's pace, nor run
+  -- at a fast one after the account said no. The schedule is stretched (or compressed), and
+  -- every process moves its own leased tokens by as much when it hears (xl: the log of all
+  -- the moves so far, returned to the callers), so the tokens of all of them still
+  -- interleave at the new rate.
   local tat = tonumber(s.tat)
-  if tat ~= nil and s.rate ~= nil and tat > now then
+  if tat ~= nil and s.rate ~= nil and tat > now and rate ~= s.rate then
     s.tat = now + (tat - now) * s.rate / rate
+    s.xl = (s.xl or 0) + math.log(s.rate / rate)
   end
   s.rate = rate
 end
@@ -289,11 +302,20 @@ local function measure_done()
 end
 
 local function finish_measure()
-  if s.mthr == 0 or (s.lc or 0) < s.since + (now - s.since) / 2 then
-    -- No pushback in the second half of the measure: it measured our own pace, not the
-    -- server's (see _throttle.AdaptiveRate._finish_measure).
+  local refused = s.mthr >= REFUSED_THROTTLES and s.mthr >= REFUSED_SHARE * (s.mok + s.mthr)
+  if not refused and (s.mthr == 0 or (s.lc or 0) < s.since + (now - s.since) / 2) then
+    -- A few throttles, none in the second half of the measure: it measured our own pace, not
+    -- the server's (see _throttle.AdaptiveRate._finish_measure).
     if s.from == 's' then
-      enter('s')
+      -- Climb from the rate measured at towards the middle (geometric) of it and where the
+      -- throttle came, slowly near it: the curve passes the held rate now (its start up to
+      -- K ahead). See _throttle.AdaptiveRate._finish_measure.
+      local held = s.rate or s.entry
+      s.wmax = math.sqrt(held * s.entry)
+      enter('c')
+      local k = cubic_k(s.wmax)
+      local x = math.max(-8, math.min(0, (held / s.wmax - 1) / (1 - BETA)))
+      s.since = now - k * (1 - (-x) ^ (1 / 3))
     elseif s.from == 'p' then
       s.base = s.rate or PROBE_FLOOR
       enter('p')
@@ -404,7 +426,14 @@ if adaptive then
     elseif s.st == 'p' then
       set_rate(s.base * 2 ^ (t / math.max(PROBE_DOUBLING, rtt)))
     elseif s.st == 'm' then
-      s.mok = s.mok + ok
+      -- Only the successes that came since the measure began: a report covers the time
+      -- since the caller's last call, and counted whole, the successes of the faster rate
+      -- before the measure passed for the server's (a limit of 50 measured at 68).
+      local counted = ok
+      if ok_span > 0 and now - ok_span < s.since then
+        counted = ok * math.max(0, now - s.since) / ok_span
+      end
+      s.mok = s.mok + counted
       if measure_done() then
         finish_measure()
       elseif t >= measure_floor() and now - s.lt < measure_floor() and s.rate ~= nil then
@@ -446,9 +475,14 @@ elseif pause_s > 0 then
 elseif want > 0 then
   if s.rate ~= nil and s.st ~= 'c' then
     -- While the rate is being learned (slow start, measure, probe) it changes within a
-    -- second: a lease covers a quarter of one, so every process hears of a throttle soon
-    -- instead of sending a second's tokens at a rate the account just refused.
-    want = math.min(want, math.max(1, math.floor(s.rate * LEARNING_LEASE + 0.5)))
+    -- second: a lease covers this process' share of a quarter of one, so every process
+    -- hears of a throttle soon instead of sending tokens at a rate the account just refused.
+    local sharing = 0
+    for name, value in pairs(s) do
+      if is_process(name) and value >= now - PROCESS_TTL then sharing = sharing + 1 end
+    end
+    sharing = math.max(1, sharing)
+    want = math.min(want, math.max(1, math.floor(s.rate * LEARNING_LEASE / sharing + 0.5)))
   end
   granted = want
   if s.rate ~= nil then
@@ -458,6 +492,11 @@ elseif want > 0 then
     local first = tat - now - (burst - 1) * interval
     -- Promise nothing far ahead: the rate may rise meanwhile. Come back when it is near.
     local horizon = math.max(HORIZON, 2 * interval)
+    if s.st ~= 'c' then
+      -- While the rate is learned, tokens are promised a lease ahead at most: the rate
+      -- changes within a second, and tokens promised far ahead keep the old one.
+      horizon = math.max(LEARNING_LEASE, 2 * interval)
+    end
     if first > horizon then
       granted = 0
       first_ms = (first - horizon) * 1000
@@ -493,5 +532,7 @@ redis.call('PEXPIRE', key, ttl_ms)
 
 local rate_milli = -1
 if s.rate ~= nil then rate_milli = math.floor(s.rate * 1000) end
+local stretch_micro = 0
+if s.xl ~= nil and math.abs(s.xl) < 1e9 then stretch_micro = math.floor(s.xl * 1000000) end
 return {granted, math.floor(first_ms), interval_us, rate_milli, paused_ms, auth_ms,
-        s.gen, s.authn, processes, s.authg}
+        s.gen, s.authn, processes, s.authg, stretch_micro}

@@ -60,13 +60,23 @@ START_RATE = 2.0
 #: passed. Small stores' bursts are small: the slower the climb near their limit, the smaller
 #: the excess when their burst runs out and the first 429 tells the limit.
 START_DOUBLING = 0.5
-START_FAST_FROM = 64.0
+START_FAST_FROM = 256.0
 START_DOUBLING_FAST = 0.25
 #: The rate at which the start ends without a throttle: the account is taken as unlimited.
 START_UNTIL = 4096.0
 #: Entering a measure from the start, the rate drops to this fraction first: the first 429
 #: comes when the server's burst ran out, about ``START_DOUBLING``'s worth past the limit.
 START_BACKOFF = 0.6
+#: A measure that drew at least this many throttles, a ``REFUSED_SHARE`` of its answers or
+#: more, measured the server even when they all came in its first half: the server refused
+#: us, and our own demand fell after (the refused requests wait out their ``Retry-After``).
+REFUSED_THROTTLES = 3
+REFUSED_SHARE = 0.1
+
+
+def refused(successes: int | float, throttles: int | float) -> bool:
+    """Whether a measure's answers say the server refused us (not a stray 429 or two)."""
+    return throttles >= REFUSED_THROTTLES and throttles >= REFUSED_SHARE * (successes + throttles)
 
 
 def cubic_rate(w_max: float, t: float, scale: float) -> float:
@@ -81,8 +91,24 @@ def cubic_rate(w_max: float, t: float, scale: float) -> float:
     than ``MAX_QUIET`` seconds: a measure taken too low (a few 429s of another cause while
     little got through) must not hold the account down for minutes.
     """
-    k = max((w_max * (1 - BETA) / scale) ** (1 / 3), min(QUIET_ANSWERS / w_max, MAX_QUIET))
+    k = cubic_k(w_max, scale)
     return float(w_max * (1 + (1 - BETA) * ((t - k) / k) ** 3))
+
+
+def cubic_k(w_max: float, scale: float) -> float:
+    """CUBIC's ``K``: seconds from ``BETA * w_max`` back to ``w_max`` (see ``cubic_rate``)."""
+    quiet = min(QUIET_ANSWERS / w_max, MAX_QUIET)
+    return float(max((w_max * (1 - BETA) / scale) ** (1 / 3), quiet))
+
+
+def cubic_time_at(rate: float, w_max: float, scale: float) -> float:
+    """Seconds into CUBIC's curve of ``w_max`` at which it passes ``rate`` (below ``w_max``),
+    negative for rates under ``BETA * w_max`` but never before ``-K`` (the curve is at
+    ``w_max * (1 - 8 * (1 - BETA))`` there): to climb from ``rate`` towards ``w_max``, slowly
+    near it."""
+    k = cubic_k(w_max, scale)
+    x = max(-8.0, min(0.0, (rate / w_max - 1) / (1 - BETA)))
+    return float(k * (1 - (-x) ** (1 / 3)))
 
 
 class Budget:
@@ -381,16 +407,24 @@ class AdaptiveRate:
             self._set(cubic_rate(self._w_max, t, SCALE))
 
     def _finish_measure(self, now: float) -> None:
-        if self._last_counted < self._since + (now - self._since) / 2:
-            # No pushback in the second half of the measure: what got through measures only
-            # our own pace, not the server's (a few 429s of another cause at its start, while
-            # little got through, measured a fast account at a crawl). After the start, go
-            # on with it from here (it climbs on successes, so a pace that could not use its
-            # rate does not climb blindly); after a probe, keep probing from here; in cubic,
-            # we were just past the limit, so back off from where the throttle came, as
-            # CUBIC does.
+        if not refused(self._measure_successes, self._measure_throttles) and (
+            self._last_counted < self._since + (now - self._since) / 2
+        ):
+            # A few throttles, none in the second half of the measure: what got through
+            # measures only our own pace, not the server's (a few 429s of another cause at its
+            # start, while little got through, measured a fast account at a crawl). After the
+            # start, climb back towards where the throttle came, slowly near it (doubling
+            # again from here passed the limit by as much as before, every two seconds);
+            # after a probe, keep probing from here; in cubic, we were just past the limit,
+            # so back off from where the throttle came, as CUBIC does.
             if self._measured_from == "start":
-                self._enter("start", now)
+                # Below the limit, which lies under where the throttle came (the slow start
+                # doubled past it): CUBIC up from here, slowly near the middle of the two
+                # (geometric: the limit is as likely near either end).
+                held = self._bucket.rate or self._entry_rate
+                self._w_max = math.sqrt(held * self._entry_rate)
+                self._enter("cubic", now)
+                self._since = now - cubic_time_at(held, self._w_max, SCALE)
             elif self._measured_from == "probe":
                 self._base = self._bucket.rate or PROBE_FLOOR
                 self._enter("probe", now)
