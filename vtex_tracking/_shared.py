@@ -593,6 +593,7 @@ class SharedTokens:
                         _throttle.REFUSED_THROTTLES,
                         _throttle.REFUSED_SHARE,
                         min(ok_span, STALE_AFTER * 10),
+                        _throttle.REFUSED_SPAN,
                     ],
                 ),
                 timeout=connection.config.timeout * 2,

@@ -38,7 +38,8 @@
 --          answers, and how long a measured limit is kept (ms), its half-life (s), and
 --          the age (s) up to which it is taken whole, and CUBIC's longest quiet time (s),
 --          and how many throttles (and what share of a measure's answers) say the server
---          refused us, and the seconds the caller's successes (ok) came in
+--          refused us, and the seconds the caller's successes (ok) came in, and how long a
+--          measure must have been refused for its successes until then to measure the server
 -- Returns  {granted, first_ms, interval_us, rate_milli (-1: none), paused_ms, auth_ms, gen,
 --          authn (auth stops so far), processes (callers seen in the last 10 s), authg (the
 --          auth generation: how many times a success ended refusals or a stop), stretch
@@ -112,7 +113,8 @@ local TEXTS = {st = true, from = true}
 local NUMBERS = {born = true, okt = true, ign = true, pu = true, pl = true, authf = true,
                  authu = true, al = true, authn = true, rate = true, tat = true, since = true,
                  base = true, fast = true, wmax = true, gen = true, entry = true, mok = true,
-                 mthr = true, at = true, authg = true, lt = true, lc = true, xl = true}
+                 mthr = true, at = true, authg = true, lt = true, lc = true, xl = true,
+                 mlc = true}
 local function finite(raw)
   local n = tonumber(raw)
   if n ~= nil and n == n and n > -math.huge and n < math.huge then return n end
@@ -120,6 +122,7 @@ local function finite(raw)
 end
 -- The seconds the caller's successes came in (0: unknown; they count whole).
 local ok_span = finite(ARGV[42]) or 0
+local REFUSED_SPAN = tonumber(ARGV[43])
 -- The caller's auth generation (a garbled one matches none: its refusals do not count).
 local auth_gen_known = finite(ARGV[28])
 local function is_process(name)
@@ -176,7 +179,9 @@ for _, name in ipairs({'wmax', 'base', 'entry'}) do
 end
 if s.mthr ~= nil then s.mthr = count(s.mthr) end
 -- A measure's successes are counted in parts of a report (see below): not whole.
-if s.mok ~= nil and (s.mok < 0 or s.mok >= 2 ^ 53) then s.mok = 0 end
+for _, name in ipairs({'mok', 'mlc'}) do
+  if s[name] ~= nil and (s[name] < 0 or s[name] >= 2 ^ 53) then s[name] = 0 end
+end
 s.ign = s.ign or 0
 s.lt = s.lt or 0
 s.pu = s.pu or 0
@@ -326,7 +331,15 @@ local function finish_measure()
     end
     return
   end
-  s.wmax = math.max(MIN_RATE, s.mok / (now - s.since))
+  -- The successes over the measure, or, when higher, those up to its last throttle over
+  -- that time: while the server refused us its successes came at its rate; after, our own
+  -- demand may have fallen (see _throttle.measured_rate).
+  local measured = s.mok / (now - s.since)
+  local refused_for = (s.lc or 0) - s.since
+  if refused_for >= REFUSED_SPAN and (s.mlc or 0) >= REFUSED_THROTTLES then
+    measured = math.max(measured, s.mlc / refused_for)
+  end
+  s.wmax = math.max(MIN_RATE, measured)
   enter('c')
   set_rate(s.wmax * BETA)
   -- Kept far longer than the account's state: the next run starts from it.
@@ -391,6 +404,7 @@ if adaptive then
       enter('m')
       s.mok = 0
       s.mthr = 0
+      s.mlc = 0
       if s.from == 's' then
         -- The server's burst ran out about a doubling past its limit: measure from lower.
         set_rate(math.max(s.entry * START_BACKOFF, START_RATE))
@@ -404,6 +418,7 @@ if adaptive then
     else
       s.mthr = s.mthr + throttled
       s.lc = now
+      s.mlc = s.mok
       if measure_done() then finish_measure() end
     end
   end

@@ -72,6 +72,22 @@ START_BACKOFF = 0.6
 #: us, and our own demand fell after (the refused requests wait out their ``Retry-After``).
 REFUSED_THROTTLES = 3
 REFUSED_SHARE = 0.1
+#: Seconds of a measure that must have passed by its last throttle for the successes until
+#: then to measure the server (``measured_rate``).
+REFUSED_SPAN = 0.5
+
+
+def measured_rate(
+    successes: float, seconds: float, refused_successes: float, refused_seconds: float
+) -> float:
+    """The server's rate from a measure: its successes over its length, or, when higher, the
+    successes up to its last throttle over that time (while the server refused us, its
+    successes came at its rate; after, our own demand may have fallen: the refused requests
+    wait out their ``Retry-After``, and a small store's backlog may be gone)."""
+    rate = successes / seconds if seconds > 0 else 0.0
+    if refused_seconds >= REFUSED_SPAN and refused_successes >= REFUSED_THROTTLES:
+        rate = max(rate, refused_successes / refused_seconds)
+    return rate
 
 
 def refused(successes: int | float, throttles: int | float) -> bool:
@@ -300,6 +316,8 @@ class AdaptiveRate:
         self._ignore_until = 0.0
         self._last_throttle = -1e9
         self._last_counted = -1e9
+        # The measure's successes when its last throttle came.
+        self._successes_at_last_counted = 0
         self.throttles = 0
 
     @property
@@ -370,6 +388,7 @@ class AdaptiveRate:
         else:
             self._measure_throttles += 1
             self._last_counted = now
+            self._successes_at_last_counted = self._measure_successes
             if self._measure_done(now - self._since):
                 self._finish_measure(now)
 
@@ -433,7 +452,15 @@ class AdaptiveRate:
                 self._enter("cubic", now)
                 self._set(self._w_max * BETA)
             return
-        self._w_max = max(MIN_RATE, self._measure_successes / (now - self._since))
+        self._w_max = max(
+            MIN_RATE,
+            measured_rate(
+                self._measure_successes,
+                now - self._since,
+                self._successes_at_last_counted,
+                self._last_counted - self._since,
+            ),
+        )
         self._enter("cubic", now)
         self._set(self._w_max * BETA)
 
