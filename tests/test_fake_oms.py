@@ -251,15 +251,18 @@ async def test_an_encoded_slash_matches_no_route_by_default(
 async def test_other_paths_get_404_and_other_methods_405(
     oms: FakeOMS, session: aiohttp.ClientSession
 ) -> None:
-    """Paths other than the tracking route answer 404; non-PUT methods on it answer 405."""
-    not_found = await put(session, oms, path="/api/oms/pvt/orders/o-1/invoice/NF-1")
+    """Paths other than the tracking route and the invoice's answer 404; other methods than
+    PUT on the tracking route (PATCH on the invoice's) answer 405."""
+    not_found = await put(session, oms, path="/api/oms/pvt/orders/o-1/invoice")
     extra_slash = await put(session, oms, path="/api/oms/pvt/orders/o-1/x/invoice/NF-1/tracking")
     post = await put(session, oms, method="POST")
-    assert (not_found[0], extra_slash[0], post[0]) == (404, 404, 405)
+    put_invoice = await put(session, oms, path="/api/oms/pvt/orders/o-1/invoice/NF-1")
+    assert (not_found[0], extra_slash[0], post[0], put_invoice[0]) == (404, 404, 405, 405)
     assert post[1]["Allow"] == "PUT"
+    assert put_invoice[1]["Allow"] == "PATCH"
     assert all(answer[1]["X-Request-Id"] for answer in (not_found, extra_slash, post))
     assert oms.requests[0].order_id is None
-    assert oms.updates == {}
+    assert oms.updates == {} and oms.tracking_numbers == {}
 
 
 async def test_fail_next_queues_statuses_bodies_and_headers(

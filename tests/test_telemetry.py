@@ -248,3 +248,18 @@ def test_the_sync_client_reports_the_same_metrics(
         client.update_tracking_status("o-1", "NF-1", status)
         client.push_all([TrackingUpdate("p-1", "NF-1", status)])
         assert client.metrics()["acme"].confirmed == 2
+
+
+async def test_the_tracking_number_call_is_a_patch_span_of_the_invoice(
+    spans: InMemorySpanExporter, make_client: ClientFactory
+) -> None:
+    """``send_tracking_number`` is traced like the events' PUT, named after its own method and
+    URL template."""
+    async with FakeOMS() as oms, make_client(oms) as client:
+        await client.send_tracking_number("1172452900000-01", "000030700", "BR123")
+    (span,) = spans.get_finished_spans()
+    assert span.name == "PATCH /api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}"
+    attributes = _attributes(span)
+    assert attributes["http.request.method"] == "PATCH"
+    assert attributes["url.template"] == "/api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}"
+    assert attributes["http.response.status_code"] == 200

@@ -17,7 +17,7 @@ import attrs
 
 from ._constants import DEFAULT_TIME_ZONE, DELIVERED_DATE_TOLERANCE
 from ._errors import ValidationError
-from ._models import TrackingStatus, TrackingUpdate
+from ._models import TrackingNumberUpdate, TrackingStatus, TrackingUpdate, parse_vtex_timestamp
 
 __all__ = ["Checks", "localize_status", "to_time_zone"]
 
@@ -110,14 +110,49 @@ class Checks:
             return attrs.evolve(update, status=localize_status(status, self.time_zone))
         return update
 
-    def _refuse_future(self, local: dt.datetime, now: dt.datetime | None) -> None:
+    def check_tracking_number(
+        self, update: TrackingNumberUpdate, *, now: dt.datetime | None = None
+    ) -> TrackingNumberUpdate:
+        """Return ``update`` as it will be sent (a naive ``dispatched_date`` given
+        ``time_zone``), or raise ``ValidationError``: the invoice-number rule of ``check``, and
+        no dispatch more than 10 minutes in the future."""
+        if not self.allow_slash_in_invoice and "/" in update.invoice_number:
+            raise ValidationError(
+                "TrackingNumberUpdate.invoice_number",
+                f"{update.invoice_number!r} contains '/', which VTEX does not route even"
+                " percent-encoded (it answers 404); use the invoice number without it, or"
+                " Checks(allow_slash_in_invoice=True) for an account known to route it",
+            )
+        dispatched = update.tracking.dispatched_date
+        if dispatched is None:
+            return update
+        when = parse_vtex_timestamp(dispatched) if isinstance(dispatched, str) else dispatched
+        if when is None:
+            return update
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=self.time_zone)
+        local = when.astimezone(self.time_zone).replace(tzinfo=None)
+        self._refuse_future(local, now, "InvoiceTracking.dispatched_date", "dispatches")
+        if isinstance(dispatched, dt.datetime) and dispatched.tzinfo is None:
+            # VTEX reads an offset; a naive time is the store's wall clock.
+            tracking = attrs.evolve(update.tracking, dispatched_date=when)
+            return attrs.evolve(update, tracking=tracking)
+        return update
+
+    def _refuse_future(
+        self,
+        local: dt.datetime,
+        now: dt.datetime | None,
+        field: str = "TrackingStatus.delivered_date",
+        what: str = "deliveries",
+    ) -> None:
         current = (now or dt.datetime.now(dt.timezone.utc)).astimezone(self.time_zone)
         current = current.replace(tzinfo=None)
         if (local - current).total_seconds() > DELIVERED_DATE_TOLERANCE:
             raise ValidationError(
-                "TrackingStatus.delivered_date",
+                field,
                 f"{local:%Y-%m-%d %H:%M} is in the future (it is {current:%Y-%m-%d %H:%M} in"
-                f" {self.time_zone}): marketplaces reject future deliveries; check the time"
+                f" {self.time_zone}): marketplaces reject future {what}; check the time"
                 " zone and the day/month order",
             )
 

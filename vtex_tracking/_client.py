@@ -36,8 +36,11 @@ from ._limits_file import LimitsFile
 from ._log import logger
 from ._models import (
     AccountMetrics,
+    DispatchedDate,
+    InvoiceTracking,
     PushResult,
     PushSummary,
+    TrackingNumberUpdate,
     TrackingReceipt,
     TrackingStatus,
     TrackingUpdate,
@@ -393,8 +396,36 @@ class AsyncTrackingClient:
         update = TrackingUpdate(order_id, invoice_number, status, account_name=account_name)
         return await self.send(update)
 
-    async def send(self, update: TrackingUpdate) -> TrackingReceipt:
-        """Send one ``TrackingUpdate`` (to its ``account_name``'s account, if it has one)."""
+    async def send_tracking_number(
+        self,
+        order_id: str,
+        invoice_number: str,
+        tracking_number: str,
+        *,
+        tracking_url: str | None = None,
+        courier: str | None = None,
+        dispatched_date: DispatchedDate = None,
+        account_name: str | None = None,
+    ) -> TrackingReceipt:
+        """Set the tracking number (and URL, courier, dispatch time) of one invoice, VTEX's
+        "send tracking number" (PATCH of the invoice), and return its receipt.
+
+        Send it before the first ``update_tracking_status`` of the invoice: VTEX shows
+        events, and sends its "shipping update" e-mail, only for an invoice that carries a
+        tracking number (and URL); without it the PUT is answered 200 and nothing shows.
+        Sending it again sets the same values (harmless). Same account, pace, retries and
+        errors as ``update_tracking_status``; a naive ``dispatched_date`` is taken in the
+        client's ``Checks.time_zone``.
+        """
+        tracking = InvoiceTracking(tracking_number, tracking_url, courier, dispatched_date)
+        update = TrackingNumberUpdate(
+            order_id, invoice_number, tracking, account_name=account_name
+        )
+        return await self.send(update)
+
+    async def send(self, update: TrackingUpdate | TrackingNumberUpdate) -> TrackingReceipt:
+        """Send one ``TrackingUpdate`` (the events' PUT) or ``TrackingNumberUpdate`` (the
+        tracking number's PATCH), to its ``account_name``'s account if it has one."""
         return await self._sender_for(update.account_name).send(update)
 
     # -- bulk ----------------------------------------------------------------------------------

@@ -21,6 +21,9 @@ from ._errors import ValidationError
 EventDate = dt.date | dt.datetime | str
 #: What ``delivered_date`` accepts: a datetime (sent ``yyyy-mm-dd hh:mm``), a string, or None.
 DeliveredDate = dt.datetime | str | None
+#: What ``dispatched_date`` accepts: a datetime (sent ISO 8601 with its offset; a naive one is
+#: taken in the client's ``Checks.time_zone``), an ISO 8601 string, or None.
+DispatchedDate = dt.datetime | str | None
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -100,6 +103,52 @@ def _delivered_date(instance: object, attribute: attrs.Attribute[Any], value: ob
         )
 
 
+def _optional_text(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    _non_empty_text(instance, attribute, value)
+    assert isinstance(value, str)
+    if _CONTROL_CHARS.search(value):
+        raise ValidationError(_where(instance, attribute), "must not contain control characters")
+
+
+def _tracking_url(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    # The "shipping update" e-mail links to it: a URL without its scheme is not a link.
+    _optional_text(instance, attribute, value)
+    if isinstance(value, str) and not re.match(r"^https?://[^\s/]+", value, re.IGNORECASE):
+        raise ValidationError(
+            _where(instance, attribute),
+            f"expected an http(s) URL (the shipping e-mail links to it), got {value!r}",
+        )
+
+
+def _dispatched_date(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None or isinstance(value, dt.datetime):
+        return
+    if isinstance(value, str):
+        if parse_vtex_timestamp(value) is None:
+            raise ValidationError(
+                _where(instance, attribute),
+                f"expected an ISO 8601 date and time (2026-11-02T14:30:00-03:00), got {value!r}",
+            )
+        return
+    if isinstance(value, dt.date):
+        raise ValidationError(
+            _where(instance, attribute), "expected a datetime, got a date without a time"
+        )
+    raise ValidationError(
+        _where(instance, attribute),
+        f"expected a datetime, an ISO 8601 string or None, got {type(value).__name__}",
+    )
+
+
+def _invoice_tracking(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, InvoiceTracking):
+        raise ValidationError(
+            _where(instance, attribute), f"expected an InvoiceTracking, got {type(value).__name__}"
+        )
+
+
 def _strict_bool(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, bool):
         raise ValidationError(
@@ -167,6 +216,38 @@ class TrackingUpdate:
     order_id: str = attrs.field(validator=_path_segment)
     invoice_number: str = attrs.field(validator=_path_segment)
     status: TrackingStatus = attrs.field(validator=_status)
+    #: The VTEX store (account) it goes to; None: the client's own account.
+    account_name: str | None = attrs.field(default=None, kw_only=True, validator=_account)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The invoice this update belongs to: ``(order_id, invoice_number)``."""
+        return (self.order_id, self.invoice_number)
+
+
+@attrs.frozen
+class InvoiceTracking:
+    """An invoice's tracking number, and where and by whom the parcel can be followed.
+
+    The carrier sends it first (``send_tracking_number``): VTEX shows tracking events, and
+    sends its "shipping update" e-mail, only for an invoice that carries a tracking number
+    (and URL). Sending it again sets the same fields: harmless.
+    """
+
+    tracking_number: str = attrs.field(validator=_non_empty_text)
+    tracking_url: str | None = attrs.field(default=None, validator=_tracking_url)
+    courier: str | None = attrs.field(default=None, validator=_optional_text)
+    dispatched_date: DispatchedDate = attrs.field(default=None, validator=_dispatched_date)
+
+
+@attrs.frozen
+class TrackingNumberUpdate:
+    """One call's input for the tracking number: which order and invoice, and its
+    ``InvoiceTracking`` (VTEX's PATCH of the invoice)."""
+
+    order_id: str = attrs.field(validator=_path_segment)
+    invoice_number: str = attrs.field(validator=_path_segment)
+    tracking: InvoiceTracking = attrs.field(validator=_invoice_tracking)
     #: The VTEX store (account) it goes to; None: the client's own account.
     account_name: str | None = attrs.field(default=None, kw_only=True, validator=_account)
 

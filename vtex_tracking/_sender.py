@@ -29,15 +29,16 @@ from ._errors import (
     unexpected_body_error,
 )
 from ._log import logger
-from ._models import TrackingReceipt, TrackingUpdate
+from ._models import TrackingNumberUpdate, TrackingReceipt, TrackingUpdate
 from ._pace import AccountPace
 from ._retry import retry_after_from_headers, retry_delay
-from ._serde import decode_receipt, encode_status
+from ._serde import decode_receipt, encode_invoice_tracking, encode_status
 from ._telemetry import AccountCounters, start_attempt_span
 from ._throttle import Budget
 from ._transport import RawResponse, TooManyOpenFilesError, Transport
 
 _TRACKING_PATH = "/api/oms/pvt/orders/{}/invoice/{}/tracking"
+_INVOICE_PATH = "/api/oms/pvt/orders/{}/invoice/{}"
 
 # Ids made only of these need no encoding (the common case: "1172452900000-01", "NF-4100").
 _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
@@ -51,6 +52,11 @@ def _segment(value: str) -> str:
 def tracking_path(order_id: str, invoice_number: str) -> str:
     """The endpoint's path, each id percent-encoded as exactly one path segment."""
     return _TRACKING_PATH.format(_segment(order_id), _segment(invoice_number))
+
+
+def invoice_path(order_id: str, invoice_number: str) -> str:
+    """The invoice's path (the tracking number's PATCH), ids encoded as in ``tracking_path``."""
+    return _INVOICE_PATH.format(_segment(order_id), _segment(invoice_number))
 
 
 class AttemptObserver(Protocol):
@@ -136,7 +142,7 @@ class AccountSender:
 
     async def send(
         self,
-        update: TrackingUpdate,
+        update: TrackingUpdate | TrackingNumberUpdate,
         *,
         pace: AccountPace | None = None,
         admitted: bool = False,
@@ -146,7 +152,9 @@ class AccountSender:
         body: bytes | None = None,
     ) -> TrackingReceipt:
         """Send ``update`` and return VTEX's receipt: wait for the pace, attempt, decide,
-        repeat. ``pace`` replaces the account's (a push that paces itself); ``admitted``: the
+        repeat. A ``TrackingUpdate`` is the PUT of its events, a ``TrackingNumberUpdate`` the
+        PATCH of its invoice's tracking number: one account, one pace, one retry policy.
+        ``pace`` replaces the account's (a push that paces itself); ``admitted``: the
         caller already holds an admission for the first attempt; ``patient``: wait for the
         pace without ``pace_timeout`` (pushes); ``checked``: ``update`` already passed the
         account's ``checks`` and is sent as it is; ``body``: its JSON body, already encoded."""
@@ -154,14 +162,24 @@ class AccountSender:
         pace = pace if pace is not None else self.pace
         if not checked:
             try:
-                update = self.checks.check(update)
+                if isinstance(update, TrackingNumberUpdate):
+                    update = self.checks.check_tracking_number(update)
+                else:
+                    update = self.checks.check(update)
             except ValidationError:
                 if admitted:
                     pace.release_unused()
                 raise
-        path = tracking_path(update.order_id, update.invoice_number)
-        if body is None:
-            body = encode_status(update.status)
+        if isinstance(update, TrackingNumberUpdate):
+            method = "PATCH"
+            path = invoice_path(update.order_id, update.invoice_number)
+            if body is None:
+                body = encode_invoice_tracking(update.tracking)
+        else:
+            method = "PUT"
+            path = tracking_path(update.order_id, update.invoice_number)
+            if body is None:
+                body = encode_status(update.status)
         policy = self.retry_policy
         attempts = 0
         # In a push, a 429 is the account's pace meeting its limit, not a fault of the update:
@@ -176,7 +194,9 @@ class AccountSender:
                 waited = await self._wait_turn(pace, update, attempts, patient)
             admitted = False
             attempts += 1
-            outcome = await self._attempt(update, path, body, pace, observer, attempts, waited)
+            outcome = await self._attempt(
+                update, method, path, body, pace, observer, attempts, waited
+            )
             if isinstance(outcome, TransportError):
                 if isinstance(outcome, TooManyOpenFilesError):
                     # No file descriptor was free for the connection: the request never left
@@ -187,13 +207,15 @@ class AccountSender:
                         out_of_files_since = now
                     if now - out_of_files_since < self.transport.timeout:
                         attempts -= 1
-                        logger.debug("PUT %s waits for a free file descriptor: %s", path, outcome)
+                        logger.debug(
+                            "%s %s waits for a free file descriptor: %s", method, path, outcome
+                        )
                         await _back_off(OPEN_FILES_RETRY_DELAY, observer)
                         continue
                 delay = retry_delay(policy, attempts)
                 if delay is None:
                     raise _with_context(outcome, update, attempts) from outcome.__cause__
-                self._log_retry(path, str(outcome), attempts, delay)
+                self._log_retry(method, path, str(outcome), attempts, delay)
                 await _back_off(delay, observer)
                 continue
 
@@ -220,11 +242,15 @@ class AccountSender:
                 if classify(raw.status, retry_after) is Answer.REFUSED:
                     pace.auth_error = error
                 raise error
-            self._log_retry(path, f"HTTP {raw.status}", attempts, delay)
+            self._log_retry(method, path, f"HTTP {raw.status}", attempts, delay)
             await _back_off(delay, observer)
 
     async def _wait_turn(
-        self, pace: AccountPace, update: TrackingUpdate, attempts: int, patient: bool
+        self,
+        pace: AccountPace,
+        update: TrackingUpdate | TrackingNumberUpdate,
+        attempts: int,
+        patient: bool,
     ) -> float:
         """Wait for the pace to admit the next attempt; return the seconds it took."""
         if pace.try_admit():
@@ -255,7 +281,8 @@ class AccountSender:
 
     async def _attempt(
         self,
-        update: TrackingUpdate,
+        update: TrackingUpdate | TrackingNumberUpdate,
+        method: str,
         path: str,
         body: bytes,
         pace: AccountPace,
@@ -288,10 +315,11 @@ class AccountSender:
             invoice_number=update.invoice_number,
             attempt=attempt,
             pace_wait=waited,
+            method=method,
         )
         started = time.perf_counter()
         try:
-            raw = await self.transport.put(path, body)
+            raw = await self.transport.send(method, path, body)
         except TransportError as exc:
             error = exc
             return exc
@@ -312,14 +340,17 @@ class AccountSender:
                 span.end(raw, retry_after, error)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
-                    "PUT %s -> %s (attempt %d, %.1f ms)",
+                    "%s %s -> %s (attempt %d, %.1f ms)",
+                    method,
                     path,
                     status if status is not None else "no response",
                     attempt,
                     elapsed * 1000,
                 )
 
-    def _receipt(self, raw: RawResponse, update: TrackingUpdate, attempts: int) -> TrackingReceipt:
+    def _receipt(
+        self, raw: RawResponse, update: TrackingUpdate | TrackingNumberUpdate, attempts: int
+    ) -> TrackingReceipt:
         if raw.truncated:
             raise unexpected_body_error(
                 raw.status,
@@ -343,11 +374,16 @@ class AccountSender:
         )
 
     @staticmethod
-    def _log_retry(path: str, reason: str, attempts: int, delay: float) -> None:
+    def _log_retry(method: str, path: str, reason: str, attempts: int, delay: float) -> None:
         # Expected (a 429 handled, a dropped connection retried): INFO, not WARNING, so an
         # application logging at WARNING sees only what needs a person.
         logger.info(
-            "PUT %s failed with %s on attempt %d; retrying in %.2f s", path, reason, attempts, delay
+            "%s %s failed with %s on attempt %d; retrying in %.2f s",
+            method,
+            path,
+            reason,
+            attempts,
+            delay,
         )
 
 
@@ -362,7 +398,9 @@ async def _back_off(delay: float, observer: AttemptObserver | None) -> None:
         observer.backoff(False)
 
 
-def _with_context(exc: TransportError, update: TrackingUpdate, attempts: int) -> TransportError:
+def _with_context(
+    exc: TransportError, update: TrackingUpdate | TrackingNumberUpdate, attempts: int
+) -> TransportError:
     plural = "s" if attempts != 1 else ""
     return type(exc)(
         f"{exc} (order {update.order_id!r}, invoice {update.invoice_number!r},"

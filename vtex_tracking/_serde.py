@@ -20,13 +20,21 @@ from ._constants import DEFAULT_TIME_ZONE
 from ._errors import REDACTED, holds_secret, redact, unexpected_body_error
 from ._models import (
     DeliveredDate,
+    DispatchedDate,
     EventDate,
+    InvoiceTracking,
     TrackingEvent,
     TrackingReceipt,
     TrackingStatus,
 )
 
-__all__ = ["converter", "decode_receipt", "encode_status", "format_delivered_date"]
+__all__ = [
+    "converter",
+    "decode_receipt",
+    "encode_invoice_tracking",
+    "encode_status",
+    "format_delivered_date",
+]
 
 
 _STORE_ZONE = ZoneInfo(DEFAULT_TIME_ZONE)
@@ -48,6 +56,14 @@ def format_delivered_date(value: DeliveredDate) -> str | None:
     if value.tzinfo is not None:
         value = value.astimezone(_STORE_ZONE)
     return value.strftime("%Y-%m-%d %H:%M")
+
+
+def format_dispatched_date(value: DispatchedDate) -> str | None:
+    """Put ``dispatchedDate`` on the wire: ISO 8601 with its offset (``Checks`` gives a naive
+    datetime its time zone before this; one still naive is sent without an offset)."""
+    if value is None or isinstance(value, str):
+        return value
+    return value.isoformat()
 
 
 @attrs.frozen
@@ -105,6 +121,31 @@ def _build_converter() -> cattrs.Converter:
             TrackingStatus, conv, is_delivered=is_delivered, delivered_date=delivered_date
         ),
     )
+    # The PATCH's four fields are all required by VTEX's contract (three may be null): the
+    # unstructured dict always has every key.
+    conv.register_unstructure_hook(
+        InvoiceTracking,
+        make_dict_unstructure_fn(
+            InvoiceTracking,
+            conv,
+            tracking_number=override(rename="trackingNumber"),
+            tracking_url=override(rename="trackingUrl"),
+            dispatched_date=override(
+                rename="dispatchedDate", unstruct_hook=format_dispatched_date
+            ),
+        ),
+    )
+    conv.register_structure_hook(DispatchedDate, _keep_wire_value)
+    conv.register_structure_hook(
+        InvoiceTracking,
+        make_dict_structure_fn(
+            InvoiceTracking,
+            conv,
+            tracking_number=override(rename="trackingNumber"),
+            tracking_url=override(rename="trackingUrl"),
+            dispatched_date=override(rename="dispatchedDate", struct_hook=_keep_wire_value),
+        ),
+    )
     conv.register_structure_hook(
         _ReceiptBody,
         make_dict_structure_fn(_ReceiptBody, conv, order_id=override(rename="orderId")),
@@ -124,6 +165,17 @@ _structure_receipt = converter.get_structure_hook(_ReceiptBody)
 def encode_status(status: TrackingStatus) -> bytes:
     """Serialize a request body to the JSON bytes VTEX expects."""
     return orjson.dumps(_unstructure_status(status))
+
+
+def encode_invoice_tracking(tracking: InvoiceTracking) -> bytes:
+    """Serialize the PATCH's body (``trackingNumber``, ``trackingUrl``, ``courier``,
+    ``dispatchedDate``) to JSON bytes."""
+    return orjson.dumps(converter.unstructure(tracking, InvoiceTracking))
+
+
+def decode_invoice_tracking(payload: bytes) -> InvoiceTracking:
+    """Parse a PATCH body (the inverse of ``encode_invoice_tracking``)."""
+    return converter.structure(orjson.loads(payload), InvoiceTracking)
 
 
 def decode_status(payload: bytes) -> TrackingStatus:

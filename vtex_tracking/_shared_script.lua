@@ -114,7 +114,7 @@ local NUMBERS = {born = true, okt = true, ign = true, pu = true, pl = true, auth
                  authu = true, al = true, authn = true, rate = true, tat = true, since = true,
                  base = true, fast = true, wmax = true, gen = true, entry = true, mok = true,
                  mthr = true, at = true, authg = true, lt = true, lc = true, xl = true,
-                 mlc = true}
+                 mlc = true, fk = true}
 local function finite(raw)
   local n = tonumber(raw)
   if n ~= nil and n == n and n > -math.huge and n < math.huge then return n end
@@ -205,9 +205,12 @@ local function learning_whole()
 end
 
 -- CUBIC's time to come back to w_max (see _throttle.cubic_rate): at least QUIET_ANSWERS
--- answers at it, so a small account, whose burst is small, is probed past its limit rarely.
+-- answers at it, so a small account, whose burst is small, is probed past its limit rarely;
+-- CUBIC's own while w_max is a guess, not a measure (fk = 1).
 local function cubic_k(w_max)
-  return math.max((w_max * (1 - BETA) / SCALE) ^ (1 / 3), math.min(QUIET_ANSWERS / w_max, MAX_QUIET))
+  local own = (w_max * (1 - BETA) / SCALE) ^ (1 / 3)
+  if s.fk == 1 then return own end
+  return math.max(own, math.min(QUIET_ANSWERS / w_max, MAX_QUIET))
 end
 
 -- The account's limit measured before at this target, taken lower the older it is (nil: none,
@@ -271,6 +274,7 @@ end
 local function enter(state)
   s.st = state
   s.since = now
+  s.fk = nil
   -- Callers count throttles only for requests sent after they heard of this change.
   s.gen = s.gen + 1
   -- Answers to requests sent before the change keep arriving for about a round trip.
@@ -318,6 +322,7 @@ local function finish_measure()
       local held = s.rate or s.entry
       s.wmax = math.sqrt(held * s.entry)
       enter('c')
+      s.fk = 1  -- a guess: CUBIC's own K (the quiet one held a small store under its limit)
       local k = cubic_k(s.wmax)
       local x = math.max(-8, math.min(0, (held / s.wmax - 1) / (1 - BETA)))
       s.since = now - k * (1 - (-x) ^ (1 / 3))

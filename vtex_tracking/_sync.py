@@ -45,8 +45,11 @@ from ._constants import (
 from ._errors import ClientClosedError
 from ._models import (
     AccountMetrics,
+    DispatchedDate,
+    InvoiceTracking,
     PushResult,
     PushSummary,
+    TrackingNumberUpdate,
     TrackingReceipt,
     TrackingStatus,
     TrackingUpdate,
@@ -277,8 +280,29 @@ class TrackingClient:
         update = TrackingUpdate(order_id, invoice_number, status, account_name=account_name)
         return self._portal_thread().submit(self._async.send, update)
 
-    def send(self, update: TrackingUpdate) -> TrackingReceipt:
-        """Send one ``TrackingUpdate``; the same as ``update_tracking_status``."""
+    def send_tracking_number(
+        self,
+        order_id: str,
+        invoice_number: str,
+        tracking_number: str,
+        *,
+        tracking_url: str | None = None,
+        courier: str | None = None,
+        dispatched_date: DispatchedDate = None,
+        account_name: str | None = None,
+    ) -> TrackingReceipt:
+        """Set the tracking number (and URL, courier, dispatch time) of one invoice and
+        return VTEX's receipt; send it before the invoice's events. Same as
+        ``AsyncTrackingClient.send_tracking_number``."""
+        tracking = InvoiceTracking(tracking_number, tracking_url, courier, dispatched_date)
+        update = TrackingNumberUpdate(
+            order_id, invoice_number, tracking, account_name=account_name
+        )
+        return self._portal_thread().submit(self._async.send, update)
+
+    def send(self, update: TrackingUpdate | TrackingNumberUpdate) -> TrackingReceipt:
+        """Send one ``TrackingUpdate`` or ``TrackingNumberUpdate``; the same as
+        ``update_tracking_status`` or ``send_tracking_number``."""
         return self._portal_thread().submit(self._async.send, update)
 
     def push(

@@ -36,6 +36,9 @@ except ImportError:  # tracing is optional: ``pip install vtex-tracking[otel]``
 
 URL_TEMPLATE = "/api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}/tracking"
 SPAN_NAME = f"PUT {URL_TEMPLATE}"
+#: The tracking number's call (VTEX's PATCH of the invoice).
+INVOICE_URL_TEMPLATE = "/api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}"
+INVOICE_SPAN_NAME = f"PATCH {INVOICE_URL_TEMPLATE}"
 
 #: Seconds between looks for a tracer provider while none is set (looking costs an
 #: environment lookup; a provider set at start-up is seen within this time).
@@ -109,14 +112,17 @@ def start_attempt_span(
     invoice_number: str,
     attempt: int,
     pace_wait: float,
+    method: str = "PUT",
 ) -> AttemptSpan | None:
-    """A span for one attempt, or None when no tracer provider is set."""
+    """A span for one attempt (``method``: PUT of the events, PATCH of the tracking
+    number), or None when no tracer provider is set."""
     tracer = _current_tracer()
     if tracer is None:
         return None
+    template = URL_TEMPLATE if method == "PUT" else INVOICE_URL_TEMPLATE
     attributes: dict[str, Any] = {
-        "http.request.method": "PUT",
-        "url.template": URL_TEMPLATE,
+        "http.request.method": method,
+        "url.template": template,
         "server.address": host,
         "vtex.account": account,
         "vtex.order_id": order_id,
@@ -127,7 +133,7 @@ def start_attempt_span(
     if attempt > 1:
         attributes["http.request.resend_count"] = attempt - 1
     span = tracer.start_span(
-        SPAN_NAME,
+        SPAN_NAME if method == "PUT" else INVOICE_SPAN_NAME,
         kind=_trace.SpanKind.CLIENT,
         attributes=attributes,
     )

@@ -95,7 +95,7 @@ def refused(successes: int | float, throttles: int | float) -> bool:
     return throttles >= REFUSED_THROTTLES and throttles >= REFUSED_SHARE * (successes + throttles)
 
 
-def cubic_rate(w_max: float, t: float, scale: float) -> float:
+def cubic_rate(w_max: float, t: float, scale: float, quiet: bool = True) -> float:
     """CUBIC's rate ``t`` seconds after a measure of ``w_max``: from ``BETA * w_max`` back to
     ``w_max`` in ``K`` seconds, flat near it, then probing past it as slowly as it came back.
 
@@ -107,22 +107,25 @@ def cubic_rate(w_max: float, t: float, scale: float) -> float:
     than ``MAX_QUIET`` seconds: a measure taken too low (a few 429s of another cause while
     little got through) must not hold the account down for minutes.
     """
-    k = cubic_k(w_max, scale)
+    k = cubic_k(w_max, scale, quiet)
     return float(w_max * (1 + (1 - BETA) * ((t - k) / k) ** 3))
 
 
-def cubic_k(w_max: float, scale: float) -> float:
-    """CUBIC's ``K``: seconds from ``BETA * w_max`` back to ``w_max`` (see ``cubic_rate``)."""
-    quiet = min(QUIET_ANSWERS / w_max, MAX_QUIET)
-    return float(max((w_max * (1 - BETA) / scale) ** (1 / 3), quiet))
+def cubic_k(w_max: float, scale: float, quiet: bool = True) -> float:
+    """CUBIC's ``K``: seconds from ``BETA * w_max`` back to ``w_max`` (see ``cubic_rate``);
+    ``quiet=False``: CUBIC's own, for a ``w_max`` that was guessed, not measured."""
+    own = float((w_max * (1 - BETA) / scale) ** (1 / 3))
+    if not quiet:
+        return own
+    return max(own, min(QUIET_ANSWERS / w_max, MAX_QUIET))
 
 
-def cubic_time_at(rate: float, w_max: float, scale: float) -> float:
+def cubic_time_at(rate: float, w_max: float, scale: float, quiet: bool = True) -> float:
     """Seconds into CUBIC's curve of ``w_max`` at which it passes ``rate`` (below ``w_max``),
     negative for rates under ``BETA * w_max`` but never before ``-K`` (the curve is at
     ``w_max * (1 - 8 * (1 - BETA))`` there): to climb from ``rate`` towards ``w_max``, slowly
     near it."""
-    k = cubic_k(w_max, scale)
+    k = cubic_k(w_max, scale, quiet)
     x = max(-8.0, min(0.0, (rate / w_max - 1) / (1 - BETA)))
     return float(k * (1 - (-x) ** (1 / 3)))
 
@@ -318,6 +321,8 @@ class AdaptiveRate:
         self._last_counted = -1e9
         # The measure's successes when its last throttle came.
         self._successes_at_last_counted = 0
+        # CUBIC's K: the quiet one after a measure, CUBIC's own after a guess.
+        self._quiet = True
         self.throttles = 0
 
     @property
@@ -423,7 +428,7 @@ class AdaptiveRate:
                 if held is not None and held > measured * MEASURE_OVER:
                     self._set(measured * MEASURE_OVER)
         else:
-            self._set(cubic_rate(self._w_max, t, SCALE))
+            self._set(cubic_rate(self._w_max, t, SCALE, self._quiet))
 
     def _finish_measure(self, now: float) -> None:
         if not refused(self._measure_successes, self._measure_throttles) and (
@@ -443,7 +448,10 @@ class AdaptiveRate:
                 held = self._bucket.rate or self._entry_rate
                 self._w_max = math.sqrt(held * self._entry_rate)
                 self._enter("cubic", now)
-                self._since = now - cubic_time_at(held, self._w_max, SCALE)
+                # A guess, not a measure: CUBIC's own K (the quiet one, up to 30 s at a
+                # small store's rate, held it under its limit for as long).
+                self._quiet = False
+                self._since = now - cubic_time_at(held, self._w_max, SCALE, quiet=False)
             elif self._measured_from == "probe":
                 self._base = self._bucket.rate or PROBE_FLOOR
                 self._enter("probe", now)
@@ -477,5 +485,6 @@ class AdaptiveRate:
     def _enter(self, state: str, now: float) -> None:
         self._state = state
         self._since = now
+        self._quiet = True
         # Answers to requests sent before the change are still arriving for one round trip.
         self._ignore_until = now + max(COOLDOWN, 1.2 * self._rtt())

@@ -1,4 +1,4 @@
-"""The HTTP layer: one pooled aiohttp session, one method to PUT bytes and read the answer.
+"""The HTTP layer: one pooled aiohttp session, one method to send bytes and read the answer.
 
 Nothing VTEX-specific lives here, and nothing above this module imports aiohttp: aiohttp's
 exceptions are translated to ours at one boundary (``_translate_errors``).
@@ -247,12 +247,18 @@ class Transport:
 
     async def put(self, path: str, body: bytes) -> RawResponse:
         """PUT ``body`` (JSON bytes) to ``url_prefix + path`` (already percent-encoded)."""
+        return await self.send("PUT", path, body)
+
+    async def send(self, method: str, path: str, body: bytes) -> RawResponse:
+        """``method`` (PUT, PATCH) ``body`` (JSON bytes) to ``url_prefix + path`` (already
+        percent-encoded), and read the answer (at most ``MAX_RESPONSE_BYTES``)."""
         session = self._session_for_current_loop()
         url = URL(self._url_prefix + path, encoded=True)
         # A borrowed or shared session has its own defaults: send ours with each request.
         headers = self._headers if self._per_request else None
         try:
-            async with session.put(
+            async with session.request(
+                method,
                 url,
                 data=body,
                 headers=headers,

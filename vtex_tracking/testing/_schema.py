@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import unquote
 
 _TRACKING_PATH = "/api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}/tracking"
+_INVOICE_PATH = "/api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}"
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
@@ -38,6 +39,33 @@ def openapi() -> dict[str, Any]:
     return doc
 
 
+@functools.lru_cache(maxsize=1)
+def flow_openapi() -> dict[str, Any]:
+    """The packaged copy of VTEX's description of the carrier's whole flow (an excerpt of the
+    Orders API: PATCH of the invoice's tracking number, PUT of its events, GET of the order)."""
+    text = (
+        importlib.resources.files("vtex_tracking.testing")
+        .joinpath("vtex-orders-tracking-flow-openapi.json")
+        .read_text(encoding="utf-8")
+    )
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+def tracking_number_request_schema() -> dict[str, Any]:
+    """The PATCH's body schema (``Updatepartialinvoice.SendTrackingNumber.Request``)."""
+    operation = flow_openapi()["paths"][_INVOICE_PATH]["patch"]
+    schema: dict[str, Any] = operation["requestBody"]["content"]["application/json"]["schema"]
+    return schema
+
+
+def tracking_number_receipt_schema() -> dict[str, Any]:
+    """The PATCH's 200 answer schema (``Updatepartialinvoice.SendTrackingNumber``)."""
+    content = flow_openapi()["paths"][_INVOICE_PATH]["patch"]["responses"]["200"]["content"]
+    schema: dict[str, Any] = next(iter(content.values()))["schema"]
+    return schema
+
+
 def _operation() -> dict[str, Any]:
     operation: dict[str, Any] = openapi()["paths"][_TRACKING_PATH]["put"]
     return operation
@@ -56,6 +84,14 @@ def receipt_schema() -> dict[str, Any]:
     return schema
 
 
+def parse_invoice_path(
+    raw_path: str, *, routes_encoded_slash: bool = False
+) -> tuple[str, str] | None:
+    """``(order_id, invoice_number)`` from a raw path of the invoice (the tracking number's
+    PATCH), as ``parse_tracking_path`` does for the events' path."""
+    return _parse_path(_INVOICE_PATH, raw_path, routes_encoded_slash)
+
+
 def parse_tracking_path(
     raw_path: str, *, routes_encoded_slash: bool = False
 ) -> tuple[str, str] | None:
@@ -66,7 +102,13 @@ def parse_tracking_path(
     matches nothing (404): the default here too. ``routes_encoded_slash`` splits the raw
     path instead, keeping each id one segment, as the contract has it.
     """
-    template = _TRACKING_PATH.split("/")
+    return _parse_path(_TRACKING_PATH, raw_path, routes_encoded_slash)
+
+
+def _parse_path(
+    template_path: str, raw_path: str, routes_encoded_slash: bool
+) -> tuple[str, str] | None:
+    template = template_path.split("/")
     path = raw_path.split("?", 1)[0]
     if not routes_encoded_slash:
         path = path.replace("%2F", "/").replace("%2f", "/")
@@ -84,12 +126,12 @@ def parse_tracking_path(
     return ids["orderId"], ids["invoiceNumber"]
 
 
-def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
+def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
     while "$ref" in schema:
         ref = schema["$ref"]
         if not ref.startswith("#/"):
             raise ValueError(f"unsupported $ref {ref!r}")
-        node: Any = openapi()
+        node: Any = root
         for part in ref[2:].split("/"):
             node = node[part]
         schema = node
@@ -106,9 +148,22 @@ def _type_name(value: object) -> str:
     )
 
 
-def validate(doc: object, schema: dict[str, Any], path: str = "") -> list[str]:
-    """Problems of ``doc`` against ``schema``, each prefixed by its JSON path; [] if valid."""
-    schema = _resolve(schema)
+#: The schema keywords this validator reads, and those that only annotate; any other keyword
+#: in the contract fails loudly (a constraint silently ignored would pass bad bodies).
+_CHECKED = {"type", "required", "properties", "items", "nullable", "$ref"}
+_ANNOTATIONS = {"title", "description", "example", "default", "deprecated"}
+
+
+def validate(
+    doc: object, schema: dict[str, Any], path: str = "", root: dict[str, Any] | None = None
+) -> list[str]:
+    """Problems of ``doc`` against ``schema`` (its ``$ref`` resolved in ``root``: the
+    tracking contract by default), each prefixed by its JSON path; [] if valid."""
+    root = root if root is not None else openapi()
+    schema = _resolve(schema, root)
+    unknown = set(schema) - _CHECKED - _ANNOTATIONS
+    if unknown:
+        raise ValueError(f"schema keywords this validator does not check: {sorted(unknown)}")
     where = path or "body"
     if doc is None:
         if schema.get("nullable"):
@@ -129,16 +184,28 @@ def validate(doc: object, schema: dict[str, Any], path: str = "") -> list[str]:
                 problems.append(f"{path + '.' if path else ''}{name}: required field missing")
         for name, subschema in schema.get("properties", {}).items():
             if name in doc:
-                problems += validate(doc[name], subschema, f"{path + '.' if path else ''}{name}")
+                problems += validate(
+                    doc[name], subschema, f"{path + '.' if path else ''}{name}", root
+                )
     elif isinstance(doc, list) and "items" in schema:
         for index, item in enumerate(doc):
-            problems += validate(item, schema["items"], f"{where}[{index}]")
+            problems += validate(item, schema["items"], f"{where}[{index}]", root)
     return problems
 
 
 def validate_request_body(doc: object) -> list[str]:
     """Problems of a tracking request body against VTEX's schema; [] when valid."""
     return validate(doc, request_schema())
+
+
+def validate_tracking_number_body(doc: object) -> list[str]:
+    """Problems of a tracking-number (PATCH) body against VTEX's schema; [] when valid."""
+    return validate(doc, tracking_number_request_schema(), root=flow_openapi())
+
+
+def validate_tracking_number_receipt(doc: object) -> list[str]:
+    """Problems of a PATCH's 200 answer against VTEX's schema; [] when valid."""
+    return validate(doc, tracking_number_receipt_schema(), root=flow_openapi())
 
 
 def validate_receipt(doc: object) -> list[str]:

@@ -23,7 +23,12 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
-from ._schema import parse_tracking_path, validate_request_body
+from ._schema import (
+    parse_invoice_path,
+    parse_tracking_path,
+    validate_request_body,
+    validate_tracking_number_body,
+)
 
 _JSON = "application/json; charset=utf-8"
 _TEXT = "text/plain; charset=utf-8"
@@ -154,7 +159,13 @@ class FakeOMS:
     client at ``oms.url`` with ``oms.app_key``/``oms.app_token``. Knobs are plain attributes,
     settable at any time: ``latency``, ``rate_limit``/``burst``/``retry_after``,
     ``fail_rate``/``fail_status``/``seed``, ``strict``/``known_invoices``, ``user_token``,
-    ``routes_encoded_slash`` (VTEX answers 404 to invoice numbers with ``/``; True accepts them).
+    ``routes_encoded_slash`` (VTEX answers 404 to invoice numbers with ``/``; True accepts them),
+    ``require_tracking_number`` (events PUT to an invoice without a tracking number are
+    answered 200 and not applied, as on VTEX).
+
+    It serves the events' PUT (``updates``, ``accepted``) and the tracking number's PATCH of
+    the invoice (``tracking_numbers``, ``tracking_number``), each body checked against VTEX's
+    contract.
 
     Each request goes through: record it; sleep ``latency`` (so failures are slow too, like a
     loaded VTEX); ``drop_next``; credentials (401); token bucket (429); ``fail_next`` queue;
@@ -186,6 +197,7 @@ class FakeOMS:
         seed: int = 0,
         accounts: Mapping[str, FakeAccount] | None = None,
         routes_encoded_slash: bool = False,
+        require_tracking_number: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -204,10 +216,17 @@ class FakeOMS:
         #: Like VTEX, an invoice number with "/" (sent as %2F) matches no route (404) unless
         #: this is True (an account whose OMS routes them).
         self.routes_encoded_slash = routes_encoded_slash
+        #: As operators report of VTEX: events PUT to an invoice that has no tracking number
+        #: yet are answered 200 and not applied (listed in ``unapplied``).
+        self.require_tracking_number = require_tracking_number
         #: More stores, by account name, each with its own credentials, bucket and key state.
         self.accounts: dict[str, FakeAccount] = dict(accounts or {})
         self.requests: list[RecordedRequest] = []
         self.updates: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        #: The tracking-number bodies (PATCH) accepted per invoice, in arrival order.
+        self.tracking_numbers: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        #: Invoices whose events were answered 200 but not applied (``require_tracking_number``).
+        self.unapplied: list[tuple[str, str]] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self.overlaps = 0
@@ -284,10 +303,17 @@ class FakeOMS:
         """The bodies accepted (200) for one invoice, parsed, in arrival order."""
         return self.updates.get((order_id, invoice_number), [])
 
+    def tracking_number(self, order_id: str, invoice_number: str) -> dict[str, Any] | None:
+        """The invoice's tracking number as last set (the PATCH's body, parsed), or None."""
+        bodies = self.tracking_numbers.get((order_id, invoice_number))
+        return bodies[-1] if bodies else None
+
     def reset(self) -> None:
         """Forget recorded requests, updates and counters, and queued failures and drops."""
         self.requests.clear()
         self.updates.clear()
+        self.tracking_numbers.clear()
+        self.unapplied.clear()
         self._failures.clear()
         self._drops = 0
         self.max_in_flight = self.in_flight
@@ -296,7 +322,12 @@ class FakeOMS:
     # -- request handling --------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        ids = parse_tracking_path(request.raw_path, routes_encoded_slash=self.routes_encoded_slash)
+        slash = self.routes_encoded_slash
+        ids = parse_tracking_path(request.raw_path, routes_encoded_slash=slash)
+        on_invoice = False
+        if ids is None:
+            ids = parse_invoice_path(request.raw_path, routes_encoded_slash=slash)
+            on_invoice = ids is not None
         early: web.HTTPException | None = None
         try:
             body = await request.read()
@@ -326,7 +357,9 @@ class FakeOMS:
                 if request.transport is not None:
                     request.transport.close()
                 return web.Response(status=500)  # never reaches the client
-            response: web.StreamResponse = early or self._answer(request, record, ids)
+            response: web.StreamResponse = early or self._answer(
+                request, record, ids, on_invoice
+            )
             record.status = response.status
             return response
         finally:
@@ -356,7 +389,11 @@ class FakeOMS:
 
 
     def _answer(
-        self, request: web.Request, record: RecordedRequest, ids: tuple[str, str] | None
+        self,
+        request: web.Request,
+        record: RecordedRequest,
+        ids: tuple[str, str] | None,
+        on_invoice: bool = False,
     ) -> web.Response:
         store = self._store(request) if self.accounts else None
         if store is not None:
@@ -378,20 +415,27 @@ class FakeOMS:
             return _response(self.fail_status, _error_body(self.fail_status), _JSON)
         if ids is None:
             return _vtex_error(404, "Resource not found")
-        if request.method != "PUT":
-            return _vtex_error(405, "Method not allowed", headers={"Allow": "PUT"})
+        method = "PATCH" if on_invoice else "PUT"
+        if request.method != method:
+            return _vtex_error(405, "Method not allowed", headers={"Allow": method})
         if request.content_type != "application/json":
             return _vtex_error(400, "Content-Type must be application/json")
         try:
             doc = orjson.loads(record.body)
         except orjson.JSONDecodeError:
             return _vtex_error(400, "The request body is not valid JSON")
-        problems = validate_request_body(doc)
+        validate = validate_tracking_number_body if on_invoice else validate_request_body
+        problems = validate(doc)
         if problems:
             return _vtex_error(400, "; ".join(problems), "1")
         if self.strict and ids not in self.known_invoices:
             return _vtex_error(404, "Invoice Not Found", "OMS007")
-        self.updates.setdefault(ids, []).append(doc)
+        if on_invoice:
+            self.tracking_numbers.setdefault(ids, []).append(doc)
+        elif self.require_tracking_number and not self.tracking_numbers.get(ids):
+            self.unapplied.append(ids)  # 200, and nothing changes: the trap VTEX sets
+        else:
+            self.updates.setdefault(ids, []).append(doc)
         receipt = {"date": vtex_timestamp(), "orderId": ids[0], "receipt": uuid.uuid4().hex}
         return _response(200, orjson.dumps(receipt), _JSON)
 
