@@ -31,25 +31,28 @@ from ._constants import (
     DEFAULT_TIMEOUT,
     POOL_SHARE_OF_OPEN_FILES,
 )
-from ._errors import ClientClosedError, ConfigurationError
+from ._errors import ClientClosedError, ConfigurationError, unexpected_body_error
 from ._limits_file import LimitsFile
 from ._log import logger
 from ._models import (
     AccountMetrics,
     DispatchedDate,
     InvoiceTracking,
+    Order,
     PushResult,
     PushSummary,
     TrackingNumberUpdate,
     TrackingReceipt,
     TrackingStatus,
     TrackingUpdate,
+    check_order_id,
 )
 from ._pace import AccountPace
 from ._push import start_push
 from ._push_options import PushOptions
 from ._remember import Journal, UnchangedState
 from ._sender import AccountSender, SharedBudget, tracking_path
+from ._serde import decode_order
 from ._shared import SharedConnection, SharedPace, SharedTokens
 from ._stream import PushStream
 from ._tokens import LocalTokens, TokenSource
@@ -422,6 +425,31 @@ class AsyncTrackingClient:
             order_id, invoice_number, tracking, account_name=account_name
         )
         return await self.send(update)
+
+    async def get_order(self, order_id: str, *, account_name: str | None = None) -> Order:
+        """Read an order as VTEX holds it ("Get order"): ``Order.package(invoice_number)``
+        gives an invoice's tracking number, URL, courier and events, to check before a big
+        push or verify after it.
+
+        Opt-in: it needs the License Manager resource "View order" (a key made for
+        tracking often has only "Notify invoice": the ``PermissionDeniedError`` says so).
+        Reads go through the account's pace and retries. VTEX shows writes in reads after a
+        few seconds, not at once.
+        """
+        check_order_id(order_id)
+        sender = self._sender_for(account_name)
+        raw, attempts = await sender.get_order(order_id)
+        if raw.truncated:
+            raise unexpected_body_error(
+                raw.status, raw.headers, raw.body,
+                "the order is larger than 1 MiB (reading stopped there)",
+                order_id=order_id, invoice_number=None, attempts=attempts,
+                secrets=sender.secrets,
+            )  # fmt: skip
+        return decode_order(
+            raw.status, raw.headers, raw.body, order_id=order_id, attempts=attempts,
+            secrets=sender.secrets,
+        )  # fmt: skip
 
     async def send(self, update: TrackingUpdate | TrackingNumberUpdate) -> TrackingReceipt:
         """Send one ``TrackingUpdate`` (the events' PUT) or ``TrackingNumberUpdate`` (the

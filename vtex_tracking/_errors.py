@@ -330,7 +330,15 @@ def _describe_target(order_id: str | None, invoice_number: str | None) -> str:
     return f" for order {order_id!r}, invoice {invoice_number!r}"
 
 
-def _hint(status: int, invoice_number: str | None) -> str:
+def _hint(status: int, invoice_number: str | None, reading: bool = False) -> str:
+    if status == 403 and reading:
+        return (
+            " Reading an order needs the License Manager resource 'View order' (OMS), or"
+            " Checkout's 'Orders Full Access', which a key made for tracking often lacks;"
+            " sending tracking needs only 'Notify invoice'."
+        )
+    if status == 404 and reading:
+        return " No such order in this account (check the order id and the account)."
     if status == 401:
         return (
             " Check the app key and app token (or that the user token has not expired:"
@@ -359,9 +367,11 @@ def error_from_response(
     attempts: int = 1,
     retry_after: float | None = None,
     secrets: Sequence[str] = (),
+    reading: bool = False,
 ) -> APIError:
     """Build the error for a response that is not a receipt, of the class its status calls for.
-    ``secrets`` (the client's credentials) are redacted from everything kept."""
+    ``secrets`` (the client's credentials) are redacted from everything kept; ``reading``: the
+    request read an order (its permission is another resource)."""
     headers, body = redact(headers, body, secrets)
     code, vtex_message = parse_error_body(body)
     request_id = find_request_id(headers)
@@ -387,7 +397,7 @@ def error_from_response(
     plural = "s" if attempts != 1 else ""
     message = (
         f"VTEX answered HTTP {status}{_describe_target(order_id, invoice_number)}"
-        f" after {attempts} attempt{plural}{detail}.{_hint(status, invoice_number)}"
+        f" after {attempts} attempt{plural}{detail}.{_hint(status, invoice_number, reading)}"
     )
     if request_id:
         message += f" [request id {request_id}]"

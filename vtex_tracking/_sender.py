@@ -39,6 +39,7 @@ from ._transport import RawResponse, TooManyOpenFilesError, Transport
 
 _TRACKING_PATH = "/api/oms/pvt/orders/{}/invoice/{}/tracking"
 _INVOICE_PATH = "/api/oms/pvt/orders/{}/invoice/{}"
+_ORDER_PATH = "/api/oms/pvt/orders/{}"
 
 # Ids made only of these need no encoding (the common case: "1172452900000-01", "NF-4100").
 _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
@@ -52,6 +53,37 @@ def _segment(value: str) -> str:
 def tracking_path(order_id: str, invoice_number: str) -> str:
     """The endpoint's path, each id percent-encoded as exactly one path segment."""
     return _TRACKING_PATH.format(_segment(order_id), _segment(invoice_number))
+
+
+def order_path(order_id: str) -> str:
+    """The order's path (VTEX's "Get order"), the id encoded as in ``tracking_path``."""
+    return _ORDER_PATH.format(_segment(order_id))
+
+
+class Subject(Protocol):
+    """What a request is about, for errors, spans and logs."""
+
+    @property
+    def order_id(self) -> str: ...
+
+    @property
+    def invoice_number(self) -> str | None: ...
+
+
+class OrderRef:
+    """A read of a whole order: no invoice."""
+
+    __slots__ = ("invoice_number", "order_id")
+
+    def __init__(self, order_id: str) -> None:
+        self.order_id = order_id
+        self.invoice_number: str | None = None
+
+
+def _named(subject: Subject) -> str:
+    if subject.invoice_number is None:
+        return f"order {subject.order_id!r}"
+    return f"order {subject.order_id!r}, invoice {subject.invoice_number!r}"
 
 
 def invoice_path(order_id: str, invoice_number: str) -> str:
@@ -123,6 +155,11 @@ class AccountSender:
         #: What ``client.metrics()`` reports for this account.
         self.counters = AccountCounters()
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The account's credentials, to redact from errors built outside the sender."""
+        return tuple(self._secrets)
+
     def __repr__(self) -> str:
         return f"AccountSender({self.account!r}, credentials=<redacted>, pace={self.pace!r})"
 
@@ -180,6 +217,32 @@ class AccountSender:
             path = tracking_path(update.order_id, update.invoice_number)
             if body is None:
                 body = encode_status(update.status)
+        raw, attempts = await self._exchange(
+            update, method, path, body, pace, admitted, patient, observer
+        )
+        return self._receipt(raw, update, attempts)
+
+    async def get_order(self, order_id: str) -> tuple[RawResponse, int]:
+        """GET the order (VTEX's "Get order") through the account's pace and retries; the
+        2xx answer and the attempts it took."""
+        self.bind()
+        subject = OrderRef(order_id)
+        path = order_path(order_id)
+        return await self._exchange(subject, "GET", path, b"", self.pace, False, False, None)
+
+    async def _exchange(
+        self,
+        update: Subject,
+        method: str,
+        path: str,
+        body: bytes,
+        pace: AccountPace,
+        admitted: bool,
+        patient: bool,
+        observer: AttemptObserver | None,
+    ) -> tuple[RawResponse, int]:
+        """The retry loop: wait for the pace, attempt, decide, repeat; the 2xx answer and
+        the attempts it took, or the error."""
         policy = self.retry_policy
         attempts = 0
         # In a push, a 429 is the account's pace meeting its limit, not a fault of the update:
@@ -221,7 +284,7 @@ class AccountSender:
 
             raw, retry_after = outcome
             if 200 <= raw.status < 300:
-                return self._receipt(raw, update, attempts)
+                return raw, attempts
             if throttles_free and classify(raw.status, retry_after) is Answer.THROTTLED:
                 throttles_free -= 1
                 not_counted += 1
@@ -238,6 +301,7 @@ class AccountSender:
                     attempts=attempts,
                     retry_after=retry_after,
                     secrets=self._secrets,
+                    reading=method == "GET",
                 )
                 if classify(raw.status, retry_after) is Answer.REFUSED:
                     pace.auth_error = error
@@ -248,7 +312,7 @@ class AccountSender:
     async def _wait_turn(
         self,
         pace: AccountPace,
-        update: TrackingUpdate | TrackingNumberUpdate,
+        update: Subject,
         attempts: int,
         patient: bool,
     ) -> float:
@@ -269,7 +333,7 @@ class AccountSender:
         sent = "not sent" if attempts == 0 else f"not retried after {attempts} attempt(s)"
         raise PaceTimeoutError(
             f"{sent}: waited {waited:.1f} s for a turn in account {self.account!r}'s pace"
-            f" (order {update.order_id!r}, invoice {update.invoice_number!r}); throttled"
+            f" ({_named(update)}); throttled"
             " by the SDK to stay under the account's rate limit, not refused by VTEX"
             " (raise pace_timeout, or send less at once)",
             account=self.account,
@@ -281,7 +345,7 @@ class AccountSender:
 
     async def _attempt(
         self,
-        update: TrackingUpdate | TrackingNumberUpdate,
+        update: Subject,
         method: str,
         path: str,
         body: bytes,
@@ -398,12 +462,10 @@ async def _back_off(delay: float, observer: AttemptObserver | None) -> None:
         observer.backoff(False)
 
 
-def _with_context(
-    exc: TransportError, update: TrackingUpdate | TrackingNumberUpdate, attempts: int
-) -> TransportError:
+def _with_context(exc: TransportError, update: Subject, attempts: int) -> TransportError:
     plural = "s" if attempts != 1 else ""
     return type(exc)(
-        f"{exc} (order {update.order_id!r}, invoice {update.invoice_number!r},"
+        f"{exc} ({_named(update)},"
         f" after {attempts} attempt{plural})",
         order_id=update.order_id,
         invoice_number=update.invoice_number,

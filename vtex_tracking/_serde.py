@@ -17,12 +17,16 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from cattrs.preconf.orjson import make_converter
 
 from ._constants import DEFAULT_TIME_ZONE
-from ._errors import REDACTED, holds_secret, redact, unexpected_body_error
+from ._errors import REDACTED, find_request_id, holds_secret, redact, unexpected_body_error
 from ._models import (
+    CourierEvent,
+    CourierStatus,
     DeliveredDate,
     DispatchedDate,
     EventDate,
     InvoiceTracking,
+    Order,
+    Package,
     TrackingEvent,
     TrackingReceipt,
     TrackingStatus,
@@ -87,6 +91,15 @@ def _strict_str(value: Any, _: Any) -> str:
     return value
 
 
+def _courier_events(value: Any, _: Any) -> tuple[CourierEvent, ...]:
+    # VTEX sends null for "no events yet".
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, got {type(value).__name__}")
+    return tuple(converter.structure(item, CourierEvent) for item in value)
+
+
 def _build_converter() -> cattrs.Converter:
     conv = make_converter(forbid_extra_keys=False)
     conv.register_structure_hook(str, _strict_str)
@@ -146,6 +159,37 @@ def _build_converter() -> cattrs.Converter:
             dispatched_date=override(rename="dispatchedDate", struct_hook=_keep_wire_value),
         ),
     )
+    # An order as VTEX returns it: camelCase, most fields optional or null, many ignored.
+    conv.register_structure_hook(
+        CourierEvent,
+        make_dict_structure_fn(
+            CourierEvent,
+            conv,
+            date=override(rename="createDate"),
+            last_change=override(rename="lastChange"),
+        ),
+    )
+    conv.register_structure_hook(
+        CourierStatus,
+        make_dict_structure_fn(
+            CourierStatus,
+            conv,
+            delivered_date=override(rename="deliveredDate"),
+            events=override(rename="data", struct_hook=_courier_events),
+        ),
+    )
+    conv.register_structure_hook(
+        Package,
+        make_dict_structure_fn(
+            Package,
+            conv,
+            invoice_number=override(rename="invoiceNumber"),
+            tracking_number=override(rename="trackingNumber"),
+            tracking_url=override(rename="trackingUrl"),
+            courier_status=override(rename="courierStatus"),
+            issuance_date=override(rename="issuanceDate"),
+        ),
+    )
     conv.register_structure_hook(
         _ReceiptBody,
         make_dict_structure_fn(_ReceiptBody, conv, order_id=override(rename="orderId")),
@@ -176,6 +220,48 @@ def encode_invoice_tracking(tracking: InvoiceTracking) -> bytes:
 def decode_invoice_tracking(payload: bytes) -> InvoiceTracking:
     """Parse a PATCH body (the inverse of ``encode_invoice_tracking``)."""
     return converter.structure(orjson.loads(payload), InvoiceTracking)
+
+
+def decode_order(
+    status_code: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    order_id: str,
+    attempts: int,
+    secrets: Sequence[str] = (),
+) -> Order:
+    """Parse VTEX's "Get order" answer into an ``Order`` (packages typed, the rest in
+    ``raw``); a body that is not an order raises ``UnexpectedResponseError``."""
+    request_id = find_request_id(headers)
+
+    def fail(problem: str) -> Exception:
+        return unexpected_body_error(
+            status_code, headers, body, problem, order_id=order_id, invoice_number=None,
+            attempts=attempts, secrets=secrets,
+        )  # fmt: skip
+
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise fail("the body is not JSON") from None
+    if not isinstance(doc, dict):
+        raise fail(f"the body is a JSON {type(doc).__name__}, not an order")
+    packages: Any = (doc.get("packageAttachment") or {}).get("packages") or []
+    try:
+        if not isinstance(packages, list):
+            raise TypeError("packageAttachment.packages is not a list")
+        typed = tuple(converter.structure(p, Package) for p in packages)
+        status = doc.get("status")
+        return Order(
+            order_id=str(doc.get("orderId") or order_id),
+            status=status if isinstance(status, str) else None,
+            packages=typed,
+            raw=doc,
+            request_id=request_id,
+        )
+    except (TypeError, ValueError, KeyError, cattrs.BaseValidationError) as exc:
+        raise fail(f"its packages are not VTEX's shape ({exc})") from None
 
 
 def decode_status(payload: bytes) -> TrackingStatus:

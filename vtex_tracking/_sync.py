@@ -20,6 +20,7 @@ import atexit
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import os
 import threading
 import weakref
@@ -47,12 +48,14 @@ from ._models import (
     AccountMetrics,
     DispatchedDate,
     InvoiceTracking,
+    Order,
     PushResult,
     PushSummary,
     TrackingNumberUpdate,
     TrackingReceipt,
     TrackingStatus,
     TrackingUpdate,
+    check_order_id,
 )
 from ._progress import PushProgress, Tally
 from ._remember import Journal, UnchangedState
@@ -299,6 +302,14 @@ class TrackingClient:
             order_id, invoice_number, tracking, account_name=account_name
         )
         return self._portal_thread().submit(self._async.send, update)
+
+    def get_order(self, order_id: str, *, account_name: str | None = None) -> Order:
+        """Read an order as VTEX holds it; the same as ``AsyncTrackingClient.get_order``
+        (needs the "View order" resource)."""
+        check_order_id(order_id)
+        return self._portal_thread().submit(
+            functools.partial(self._async.get_order, order_id, account_name=account_name)
+        )
 
     def send(self, update: TrackingUpdate | TrackingNumberUpdate) -> TrackingReceipt:
         """Send one ``TrackingUpdate`` or ``TrackingNumberUpdate``; the same as

@@ -36,9 +36,10 @@ except ImportError:  # tracing is optional: ``pip install vtex-tracking[otel]``
 
 URL_TEMPLATE = "/api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}/tracking"
 SPAN_NAME = f"PUT {URL_TEMPLATE}"
-#: The tracking number's call (VTEX's PATCH of the invoice).
+#: The tracking number's call (VTEX's PATCH of the invoice), and the order's read (GET).
 INVOICE_URL_TEMPLATE = "/api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}"
-INVOICE_SPAN_NAME = f"PATCH {INVOICE_URL_TEMPLATE}"
+ORDER_URL_TEMPLATE = "/api/oms/pvt/orders/{orderId}"
+_TEMPLATES = {"PUT": URL_TEMPLATE, "PATCH": INVOICE_URL_TEMPLATE, "GET": ORDER_URL_TEMPLATE}
 
 #: Seconds between looks for a tracer provider while none is set (looking costs an
 #: environment lookup; a provider set at start-up is seen within this time).
@@ -109,7 +110,7 @@ def start_attempt_span(
     account: str,
     host: str,
     order_id: str,
-    invoice_number: str,
+    invoice_number: str | None,
     attempt: int,
     pace_wait: float,
     method: str = "PUT",
@@ -119,21 +120,22 @@ def start_attempt_span(
     tracer = _current_tracer()
     if tracer is None:
         return None
-    template = URL_TEMPLATE if method == "PUT" else INVOICE_URL_TEMPLATE
+    template = _TEMPLATES[method]
     attributes: dict[str, Any] = {
         "http.request.method": method,
         "url.template": template,
         "server.address": host,
         "vtex.account": account,
         "vtex.order_id": order_id,
-        "vtex.invoice_number": invoice_number,
         "vtex.attempt": attempt,
         "vtex.pace.wait_s": pace_wait,
     }
+    if invoice_number is not None:
+        attributes["vtex.invoice_number"] = invoice_number
     if attempt > 1:
         attributes["http.request.resend_count"] = attempt - 1
     span = tracer.start_span(
-        SPAN_NAME if method == "PUT" else INVOICE_SPAN_NAME,
+        SPAN_NAME if method == "PUT" else f"{method} {template}",
         kind=_trace.SpanKind.CLIENT,
         attributes=attributes,
     )

@@ -16,6 +16,7 @@ from urllib.parse import unquote
 
 _TRACKING_PATH = "/api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}/tracking"
 _INVOICE_PATH = "/api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}"
+_ORDER_PATH = "/api/oms/pvt/orders/{orderId}"
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
@@ -82,6 +83,17 @@ def receipt_schema() -> dict[str, Any]:
     content = _operation()["responses"]["200"]["content"]
     schema: dict[str, Any] = next(iter(content.values()))["schema"]
     return schema
+
+
+def parse_order_path(raw_path: str) -> str | None:
+    """The order id from a raw path of the order ("Get order"), percent-decoded; None when
+    the path is not the order's."""
+    path = raw_path.split("?", 1)[0].replace("%2F", "/").replace("%2f", "/")
+    parts = path.split("/")
+    template = _ORDER_PATH.split("/")
+    if len(parts) != len(template) or parts[:-1] != template[:-1] or not parts[-1]:
+        return None
+    return unquote(parts[-1])
 
 
 def parse_invoice_path(

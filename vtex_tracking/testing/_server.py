@@ -25,6 +25,7 @@ from multidict import CIMultiDict
 
 from ._schema import (
     parse_invoice_path,
+    parse_order_path,
     parse_tracking_path,
     validate_request_body,
     validate_tracking_number_body,
@@ -198,6 +199,8 @@ class FakeOMS:
         accounts: Mapping[str, FakeAccount] | None = None,
         routes_encoded_slash: bool = False,
         require_tracking_number: bool = False,
+        read_delay: float = 0.0,
+        read_forbidden: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -219,6 +222,12 @@ class FakeOMS:
         #: As operators report of VTEX: events PUT to an invoice that has no tracking number
         #: yet are answered 200 and not applied (listed in ``unapplied``).
         self.require_tracking_number = require_tracking_number
+        #: Seconds before a write shows in "Get order" (VTEX: a few seconds).
+        self.read_delay = read_delay
+        #: Answer "Get order" 403, as for a key without the "View order" resource.
+        self.read_forbidden = read_forbidden
+        # Every applied write, for reads: (monotonic time, invoice, "number" | "events", body).
+        self._writes: list[tuple[float, tuple[str, str], str, dict[str, Any]]] = []
         #: More stores, by account name, each with its own credentials, bucket and key state.
         self.accounts: dict[str, FakeAccount] = dict(accounts or {})
         self.requests: list[RecordedRequest] = []
@@ -314,6 +323,7 @@ class FakeOMS:
         self.updates.clear()
         self.tracking_numbers.clear()
         self.unapplied.clear()
+        self._writes.clear()
         self._failures.clear()
         self._drops = 0
         self.max_in_flight = self.in_flight
@@ -328,12 +338,13 @@ class FakeOMS:
         if ids is None:
             ids = parse_invoice_path(request.raw_path, routes_encoded_slash=slash)
             on_invoice = ids is not None
+        order_read = parse_order_path(request.raw_path) if ids is None else None
         early: web.HTTPException | None = None
         try:
             body = await request.read()
         except web.HTTPException as exc:  # e.g. 413: a body over client_max_size
             body, early = b"", exc
-        order_id, invoice_number = ids or (None, None)
+        order_id, invoice_number = ids or (order_read, None)
         record = RecordedRequest(
             request.method,
             request.raw_path,
@@ -358,7 +369,7 @@ class FakeOMS:
                     request.transport.close()
                 return web.Response(status=500)  # never reaches the client
             response: web.StreamResponse = early or self._answer(
-                request, record, ids, on_invoice
+                request, record, ids, on_invoice, order_read
             )
             record.status = response.status
             return response
@@ -394,6 +405,7 @@ class FakeOMS:
         record: RecordedRequest,
         ids: tuple[str, str] | None,
         on_invoice: bool = False,
+        order_read: str | None = None,
     ) -> web.Response:
         store = self._store(request) if self.accounts else None
         if store is not None:
@@ -413,6 +425,8 @@ class FakeOMS:
             return _response(status, body, content_type, headers)
         if self.fail_rate > 0 and self._random.random() < self.fail_rate:
             return _response(self.fail_status, _error_body(self.fail_status), _JSON)
+        if order_read is not None:
+            return self._order(request, order_read)
         if ids is None:
             return _vtex_error(404, "Resource not found")
         method = "PATCH" if on_invoice else "PUT"
@@ -432,12 +446,42 @@ class FakeOMS:
             return _vtex_error(404, "Invoice Not Found", "OMS007")
         if on_invoice:
             self.tracking_numbers.setdefault(ids, []).append(doc)
+            self._writes.append((time.monotonic(), ids, "number", doc))
         elif self.require_tracking_number and not self.tracking_numbers.get(ids):
             self.unapplied.append(ids)  # 200, and nothing changes: the trap VTEX sets
         else:
             self.updates.setdefault(ids, []).append(doc)
+            self._writes.append((time.monotonic(), ids, "events", doc))
         receipt = {"date": vtex_timestamp(), "orderId": ids[0], "receipt": uuid.uuid4().hex}
         return _response(200, orjson.dumps(receipt), _JSON)
+
+    def _order(self, request: web.Request, order_id: str) -> web.Response:
+        """VTEX's "Get order", reduced to what tracking reads: one package per invoice
+        written (or known), with its tracking number and events as of ``read_delay`` ago."""
+        if request.method != "GET":
+            return _vtex_error(405, "Method not allowed", headers={"Allow": "GET"})
+        if self.read_forbidden:
+            return _vtex_error(403, "Access denied: the key lacks the resource View order")
+        visible_until = time.monotonic() - self.read_delay
+        numbers: dict[str, dict[str, Any]] = {}
+        events: dict[str, dict[str, Any]] = {}
+        invoices: list[str] = [n for o, n in sorted(self.known_invoices) if o == order_id]
+        for at, (written_order, invoice), kind, doc in self._writes:
+            if written_order != order_id:
+                continue
+            if invoice not in invoices:
+                invoices.append(invoice)
+            if at <= visible_until:
+                (numbers if kind == "number" else events)[invoice] = doc
+        if not invoices:
+            return _vtex_error(404, "Order Not Found", "OMS003")
+        packages = [_package(n, numbers.get(n), events.get(n)) for n in invoices]
+        order = {
+            "orderId": order_id,
+            "status": "invoiced",
+            "packageAttachment": {"packages": packages},
+        }
+        return _response(200, orjson.dumps(order), _JSON)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -510,6 +554,36 @@ class FakeOMS:
             return
         loop.call_soon_threadsafe(stop.set)
         thread.join(timeout=10)
+
+
+def _package(
+    invoice: str, number: dict[str, Any] | None, status: dict[str, Any] | None
+) -> dict[str, Any]:
+    """One ``packageAttachment.packages[]`` entry as VTEX shapes it."""
+    number = number or {}
+    courier_status = None
+    if status is not None:
+        courier_status = {
+            "status": "ok" if number else None,
+            "finished": bool(status.get("isDelivered")),
+            "data": [
+                {"city": e.get("city"), "state": e.get("state"),
+                 "description": e.get("description"), "createDate": e.get("date"),
+                 "lastChange": vtex_timestamp()}
+                for e in status.get("events", [])
+            ],
+        }  # fmt: skip
+        if status.get("deliveredDate") is not None:
+            courier_status["deliveredDate"] = status["deliveredDate"]
+    return {
+        "invoiceNumber": invoice,
+        "trackingNumber": number.get("trackingNumber"),
+        "trackingUrl": number.get("trackingUrl"),
+        "courier": number.get("courier"),
+        "type": "Output",
+        "issuanceDate": vtex_timestamp(),
+        "courierStatus": courier_status,
+    }
 
 
 async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
