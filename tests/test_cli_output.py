@@ -239,7 +239,7 @@ def test_top_level_help_wraps_its_description(
     text = _help(["--help"], capsys)
     head = text[: text.index("positional arguments")]
     commands = [line for line in head.splitlines() if line.startswith("  vtex-tracking")]
-    assert len(commands) == 2
+    assert len(commands) == 3
     assert all(len(line) <= 48 for line in head.splitlines() if line not in commands)
     assert "VTEX's 'Update order tracking status' endpoint" in " ".join(head.split())
 

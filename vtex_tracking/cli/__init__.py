@@ -3,6 +3,7 @@
 Built on the public API (``vtex_tracking`` and ``vtex_tracking.testing``) only.
 
     vtex-tracking push FILE... [options]      JSONL or CSV files, or - for stdin
+    vtex-tracking check FILE... [options]     what VTEX holds for a sample of their invoices
     vtex-tracking fake-server [options]       a fake VTEX tracking endpoint, until Ctrl-C
 
 The grammar is ``_parser``'s; ``_push`` runs a push, ``_fake`` the fake server.
@@ -15,6 +16,7 @@ import logging
 import sys
 from collections.abc import Iterator
 
+from ._check import run_check
 from ._fake import run_fake_server
 from ._parser import UsageError, build_parser, wants_json
 from ._push import EXIT_USAGE, run_push
@@ -59,4 +61,6 @@ def main(argv: list[str] | None = None) -> int:
         return run_fake_server(args)
     console = Console(verbose=args.verbose, quiet=args.quiet)
     with _logging(console, args.verbose):
+        if args.command == "check":
+            return run_check(args, console)
         return run_push(args, console)

@@ -20,6 +20,7 @@ Send tracking events to VTEX's 'Update order tracking status' endpoint from JSON
 files, or run a fake VTEX server to try an integration without an account.
 
   vtex-tracking push FILE... [options]    push the updates of JSONL or CSV files
+  vtex-tracking check FILE... [options]   what VTEX holds for a sample of their invoices
   vtex-tracking fake-server [options]     a fake VTEX tracking endpoint, until Ctrl-C
 
 'vtex-tracking push --help' lists push's options, with examples.
@@ -159,6 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     _push_options(push)
+    check = commands.add_parser(
+        "check",
+        help="what VTEX holds for a sample of the files' invoices (needs 'View order')",
+        description="Read back, for the first N invoices of the input files (--sample), what"
+        " VTEX holds: whether the order and the invoice exist, whether the invoice has a"
+        " tracking number and URL, and whether VTEX's events are the file's; and, per store,"
+        " whether its credentials are accepted and may read orders ('View order'). Sends"
+        " nothing. Exit 0: every sampled invoice as the file has it; 1: some differ or a"
+        " store cannot be read; 2: usage, input or configuration error.",
+        formatter_class=_Formatter,
+    )
+    _check_options(check)
     fake = commands.add_parser(
         "fake-server",
         help="run a fake VTEX tracking endpoint until Ctrl-C",
@@ -170,8 +183,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_options(check: argparse.ArgumentParser) -> None:
+    check.add_argument("files", nargs="+", metavar="FILE", help="input file; - reads stdin")
+    _reading_options(check)
+    _store_options(check)
+    check.add_argument(
+        "--sample",
+        type=_positive_int,
+        default=20,
+        metavar="N",
+        help="check the first N invoices of the input (default 20)",
+    )
+    check.add_argument(
+        "--timeout",
+        type=_number(0, low_ok=False),
+        metavar="S",
+        help="seconds one attempt may take (default: the SDK's, 30)",
+    )
+    check.add_argument(
+        "--json",
+        action="store_true",
+        help="stdout is one JSON object: each invoice's findings and each store's access",
+    )
+    talk = check.add_mutually_exclusive_group()
+    talk.add_argument("-q", "--quiet", action="store_true", help="the summary only")
+    talk.add_argument("-v", "--verbose", action="store_true", help="log requests")
+    add_check_options(check)
+    # What the client of a push reads that a check does not set.
+    check.set_defaults(
+        max_attempts=RetryPolicy().max_attempts, shared_pace=None, limits_file=None,
+        concurrency=None,
+    )  # fmt: skip
+
+
 def _push_options(push: argparse.ArgumentParser) -> None:
     push.add_argument("files", nargs="+", metavar="FILE", help="input file; - reads stdin")
+    _reading_options(push)
+    _store_options(push)
+    _pace_options(push)
+
+
+def _reading_options(push: argparse.ArgumentParser) -> None:
     reading = push.add_argument_group("reading the input")
     reading.add_argument(
         "--format", choices=("jsonl", "csv"), help="input format (default: by file extension)"
@@ -190,6 +242,9 @@ def _push_options(push: argparse.ArgumentParser) -> None:
         help="how dates are written: iso (YYYY-MM-DD, deliveredDate 'YYYY-MM-DD hh:mm') or"
         " dd/mm/yyyy (deliveredDate 'dd/mm/yyyy hh:mm'); default iso",
     )
+
+
+def _store_options(push: argparse.ArgumentParser) -> None:
     stores = push.add_argument_group("where to send")
     stores.add_argument(
         "--account",
@@ -221,6 +276,9 @@ def _push_options(push: argparse.ArgumentParser) -> None:
         action="store_true",
         help="use the proxies of HTTPS_PROXY/HTTP_PROXY/NO_PROXY (and .netrc), as curl would",
     )
+
+
+def _pace_options(push: argparse.ArgumentParser) -> None:
     sending = push.add_argument_group("pace and retries")
     sending.add_argument(
         "--shared-pace",
