@@ -594,6 +594,7 @@ class SharedTokens:
                         _throttle.REFUSED_SHARE,
                         min(ok_span, STALE_AFTER * 10),
                         _throttle.REFUSED_SPAN,
+                        _throttle.GUESS_QUIET,
                     ],
                 ),
                 timeout=connection.config.timeout * 2,

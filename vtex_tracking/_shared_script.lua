@@ -39,7 +39,8 @@
 --          the age (s) up to which it is taken whole, and CUBIC's longest quiet time (s),
 --          and how many throttles (and what share of a measure's answers) say the server
 --          refused us, and the seconds the caller's successes (ok) came in, and how long a
---          measure must have been refused for its successes until then to measure the server
+--          measure must have been refused for its successes until then to measure the server,
+--          and CUBIC's longest quiet time towards a guessed rate (s)
 -- Returns  {granted, first_ms, interval_us, rate_milli (-1: none), paused_ms, auth_ms, gen,
 --          authn (auth stops so far), processes (callers seen in the last 10 s), authg (the
 --          auth generation: how many times a success ended refusals or a stop), stretch
@@ -123,6 +124,7 @@ end
 -- The seconds the caller's successes came in (0: unknown; they count whole).
 local ok_span = finite(ARGV[42]) or 0
 local REFUSED_SPAN = tonumber(ARGV[43])
+local GUESS_QUIET = tonumber(ARGV[44])
 -- The caller's auth generation (a garbled one matches none: its refusals do not count).
 local auth_gen_known = finite(ARGV[28])
 local function is_process(name)
@@ -206,11 +208,12 @@ end
 
 -- CUBIC's time to come back to w_max (see _throttle.cubic_rate): at least QUIET_ANSWERS
 -- answers at it, so a small account, whose burst is small, is probed past its limit rarely;
--- CUBIC's own while w_max is a guess, not a measure (fk = 1).
+-- at most GUESS_QUIET seconds while w_max is a guess, not a measure (fk = 1).
 local function cubic_k(w_max)
   local own = (w_max * (1 - BETA) / SCALE) ^ (1 / 3)
-  if s.fk == 1 then return own end
-  return math.max(own, math.min(QUIET_ANSWERS / w_max, MAX_QUIET))
+  local quiet = math.min(QUIET_ANSWERS / w_max, MAX_QUIET)
+  if s.fk == 1 then quiet = math.min(quiet, GUESS_QUIET) end
+  return math.max(own, quiet)
 end
 
 -- The account's limit measured before at this target, taken lower the older it is (nil: none,
@@ -322,7 +325,7 @@ local function finish_measure()
       local held = s.rate or s.entry
       s.wmax = math.sqrt(held * s.entry)
       enter('c')
-      s.fk = 1  -- a guess: CUBIC's own K (the quiet one held a small store under its limit)
+      s.fk = 1  -- a guess: a shorter K (the quiet one held a small store under its limit)
       local k = cubic_k(s.wmax)
       local x = math.max(-8, math.min(0, (held / s.wmax - 1) / (1 - BETA)))
       s.since = now - k * (1 - (-x) ^ (1 / 3))
@@ -493,15 +496,17 @@ if auth_s > 0 then
 elseif pause_s > 0 then
   paused_ms = math.ceil(pause_s * 1000)
 elseif want > 0 then
-  if s.rate ~= nil and s.st ~= 'c' then
+  local sharing = 0
+  for name, value in pairs(s) do
+    if is_process(name) and value >= now - PROCESS_TTL then sharing = sharing + 1 end
+  end
+  if s['p:' .. caller] == nil then sharing = sharing + 1 end
+  sharing = math.max(1, sharing)
+  local learning = s.rate ~= nil and s.st ~= 'c'
+  if learning then
     -- While the rate is being learned (slow start, measure, probe) it changes within a
     -- second: a lease covers this process' share of a quarter of one, so every process
     -- hears of a throttle soon instead of sending tokens at a rate the account just refused.
-    local sharing = 0
-    for name, value in pairs(s) do
-      if is_process(name) and value >= now - PROCESS_TTL then sharing = sharing + 1 end
-    end
-    sharing = math.max(1, sharing)
     want = math.min(want, math.max(1, math.floor(s.rate * LEARNING_LEASE / sharing + 0.5)))
   end
   granted = want
@@ -512,9 +517,10 @@ elseif want > 0 then
     local first = tat - now - (burst - 1) * interval
     -- Promise nothing far ahead: the rate may rise meanwhile. Come back when it is near.
     local horizon = math.max(HORIZON, 2 * interval)
-    if s.st ~= 'c' then
+    if learning and sharing > 1 then
       -- While the rate is learned, tokens are promised a lease ahead at most: the rate
-      -- changes within a second, and tokens promised far ahead keep the old one.
+      -- changes within a second, and tokens promised far ahead to one process fall between
+      -- another's when it moves. A process alone moves all of them: no need.
       horizon = math.max(LEARNING_LEASE, 2 * interval)
     end
     if first > horizon then

@@ -51,6 +51,9 @@ MEASURE_OVER = 1.25
 #: it by as much as it fell (``cubic_rate``).
 QUIET_ANSWERS = 150
 MAX_QUIET = 30.0
+#: The longest K towards a rate guessed (the middle of where the start was refused and where
+#: it measured no refusal), not measured: 30 s held a small store under its limit as long.
+GUESS_QUIET = 5.0
 #: A new account's first rate, in requests per second: the smallest limits VTEX accounts have
 #: (``VTEX-FACTS.md``), so a small store's burst is not spent by the first wave.
 START_RATE = 2.0
@@ -113,11 +116,10 @@ def cubic_rate(w_max: float, t: float, scale: float, quiet: bool = True) -> floa
 
 def cubic_k(w_max: float, scale: float, quiet: bool = True) -> float:
     """CUBIC's ``K``: seconds from ``BETA * w_max`` back to ``w_max`` (see ``cubic_rate``);
-    ``quiet=False``: CUBIC's own, for a ``w_max`` that was guessed, not measured."""
+    ``quiet=False``: for a ``w_max`` that was guessed, not measured, at most ``GUESS_QUIET``."""
     own = float((w_max * (1 - BETA) / scale) ** (1 / 3))
-    if not quiet:
-        return own
-    return max(own, min(QUIET_ANSWERS / w_max, MAX_QUIET))
+    longest = MAX_QUIET if quiet else GUESS_QUIET
+    return max(own, min(QUIET_ANSWERS / w_max, longest))
 
 
 def cubic_time_at(rate: float, w_max: float, scale: float, quiet: bool = True) -> float:
@@ -448,8 +450,8 @@ class AdaptiveRate:
                 held = self._bucket.rate or self._entry_rate
                 self._w_max = math.sqrt(held * self._entry_rate)
                 self._enter("cubic", now)
-                # A guess, not a measure: CUBIC's own K (the quiet one, up to 30 s at a
-                # small store's rate, held it under its limit for as long).
+                # A guess, not a measure: K at most GUESS_QUIET (the quiet one, up to 30 s
+                # at a small store's rate, held it under its limit for as long).
                 self._quiet = False
                 self._since = now - cubic_time_at(held, self._w_max, SCALE, quiet=False)
             elif self._measured_from == "probe":
