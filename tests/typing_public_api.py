@@ -10,12 +10,17 @@ from vtex_tracking import (
     APIError,
     AsyncTrackingClient,
     AuthCooldownError,
+    CourierEvent,
+    InvoiceTracking,
     Journal,
+    Order,
     PaceTimeoutError,
+    Package,
     RateLimitError,
     RetryPolicy,
     TrackingClient,
     TrackingEvent,
+    TrackingNumberUpdate,
     TrackingReceipt,
     TrackingStatus,
     TrackingUpdate,
@@ -77,3 +82,24 @@ async def send_less_usage(updates: list[TrackingUpdate]) -> None:
             async for result in stream:
                 assert_type(result.skipped, str | None)
                 assert_type(result.superseded_by, int | None)
+
+
+async def tracking_flow_usage(status: TrackingStatus) -> None:
+    async with AsyncTrackingClient("acme", "key", "token") as client:
+        receipt = await client.send_tracking_number(
+            "o", "1", "BR1", tracking_url="https://t.example/BR1", courier="Correios",
+            dispatched_date=dt.datetime(2026, 11, 2, 9, 15),
+        )  # fmt: skip
+        assert_type(receipt, TrackingReceipt)
+        order = await client.get_order("o")
+        assert_type(order, Order)
+        package = order.package("1")
+        assert_type(package, Package | None)
+        if package is not None:
+            assert_type(package.tracking_number, str | None)
+            assert_type(package.events, tuple[CourierEvent, ...])
+    with TrackingClient("acme", "key", "token") as sync_client:
+        assert_type(sync_client.send_tracking_number("o", "1", "BR1"), TrackingReceipt)
+        assert_type(sync_client.get_order("o"), Order)
+        update = TrackingNumberUpdate("o", "1", InvoiceTracking("BR1"))
+        assert_type(sync_client.send(update), TrackingReceipt)
