@@ -66,20 +66,20 @@ class BurstyOMS(FakeOMS):
         super().reset()
         self._restart()
 
-    def _answer(self, request: Any, record: Any, ids: Any) -> web.Response:
+    def _answer(self, request: Any, record: Any, ids: Any, *rest: Any) -> web.Response:
         store = self._store(request)
         name = store[0] if store is not None else None
         if name not in self.bursts or self._failures:
-            return super()._answer(request, record, ids)
+            return super()._answer(request, record, ids, *rest)
         p, low, high = self.bursts[name]
         left = self._left[name]
         if left == 0 and self._rngs[name].random() < p:
             left = self._rngs[name].randint(low, high)
         self._left[name] = left
         if left == 0:
-            return super()._answer(request, record, ids)
+            return super()._answer(request, record, ids, *rest)
         self.fail_next(1, 503)
-        response = super()._answer(request, record, ids)
+        response = super()._answer(request, record, ids, *rest)
         if self._failures:  # refused before it (429): the burst waits for the next answer
             self._failures.clear()
         else:
