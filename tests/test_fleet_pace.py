@@ -94,12 +94,14 @@ def test_a_measure_the_server_refused_early_measures_the_server() -> None:
 
 
 def test_a_measure_whose_demand_fell_takes_the_rate_while_it_was_refused() -> None:
-    """20 successes in the first second with 429s until then, 4 more in the next second
-    (the refused requests wait out their Retry-After): the server's rate is 20/s, not the
+    """14 successes in the first second with 429s until then, 10 more in the next second
+    (the refused requests wait out their Retry-After): the server's rate is 14/s, not the
     12/s the whole measure averages; a refusal of a few milliseconds measures nothing."""
-    assert measured_rate(24, 2.0, 20, 1.0) == pytest.approx(20.0)
+    assert measured_rate(24, 2.0, 14, 1.0) == pytest.approx(14.0)
     assert measured_rate(24, 2.0, 2, 0.05) == pytest.approx(12.0)
     assert measured_rate(30, 2.0, 10, 1.0) == pytest.approx(15.0)  # the whole is higher
+    # Bounded to 1.25 x the whole: early answers of the faster rate before it still count.
+    assert measured_rate(24, 2.0, 20, 1.0) == pytest.approx(15.0)
 
 
 def _updates(n: int, status: TrackingStatus, tag: str) -> list[TrackingUpdate]:

@@ -595,6 +595,7 @@ class SharedTokens:
                         min(ok_span, STALE_AFTER * 10),
                         _throttle.REFUSED_SPAN,
                         _throttle.GUESS_QUIET,
+                        _throttle.REFUSED_AT_MOST,
                     ],
                 ),
                 timeout=connection.config.timeout * 2,

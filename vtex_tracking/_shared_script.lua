@@ -40,7 +40,8 @@
 --          and how many throttles (and what share of a measure's answers) say the server
 --          refused us, and the seconds the caller's successes (ok) came in, and how long a
 --          measure must have been refused for its successes until then to measure the server,
---          and CUBIC's longest quiet time towards a guessed rate (s)
+--          and CUBIC's longest quiet time towards a guessed rate (s), and the most the
+--          successes until a measure's last throttle may add to its average
 -- Returns  {granted, first_ms, interval_us, rate_milli (-1: none), paused_ms, auth_ms, gen,
 --          authn (auth stops so far), processes (callers seen in the last 10 s), authg (the
 --          auth generation: how many times a success ended refusals or a stop), stretch
@@ -125,6 +126,7 @@ end
 local ok_span = finite(ARGV[42]) or 0
 local REFUSED_SPAN = tonumber(ARGV[43])
 local GUESS_QUIET = tonumber(ARGV[44])
+local REFUSED_AT_MOST = tonumber(ARGV[45])
 -- The caller's auth generation (a garbled one matches none: its refusals do not count).
 local auth_gen_known = finite(ARGV[28])
 local function is_process(name)
@@ -345,8 +347,11 @@ local function finish_measure()
   local measured = s.mok / (now - s.since)
   local refused_for = (s.lc or 0) - s.since
   if refused_for >= REFUSED_SPAN and (s.mlc or 0) >= REFUSED_THROTTLES then
-    measured = math.max(measured, s.mlc / refused_for)
+    measured = math.max(measured, math.min(s.mlc / refused_for, measured * REFUSED_AT_MOST))
   end
+  -- The server refused us: its rate is under what we offered (the rate held). A limit taken
+  -- too high is kept for the next run, which would start above it.
+  if s.rate ~= nil then measured = math.min(measured, s.rate) end
   s.wmax = math.max(MIN_RATE, measured)
   enter('c')
   set_rate(s.wmax * BETA)

@@ -78,6 +78,8 @@ REFUSED_SHARE = 0.1
 #: Seconds of a measure that must have passed by its last throttle for the successes until
 #: then to measure the server (``measured_rate``).
 REFUSED_SPAN = 0.5
+#: The most the successes until a measure's last throttle may add to its average.
+REFUSED_AT_MOST = 1.25
 
 
 def measured_rate(
@@ -89,7 +91,9 @@ def measured_rate(
     wait out their ``Retry-After``, and a small store's backlog may be gone)."""
     rate = successes / seconds if seconds > 0 else 0.0
     if refused_seconds >= REFUSED_SPAN and refused_successes >= REFUSED_THROTTLES:
-        rate = max(rate, refused_successes / refused_seconds)
+        # Bounded: early in a measure, answers to requests sent at the faster rate before it
+        # still count, and a limit taken too high is kept for the next run.
+        rate = max(rate, min(refused_successes / refused_seconds, rate * REFUSED_AT_MOST))
     return rate
 
 
@@ -462,15 +466,17 @@ class AdaptiveRate:
                 self._enter("cubic", now)
                 self._set(self._w_max * BETA)
             return
-        self._w_max = max(
-            MIN_RATE,
-            measured_rate(
-                self._measure_successes,
-                now - self._since,
-                self._successes_at_last_counted,
-                self._last_counted - self._since,
-            ),
+        measured = measured_rate(
+            self._measure_successes,
+            now - self._since,
+            self._successes_at_last_counted,
+            self._last_counted - self._since,
         )
+        # The server refused us: its rate is under what we offered (the rate held).
+        offered = self._bucket.rate
+        if offered is not None:
+            measured = min(measured, offered)
+        self._w_max = max(MIN_RATE, measured)
         self._enter("cubic", now)
         self._set(self._w_max * BETA)
 
