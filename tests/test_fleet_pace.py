@@ -152,3 +152,45 @@ async def test_four_processes_sharing_a_new_store_find_its_limit_without_hammeri
     ideal = 4 * per_client / limit
     assert end - start < 1.6 * ideal, (end - start, ideal)
     assert calls < len(oms.requests), (calls, len(oms.requests))
+
+
+@pytest.mark.real_start
+def test_idle_time_does_not_move_one_process_along_cubics_curve() -> None:
+    """Two pushes a minute apart: the second one's first answer finds the rate where the first
+    left it, not where a minute of CUBIC's clock would put it (several times the limit)."""
+    clock = Clock()
+    bucket = TokenBucket(20.0, clock=clock)
+    adaptive = AdaptiveRate(bucket, clock=clock, rtt=lambda: 0.05)
+    adaptive.resume(20.0)
+    for _ in range(40):
+        clock.now += 0.05
+        adaptive.on_success()
+    before = bucket.rate
+    assert before is not None and adaptive.state == "cubic"
+    clock.now += 60.0
+    adaptive.on_success()
+    assert bucket.rate is not None and bucket.rate < before * 1.05, (before, bucket.rate)
+
+
+async def test_idle_time_does_not_move_a_shared_account_along_cubics_curve(
+    redis_server: RedisServer,
+    direct: Any,
+    make_client: ClientFactory,
+    status: TrackingStatus,
+) -> None:
+    """An account's shared state as a run left it (CUBIC just past a measure of 20/s), its
+    last call 90 s ago: the next run's first answer keeps the rate near 20/s (the idle time
+    took it to ten times that before)."""
+    key = "vtex-tracking:pace:acme.vtexcommercestable"
+    async with FakeOMS() as oms, make_client(oms, shared_pace=redis_server.url) as client:
+        await client.update_tracking_status("warm-up", "NF-1", status)  # the hash exists
+        seconds, micros = direct.time()
+        now = seconds + micros / 1e6
+        direct.hset(key, mapping={
+            "st": "c", "wmax": "20", "rate": "19", "since": str(now - 100),
+            "at": str(now - 90), "gen": "5", "tat": str(now - 90),
+        })  # fmt: skip
+        await client.update_tracking_status("o-1", "NF-1", status)
+        await client.update_tracking_status("o-2", "NF-1", status)
+    rate = float(direct.hget(key, "rate"))
+    assert rate < 22, rate

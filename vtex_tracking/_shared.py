@@ -596,6 +596,7 @@ class SharedTokens:
                         _throttle.REFUSED_SPAN,
                         _throttle.GUESS_QUIET,
                         _throttle.REFUSED_AT_MOST,
+                        _throttle.IDLE_GAP,
                     ],
                 ),
                 timeout=connection.config.timeout * 2,

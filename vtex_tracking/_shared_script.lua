@@ -41,7 +41,8 @@
 --          refused us, and the seconds the caller's successes (ok) came in, and how long a
 --          measure must have been refused for its successes until then to measure the server,
 --          and CUBIC's longest quiet time towards a guessed rate (s), and the most the
---          successes until a measure's last throttle may add to its average
+--          successes until a measure's last throttle may add to its average, and the
+--          seconds without a call past which the account counts as idle
 -- Returns  {granted, first_ms, interval_us, rate_milli (-1: none), paused_ms, auth_ms, gen,
 --          authn (auth stops so far), processes (callers seen in the last 10 s), authg (the
 --          auth generation: how many times a success ended refusals or a stop), stretch
@@ -127,6 +128,7 @@ local ok_span = finite(ARGV[42]) or 0
 local REFUSED_SPAN = tonumber(ARGV[43])
 local GUESS_QUIET = tonumber(ARGV[44])
 local REFUSED_AT_MOST = tonumber(ARGV[45])
+local IDLE_GAP = tonumber(ARGV[46])
 -- The caller's auth generation (a garbled one matches none: its refusals do not count).
 local auth_gen_known = finite(ARGV[28])
 local function is_process(name)
@@ -162,6 +164,8 @@ if s.at ~= nil and s.at > now then
     if is_process(name) then s[name] = value - step end
   end
 end
+-- The account's last call before this one: idle time is not CUBIC's or a probe's time.
+local last_at = s.at
 s.at = now
 
 -- Counts are whole and not negative, rates within what set_rate could set (the slowest a
@@ -265,6 +269,13 @@ if fresh then
   else
     s.st = 'u'
   end
+end
+-- Nobody sent for a while (between two runs, a quiet hour): CUBIC's curve and a probe's
+-- doubling go on from where they were, not from where the idle time would put them (60 s
+-- idle on CUBIC's curve took a 26 req/s store to 120 req/s at the next run's first answer).
+if not fresh and last_at ~= nil and now - last_at > IDLE_GAP and s.since ~= nil
+    and (s.st == 'c' or s.st == 'p') then
+  s.since = s.since + (now - last_at - IDLE_GAP)
 end
 -- The furthest ahead the script sets the curve's start: a resume from a rate Redis lost.
 if s.since ~= nil then

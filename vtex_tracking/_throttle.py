@@ -80,6 +80,9 @@ REFUSED_SHARE = 0.1
 REFUSED_SPAN = 0.5
 #: The most the successes until a measure's last throttle may add to its average.
 REFUSED_AT_MOST = 1.25
+#: Seconds without an answer (one process) or a call (shared) past which an account is idle:
+#: CUBIC's and a probe's clocks stop while it is.
+IDLE_GAP = 2.0
 
 
 def measured_rate(
@@ -329,6 +332,7 @@ class AdaptiveRate:
         self._successes_at_last_counted = 0
         # CUBIC's K: the quiet one after a measure, CUBIC's own after a guess.
         self._quiet = True
+        self._last_success = self._started
         self.throttles = 0
 
     @property
@@ -409,6 +413,12 @@ class AdaptiveRate:
         if self._state == "unlimited":
             return
         now = self._clock()
+        idle = now - self._last_success
+        self._last_success = now
+        if idle > IDLE_GAP and self._state in ("cubic", "probe"):
+            # Nothing was answered for a while (between two pushes): the curve goes on from
+            # where it was, not from where the idle time would put it (far past the limit).
+            self._since += idle - IDLE_GAP
         t = now - self._since
         if self._state == "start":
             rate = self._bucket.rate or START_RATE
