@@ -88,8 +88,10 @@ local MEASURE_ANSWERS = tonumber(ARGV[33])
 local MEASURE_OVER = tonumber(ARGV[34])
 local QUIET_ANSWERS = tonumber(ARGV[35])
 local MAX_QUIET = tonumber(ARGV[39])
-local REFUSED_THROTTLES = tonumber(ARGV[40])
-local REFUSED_SHARE = tonumber(ARGV[41])
+-- The arguments added since the first release default to the SDK's values: a caller of an
+-- older version (or a test) that sends fewer still gets a whole answer.
+local REFUSED_THROTTLES = tonumber(ARGV[40]) or 3
+local REFUSED_SHARE = tonumber(ARGV[41]) or 0.1
 local LIMIT_TTL_MS = tonumber(ARGV[36])
 local LIMIT_HALF_LIFE = tonumber(ARGV[37])
 local LIMIT_FRESH = tonumber(ARGV[38])
@@ -125,10 +127,10 @@ local function finite(raw)
 end
 -- The seconds the caller's successes came in (0: unknown; they count whole).
 local ok_span = finite(ARGV[42]) or 0
-local REFUSED_SPAN = tonumber(ARGV[43])
-local GUESS_QUIET = tonumber(ARGV[44])
-local REFUSED_AT_MOST = tonumber(ARGV[45])
-local IDLE_GAP = tonumber(ARGV[46])
+local REFUSED_SPAN = tonumber(ARGV[43]) or 0.5
+local GUESS_QUIET = tonumber(ARGV[44]) or 5
+local REFUSED_AT_MOST = tonumber(ARGV[45]) or 1.25
+local IDLE_GAP = tonumber(ARGV[46]) or 2
 -- The caller's auth generation (a garbled one matches none: its refusals do not count).
 local auth_gen_known = finite(ARGV[28])
 local function is_process(name)
