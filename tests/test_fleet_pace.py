@@ -23,6 +23,7 @@ from vtex_tracking.testing import FakeOMS
 
 from .conftest import ClientFactory, Clock
 from .redis_server import RedisServer
+from .test_hub_pace import _script_calls
 
 pytestmark = pytest.mark.anyio
 
@@ -106,13 +107,6 @@ def test_a_measure_whose_demand_fell_takes_the_rate_while_it_was_refused() -> No
 
 def _updates(n: int, status: TrackingStatus, tag: str) -> list[TrackingUpdate]:
     return [TrackingUpdate(f"{tag}-{i}", f"NF-{i}", status) for i in range(n)]
-
-
-def _script_calls(direct: Any) -> int:
-    stats = direct.info("commandstats")
-    return sum(
-        int(stats[name]["calls"]) for name in ("cmdstat_evalsha", "cmdstat_eval") if name in stats
-    )
 
 
 @pytest.mark.real_start

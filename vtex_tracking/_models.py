@@ -52,19 +52,13 @@ def _description(instance: object, attribute: attrs.Attribute[Any], value: objec
 
 
 def _path_segment(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    # Order ids and invoice numbers become URL path segments. Control characters could split
-    # the request line; surrounding whitespace made VTEX answer 500 (a known VTEX issue).
-    _non_empty_text(instance, attribute, value)
-    assert isinstance(value, str)
-    if _CONTROL_CHARS.search(value):
-        raise ValidationError(_where(instance, attribute), "must not contain control characters")
-    if value != value.strip():
-        raise ValidationError(_where(instance, attribute), "must not start or end with whitespace")
+    check_order_id(value, _where(instance, attribute))
 
 
 def check_order_id(value: object, field: str = "order_id") -> None:
-    """Raise ``ValidationError`` naming ``field`` unless ``value`` can be an order id (one
-    URL path segment: not empty, no control characters, no surrounding whitespace)."""
+    """Raise ``ValidationError`` naming ``field`` unless ``value`` can be an order id (or an
+    invoice number): one URL path segment. Control characters could split the request line;
+    surrounding whitespace made VTEX answer 500 (a known VTEX issue)."""
     if not isinstance(value, str):
         raise ValidationError(field, f"expected a string, got {type(value).__name__}")
     if not value.strip():

@@ -28,29 +28,22 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-@functools.lru_cache(maxsize=1)
-def openapi() -> dict[str, Any]:
-    """The packaged copy of VTEX's OpenAPI description of the endpoint."""
-    text = (
-        importlib.resources.files("vtex_tracking.testing")
-        .joinpath("vtex-tracking-openapi.json")
-        .read_text(encoding="utf-8")
-    )
+@functools.lru_cache(maxsize=2)
+def _packaged(name: str) -> dict[str, Any]:
+    text = importlib.resources.files("vtex_tracking.testing").joinpath(name).read_text("utf-8")
     doc: dict[str, Any] = json.loads(text)
     return doc
 
 
-@functools.lru_cache(maxsize=1)
+def openapi() -> dict[str, Any]:
+    """The packaged copy of VTEX's OpenAPI description of the endpoint."""
+    return _packaged("vtex-tracking-openapi.json")
+
+
 def flow_openapi() -> dict[str, Any]:
     """The packaged copy of VTEX's description of the carrier's whole flow (an excerpt of the
     Orders API: PATCH of the invoice's tracking number, PUT of its events, GET of the order)."""
-    text = (
-        importlib.resources.files("vtex_tracking.testing")
-        .joinpath("vtex-orders-tracking-flow-openapi.json")
-        .read_text(encoding="utf-8")
-    )
-    doc: dict[str, Any] = json.loads(text)
-    return doc
+    return _packaged("vtex-orders-tracking-flow-openapi.json")
 
 
 def tracking_number_request_schema() -> dict[str, Any]:
