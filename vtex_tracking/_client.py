@@ -453,14 +453,26 @@ class AsyncTrackingClient:
 
     async def send(self, update: TrackingUpdate | TrackingNumberUpdate) -> TrackingReceipt:
         """Send one ``TrackingUpdate`` (the events' PUT) or ``TrackingNumberUpdate`` (the
-        tracking number's PATCH), to its ``account_name``'s account if it has one."""
-        return await self._sender_for(update.account_name).send(update)
+        tracking number's PATCH), to its ``account_name``'s account if it has one. A
+        ``TrackingUpdate`` with ``tracking`` sends its number first, then its events (the
+        events' receipt is returned; a failed PATCH raises and the events are not sent)."""
+        sender = self._sender_for(update.account_name)
+        if isinstance(update, TrackingUpdate) and update.tracking is not None:
+            number = TrackingNumberUpdate(
+                update.order_id,
+                update.invoice_number,
+                update.tracking,
+                account_name=update.account_name,
+            )
+            await sender.send(number)
+        return await sender.send(update)
 
     # -- bulk ----------------------------------------------------------------------------------
 
     def push(
         self,
-        updates: Iterable[TrackingUpdate] | AsyncIterable[TrackingUpdate],
+        updates: Iterable[TrackingUpdate | TrackingNumberUpdate]
+        | AsyncIterable[TrackingUpdate | TrackingNumberUpdate],
         *,
         concurrency: int | None = None,
         rate_limit: float | None = None,
@@ -512,7 +524,8 @@ class AsyncTrackingClient:
 
     async def push_all(
         self,
-        updates: Iterable[TrackingUpdate] | AsyncIterable[TrackingUpdate],
+        updates: Iterable[TrackingUpdate | TrackingNumberUpdate]
+        | AsyncIterable[TrackingUpdate | TrackingNumberUpdate],
         *,
         concurrency: int | None = None,
         rate_limit: float | None = None,

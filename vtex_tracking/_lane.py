@@ -14,7 +14,7 @@ import anyio
 from ._answer import Answer
 from ._errors import AuthCooldownError, PushStoppedError
 from ._log import logger
-from ._models import PushResult, TrackingUpdate
+from ._models import PushResult, TrackingNumberUpdate, TrackingUpdate
 from ._pace import AccountPace
 from ._progress import AccountProgress, PushProgress, RateMeter
 from ._push_options import PushOptions
@@ -26,41 +26,65 @@ from ._throttle import TokenBucket
 InvoiceKey = tuple[str, str, "str | None"]
 
 
+#: The parts an item may send, in this order: its tracking number (the invoice's PATCH),
+#: then its events (the tracking PUT); ``Item.kinds`` has a bit per part.
+NUMBER, EVENTS = "tracking_number", "events"
+_BITS = {NUMBER: 1, EVENTS: 2}
+
+
+class Part:
+    """One request of an item: its name (``NUMBER`` or ``EVENTS``), the update as it is sent
+    (after the account's checks), and with a journal or skip_unchanged its body and what the
+    memory keeps of it."""
+
+    __slots__ = ("body", "entry", "name", "wire")
+
+    def __init__(self, name: str, wire: TrackingUpdate | TrackingNumberUpdate) -> None:
+        self.name = name
+        self.wire = wire
+        self.body: bytes | None = None
+        self.entry: Entry | None = None
+
+
 class Item:
     """One input item on its way. ``key`` is its invoice within its account (None for an
     invalid item); ``sent`` turns True once it is handed to the sender (it may be on the
-    wire from then on)."""
+    wire from then on). ``parts`` are its requests still to send, in order (a number, then
+    events); ``confirmed`` the names of those VTEX confirmed."""
 
     __slots__ = (
-        "body",
-        "entry",
+        "confirmed",
         "index",
         "key",
+        "kinds",
         "lane",
+        "parts",
         "replaced_by",
         "sent",
         "superseded",
         "update",
-        "wire",
     )
 
     def __init__(self, index: int, update: Any, default_account: str | None) -> None:
         self.index = index
         self.update = update
         self.key: InvoiceKey | None = None
-        if isinstance(update, TrackingUpdate):
+        #: The parts it carries (a bit each, ``_BITS``): merging never drops one.
+        self.kinds = 0
+        if isinstance(update, (TrackingUpdate, TrackingNumberUpdate)):
             # The default account under one name (None), named or not: the same ids in two
             # accounts are two invoices.
             account = None if update.account_name == default_account else update.account_name
             self.key = (update.order_id, update.invoice_number, account)
+            if isinstance(update, TrackingNumberUpdate):
+                self.kinds = _BITS[NUMBER]
+            else:
+                self.kinds = _BITS[EVENTS] | (_BITS[NUMBER] if update.tracking else 0)
         self.sent = False
-        #: The update as it is sent (after the account's checks, e.g. its time zone).
-        self.wire: TrackingUpdate | None = None
+        self.parts: list[Part] = []
+        self.confirmed: list[str] = []
         # The lane whose buffer counts it, once it is in one.
         self.lane: Lane | None = None
-        # With a journal or skip_unchanged: the body as sent, and what the memory keeps.
-        self.body: bytes | None = None
-        self.entry: Entry | None = None
         # Earlier updates of its invoice it replaced (merge_snapshots), oldest first.
         self.superseded: list[Item] | None = None
         # While it waits unsent in a lane's ready queue: the newer update of its invoice
@@ -82,7 +106,14 @@ class Item:
             error = stop
         else:
             error = PushStoppedError("not sent: the push was cancelled", reason="cancelled")
-        return PushResult(self.index, self.update, error=error, attempts=0, account=account)
+        return PushResult(
+            self.index,
+            self.update,
+            error=error,
+            attempts=0,
+            account=account,
+            sent=tuple(self.confirmed),
+        )
 
 
 class Lane:
@@ -298,6 +329,10 @@ class InvoiceQueues:
                 self._ready[key] = item
             return True
         slot = self._ready.get(key)
+        if slot is not None and not _covers(item, slot.replaced_by or slot):
+            # The newer one lacks a part of the waiting one (its tracking number): both go.
+            del self._ready[key]
+            slot = None
         if slot is not None:
             # The invoice's update is still in the ready queue: the newer one takes its
             # place there (same position), and reports for it.
@@ -307,7 +342,7 @@ class InvoiceQueues:
         queue = self._waiting[key]
         if queue is None:
             queue = self._waiting[key] = collections.deque()
-        if queue and self._merge:
+        if queue and self._merge and _covers(item, queue[-1]):
             # The order of what is sent stays the input's: the newer one takes the older
             # one's place in the queue, and reports for it.
             self._supersede(queue[-1], item)
@@ -342,3 +377,8 @@ class InvoiceQueues:
         del self._waiting[key]
         self._ready.pop(key, None)  # a stopped lane's last update never went to the queue
         return None
+
+
+def _covers(newer: Item, older: Item) -> bool:
+    """Whether ``newer`` sends every part ``older`` would (so it may replace it)."""
+    return older.kinds & ~newer.kinds == 0

@@ -214,25 +214,6 @@ class TrackingStatus:
 
 
 @attrs.frozen
-class TrackingUpdate:
-    """One call's input: which order and invoice, and the status to send.
-
-    ``key`` identifies the invoice; the bulk engine never sends two updates with one key at once.
-    """
-
-    order_id: str = attrs.field(validator=_path_segment)
-    invoice_number: str = attrs.field(validator=_path_segment)
-    status: TrackingStatus = attrs.field(validator=_status)
-    #: The VTEX store (account) it goes to; None: the client's own account.
-    account_name: str | None = attrs.field(default=None, kw_only=True, validator=_account)
-
-    @property
-    def key(self) -> tuple[str, str]:
-        """The invoice this update belongs to: ``(order_id, invoice_number)``."""
-        return (self.order_id, self.invoice_number)
-
-
-@attrs.frozen
 class InvoiceTracking:
     """An invoice's tracking number, and where and by whom the parcel can be followed.
 
@@ -245,6 +226,32 @@ class InvoiceTracking:
     tracking_url: str | None = attrs.field(default=None, validator=_tracking_url)
     courier: str | None = attrs.field(default=None, validator=_optional_text)
     dispatched_date: DispatchedDate = attrs.field(default=None, validator=_dispatched_date)
+
+
+@attrs.frozen
+class TrackingUpdate:
+    """One call's input: which order and invoice, and the status to send.
+
+    ``key`` identifies the invoice; the bulk engine never sends two updates with one key at once.
+    In a push, ``tracking`` (optional) is the invoice's tracking number, sent first (VTEX's
+    PATCH of the invoice), then the events: VTEX shows events only on an invoice that carries
+    a tracking number. A push's item with only a number is a ``TrackingNumberUpdate``.
+    """
+
+    order_id: str = attrs.field(validator=_path_segment)
+    invoice_number: str = attrs.field(validator=_path_segment)
+    status: TrackingStatus = attrs.field(validator=_status)
+    #: The VTEX store (account) it goes to; None: the client's own account.
+    account_name: str | None = attrs.field(default=None, kw_only=True, validator=_account)
+    #: The invoice's tracking number, sent before the events in a push (None: not sent).
+    tracking: InvoiceTracking | None = attrs.field(
+        default=None, kw_only=True, validator=attrs.validators.optional(_invoice_tracking)
+    )
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The invoice this update belongs to: ``(order_id, invoice_number)``."""
+        return (self.order_id, self.invoice_number)
 
 
 @attrs.frozen
@@ -262,6 +269,10 @@ class TrackingNumberUpdate:
     def key(self) -> tuple[str, str]:
         """The invoice this update belongs to: ``(order_id, invoice_number)``."""
         return (self.order_id, self.invoice_number)
+
+
+#: Either kind of item a push sends: events (with a tracking number or not), or a number alone.
+AnyUpdate = TrackingUpdate | TrackingNumberUpdate
 
 
 @attrs.frozen
@@ -411,6 +422,10 @@ class PushResult:
     #: one: VTEX holds this newer update now, so resending them would roll the invoice back
     #: (``PushSummary.failures`` and the CLI's failures file leave them out).
     supersedes: tuple[int, ...] = ()
+    #: What VTEX confirmed for this item in this push, in the order sent: ``"tracking_number"``
+    #: (the invoice's PATCH), ``"events"`` (the tracking PUT). A part skipped because VTEX
+    #: already has it is not in it; after a failure, the parts confirmed before it are.
+    sent: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -57,8 +57,8 @@ from ._errors import (
     ValidationError,
     VtexTrackingError,
 )
-from ._lane import InvoiceQueues, Item, Lane
-from ._models import PushResult
+from ._lane import EVENTS, NUMBER, InvoiceQueues, Item, Lane, Part
+from ._models import PushResult, TrackingNumberUpdate, TrackingUpdate
 from ._progress import AccountProgress, PushProgress, RateMeter
 from ._push_options import READ_REFILL, PushOptions, read_ahead
 from ._remember import (
@@ -69,7 +69,7 @@ from ._remember import (
     open_memory,
 )
 from ._sender import AccountSender
-from ._serde import encode_status
+from ._serde import encode_invoice_tracking, encode_status
 from ._stream import PushStream
 
 #: Updates of an account that never answered in this push which may end in "cannot
@@ -254,17 +254,22 @@ class _Engine:
             await self._emit(self._stopped_result(item, lane))
             return
         try:
-            item.wire = lane.sender.checks.check(raw)
+            item.parts = _parts(lane, raw)
         except ValidationError as exc:  # what VTEX would refuse: never queued, never sent
             await self._emit(PushResult(item.index, raw, error=exc, account=lane.account))
             return
         memory = self._memory
         if memory is not None:
-            entry = self._entry(item, lane)
-            skipped = await memory.skip(entry, busy=key in self._busy)
-            if skipped is not None:
-                entry.skipped = skipped
-                memory.settled(entry, confirmed=True, sent=False)
+            skipped = None
+            for part in list(item.parts):
+                entry = self._entry(item, part, lane)
+                reason = await memory.skip(entry, busy=key in self._busy)
+                if reason is not None:
+                    # VTEX has this part already: settled now, and not sent.
+                    entry.skipped = skipped = reason
+                    memory.settled(entry, confirmed=True, sent=False)
+                    item.parts.remove(part)
+            if not item.parts:
                 await self._emit(
                     PushResult(item.index, raw, attempts=0, account=lane.account, skipped=skipped)
                 )
@@ -287,15 +292,23 @@ class _Engine:
             lane.ready.append(item)
             self._offer(lane)
 
-    def _entry(self, item: Item, lane: Lane) -> Entry:
-        """The update as the memory sees it: digests of its invoice, bound to the target
-        its account's requests go to, and of the body that is sent."""
-        wire = item.wire
-        assert wire is not None
-        item.body = encode_status(wire.status)
-        invoice = invoice_digest(lane.target, lane.account, wire.order_id, wire.invoice_number)
-        item.entry = Entry(item.index, invoice, body_digest(item.body))
-        return item.entry
+    def _entry(self, item: Item, part: Part, lane: Lane) -> Entry:
+        """A part as the memory sees it: digests of its invoice (and which part), bound to
+        the target its account's requests go to, and of the body that is sent."""
+        wire = part.wire
+        if isinstance(wire, TrackingNumberUpdate):
+            part.body = encode_invoice_tracking(wire.tracking)
+        else:
+            part.body = encode_status(wire.status)
+        invoice = invoice_digest(
+            lane.target,
+            lane.account,
+            wire.order_id,
+            wire.invoice_number,
+            part="" if part.name == EVENTS else part.name,
+        )
+        part.entry = Entry(item.index, invoice, body_digest(part.body))
+        return part.entry
 
     def _track(self, raw: Any) -> Item:
         item = Item(self._next_index, raw, self._default_account)
@@ -446,7 +459,15 @@ class _Engine:
                     continue
                 lane.admitted -= 1
                 item = self._busy.take(lane.ready.popleft())
-                await self._send_one(lane, item)
+                if await self._send_one(lane, item):
+                    # Its next part (the events after the number) waits for a turn of its
+                    # own, the invoice still busy: nothing of it overtakes the part sent.
+                    if lane.stop_error is not None:
+                        await self._drop_invoice(lane, item)
+                    else:
+                        lane.ready.append(item)
+                        self._offer(lane)
+                    continue
                 following = self._busy.next_for(item.key)
                 if following is None:
                     continue
@@ -458,17 +479,20 @@ class _Engine:
         finally:
             self._senders -= 1
 
-    async def _send_one(self, lane: Lane, item: Item) -> None:
+    async def _send_one(self, lane: Lane, item: Item) -> bool:
+        """Send ``item``'s next part; True when another part of it follows (its result then
+        waits for that one), False once the item has its result."""
         item.sent = True
+        part = item.parts[0]
         try:
             receipt = await lane.sender.send(
-                item.wire or item.update,
+                part.wire,
                 pace=lane.pace,
                 admitted=True,
                 patient=True,
                 observer=lane,
-                checked=item.wire is not None,
-                body=item.body,
+                checked=True,
+                body=part.body,
             )
         except Exception as exc:  # every failure is this item's result, never the push's
             result = PushResult(
@@ -477,6 +501,7 @@ class _Engine:
                 error=exc,
                 attempts=getattr(exc, "attempts", 1),
                 account=lane.account,
+                sent=tuple(item.confirmed),
             )
             if isinstance(exc, AuthCooldownError) or (
                 isinstance(exc, (AuthenticationError, PermissionDeniedError))
@@ -488,17 +513,26 @@ class _Engine:
                 if lane.unreachable >= UNREACHABLE_AFTER:
                     self._stop_lane(lane, exc, "unreachable")
         else:
+            item.confirmed.append(part.name)
+            del item.parts[0]
+            if part.entry is not None:
+                assert self._memory is not None
+                self._memory.settled(part.entry, confirmed=True, sent=True)
+            if item.parts:
+                return True
             result = PushResult(
                 item.index,
                 item.update,
                 receipt=receipt,
                 attempts=receipt.attempts,
                 account=lane.account,
+                sent=tuple(item.confirmed),
             )
-        if item.entry is not None:
+        if not result.ok and part.entry is not None:
             assert self._memory is not None
-            self._memory.settled(item.entry, confirmed=result.ok, sent=True)
+            self._memory.settled(part.entry, confirmed=False, sent=True)
         await self._emit(result)
+        return False
 
     def _stop_lane(self, lane: Lane, cause: BaseException, reason: str) -> None:
         """Stop one account (``Lane.stop``), give back what its pace granted it, and let a
@@ -557,6 +591,7 @@ class _Engine:
                             account=result.account,
                             skipped="superseded",
                             superseded_by=result.index,
+                            sent=result.sent,
                         )
                     )
         self._room += 1
@@ -613,9 +648,25 @@ class _Engine:
             raise
 
 
+def _parts(lane: Lane, raw: TrackingUpdate | TrackingNumberUpdate) -> list[Part]:
+    """What ``raw`` sends, in order, as its account's checks pass it (``ValidationError``
+    for what VTEX would refuse): its tracking number, then its events."""
+    checks = lane.sender.checks
+    if isinstance(raw, TrackingNumberUpdate):
+        return [Part(NUMBER, checks.check_tracking_number(raw))]
+    events = Part(EVENTS, checks.check(raw))
+    if raw.tracking is None:
+        return [events]
+    number = TrackingNumberUpdate(
+        raw.order_id, raw.invoice_number, raw.tracking, account_name=raw.account_name
+    )
+    return [Part(NUMBER, checks.check_tracking_number(number)), events]
+
+
 def _invalid(index: int, raw: Any) -> PushResult:
     error = ValidationError(
-        f"item[{index}]", f"expected a TrackingUpdate, got {type(raw).__name__}"
+        f"item[{index}]",
+        f"expected a TrackingUpdate or TrackingNumberUpdate, got {type(raw).__name__}",
     )
     return PushResult(index, raw, error=error, attempts=0)
 

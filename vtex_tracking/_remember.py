@@ -144,10 +144,16 @@ class UnchangedState:
     prefix: str = "vtex-tracking:unchanged"
 
 
-def invoice_digest(target: str, account: str, order_id: str, invoice_number: str) -> int:
+def invoice_digest(
+    target: str, account: str, order_id: str, invoice_number: str, *, part: str = ""
+) -> int:
     """A signed 64-bit key for one invoice of one account at one target (SQLite's INTEGER).
-    ``target`` is the base URL the account's requests go to."""
-    key = f"{target}\x00{account}\x00{order_id}\x00{invoice_number}".encode()
+    ``target`` is the base URL the account's requests go to; ``part`` names what of the
+    invoice is remembered, other than its events (``"tracking_number"``: its PATCH)."""
+    key = f"{target}\x00{account}\x00{order_id}\x00{invoice_number}"
+    if part:  # the events' key stays as it was: state written before parts existed holds
+        key += f"\x00{part}"
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big", signed=True)
 
 

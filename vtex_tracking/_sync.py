@@ -318,7 +318,8 @@ class TrackingClient:
 
     def push(
         self,
-        updates: Iterable[TrackingUpdate] | AsyncIterable[TrackingUpdate],
+        updates: Iterable[TrackingUpdate | TrackingNumberUpdate]
+        | AsyncIterable[TrackingUpdate | TrackingNumberUpdate],
         *,
         concurrency: int | None = None,
         rate_limit: float | None = None,
@@ -351,7 +352,8 @@ class TrackingClient:
 
     def push_all(
         self,
-        updates: Iterable[TrackingUpdate] | AsyncIterable[TrackingUpdate],
+        updates: Iterable[TrackingUpdate | TrackingNumberUpdate]
+        | AsyncIterable[TrackingUpdate | TrackingNumberUpdate],
         *,
         concurrency: int | None = None,
         rate_limit: float | None = None,

@@ -28,11 +28,20 @@ from typing import IO
 import attrs
 import orjson
 
-from vtex_tracking import TrackingEvent, TrackingUpdate
+from vtex_tracking import TrackingEvent, TrackingNumberUpdate, TrackingUpdate
 
 from ._dates import ISO
 from ._encoding import DecodedLines, LineDecoder, visible
-from ._records import RecordError, delivered_date, flag, make_event, make_update, update_from_json
+from ._records import (
+    TRACKING_FIELDS,
+    RecordError,
+    delivered_date,
+    flag,
+    make_event,
+    make_tracking,
+    make_update,
+    update_from_json,
+)
 
 CSV_COLUMNS = (
     "orderId",
@@ -44,8 +53,10 @@ CSV_COLUMNS = (
     "isDelivered",
     "deliveredDate",
     "accountName",
+    *TRACKING_FIELDS,
 )
 _CSV_REQUIRED = CSV_COLUMNS[:6]
+_EVENT_CELLS = ("city", "state", "description", "date")
 #: A CSV header: its column names and its delimiter.
 _Header = tuple[list[str], str]
 # ASCII whitespace, what bytes.strip() strips: a line of it is blank in any encoding.
@@ -59,7 +70,7 @@ class Record:
     as cp1252)."""
 
     source: str
-    update: TrackingUpdate | None = None
+    update: TrackingUpdate | TrackingNumberUpdate | None = None
     error: str | None = None
     raw: str | None = None
     notice: str | None = None
@@ -347,15 +358,20 @@ def _record(group: list[_Row], name: str, repeated: str | None, date_format: str
         return Record(source, error=str(exc), raw=raw)
 
 
-def _group_update(group: list[_Row], date_format: str) -> TrackingUpdate:
+def _group_update(group: list[_Row], date_format: str) -> TrackingUpdate | TrackingNumberUpdate:
     events: list[TrackingEvent] = []
     is_delivered: bool | None = None
     delivered: str | None = None
+    # The tracking number's cells: the last non-empty value of each in the invoice's rows.
+    numbers: dict[str, str | None] = {}
     for row in group:
         at = f"line {row.end}: " if len(group) > 1 else ""
         if row.error is not None or row.cells is None:
             raise RecordError(f"{at}{row.error}")
         cells = row.cells
+        numbers.update({k: cells[k] for k in TRACKING_FIELDS if cells.get(k)})
+        if cells.get("trackingNumber") and not any(cells.get(k) for k in _EVENT_CELLS):
+            continue  # a row with the number only: no event
         try:
             city, state, description = cells["city"], cells["state"], cells["description"]
             events.append(make_event(city, state, description, cells["date"], "", date_format))
@@ -368,4 +384,13 @@ def _group_update(group: list[_Row], date_format: str) -> TrackingUpdate:
             raise RecordError(f"{at}{exc}") from None
     assert group[0].key is not None
     order_id, invoice_number, account = group[0].key
-    return make_update(order_id, invoice_number, events, bool(is_delivered), delivered, account)
+    tracking = make_tracking(numbers)
+    return make_update(
+        order_id,
+        invoice_number,
+        events if events or tracking is None else None,
+        bool(is_delivered),
+        delivered,
+        account,
+        tracking,
+    )

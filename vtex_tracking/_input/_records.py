@@ -22,10 +22,20 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vtex_tracking import TrackingEvent, TrackingStatus, TrackingUpdate, ValidationError
+from vtex_tracking import (
+    InvoiceTracking,
+    TrackingEvent,
+    TrackingNumberUpdate,
+    TrackingStatus,
+    TrackingUpdate,
+    ValidationError,
+)
 
 from ._dates import ISO, DateError, day_first
 
+#: The invoice's tracking number and its companions (VTEX's PATCH of the invoice), optional:
+#: a line with them sends the number first, then its events (if it has any).
+TRACKING_FIELDS = ("trackingNumber", "trackingUrl", "courier", "dispatchedDate")
 #: Fields of one JSONL update. ``error``, ``raw`` and ``source`` are what a failures file adds;
 #: they are ignored so that a failures file can be pushed again as it is.
 UPDATE_FIELDS = (
@@ -35,6 +45,7 @@ UPDATE_FIELDS = (
     "deliveredDate",
     "events",
     "accountName",
+    *TRACKING_FIELDS,
 )
 IGNORED_FIELDS = ("error", "raw", "source")
 EVENT_FIELDS = ("city", "state", "description", "date")
@@ -46,6 +57,10 @@ _INPUT_NAMES = {
     "is_delivered": "isDelivered",
     "delivered_date": "deliveredDate",
     "account_name": "accountName",
+    "tracking_number": "trackingNumber",
+    "tracking_url": "trackingUrl",
+    "courier": "courier",
+    "dispatched_date": "dispatchedDate",
 }
 _EVENT_DATE = re.compile(
     r"^(\d{4}-\d{2}-\d{2})(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?$"
@@ -158,31 +173,66 @@ def make_event(
         raise RecordError(f"{where}{exc.field.rsplit('.', 1)[-1]}: {exc.problem}") from None
 
 
-def make_update(
-    order_id: str,
-    invoice_number: str,
-    events: list[TrackingEvent],
-    is_delivered: bool,
-    delivered: str | None,
-    account_name: str | None = None,
-) -> TrackingUpdate:
-    """The update, with the SDK's own checks reported by input field name. ``account_name``
-    None (or empty) sends it to the run's default account."""
+def make_tracking(values: Mapping[str, str | None]) -> InvoiceTracking | None:
+    """The invoice's tracking number from its input fields (``TRACKING_FIELDS``; empty
+    means absent), or None when there is no ``trackingNumber``. A URL, courier or dispatch
+    date without a number is an error: it would be dropped silently."""
+    given = {name: values.get(name) or None for name in TRACKING_FIELDS}
+    if given["trackingNumber"] is None:
+        lonely = [name for name, value in given.items() if value is not None]
+        if lonely:
+            raise RecordError(f"trackingNumber: required with {', '.join(lonely)}")
+        return None
     try:
-        status = TrackingStatus(events, is_delivered=is_delivered, delivered_date=delivered)
-        return TrackingUpdate(
-            order_id, invoice_number, status, account_name=account_name or None
+        return InvoiceTracking(
+            given["trackingNumber"],
+            tracking_url=given["trackingUrl"],
+            courier=given["courier"],
+            dispatched_date=given["dispatchedDate"],
         )
     except ValidationError as exc:
         name = exc.field.rsplit(".", 1)[-1]
         raise RecordError(f"{_INPUT_NAMES.get(name, name)}: {exc.problem}") from None
 
 
-def update_from_json(doc: object, date_format: str = ISO) -> TrackingUpdate:
+def make_update(
+    order_id: str,
+    invoice_number: str,
+    events: list[TrackingEvent] | None,
+    is_delivered: bool,
+    delivered: str | None,
+    account_name: str | None = None,
+    tracking: InvoiceTracking | None = None,
+) -> TrackingUpdate | TrackingNumberUpdate:
+    """The update, with the SDK's own checks reported by input field name. ``account_name``
+    None (or empty) sends it to the run's default account. ``events`` None (the input has
+    none) with ``tracking``: a ``TrackingNumberUpdate``, the number alone."""
+    try:
+        if events is None:
+            if tracking is None:
+                raise RecordError("events: required field missing (or trackingNumber alone)")
+            if is_delivered or delivered is not None:
+                raise RecordError("events: required with isDelivered or deliveredDate")
+            return TrackingNumberUpdate(
+                order_id, invoice_number, tracking, account_name=account_name or None
+            )
+        status = TrackingStatus(events, is_delivered=is_delivered, delivered_date=delivered)
+        return TrackingUpdate(
+            order_id, invoice_number, status, account_name=account_name or None, tracking=tracking
+        )
+    except ValidationError as exc:
+        name = exc.field.rsplit(".", 1)[-1]
+        raise RecordError(f"{_INPUT_NAMES.get(name, name)}: {exc.problem}") from None
+
+
+def update_from_json(
+    doc: object, date_format: str = ISO
+) -> TrackingUpdate | TrackingNumberUpdate:
     """Build an update from one JSONL object: ``orderId``, ``invoiceNumber`` and VTEX's body
     fields, dates in ``date_format``. ``isDelivered`` (absent: false) and ``deliveredDate``
     (absent: null) are optional, as in the SDK's ``TrackingStatus``; so is ``accountName``
-    (absent or null: the run's default account)."""
+    (absent or null: the run's default account), and the tracking number's fields
+    (``TRACKING_FIELDS``: with ``trackingNumber`` and no ``events``, the number alone)."""
     if not isinstance(doc, dict):
         hint = " (JSONL is one object per line, not a JSON array)" if isinstance(doc, list) else ""
         raise RecordError(f"expected a JSON object, got {json_type(doc)}{hint}")
@@ -206,6 +256,21 @@ def update_from_json(doc: object, date_format: str = ISO) -> TrackingUpdate:
     account_name = doc.get("accountName")
     if account_name is not None and not isinstance(account_name, str):
         raise RecordError(f"accountName: expected a string, got {json_type(account_name)}")
+    for name in TRACKING_FIELDS:
+        value = doc.get(name)
+        if value is not None and not isinstance(value, str):
+            raise RecordError(f"{name}: expected a string or null, got {json_type(value)}")
+    tracking = make_tracking(doc)
+    if "events" not in doc and tracking is not None:
+        return make_update(
+            order_id,
+            invoice_number,
+            None,
+            bool(is_delivered),
+            delivered_date(delivered, date_format=date_format),
+            account_name,
+            tracking,
+        )
     if "events" not in doc:
         raise RecordError("events: required field missing")
     items = doc["events"]
@@ -226,22 +291,39 @@ def update_from_json(doc: object, date_format: str = ISO) -> TrackingUpdate:
         bool(is_delivered),
         delivered_date(delivered, date_format=date_format),
         account_name,
+        tracking,
     )
 
 
-def update_record(update: TrackingUpdate) -> dict[str, Any]:
+def tracking_record(tracking: InvoiceTracking | None) -> dict[str, Any]:
+    """The tracking number's input fields (none when there is no number)."""
+    if tracking is None:
+        return {}
+    when = tracking.dispatched_date
+    return {
+        "trackingNumber": tracking.tracking_number,
+        "trackingUrl": tracking.tracking_url,
+        "courier": tracking.courier,
+        "dispatchedDate": when.isoformat() if isinstance(when, dt.datetime) else when,
+    }
+
+
+def update_record(update: TrackingUpdate | TrackingNumberUpdate) -> dict[str, Any]:
     """An update in the JSONL input format (the wire body plus ``orderId``/``invoiceNumber``,
-    and ``accountName`` when it names a store), so a failures file pushes again as it is.
+    and ``accountName`` when it names a store, and its tracking number's fields when it has
+    one), so a failures file pushes again as it is.
 
     Built from the public models: the CLI's updates hold their dates as the strings read from
     the file, which is also exactly what goes on the wire.
     """
-    status = update.status
     account = {"accountName": update.account_name} if update.account_name is not None else {}
+    ids = {**account, "orderId": update.order_id, "invoiceNumber": update.invoice_number}
+    if isinstance(update, TrackingNumberUpdate):
+        return {**ids, **tracking_record(update.tracking)}
+    status = update.status
     return {
-        **account,
-        "orderId": update.order_id,
-        "invoiceNumber": update.invoice_number,
+        **ids,
+        **tracking_record(update.tracking),
         "isDelivered": status.is_delivered,
         "deliveredDate": _delivered_text(status.delivered_date),
         "events": [

@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .._config import build_base_url
-from .._models import TrackingUpdate
+from .._models import AnyUpdate
 from .._remember import is_redis_url as _is_redis_url
 
 logger = logging.getLogger("vtex_tracking.celery")
@@ -178,7 +178,7 @@ def invoice_key(account: str, base_url: str, order_id: str, invoice_number: str)
     return f"{ORDER_PREFIX}:{hashlib.blake2b(raw, digest_size=16).hexdigest()}"
 
 
-def item_of(client: Any, update: TrackingUpdate, stamp: int | None) -> tuple[str, int] | None:
+def item_of(client: Any, update: AnyUpdate, stamp: int | None) -> tuple[str, int] | None:
     """An update's invoice key and stamp, or None when it is not checked."""
     if stamp is None:
         return None

@@ -12,8 +12,8 @@ import orjson
 
 from .._errors import ValidationError
 from .._input._readers import InputError, ReadOptions, check_inputs, read_inputs
-from .._input._records import RecordError, update_from_json
-from .._models import TrackingUpdate
+from .._input._records import RecordError, tracking_record, update_from_json
+from .._models import AnyUpdate, TrackingNumberUpdate, TrackingUpdate
 from .._serde import encode_status
 from ._order import next_stamp
 from ._results import ItemResult, _field_of, _result
@@ -41,11 +41,16 @@ class Batch:
         return None if self.result is None else str(self.result.id)
 
 
-def wire_form(update: TrackingUpdate) -> dict[str, Any]:
+def wire_form(update: AnyUpdate) -> dict[str, Any]:
     """An update as the task takes it: VTEX's body as the SDK sends it, plus ``orderId``,
-    ``invoiceNumber`` and (when set) ``accountName``."""
+    ``invoiceNumber``, the tracking number's fields (when it has one) and (when set)
+    ``accountName``."""
     doc: dict[str, Any] = {"orderId": update.order_id, "invoiceNumber": update.invoice_number}
-    doc.update(orjson.loads(encode_status(update.status)))
+    if isinstance(update, TrackingNumberUpdate):
+        doc.update(tracking_record(update.tracking))
+    else:
+        doc.update(tracking_record(update.tracking))
+        doc.update(orjson.loads(encode_status(update.status)))
     if update.account_name is not None:
         doc["accountName"] = update.account_name
     return doc
@@ -53,7 +58,7 @@ def wire_form(update: TrackingUpdate) -> dict[str, Any]:
 
 def enqueue(
     target: TrackingTasks | Any,  # or a celery.Celery: the task is sent by name
-    updates: Iterable[Mapping[str, Any] | TrackingUpdate],
+    updates: Iterable[Mapping[str, Any] | AnyUpdate],
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     account_name: str | None = None,
@@ -117,10 +122,10 @@ class _Checked:
     field: str | None = None
 
 
-def _checked(updates: Iterable[Mapping[str, Any] | TrackingUpdate]) -> Iterator[_Checked]:
+def _checked(updates: Iterable[Mapping[str, Any] | AnyUpdate]) -> Iterator[_Checked]:
     for item in updates:
         try:
-            if isinstance(item, TrackingUpdate):
+            if isinstance(item, (TrackingUpdate, TrackingNumberUpdate)):
                 yield _Checked(wire_form(item))
             elif isinstance(item, Mapping):
                 yield _Checked(wire_form(update_from_json(dict(item))))

@@ -21,7 +21,7 @@ from .._accounts import ENV_ACCOUNTS, Accounts
 from .._constants import ENV_ACCOUNT_NAME, ENV_SHARED_PACE
 from .._errors import ConfigurationError, ValidationError
 from .._input._records import RecordError, update_from_json
-from .._models import PushResult, TrackingUpdate
+from .._models import AnyUpdate, PushResult
 from .._remember import UnchangedState
 from .._sync import TrackingClient
 from ._order import InvoiceOrder, is_redis_url, item_of, open_order_state, valid_stamp
@@ -210,7 +210,7 @@ class TrackingTasks:
             )
             for n, doc in enumerate(batch)
         ]
-        updates: list[TrackingUpdate] = []
+        updates: list[AnyUpdate] = []
         sent: list[_Row] = []
         for row in rows:
             try:
@@ -237,7 +237,7 @@ class TrackingTasks:
         return [row.result for row in rows if row.result is not None]
 
     def _send_in_order(
-        self, updates: list[TrackingUpdate], rows: list[_Row], redelivered: bool
+        self, updates: list[AnyUpdate], rows: list[_Row], redelivered: bool
     ) -> None:
         """``_send``, checked against the other batches' snapshots of the same invoices when
         the items carry stamps and there is an order state."""
@@ -265,7 +265,7 @@ class TrackingTasks:
                 redelivered=redelivered,
             )
 
-    def _send(self, updates: list[TrackingUpdate], rows: list[_Row], redelivered: bool) -> None:
+    def _send(self, updates: list[AnyUpdate], rows: list[_Row], redelivered: bool) -> None:
         try:
             client = self.client()
         except Exception as exc:  # a worker without credentials: every item says so
@@ -366,7 +366,7 @@ def _invalid(row: _Row, exc: Exception, account: str | None, redelivered: bool) 
     )
 
 
-def _ids(update: TrackingUpdate) -> dict[str, Any]:
+def _ids(update: AnyUpdate) -> dict[str, Any]:
     return {
         "orderId": update.order_id,
         "invoiceNumber": update.invoice_number,
@@ -375,7 +375,7 @@ def _ids(update: TrackingUpdate) -> dict[str, Any]:
 
 
 def _pushed(
-    row: _Row, update: TrackingUpdate, result: PushResult, redelivered: bool, secrets: list[str]
+    row: _Row, update: AnyUpdate, result: PushResult, redelivered: bool, secrets: list[str]
 ) -> ItemResult:
     receipt, error = result.receipt, result.error
     ids = _ids(update)

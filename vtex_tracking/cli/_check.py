@@ -29,6 +29,7 @@ from vtex_tracking import (
 )
 
 from .._input._readers import InputError, ReadOptions, check_inputs, read_inputs
+from .._models import AnyUpdate
 from ._clients import open_client
 from ._push import EXIT_FAILURES, EXIT_OK, EXIT_USAGE
 from ._report import Console
@@ -64,7 +65,7 @@ class Finding:
 def _sample(records: Iterable[Any], size: int) -> tuple[dict[tuple[Any, ...], Any], int, int]:
     """The first ``size`` invoices of the input, each with its last update and its first
     line; and how many records and unreadable lines the input has."""
-    sample: dict[tuple[Any, ...], tuple[str, TrackingUpdate]] = {}
+    sample: dict[tuple[Any, ...], tuple[str, AnyUpdate]] = {}
     records_read = bad = 0
     for record in records:
         records_read += 1
@@ -86,8 +87,14 @@ def _describe(events: Iterable[Any]) -> list[tuple[str, str]]:
     return [(str(e.description or "").strip(), str(e.date or "")[:10]) for e in events]
 
 
-def _judge(finding: Finding, update: TrackingUpdate, order: Order | None) -> None:
-    finding.events_in_file = len(update.status.events)
+def _events_of(update: AnyUpdate) -> tuple[Any, ...]:
+    """The events a line sends (none for a tracking number alone)."""
+    return update.status.events if isinstance(update, TrackingUpdate) else ()
+
+
+def _judge(finding: Finding, update: AnyUpdate, order: Order | None) -> None:
+    events = _events_of(update)
+    finding.events_in_file = len(events)
     if order is None:
         finding.verdict = "no order"
         return
@@ -103,13 +110,20 @@ def _judge(finding: Finding, update: TrackingUpdate, order: Order | None) -> Non
         finding.verdict = "no tracking number"
         finding.detail = "VTEX shows no events for an invoice without one: send it first"
         return
+    number = update.tracking
+    if number is not None and number.tracking_number != package.tracking_number:
+        finding.verdict = "number differs"
+        finding.detail = f"the file has {number.tracking_number!r}: pushing it replaces VTEX's"
+        return
     if not package.tracking_url:
         finding.verdict = "no tracking URL"
         finding.detail = "VTEX's shipping e-mail needs it"
         return
+    if not isinstance(update, TrackingUpdate):
+        return  # the number alone: nothing more to compare
     ours = _describe(
         attrs.evolve(e, date=e.date if isinstance(e.date, str) else e.date.isoformat())
-        for e in update.status.events
+        for e in events
     )
     if _describe(package.events) != ours:
         finding.verdict = "events differ"
@@ -153,7 +167,7 @@ async def _check(
             if access.get(store) != "ok":
                 finding.verdict = "unreadable"
                 finding.detail = access.get(store, "")
-                finding.events_in_file = len(update.status.events)
+                finding.events_in_file = len(_events_of(update))
             else:
                 _judge(finding, update, orders.get((update.account_name, update.order_id)))
             findings.append(finding)

@@ -22,7 +22,7 @@ from vtex_tracking import (
     PushResult,
     PushStoppedError,
     PushStream,
-    TrackingUpdate,
+    TrackingNumberUpdate,
     UnchangedState,
     ValidationError,
 )
@@ -30,6 +30,7 @@ from vtex_tracking import (
 from .._input._dates import ISO
 from .._input._readers import InputError, ReadOptions, Record, check_inputs, read_inputs
 from .._input._records import update_record
+from .._models import AnyUpdate
 from ._checks import build_checks, describe
 from ._clients import has_registry, open_client
 from ._feed import Feed
@@ -87,7 +88,7 @@ class _Run:
         self.console.failure(f"{record.source}: {record.error}")
 
     def failed(
-        self, update: TrackingUpdate, source: str, outcome: str, error: str, account: str | None
+        self, update: AnyUpdate, source: str, outcome: str, error: str, account: str | None
     ) -> int:
         """An update that was not confirmed: counted and written in the input format (with
         its accountName, so that pushing the failures file sends it to the same store).
@@ -144,7 +145,7 @@ class _Updates:
     def __aiter__(self) -> _Updates:
         return self
 
-    async def __anext__(self) -> TrackingUpdate:
+    async def __anext__(self) -> AnyUpdate:
         run = self._run
         while True:
             record = await run.feed.aget()
@@ -170,14 +171,14 @@ def _no_default() -> str:
 
 
 def _refuse(
-    run: _Run, source: str, update: TrackingUpdate, error: str, account: str | None
+    run: _Run, source: str, update: AnyUpdate, error: str, account: str | None
 ) -> None:
     """An update refused before sending (as a push would refuse it): counted, kept, shown."""
     run.failed(update, source, "invalid", error, account)
     run.console.failure(f"{source}: {error}")
 
 
-def _dry_check(run: _Run, source: str, update: TrackingUpdate) -> None:
+def _dry_check(run: _Run, source: str, update: AnyUpdate) -> None:
     """``--dry-run``: refuse what a push would refuse without sending it (a store it has no
     credentials for, the client's checks), else count it valid (under its store)."""
     account = update.account_name or run.default_account
@@ -193,7 +194,15 @@ def _dry_check(run: _Run, source: str, update: TrackingUpdate) -> None:
         return
     account = account if stores is not None else None
     try:
-        run.checks.check(update)
+        if isinstance(update, TrackingNumberUpdate):
+            run.checks.check_tracking_number(update)
+        else:
+            run.checks.check(update)
+            if update.tracking is not None:
+                number = TrackingNumberUpdate(
+                    update.order_id, update.invoice_number, update.tracking
+                )
+                run.checks.check_tracking_number(number)
     except ValidationError as exc:
         _refuse(run, source, update, describe(exc), account)
         return
