@@ -423,3 +423,29 @@ def test_the_file_holds_no_ids_in_clear(db_path: pathlib.Path, client: AsyncTrac
     raw = b"".join(p.read_bytes() for p in db_path.parent.iterdir())
     assert b"Evento 1" in raw
     assert ORDER.encode() not in raw and INVOICE.encode() not in raw
+
+
+def test_sync_code_pushes_full_histories_and_skips_redeliveries(
+    where: str, make_client: ClientFactory, tmp_path: pathlib.Path
+) -> None:
+    """With a TrackingClient (Django, Celery): each checkpoint's whole history is pushed,
+    and a redelivered one, unchanged, sends nothing."""
+    from vtex_tracking import TrackingUpdate
+    from vtex_tracking.testing import FakeOMS
+
+    unchanged = str(tmp_path / "unchanged.db")
+    with FakeOMS() as oms:
+        client = make_client.sync(oms)
+        with TrackingHistory(where, client) as history:
+            outcomes = []
+            for checkpoint in (event(2), event(1), event(2)):
+                status = history.add(ORDER, INVOICE, checkpoint)
+                update = TrackingUpdate(ORDER, INVOICE, status)
+                summary = client.push_all([update], skip_unchanged=unchanged)
+                outcomes.append(dict(summary.by_outcome))
+        assert outcomes == [{"200": 1}, {"200": 1}, {"unchanged": 1}]
+        bodies = oms.accepted(ORDER, INVOICE)
+        assert [[e["description"] for e in b["events"]] for b in bodies] == [
+            ["Evento 2"],
+            ["Evento 1", "Evento 2"],
+        ]
