@@ -31,6 +31,7 @@ def test_public_names_are_pinned() -> None:
             "AccountSummary",
             "Accounts",
             "AsyncTrackingClient",
+            "AsyncTrackingHistory",
             "AuthCooldownError",
             "AuthenticationError",
             "BadRequestError",
@@ -42,6 +43,7 @@ def test_public_names_are_pinned() -> None:
             "ConnectError",
             "CourierEvent",
             "CourierStatus",
+            "HistoryUnavailableError",
             "InvoiceTracking",
             "Journal",
             "JournalMismatchError",
@@ -62,6 +64,7 @@ def test_public_names_are_pinned() -> None:
             "SyncPushStream",
             "TrackingClient",
             "TrackingEvent",
+            "TrackingHistory",
             "TrackingNumberUpdate",
             "TrackingReceipt",
             "TrackingStatus",
@@ -73,6 +76,7 @@ def test_public_names_are_pinned() -> None:
             "ValidationError",
             "VtexTrackingError",
             "__version__",
+            "status_from_events",
         ]
     )
     for name in vtex_tracking.__all__:

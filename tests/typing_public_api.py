@@ -9,6 +9,7 @@ from typing_extensions import assert_type
 from vtex_tracking import (
     APIError,
     AsyncTrackingClient,
+    AsyncTrackingHistory,
     AuthCooldownError,
     CourierEvent,
     InvoiceTracking,
@@ -20,11 +21,13 @@ from vtex_tracking import (
     RetryPolicy,
     TrackingClient,
     TrackingEvent,
+    TrackingHistory,
     TrackingNumberUpdate,
     TrackingReceipt,
     TrackingStatus,
     TrackingUpdate,
     UnchangedState,
+    status_from_events,
 )
 
 
@@ -103,3 +106,22 @@ async def tracking_flow_usage(status: TrackingStatus) -> None:
         assert_type(sync_client.get_order("o"), Order)
         update = TrackingNumberUpdate("o", "1", InvoiceTracking("BR1"))
         assert_type(sync_client.send(update), TrackingReceipt)
+
+
+async def history_usage(event: TrackingEvent) -> None:
+    async with (
+        AsyncTrackingClient("acme", "key", "token") as client,
+        AsyncTrackingHistory("histories.db", client) as histories,
+    ):
+        status = await histories.add("o", "1", event, account_name=None)
+        assert_type(status, TrackingStatus)
+        assert_type(await histories.get("o", "1"), TrackingStatus | None)
+        assert_type(await histories.forget("o", "1"), bool)
+    with (
+        TrackingClient("acme", "key", "token") as sync_client,
+        TrackingHistory("redis://localhost:6379/0", sync_client, max_age=86_400.0) as history,
+    ):
+        added = history.add("o", "1", [event], is_delivered=False, returned=None)
+        assert_type(added, TrackingStatus)
+        assert_type(history.replace("o", "1", status), TrackingStatus)
+    assert_type(status_from_events([event], returned=True), TrackingStatus)

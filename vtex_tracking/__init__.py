@@ -16,6 +16,7 @@ from ._errors import (
     ConfigurationError,
     ConflictError,
     ConnectError,
+    HistoryUnavailableError,
     NotFoundError,
     PaceTimeoutError,
     PermissionDeniedError,
@@ -28,6 +29,8 @@ from ._errors import (
     ValidationError,
     VtexTrackingError,
 )
+from ._history import AsyncTrackingHistory, TrackingHistory
+from ._history_rules import status_from_events
 from ._models import (
     AccountMetrics,
     AccountSummary,
@@ -59,6 +62,7 @@ __all__ = [
     "AccountSummary",
     "Accounts",
     "AsyncTrackingClient",
+    "AsyncTrackingHistory",
     "AuthCooldownError",
     "AuthenticationError",
     "BadRequestError",
@@ -70,6 +74,7 @@ __all__ = [
     "ConnectError",
     "CourierEvent",
     "CourierStatus",
+    "HistoryUnavailableError",
     "InvoiceTracking",
     "Journal",
     "JournalMismatchError",
@@ -90,6 +95,7 @@ __all__ = [
     "SyncPushStream",
     "TrackingClient",
     "TrackingEvent",
+    "TrackingHistory",
     "TrackingNumberUpdate",
     "TrackingReceipt",
     "TrackingStatus",
@@ -101,4 +107,5 @@ __all__ = [
     "ValidationError",
     "VtexTrackingError",
     "__version__",
+    "status_from_events",
 ]

@@ -76,6 +76,13 @@ DEFAULT_TIME_ZONE: Final = "America/Sao_Paulo"
 #: Seconds a ``deliveredDate`` may lie in the future before it is refused (clocks differ).
 DELIVERED_DATE_TOLERANCE: Final = 600.0
 
+#: Seconds a tracking history (``TrackingHistory``) is kept after its last change: long
+#: enough for a slow parcel and its return to sender, short enough to bound the store.
+DEFAULT_HISTORY_MAX_AGE: Final = 120 * 24 * 3600.0
+#: Seconds a ``TrackingHistory`` waits for another process' write to its SQLite file, or for
+#: Redis to answer, before ``HistoryUnavailableError``.
+HISTORY_WAIT: Final = 5.0
+
 #: Response headers that may carry a request id, first match wins.
 REQUEST_ID_HEADERS: Final = ("X-Request-Id", "X-VTEX-Request-Id", "X-VTEX-Operation-Id")
 

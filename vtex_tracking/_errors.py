@@ -22,7 +22,9 @@
     │                              never sent, throttled by the SDK, not by VTEX
     ├── AuthCooldownError          the account's credentials were refused again and again;
     │                              failing fast, unsent, until the cool-down ends
-    └── PushStoppedError           a bulk push stopped before this update was confirmed
+    ├── PushStoppedError           a bulk push stopped before this update was confirmed
+    └── HistoryUnavailableError    (also ConnectionError) the tracking histories could not be
+                                   read or written; nothing was merged, try again later
 
 Messages read like sentences; the attributes are for code. Credentials never appear in either.
 """
@@ -230,6 +232,13 @@ class PushStoppedError(VtexTrackingError):
         self.reason = reason
         self.cause = cause
         self.in_flight = in_flight
+
+
+class HistoryUnavailableError(VtexTrackingError, ConnectionError):
+    """A ``TrackingHistory`` could not read or write its SQLite file or Redis (down, full,
+    locked by another process for too long). Nothing was merged: pushing without the
+    history would replace the invoice's events at VTEX with the newest checkpoint alone, so
+    answer the carrier's webhook with a 5xx and let it deliver the checkpoint again."""
 
 
 _ERROR_FOR_STATUS: dict[int, type[APIError]] = {
