@@ -105,10 +105,12 @@ def test_datetimes_are_ordered_as_instants_whatever_their_offset() -> None:
     ]
 
 
-def test_a_date_that_is_no_date_goes_after_the_dated_events() -> None:
-    """A string that reads as no date is kept, after every dated event."""
-    odd = TrackingEvent("Recife", "PE", "Sem data", "ontem")
-    assert descriptions(status_from_events([odd, event(9)])) == ["Evento 9", "Sem data"]
+def test_a_date_that_is_no_date_never_reaches_a_history() -> None:
+    """The models' one date rule refuses a string that reads as no date, naming the field,
+    before any history could hold it."""
+    with pytest.raises(ValidationError) as caught:
+        TrackingEvent("Recife", "PE", "Sem data", "ontem")
+    assert caught.value.field == "TrackingEvent.date"
 
 
 def test_delivered_with_returned_flag_is_refused_naming_the_field() -> None:

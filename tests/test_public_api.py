@@ -76,6 +76,8 @@ def test_public_names_are_pinned() -> None:
             "ValidationError",
             "VtexTrackingError",
             "__version__",
+            "parse_update",
+            "read_updates",
             "status_from_events",
         ]
     )

@@ -19,7 +19,7 @@ def test_status_is_encoded_in_vtex_shape() -> None:
         [
             TrackingEvent("Rio de Janeiro", "RJ", "Coletado", dt.date(2015, 6, 23)),
             TrackingEvent("São Paulo", "SP", "A caminho", dt.datetime(2015, 6, 24, 8, 30, 5)),
-            TrackingEvent("Curitiba", "PR", "Chegou", "24/06/2015"),
+            TrackingEvent("Curitiba", "PR", "Chegou", "2015-06-24T18:00:00-03:00"),
         ],
         is_delivered=True,
         delivered_date=dt.datetime(2015, 6, 25, 21, 15, 59),
@@ -40,7 +40,12 @@ def test_status_is_encoded_in_vtex_shape() -> None:
                 "description": "A caminho",
                 "date": "2015-06-24T08:30:05",
             },
-            {"city": "Curitiba", "state": "PR", "description": "Chegou", "date": "24/06/2015"},
+            {
+                "city": "Curitiba",
+                "state": "PR",
+                "description": "Chegou",
+                "date": "2015-06-24T18:00:00-03:00",
+            },
         ],
     }
 
@@ -55,17 +60,17 @@ def test_missing_delivered_date_is_sent_as_null() -> None:
 
 
 _text = st.text(min_size=1, max_size=30).filter(lambda s: s.strip() != "")
-_event_dates = st.one_of(
-    st.dates(),
-    st.datetimes(),
-    _text,
+# Strings in the forms VTEX documents (the one date rule, ``_dates``): others are refused.
+_event_dates = st.one_of(st.dates(), st.datetimes(), st.dates().map(dt.date.isoformat))
+_delivered_texts = st.datetimes(min_value=dt.datetime(1900, 1, 1)).map(
+    lambda d: d.strftime("%Y-%m-%d %H:%M")
 )
 _events = st.builds(TrackingEvent, _text, _text, _text, _event_dates)
 _statuses = st.builds(
     TrackingStatus,
     st.lists(_events, max_size=4),
     st.booleans(),
-    st.one_of(st.none(), st.datetimes(), _text),
+    st.one_of(st.none(), st.datetimes(), _delivered_texts),
 )
 
 

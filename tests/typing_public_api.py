@@ -27,6 +27,9 @@ from vtex_tracking import (
     TrackingStatus,
     TrackingUpdate,
     UnchangedState,
+    ValidationError,
+    parse_update,
+    read_updates,
     status_from_events,
 )
 
@@ -125,3 +128,8 @@ async def history_usage(event: TrackingEvent) -> None:
         assert_type(added, TrackingStatus)
         assert_type(history.replace("o", "1", status), TrackingStatus)
     assert_type(status_from_events([event], returned=True), TrackingStatus)
+    errors: list[ValidationError] = []
+    for update in read_updates("eventos.csv", date_format="dd/mm/yyyy", on_error=errors.append):
+        assert_type(update, TrackingUpdate | TrackingNumberUpdate)
+    assert_type(parse_update({"orderId": "o"}), TrackingUpdate | TrackingNumberUpdate)
+    assert_type(TrackingUpdate.from_wire({}), TrackingUpdate)

@@ -48,6 +48,7 @@ from ._models import (
     TrackingUpdate,
 )
 from ._progress import AccountProgress, PushProgress
+from ._read import parse_update, read_updates
 from ._remember import Journal, JournalMismatchError, UnchangedState
 from ._shared import SharedPace
 from ._stream import PushStream
@@ -107,5 +108,7 @@ __all__ = [
     "ValidationError",
     "VtexTrackingError",
     "__version__",
+    "parse_update",
+    "read_updates",
     "status_from_events",
 ]

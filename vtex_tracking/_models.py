@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 
 from ._constants import MAX_DESCRIPTION_CHARS
+from ._dates import delivered_date_problem, event_date_problem
 from ._errors import ValidationError
 
 #: What an event's ``date`` accepts: a date (sent ``YYYY-MM-DD``), a datetime (ISO 8601),
@@ -85,7 +86,9 @@ def _account(instance: object, attribute: attrs.Attribute[Any], value: object) -
 
 def _event_date(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, str):
-        _non_empty_text(instance, attribute, value)
+        problem = event_date_problem(value)
+        if problem is not None:
+            raise ValidationError(_where(instance, attribute), problem)
     elif not isinstance(value, dt.date):
         raise ValidationError(
             _where(instance, attribute),
@@ -97,7 +100,9 @@ def _delivered_date(instance: object, attribute: attrs.Attribute[Any], value: ob
     if value is None or isinstance(value, dt.datetime):
         return
     if isinstance(value, str):
-        _non_empty_text(instance, attribute, value)
+        problem = delivered_date_problem(value)
+        if problem is not None:
+            raise ValidationError(_where(instance, attribute), problem)
     elif isinstance(value, dt.date):
         raise ValidationError(
             _where(instance, attribute),
@@ -253,6 +258,18 @@ class TrackingUpdate:
         """The invoice this update belongs to: ``(order_id, invoice_number)``."""
         return (self.order_id, self.invoice_number)
 
+    @classmethod
+    def from_wire(cls, doc: Mapping[str, Any], *, date_format: str = "iso") -> TrackingUpdate:
+        """An update from VTEX's body plus ``orderId`` and ``invoiceNumber`` (a CLI JSONL
+        line), with the CLI's checks (``parse_update``); a line without events raises."""
+        from ._read import parse_update
+
+        update = parse_update(doc, date_format=date_format)
+        if not isinstance(update, TrackingUpdate):
+            raise ValidationError("events", "required field missing (a number alone is a"
+                                  " TrackingNumberUpdate: parse_update reads either)")  # fmt: skip
+        return update
+
 
 @attrs.frozen
 class TrackingNumberUpdate:
@@ -269,6 +286,18 @@ class TrackingNumberUpdate:
     def key(self) -> tuple[str, str]:
         """The invoice this update belongs to: ``(order_id, invoice_number)``."""
         return (self.order_id, self.invoice_number)
+
+    @classmethod
+    def from_wire(cls, doc: Mapping[str, Any]) -> TrackingNumberUpdate:
+        """A tracking number from its input fields (``orderId``, ``invoiceNumber``,
+        ``trackingNumber``, ``trackingUrl``, ``courier``, ``dispatchedDate``, optional
+        ``accountName``), with the CLI's checks; a line with events raises."""
+        from ._read import parse_update
+
+        update = parse_update(doc)
+        if not isinstance(update, TrackingNumberUpdate):
+            raise ValidationError("events", "not expected: events make a TrackingUpdate")
+        return update
 
 
 #: Either kind of item a push sends: events (with a tracking number or not), or a number alone.

@@ -6,6 +6,7 @@ once by cattrs at import, and orjson encodes the result in one call.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -59,7 +60,13 @@ def format_delivered_date(value: DeliveredDate) -> str | None:
         return value
     if value.tzinfo is not None:
         value = value.astimezone(_STORE_ZONE)
-    return value.strftime("%Y-%m-%d %H:%M")
+    return delivered_text(value)
+
+
+def delivered_text(value: dt.datetime) -> str:
+    """``yyyy-mm-dd hh:mm`` (``strftime("%Y")`` drops a year's leading zeros on glibc: the
+    year 999 came out as "999", a form VTEX does not take)."""
+    return f"{value.year:04d}-{value.month:02d}-{value.day:02d} {value.hour:02d}:{value.minute:02d}"
 
 
 def format_dispatched_date(value: DispatchedDate) -> str | None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,6 +30,8 @@ from vtex_tracking import (
     ValidationError,
 )
 
+from .._dates import delivered_date_problem, event_date_problem
+from .._serde import delivered_text
 from ._dates import ISO, DateError, day_first
 
 #: The invoice's tracking number and its companions (VTEX's PATCH of the invoice), optional:
@@ -62,10 +63,6 @@ _INPUT_NAMES = {
     "courier": "courier",
     "dispatched_date": "dispatchedDate",
 }
-_EVENT_DATE = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?$"
-)
-_DELIVERED_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2}) ([01]\d|2[0-3]):[0-5]\d$")
 _TRUE = frozenset({"true", "1", "yes", "sim", "s"})
 _FALSE = frozenset({"false", "0", "no", "nao", "não", "n", ""})
 
@@ -110,22 +107,14 @@ def _string(doc: Mapping[str, Any], name: str, where: str = "") -> str:
     return value
 
 
-def _valid_day(text: str, where: str, expected: str) -> None:
-    try:
-        dt.date.fromisoformat(text)
-    except ValueError:
-        raise RecordError(f"{where}: {text!r} is not a real date (expected {expected})") from None
-
-
 def event_date(value: str, where: str, date_format: str = ISO) -> str:
     """Check an event date is ``YYYY-MM-DD`` (or ISO 8601 with a time) and return it as given;
     with ``date_format`` ``dd/mm/yyyy``, a day-first date returned in ISO form."""
     if date_format != ISO:
         value = _day_first(value, where, with_time=False)
-    match = _EVENT_DATE.match(value)
-    if match is None:
-        raise RecordError(f"{where}: expected YYYY-MM-DD, got {value!r}")
-    _valid_day(match[1], where, "YYYY-MM-DD")
+    problem = event_date_problem(value)
+    if problem is not None:
+        raise RecordError(f"{where}: {problem}")
     return value
 
 
@@ -138,10 +127,9 @@ def delivered_date(
         return None
     if date_format != ISO:
         value = _day_first(value, where, with_time=True)
-    match = _DELIVERED_DATE.match(value)
-    if match is None:
-        raise RecordError(f"{where}: expected 'YYYY-MM-DD hh:mm', got {value!r}")
-    _valid_day(match[1], where, "'YYYY-MM-DD hh:mm'")
+    problem = delivered_date_problem(value)
+    if problem is not None:
+        raise RecordError(f"{where}: {problem}")
     return value
 
 
@@ -341,5 +329,5 @@ def update_record(update: TrackingUpdate | TrackingNumberUpdate) -> dict[str, An
 def _delivered_text(value: dt.datetime | str | None) -> str | None:
     # Files give strings; a program's datetime gets VTEX's format, as the SDK would send it.
     if isinstance(value, dt.datetime):
-        return value.strftime("%Y-%m-%d %H:%M")
+        return delivered_text(value)
     return value

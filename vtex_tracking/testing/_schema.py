@@ -14,6 +14,8 @@ import json
 from typing import Any
 from urllib.parse import unquote
 
+from .._dates import delivered_date_problem, event_date_problem
+
 _TRACKING_PATH = "/api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}/tracking"
 _INVOICE_PATH = "/api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}"
 _ORDER_PATH = "/api/oms/pvt/orders/{orderId}"
@@ -199,8 +201,19 @@ def validate(
 
 
 def validate_request_body(doc: object) -> list[str]:
-    """Problems of a tracking request body against VTEX's schema; [] when valid."""
-    return validate(doc, request_schema())
+    """Problems of a tracking request body against VTEX's schema, and of its dates against
+    the forms VTEX documents (the SDK's one date rule, ``_dates``); [] when valid."""
+    problems = validate(doc, request_schema())
+    if problems or not isinstance(doc, dict):
+        return problems
+    for n, event in enumerate(doc.get("events") or ()):
+        date = event.get("date") if isinstance(event, dict) else None
+        if isinstance(date, str) and (problem := event_date_problem(date)) is not None:
+            problems.append(f"events[{n}].date: {problem}")
+    delivered = doc.get("deliveredDate")
+    if isinstance(delivered, str) and (problem := delivered_date_problem(delivered)):
+        problems.append(f"deliveredDate: {problem}")
+    return problems
 
 
 def validate_tracking_number_body(doc: object) -> list[str]:
