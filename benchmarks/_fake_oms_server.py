@@ -16,7 +16,9 @@ a burst of ``low`` to ``high`` consecutive 503s (no ``Retry-After``) of that sto
 with probability ``p``, at any of its answers past its token bucket (``BurstyOMS``, seeded by
 store name, restarted by ``reset``); ``final`` answers ``[orderId, invoiceNumber, events of the
 last accepted body, bodies accepted, rollbacks]`` per invoice (a rollback: an accepted body
-with fewer events than the one accepted before it).
+with fewer events than the one accepted before it); ``flow`` answers ``[tracking numbers
+accepted, events bodies accepted, invoices whose first accepted PUT came before their first
+accepted PATCH although they had one]`` (the order the carrier's flow needs).
 """
 
 from __future__ import annotations
@@ -96,6 +98,18 @@ def _final(oms: FakeOMS) -> list[list[Any]]:
     return rows
 
 
+def _flow(oms: FakeOMS) -> list[int]:
+    first_patch: dict[Any, int] = {}
+    first_put: dict[Any, int] = {}
+    for n, r in enumerate(oms.requests):
+        if r.status == 200 and r.order_id is not None:
+            seen = first_patch if r.method == "PATCH" else first_put
+            seen.setdefault((r.order_id, r.invoice_number), n)
+    early = sum(1 for key, n in first_patch.items() if first_put.get(key, n) < n)
+    puts = sum(len(docs) for docs in oms.updates.values())
+    return [sum(len(v) for v in oms.tracking_numbers.values()), puts, early]
+
+
 async def _drain(oms: FakeOMS, timeout: float) -> None:
     """Wait until no request is being handled, at most ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
@@ -155,6 +169,8 @@ async def main() -> None:
                 answer = by_store
             elif command == "final":
                 answer = _final(oms)
+            elif command == "flow":
+                answer = _flow(oms)
             elif command == "timeline":
                 answer = [[round(r.received_at, 4), r.status, r.account] for r in oms.requests]
             else:

@@ -36,3 +36,19 @@ def test_quick_bulk_benchmark_writes_results_with_verdicts(tmp_path: pathlib.Pat
     targets = {t["id"]: t for t in results["targets"]}
     assert {"bulk_vs_raw_aiohttp", "bulk_vs_httpx"} <= targets.keys()
     assert all(t["status"] in ("PASS", "MISS", "SKIP") for t in targets.values())
+
+
+def test_mixed_push_benchmark_checks_every_line(tmp_path: pathlib.Path) -> None:
+    """`python -m benchmarks.mixed_push` on a small day: every line one result, one request
+    per part, no events before their number (its checks pass: exit 0)."""
+    out = tmp_path / "mixed.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.mixed_push", "--lines", "400", "--rate", "400",
+         "--timeout", "60", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=100, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["results"] == 400 and all(figures["checks"].values())
+    assert figures["sent"] == {"tracking_number": 160, "events": 160, "tracking_number+events": 80}
+    assert figures["server"]["patches_accepted"] + figures["server"]["puts_accepted"] == 480

@@ -46,8 +46,8 @@ def test_bad_event_field_is_named(kwargs: dict[str, object], field: str) -> None
 
 
 def test_event_accepts_date_datetime_and_string() -> None:
-    """An event date may be a date, a datetime or a non-empty string."""
-    for value in (dt.date(2026, 1, 2), dt.datetime(2026, 1, 2, 3, 4), "02/01/2026"):
+    """An event date may be a date, a datetime or a string in a form VTEX documents."""
+    for value in (dt.date(2026, 1, 2), dt.datetime(2026, 1, 2, 3, 4), "2026-01-02T03:04-03:00"):
         assert TrackingEvent("Recife", "PE", "Em trânsito", value).date == value
 
 

@@ -148,11 +148,12 @@ def test_returned_to_sender_is_never_pushed_as_delivered(live: LiveServer, oms: 
     """After "Devolvido ao remetente", a delivered checkpoint is refused with 422 naming
     TrackingStatus.is_delivered; VTEX never gets isDelivered true."""
     post(live, checkpoint(4, "Objeto devolvido ao remetente"))
-    refused = post(live, checkpoint(5, "Entregue", delivered=True, deliveredDate="2025-11-05 9:00"))
+    delivered = checkpoint(5, "Entregue", delivered=True, deliveredDate="2025-11-05 09:00")
+    refused = post(live, delivered)
     assert refused.status_code == 422
     assert refused.json()["field"] == "TrackingStatus.is_delivered"
     flagged = post(live, checkpoint(6, "Entregue", delivered=True,
-                                     deliveredDate="2025-11-06 9:00", returned=True))  # fmt: skip
+                                     deliveredDate="2025-11-06 09:00", returned=True))  # fmt: skip
     assert flagged.status_code == 422
     assert [b["isDelivered"] for b in oms.accepted(ORDER, INVOICE)] == [False]
 

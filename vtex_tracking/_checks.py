@@ -43,7 +43,7 @@ def _flag(instance: object, attribute: attrs.Attribute[Any], value: object) -> N
 
 def _wall_clock(text: str) -> dt.datetime | None:
     """A ``deliveredDate`` string as a datetime (aware when it names an offset), or None
-    when it is in no format we can read: such strings are sent as given, unchecked."""
+    when it cannot be read (the models admit only ``YYYY-MM-DD hh:mm``, which can)."""
     text = text.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
