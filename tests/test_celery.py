@@ -19,7 +19,13 @@ from typing import Any
 import pytest
 import redis
 
-from vtex_tracking import TrackingEvent, TrackingStatus, TrackingUpdate
+from vtex_tracking import (
+    InvoiceTracking,
+    TrackingEvent,
+    TrackingNumberUpdate,
+    TrackingStatus,
+    TrackingUpdate,
+)
 from vtex_tracking.celery import Batch, collect, enqueue, enqueue_file
 from vtex_tracking.testing import FakeOMS
 
@@ -369,7 +375,9 @@ def test_enqueue_takes_models_and_wire_dicts_and_refuses_invalid_ones_before_sen
     assert [r["outcome"] for r in report.results] == ["200", "200", "invalid", "invalid"]
     assert report.results[2]["field"] == "isDelivred"
     assert "did you mean 'isDelivered'" in report.results[2]["error"]
-    assert report.results[3]["error"] == "expected a mapping or a TrackingUpdate, got int"
+    assert report.results[3]["error"] == (
+        "expected a mapping, a TrackingUpdate or a TrackingNumberUpdate, got int"
+    )
     assert shared.oms.accepted("2000-01", "NF-M") == [
         {
             "events": [
@@ -381,6 +389,28 @@ def test_enqueue_takes_models_and_wire_dicts_and_refuses_invalid_ones_before_sen
         }
     ]  # fmt: skip
     assert len(shared.oms.requests) == 2
+
+
+def test_a_batch_carries_tracking_numbers_sent_before_their_events(shared: Shared) -> None:
+    """A worker sends a line's tracking number (PATCH) before its events, a number alone as
+    the PATCH only, and each result says what VTEX confirmed (``sent``)."""
+    shared.oms.reset()
+    number = {"trackingNumber": "BR1", "trackingUrl": "https://rastreio.example.com/BR1"}
+    both = wire(0) | number
+    alone = {"orderId": "3000-01", "invoiceNumber": "NF-N", "trackingNumber": "BR2"}
+    model = TrackingNumberUpdate("3001-01", "NF-M", InvoiceTracking("BR3"))
+
+    report = collect(enqueue(shared.tasks, [both, alone, model], queue=Shared.queue), timeout=60)
+
+    assert [r["sent"] for r in report.results] == [
+        ["tracking_number", "events"], ["tracking_number"], ["tracking_number"]
+    ]  # fmt: skip
+    assert all(r["ok"] for r in report.results)
+    calls = [(r.method, r.order_id) for r in shared.oms.requests]
+    assert calls.index(("PATCH", both["orderId"])) < calls.index(("PUT", both["orderId"]))
+    assert sorted(calls) == sorted([("PATCH", both["orderId"]), ("PUT", both["orderId"]),
+                                    ("PATCH", "3000-01"), ("PATCH", "3001-01")])  # fmt: skip
+    assert shared.oms.tracking_number("3001-01", "NF-M")["trackingNumber"] == "BR3"  # type: ignore[index]
 
 
 @pytest.mark.timeout(240)

@@ -131,7 +131,8 @@ def _checked(updates: Iterable[Mapping[str, Any] | AnyUpdate]) -> Iterator[_Chec
                 yield _Checked(wire_form(update_from_json(dict(item))))
             else:
                 kind = type(item).__name__
-                yield _Checked(None, error=f"expected a mapping or a TrackingUpdate, got {kind}")
+                expected = "a mapping, a TrackingUpdate or a TrackingNumberUpdate"
+                yield _Checked(None, error=f"expected {expected}, got {kind}")
         except (RecordError, ValidationError) as exc:
             yield _Checked(None, error=str(exc), field=_field_of(str(exc)))
 

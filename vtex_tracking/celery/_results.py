@@ -19,7 +19,8 @@ class ItemResult(TypedDict):
     ``receipt``/``requestId``: VTEX's receipt id and request id; ``error``: why it failed
     (never a credential); ``field``: the input field at fault for ``invalid``; ``attempts``:
     requests made; ``redelivered``: its batch was delivered more than once, so it may have
-    been sent twice (harmless, see the module's docstring).
+    been sent twice (harmless, see the module's docstring); ``sent``: what VTEX confirmed for
+    it, in order (``"tracking_number"``, ``"events"``: ``PushResult.sent``).
     """
 
     index: int
@@ -36,6 +37,7 @@ class ItemResult(TypedDict):
     field: str | None
     attempts: int
     redelivered: bool
+    sent: list[str]
 
 
 #: Every key of an ``ItemResult`` but ``index`` and ``source``, with its default.
@@ -52,11 +54,14 @@ _EMPTY: dict[str, Any] = {
     "field": None,
     "attempts": 0,
     "redelivered": False,
+    "sent": [],
 }
 
 
 def _result(index: int, source: str | None, **fields: Any) -> ItemResult:
-    return cast(ItemResult, {"index": index, "source": source, **_EMPTY, **fields})
+    # A fresh list per result: the default one is shared.
+    empty = {**_EMPTY, "sent": []}
+    return cast(ItemResult, {"index": index, "source": source, **empty, **fields})
 
 
 def _field_of(message: str) -> str | None:

@@ -393,6 +393,7 @@ def _pushed(
         field=_wire_name(error.field) if isinstance(error, ValidationError) else None,
         attempts=result.attempts,
         redelivered=redelivered,
+        sent=list(result.sent),
     )
 
 
