@@ -71,7 +71,8 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     tally = Tally()
     async with FakeOMS(
-        rate_limit=args.rate_limit, burst=args.burst, retry_after="1", fail_rate=args.fail_rate
+        rate_limit=args.rate_limit, burst=args.burst, retry_after="1", fail_rate=args.fail_rate,
+        require_tracking_number=False,  # the soak pushes events alone
     ) as oms:
 
         async def housekeeping() -> None:

@@ -305,7 +305,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             history = unchanged = redis.url
         else:
             history, unchanged = str(tmp / "history.db"), str(tmp / "unchanged.db")
-        oms = stack.enter_context(FakeOMS())
+        # The recipe sends events only (numbers come from the carrier's dispatch step).
+        oms = stack.enter_context(FakeOMS(require_tracking_number=False))
         url, pid = stack.enter_context(_recipe_process(oms, history, unchanged))
         cpu_before = _cpu_seconds(pid)
         began = time.perf_counter()

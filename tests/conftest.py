@@ -59,6 +59,12 @@ FAST_RETRY = RetryPolicy(max_attempts=4, initial_backoff=0.001, max_backoff=0.01
 TEST_START_RATE = 1000.0
 
 
+# The suite predates the tracking number: its servers apply every PUT, numbered or not, unless
+# a test asks for VTEX's trap (``require_tracking_number=True``); the default itself (on) is
+# pinned in tests/test_tracking_number.py. Set at import, before any fixture makes a server.
+FakeOMS.REQUIRE_TRACKING_NUMBER = False
+
+
 @pytest.fixture(autouse=True)
 def _fast_start(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """New accounts start at ``TEST_START_RATE`` unless the test is ``real_start``."""

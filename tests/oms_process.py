@@ -27,7 +27,7 @@ TIMEOUT = 20.0
 
 async def _serve() -> None:
     loop = asyncio.get_running_loop()
-    async with FakeOMS() as oms:
+    async with FakeOMS(require_tracking_number=False) as oms:
         print(oms.url, flush=True)
         while line := await loop.run_in_executor(None, sys.stdin.readline):
             command = line.strip()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import logging
 from typing import Any
 
 import jsonschema
@@ -176,6 +177,27 @@ async def test_events_sent_before_the_number_are_answered_200_and_not_applied(
         await client.update_tracking_status("o-1", "NF-1", status)
     assert early.receipt
     assert len(oms.accepted("o-1", "NF-1")) == 1
+
+
+async def test_the_trap_is_on_by_default_and_said_once(
+    make_client: ClientFactory,
+    status: TrackingStatus,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A FakeOMS made with no argument sets VTEX's trap (the suite's conftest turns it off for
+    tests written before the tracking number); the first unapplied PUT is logged once,
+    through the library's logger, naming what to do."""
+    monkeypatch.setattr(FakeOMS, "REQUIRE_TRACKING_NUMBER", True)
+    caplog.set_level(logging.WARNING, logger="vtex_tracking")
+    async with FakeOMS() as oms, make_client(oms) as client:
+        for invoice in ("NF-1", "NF-2"):
+            await client.update_tracking_status("o-1", invoice, status)
+    assert oms.require_tracking_number is True and oms.updates == {}
+    assert oms.unapplied == [("o-1", "NF-1"), ("o-1", "NF-2")]
+    warnings = [r.getMessage() for r in caplog.records if "NOT applied" in r.getMessage()]
+    assert len(warnings) == 1 and "tracking number first" in warnings[0]
+    assert FakeOMS(require_tracking_number=False).require_tracking_number is False
 
 
 async def test_the_fake_server_refuses_a_body_off_the_contract(

@@ -23,6 +23,7 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
+from .._log import logger
 from ._schema import (
     parse_invoice_path,
     parse_order_path,
@@ -161,8 +162,11 @@ class FakeOMS:
     settable at any time: ``latency``, ``rate_limit``/``burst``/``retry_after``,
     ``fail_rate``/``fail_status``/``seed``, ``strict``/``known_invoices``, ``user_token``,
     ``routes_encoded_slash`` (VTEX answers 404 to invoice numbers with ``/``; True accepts them),
-    ``require_tracking_number`` (events PUT to an invoice without a tracking number are
-    answered 200 and not applied, as on VTEX).
+    ``require_tracking_number`` (on by default, as on VTEX: events PUT to an invoice without
+    a tracking number are answered 200 and not applied; they are listed in ``unapplied``,
+    left out of ``updates`` and of "Get order", and logged once per server; set it False, or
+    ``FakeOMS.REQUIRE_TRACKING_NUMBER = False`` for a whole test suite written before the
+    tracking number, to apply every PUT).
 
     It serves the events' PUT (``updates``, ``accepted``) and the tracking number's PATCH of
     the invoice (``tracking_numbers``, ``tracking_number``), each body checked against VTEX's
@@ -178,6 +182,9 @@ class FakeOMS:
     Counters for tests: ``in_flight``/``max_in_flight`` (requests being handled at once) and
     ``overlaps`` (arrivals for an invoice while another request for it was being handled).
     """
+
+    #: The default of ``require_tracking_number`` for new servers.
+    REQUIRE_TRACKING_NUMBER: bool = True
 
     def __init__(
         self,
@@ -198,7 +205,7 @@ class FakeOMS:
         seed: int = 0,
         accounts: Mapping[str, FakeAccount] | None = None,
         routes_encoded_slash: bool = False,
-        require_tracking_number: bool = False,
+        require_tracking_number: bool | None = None,
         read_delay: float = 0.0,
         read_forbidden: bool = False,
     ) -> None:
@@ -221,7 +228,11 @@ class FakeOMS:
         self.routes_encoded_slash = routes_encoded_slash
         #: As operators report of VTEX: events PUT to an invoice that has no tracking number
         #: yet are answered 200 and not applied (listed in ``unapplied``).
-        self.require_tracking_number = require_tracking_number
+        self.require_tracking_number = (
+            self.REQUIRE_TRACKING_NUMBER
+            if require_tracking_number is None
+            else require_tracking_number
+        )
         #: Seconds before a write shows in "Get order" (VTEX: a few seconds).
         self.read_delay = read_delay
         #: Answer "Get order" 403, as for a key without the "View order" resource.
@@ -448,6 +459,13 @@ class FakeOMS:
             self.tracking_numbers.setdefault(ids, []).append(doc)
             self._writes.append((time.monotonic(), ids, "number", doc))
         elif self.require_tracking_number and not self.tracking_numbers.get(ids):
+            if not self.unapplied:  # once per server: a whole file may lack numbers
+                logger.warning(
+                    "FakeOMS: events for order %s invoice %s (and any later invoice without a"
+                    " tracking number) answered 200 and NOT applied, as VTEX does: send the"
+                    " tracking number first (FakeOMS.unapplied lists them)",
+                    *ids,
+                )
             self.unapplied.append(ids)  # 200, and nothing changes: the trap VTEX sets
         else:
             self.updates.setdefault(ids, []).append(doc)
