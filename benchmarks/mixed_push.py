@@ -7,7 +7,8 @@ A JSONL file of ``--lines`` lines, a quarter each of: the tracking number alone;
 alone; both on one line; both on two consecutive lines of one invoice (the number, then the
 events). Read with ``read_updates`` and pushed by one ``AsyncTrackingClient`` against
 ``FakeOMS`` in a process of its own, limited to ``--rate`` requests per second (burst
-``--burst``, ``Retry-After: 1``), which the client's adaptive pace has to find.
+``--burst``, ``Retry-After: 1``), which the client's adaptive pace has to find
+(``--known-limit R`` gives the client ``rate_limit=R`` instead: the engine alone).
 
 Checked at the end: every line got exactly one result, which says what VTEX confirmed
 (``PushResult.sent``); the server accepted one PATCH per number and one PUT per events; no
@@ -88,7 +89,9 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def push(path: Path, url: str, count: int, seconds: float) -> dict[str, Any]:
+async def push(
+    path: Path, url: str, count: int, seconds: float, known: float | None = None
+) -> dict[str, Any]:
     sent: collections.Counter[str] = collections.Counter()
     results = ok = 0
     # One byte per line, allocated before the push: a set of indexes would grow with the
@@ -97,7 +100,8 @@ async def push(path: Path, url: str, count: int, seconds: float) -> dict[str, An
     repeated = 0
     rss_at_tenth = None
     async with AsyncTrackingClient(
-        "fake", app_key=APP_KEY, app_token=APP_TOKEN, base_url=url, allow_insecure_http=True
+        "fake", app_key=APP_KEY, app_token=APP_TOKEN, base_url=url, allow_insecure_http=True,
+        rate_limit=known,
     ) as client:
         started = time.monotonic()
         async with client.push(read_updates(path)) as stream:
@@ -129,7 +133,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         requests = write_day(path, args.lines)
         with fake_oms_server(args.rate, args.burst, "1") as oms:
             oms.reset()
-            figures = asyncio.run(push(path, oms.url, args.lines, args.timeout))
+            figures = asyncio.run(
+                push(path, oms.url, args.lines, args.timeout, args.known_limit)
+            )
             patches, puts, early = oms._ask("flow")
             statuses = oms.statuses()
     ideal = max(requests - args.burst, 1) / args.rate
@@ -139,6 +145,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "requests_needed": requests,
         "rate": args.rate,
         "burst": args.burst,
+        "client_rate_limit": args.known_limit,
         **figures,
         "server": {"patches_accepted": patches, "puts_accepted": puts, "statuses": statuses},
         "events_before_number": early,
@@ -161,6 +168,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=1000.0, help="the server's limit, req/s")
     parser.add_argument("--burst", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds for the push")
+    parser.add_argument(
+        "--known-limit", type=float, default=None,
+        help="give the client this rate_limit (the limit known): the engine without learning",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     return parser.parse_args(argv)
 
