@@ -505,4 +505,28 @@ def test_fake_server_serves_until_ctrl_c(tmp_path: pathlib.Path) -> None:
     out, _ = process.communicate(timeout=10)
     assert code == 0
     assert process.returncode == 0
+    # The sample has events only: answered 200, not applied, as VTEX does (and said so).
+    assert "Stopped after 30 requests: 0 updates accepted for 0 invoices." in out
+    assert "30 updates of 27 invoices were answered 200 but NOT applied" in out
+
+
+def test_fake_server_can_apply_events_without_a_tracking_number() -> None:
+    """``--apply-without-tracking-number`` turns VTEX's trap off: every update is applied."""
+    process = _cli("fake-server", "--port", "0", "--apply-without-tracking-number")
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    url = first.rsplit(" ", 1)[1].strip()
+    credentials = process.stdout.readline()
+    assert "vtexappkey-fake-oms" in credentials and "fake-oms-app-token" in credentials
+    code = main(
+        [
+            *("push", str(JSONL), "--base-url", url, "--account", "acme"),
+            *("--app-key", "vtexappkey-fake-oms", "--app-token", "fake-oms-app-token"),
+        ]
+    )
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=10)
+    assert code == 0
+    assert process.returncode == 0
     assert "Stopped after 30 requests: 30 updates accepted for 27 invoices." in out
+    assert "NOT applied" not in out

@@ -41,6 +41,7 @@ async def _serve(args: argparse.Namespace) -> int:
         fail_rate=args.fail_rate,
         latency=args.latency,
         accounts=stores,
+        require_tracking_number=not args.apply_without_tracking_number,
     )
     try:
         await oms.start()
@@ -67,6 +68,13 @@ async def _serve(args: argparse.Namespace) -> int:
         f" for {len(oms.updates)} invoices.",
         flush=True,
     )
+    if oms.unapplied:
+        print(
+            f"{len(oms.unapplied)} updates of {len(set(oms.unapplied))} invoices were answered 200"
+            " but NOT applied, as VTEX does: their invoices had no tracking number yet (send it"
+            " first: trackingNumber in the file; or --apply-without-tracking-number).",
+            flush=True,
+        )
     if stores:
         per_account = collections.Counter(r.account or "(unknown)" for r in oms.requests)
         counts = ", ".join(f"{name}: {n}" for name, n in sorted(per_account.items()))

@@ -413,3 +413,9 @@ def _fake_server_options(fake: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds before each answer",
     )
+    fake.add_argument(
+        "--apply-without-tracking-number",
+        action="store_true",
+        help="apply events sent to an invoice without a tracking number (VTEX answers them 200"
+        " and does not apply them; so does the fake server by default)",
+    )
