@@ -486,10 +486,10 @@ def test_second_interrupt_stops_reading_and_says_where(tmp_path: pathlib.Path) -
     assert "NOT read, and not in the failures file: the input after <stdin>:40" in err
 
 
-def test_fake_server_serves_until_ctrl_c(tmp_path: pathlib.Path) -> None:
-    """fake-server prints its URL and credentials, accepts pushes (here with latency), and
-    stops on Ctrl-C with exit 0 and a count."""
-    process = _cli("fake-server", "--port", "0", "--latency", "0.01")
+def _push_to_fake_server(*options: str) -> str:
+    """Start ``fake-server`` with ``options``, push the sample JSONL to it, stop it with
+    Ctrl-C (exit 0 both ways) and return what it printed on stopping."""
+    process = _cli("fake-server", "--port", "0", *options)
     assert process.stdout is not None
     first = process.stdout.readline()
     url = first.rsplit(" ", 1)[1].strip()
@@ -505,6 +505,13 @@ def test_fake_server_serves_until_ctrl_c(tmp_path: pathlib.Path) -> None:
     out, _ = process.communicate(timeout=10)
     assert code == 0
     assert process.returncode == 0
+    return out
+
+
+def test_fake_server_serves_until_ctrl_c(tmp_path: pathlib.Path) -> None:
+    """fake-server prints its URL and credentials, accepts pushes (here with latency), and
+    stops on Ctrl-C with exit 0 and a count."""
+    out = _push_to_fake_server("--latency", "0.01")
     # The sample has events only: answered 200, not applied, as VTEX does (and said so).
     assert "Stopped after 30 requests: 0 updates accepted for 0 invoices." in out
     assert "30 updates of 27 invoices were answered 200 but NOT applied" in out
@@ -512,21 +519,6 @@ def test_fake_server_serves_until_ctrl_c(tmp_path: pathlib.Path) -> None:
 
 def test_fake_server_can_apply_events_without_a_tracking_number() -> None:
     """``--apply-without-tracking-number`` turns VTEX's trap off: every update is applied."""
-    process = _cli("fake-server", "--port", "0", "--apply-without-tracking-number")
-    assert process.stdout is not None
-    first = process.stdout.readline()
-    url = first.rsplit(" ", 1)[1].strip()
-    credentials = process.stdout.readline()
-    assert "vtexappkey-fake-oms" in credentials and "fake-oms-app-token" in credentials
-    code = main(
-        [
-            *("push", str(JSONL), "--base-url", url, "--account", "acme"),
-            *("--app-key", "vtexappkey-fake-oms", "--app-token", "fake-oms-app-token"),
-        ]
-    )
-    process.send_signal(signal.SIGINT)
-    out, _ = process.communicate(timeout=10)
-    assert code == 0
-    assert process.returncode == 0
+    out = _push_to_fake_server("--apply-without-tracking-number")
     assert "Stopped after 30 requests: 30 updates accepted for 27 invoices." in out
     assert "NOT applied" not in out

@@ -44,19 +44,20 @@ BODY = {
 TRACKING = "/orders/{}/invoices/{}/tracking"
 
 
-def _load_recipe() -> ModuleType:
-    """Import examples/fastapi_app.py as the module ``fastapi_app`` (examples/ is no package)."""
-    if "fastapi_app" in sys.modules:
-        return sys.modules["fastapi_app"]
-    spec = importlib.util.spec_from_file_location("fastapi_app", RECIPE)
+def load_example(path: pathlib.Path) -> ModuleType:
+    """Import ``examples/<name>.py`` as the module ``<name>`` (examples/ is no package)."""
+    name = path.stem
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["fastapi_app"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
-recipe = _load_recipe()
+recipe = load_example(RECIPE)
 
 
 class LiveServer:

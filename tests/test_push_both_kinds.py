@@ -164,3 +164,19 @@ def test_celery_wire_form_carries_the_number_both_ways() -> None:
         decoded = update_from_json(doc)
         assert type(decoded) is type(update) and decoded.tracking == update.tracking
         assert (decoded.order_id, decoded.account_name) == (update.order_id, update.account_name)
+
+
+def test_the_events_key_is_the_one_earlier_versions_wrote() -> None:
+    """State written before the tracking number existed still holds: an invoice's events key
+    is the digest earlier versions computed (target, account, order, invoice), and its
+    number's key is another, so neither can vouch for the other."""
+    import hashlib
+
+    from vtex_tracking._remember import invoice_digest
+
+    old = hashlib.blake2b(b"http://h\x00acme\x00o-1\x00NF-1", digest_size=8).digest()
+    events = invoice_digest("http://h", "acme", "o-1", "NF-1")
+    assert events == int.from_bytes(old, "big", signed=True)
+    number = invoice_digest("http://h", "acme", "o-1", "NF-1", part="tracking_number")
+    assert number != events
+    assert number != invoice_digest("http://staging", "acme", "o-1", "NF-1", part="tracking_number")

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import pathlib
-import sys
 from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -22,26 +19,14 @@ from vtex_tracking.testing import FakeOMS
 
 from .conftest import APP_KEY, APP_TOKEN
 from .redis_server import RedisServer
-from .test_examples_fastapi import LiveServer
+from .test_examples_fastapi import LiveServer, load_example
 
 RECIPE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "webhook_fastapi.py"
 ORDER, INVOICE = "1172452900788-01", "000030711"
 WEBHOOK = "/webhooks/checkpoint"
 
 
-def _load_recipe() -> ModuleType:
-    """Import examples/webhook_fastapi.py as ``webhook_fastapi`` (examples/ is no package)."""
-    if "webhook_fastapi" in sys.modules:
-        return sys.modules["webhook_fastapi"]
-    spec = importlib.util.spec_from_file_location("webhook_fastapi", RECIPE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["webhook_fastapi"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-recipe = _load_recipe()
+recipe = load_example(RECIPE)
 
 
 def checkpoint(day: int, description: str = "", **extra: Any) -> dict[str, Any]:
