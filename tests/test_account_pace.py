@@ -253,6 +253,37 @@ async def test_without_adaptive_pacing_calls_are_not_held_back(make_client: Clie
     assert oms.max_in_flight == 64
 
 
+@pytest.mark.real_start
+async def test_a_push_that_paces_itself_is_not_held_at_a_new_accounts_slow_start(
+    make_client: ClientFactory
+) -> None:
+    """push(adaptive=False) on an account never used: the push's own pace is capped by the
+    account's configured limit only, not by the adaptive pace's rate of the moment (a new
+    account's is the slow start's 2 req/s, which held such a push at 2 req/s)."""
+    async with FakeOMS(latency=0.2) as oms, make_client(oms) as client:
+        with anyio.fail_after(20):
+            summary = await client.push_all(
+                (TrackingUpdate(f"o-{n}", "1", STATUS) for n in range(64)),
+                adaptive=False,
+                concurrency=32,
+            )
+    assert summary.succeeded == 64
+    assert oms.max_in_flight >= 16, oms.max_in_flight
+
+
+async def test_a_push_that_paces_itself_keeps_the_accounts_configured_limit(
+    make_client: ClientFactory
+) -> None:
+    """push(adaptive=False) still obeys the rate_limit the application set for the account."""
+    async with FakeOMS() as oms, make_client(oms, rate_limit=20) as client:
+        with anyio.fail_after(20):
+            summary = await client.push_all(
+                (TrackingUpdate(f"o-{n}", "1", STATUS) for n in range(60)), adaptive=False
+            )
+    assert summary.succeeded == 60
+    assert _max_in_any_second(oms) <= 20 + 2, _max_in_any_second(oms)
+
+
 async def test_the_window_grows_with_latency_past_the_old_default(
     make_client: ClientFactory
 ) -> None:

@@ -209,7 +209,9 @@ class Lane:
         if options.adaptive is False:
             pace = AccountPace(
                 sender.account,
-                rate_limit=lower_rate(options.rate_limit, pace.bucket.rate),
+                # The account's configured limit, not its adaptive rate of the moment: a
+                # new account's is still the slow start's (2 req/s) and would hold the push.
+                rate_limit=lower_rate(options.rate_limit, pace.rate_limit),
                 adaptive=False,
                 max_concurrency=min(pace.max_window, options.concurrency),
                 max_retry_after=sender.retry_policy.max_retry_after,

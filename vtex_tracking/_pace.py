@@ -74,6 +74,9 @@ class AccountPace:
         tokens: TokenSource | None = None,
     ) -> None:
         self.account = account
+        #: The rate the application set for the account (None: none), whatever was learned:
+        #: the cap of a push that paces itself (``adaptive=False``).
+        self.rate_limit = rate_limit
         #: Where the account's tokens come from: this process' own (``LocalTokens``, made
         #: from ``rate_limit`` and ``adaptive``) or a shared source (``shared_pace=``).
         if tokens is None:
