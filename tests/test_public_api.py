@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.resources
+import inspect
 import json
+import pickle
+import traceback
+import typing
 from typing import Any
 
 import vtex_tracking
 import vtex_tracking.testing
-from vtex_tracking import TrackingEvent, TrackingStatus
+from vtex_tracking import (
+    AuthCooldownError,
+    ConfigurationError,
+    PushStoppedError,
+    RateLimitError,
+    TrackingEvent,
+    TrackingStatus,
+    TransportTimeoutError,
+    ValidationError,
+)
 from vtex_tracking._client import tracking_path
 from vtex_tracking._constants import (
     APP_KEY_HEADER,
@@ -88,6 +102,75 @@ def test_public_names_are_pinned() -> None:
 def test_package_is_typed() -> None:
     """py.typed ships, so users' type checkers read our annotations."""
     assert importlib.resources.files("vtex_tracking").joinpath("py.typed").is_file()
+
+
+def test_public_names_report_the_package_as_their_module() -> None:
+    """Every public class and function says it is vtex_tracking's (not ``_errors``' or
+    ``_models``'), so a traceback reads ``vtex_tracking.RateLimitError: ...``."""
+    defined_here = [
+        obj
+        for name in vtex_tracking.__all__
+        if isinstance(obj := getattr(vtex_tracking, name), type) or inspect.isfunction(obj)
+    ]
+    assert len(defined_here) > 50
+    assert {obj.__name__: obj.__module__ for obj in defined_here} == {
+        obj.__name__: "vtex_tracking" for obj in defined_here
+    }
+    error = RateLimitError("VTEX answered 429", status_code=429)
+    assert traceback.format_exception_only(error) == [
+        "vtex_tracking.RateLimitError: VTEX answered 429\n"
+    ]
+    assert repr(TrackingEvent) == "<class 'vtex_tracking.TrackingEvent'>"
+
+
+def test_type_hints_of_public_classes_still_resolve() -> None:
+    """typing.get_type_hints (cattrs, documentation tools, frameworks) still evaluates the
+    annotations of every public class, though they name things ``vtex_tracking`` lacks."""
+    for name in vtex_tracking.__all__:
+        cls = getattr(vtex_tracking, name)
+        if isinstance(cls, type):
+            hints = typing.get_type_hints(cls)
+            assert not [h for h in hints.values() if isinstance(h, str)], name
+    assert typing.get_type_hints(TrackingEvent)["date"] == dt.date | dt.datetime | str
+
+
+def test_errors_and_models_survive_a_pickle_round_trip() -> None:
+    """Errors (Celery and multiprocessing pickle them) come back with their type, message and
+    attributes, including those whose __init__ takes keywords; so do models."""
+    limited = RateLimitError(
+        "VTEX answered 429",
+        status_code=429,
+        retry_after=3.0,
+        request_id="req-1",
+        order_id="o-1",
+        invoice_number="NF-1",
+        headers={"Retry-After": "3"},
+        body=b'{"error": "slow down"}',
+    )
+    errors: list[vtex_tracking.VtexTrackingError] = [
+        limited,
+        ValidationError("events[0].date", "not a date"),
+        TransportTimeoutError("timed out", order_id="o-2", attempts=3),
+        AuthCooldownError("refused", account="acme", retry_in=30.0, cause=limited),
+        PushStoppedError("stopped", reason="stopped", in_flight=True),
+        ConfigurationError("no credentials"),
+    ]
+    for error in errors:
+        back = pickle.loads(pickle.dumps(error))
+        assert type(back) is type(error)
+        assert (str(back), back.args) == (str(error), error.args)
+        assert vars(back).keys() == vars(error).keys()
+    back = pickle.loads(pickle.dumps(limited))
+    assert (back.status_code, back.retry_after, back.request_id, back.body) == (
+        429,
+        3.0,
+        "req-1",
+        b'{"error": "slow down"}',
+    )
+    cooled = pickle.loads(pickle.dumps(errors[3]))
+    assert isinstance(cooled.cause, RateLimitError) and cooled.cause.status_code == 429
+    status = TrackingStatus([TrackingEvent("Natal", "RN", "Postado", dt.date(2026, 11, 20))])
+    assert pickle.loads(pickle.dumps(status)) == status
 
 
 # -- the packaged contract (vtex_tracking/testing/vtex-tracking-openapi.json) ------------------

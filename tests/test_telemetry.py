@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from vtex_tracking import TrackingStatus, TrackingUpdate, TransportError, _telemetry
+from vtex_tracking import TrackingStatus, TrackingUpdate, TransportError
 from vtex_tracking.testing import FakeOMS, no_waits
 
 from .conftest import APP_KEY, APP_TOKEN, ClientFactory
@@ -111,7 +111,6 @@ def span_exporter() -> Iterator[InMemorySpanExporter]:
     """The OpenTelemetry SDK with an in-memory exporter as the global tracer provider (set
     once per process, as OpenTelemetry allows); shut down after this module."""
     exporter = InMemorySpanExporter()
-    _telemetry._next_look = 0.0  # look for the provider at the next request, not within 1 s
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
         provider = TracerProvider()
@@ -132,6 +131,40 @@ def spans(span_exporter: InMemorySpanExporter) -> Iterator[InMemorySpanExporter]
 
 def _attributes(span: Any) -> dict[str, Any]:
     return dict(span.attributes or {})
+
+
+def test_the_first_call_after_a_provider_is_set_is_traced() -> None:
+    """A call made before the application sets its tracer provider, then the provider set,
+    then a call at once (well within a second): that call is a span."""
+    script = textwrap.dedent(
+        f"""
+        import time
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from vtex_tracking import TrackingClient, TrackingEvent, TrackingStatus
+        from vtex_tracking.testing import FakeOMS
+
+        status = TrackingStatus([TrackingEvent("Natal", "RN", "Postado", "2026-11-20")])
+        with FakeOMS(require_tracking_number=False) as oms:
+            with TrackingClient("acme", {APP_KEY!r}, {APP_TOKEN!r}, base_url=oms.url) as c:
+                c.update_tracking_status("o-1", "NF-1", status)  # no provider yet: no span
+                provider, exporter = TracerProvider(), InMemorySpanExporter()
+                provider.add_span_processor(SimpleSpanProcessor(exporter))
+                set_at = time.monotonic()
+                trace.set_tracer_provider(provider)
+                c.update_tracking_status("o-2", "NF-2", status)
+                elapsed = time.monotonic() - set_at
+        spans = exporter.get_finished_spans()
+        print(len(spans), spans[0].attributes["vtex.order_id"] if spans else None, elapsed < 1)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "o-2", "True"]
 
 
 async def test_each_attempt_is_a_client_span_with_its_outcome(

@@ -48,6 +48,7 @@ from ._models import (
     TrackingUpdate,
 )
 from ._progress import AccountProgress, PushProgress
+from ._public import present_as as _present_as
 from ._read import parse_update, read_updates
 from ._remember import Journal, JournalMismatchError, UnchangedState
 from ._shared import SharedPace
@@ -112,3 +113,6 @@ __all__ = [
     "read_updates",
     "status_from_events",
 ]
+
+# Tracebacks, reprs and pickles say vtex_tracking.RateLimitError, not vtex_tracking._errors.
+_present_as(__name__, globals(), __all__)

@@ -43,6 +43,19 @@ from ._constants import MAX_QUOTED_BODY_CHARS, REQUEST_ID_HEADERS
 class VtexTrackingError(Exception):
     """Base class of every error the SDK raises."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (Celery, multiprocessing, copy) as the class, its args and its attributes,
+        # rebuilt without __init__: the default calls ``cls(*args)``, which fails for errors
+        # whose __init__ takes keywords (``status_code=``) or more than the message.
+        return (_rebuild_error, (type(self), self.args), self.__dict__)
+
+
+def _rebuild_error(cls: type[VtexTrackingError], args: tuple[Any, ...]) -> VtexTrackingError:
+    """An error of ``cls`` with ``args``, before its attributes are restored (unpickling)."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    return error
+
 
 class ValidationError(VtexTrackingError, ValueError):
     """Input that cannot form a valid request; ``field`` names the offending field."""

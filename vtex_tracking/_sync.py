@@ -44,6 +44,7 @@ from ._constants import (
     DEFAULT_TIMEOUT,
 )
 from ._errors import ClientClosedError
+from ._fork import at_fork_in_child
 from ._models import (
     AccountMetrics,
     DispatchedDate,
@@ -517,5 +518,5 @@ def _close_all_at_exit() -> None:
             continue
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+at_fork_in_child(_after_fork_in_child)
 atexit.register(_close_all_at_exit)

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._answer import Answer
@@ -41,27 +40,29 @@ INVOICE_URL_TEMPLATE = "/api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}"
 ORDER_URL_TEMPLATE = "/api/oms/pvt/orders/{orderId}"
 _TEMPLATES = {"PUT": URL_TEMPLATE, "PATCH": INVOICE_URL_TEMPLATE, "GET": ORDER_URL_TEMPLATE}
 
-#: Seconds between looks for a tracer provider while none is set (looking costs an
-#: environment lookup; a provider set at start-up is seen within this time).
-PROVIDER_RECHECK = 1.0
-
+#: The provider our tracer came from, and that tracer (None: no provider set, so no spans).
+_provider: Any = None
 _tracer: Any = None
-_next_look = 0.0
 
 
 def _current_tracer() -> Any:
     """Our tracer once the application has set a tracer provider; None before (and without
-    opentelemetry), so an untraced request pays a clock read, not a no-op span."""
-    global _tracer, _next_look
-    if _tracer is not None or _trace is None:
-        return _tracer
-    now = time.monotonic()
-    if now < _next_look:
+    opentelemetry), so an untraced request pays one lookup, not a no-op span.
+
+    Asked at every call, so the first request after the application sets its provider is
+    traced; the answer is cached by the provider's identity (a provider is set once).
+    """
+    global _provider, _tracer
+    if _trace is None:
         return None
-    _next_look = now + PROVIDER_RECHECK
     provider = _trace.get_tracer_provider()
-    if not isinstance(provider, _trace.ProxyTracerProvider):
-        _tracer = provider.get_tracer("vtex_tracking", __version__)
+    if provider is not _provider:
+        _provider = provider
+        _tracer = (
+            None
+            if isinstance(provider, _trace.ProxyTracerProvider)
+            else provider.get_tracer("vtex_tracking", __version__)
+        )
     return _tracer
 
 

@@ -33,13 +33,13 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .._config import build_base_url
+from .._fork import at_fork_in_child
 from .._models import AnyUpdate
 from .._remember import is_redis_url as _is_redis_url
 
@@ -85,7 +85,7 @@ def _new_stamp_lock() -> None:
     _stamp_lock = threading.Lock()  # another thread may have held it at fork time
 
 
-os.register_at_fork(after_in_child=_new_stamp_lock)
+at_fork_in_child(_new_stamp_lock)
 
 
 def valid_stamp(value: Any) -> int | None:

@@ -20,6 +20,7 @@ from celery.signals import worker_process_shutdown  # type: ignore[import-untype
 from .._accounts import ENV_ACCOUNTS, Accounts
 from .._constants import ENV_ACCOUNT_NAME, ENV_SHARED_PACE
 from .._errors import ConfigurationError, ValidationError
+from .._fork import at_fork_in_child
 from .._input._records import RecordError, update_from_json
 from .._models import AnyUpdate, PushResult
 from .._remember import UnchangedState
@@ -141,7 +142,7 @@ class TrackingTasks:
         #: The Celery task: ``push_batch.delay(batch, account_name=None)``.
         self.push_batch: Any = push_batch
         worker_process_shutdown.connect(_close_on_shutdown(self), weak=False)
-        os.register_at_fork(after_in_child=_reset_lock_after_fork(self))
+        at_fork_in_child(_reset_lock_after_fork(self))
 
     def __repr__(self) -> str:
         return f"TrackingTasks(name={self.name!r})"

@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import signal
 import sys
+from collections.abc import Callable, Iterator
+from types import FrameType
 
 from vtex_tracking import Accounts, ConfigurationError
 from vtex_tracking.testing import FakeAccount, FakeOMS
+
+from ._signals import SIGNALS
 
 
 def _fake_accounts(path: str, rate_limit: float | None) -> dict[str, FakeAccount]:
@@ -52,15 +57,11 @@ async def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     try:
-        print(_banner(oms, args.accounts, stores), flush=True)
-        await stop.wait()
+        with _set_on_signals(stop):
+            print(_banner(oms, args.accounts, stores), flush=True)
+            await stop.wait()
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
         await oms.stop()
     accepted = sum(len(bodies) for bodies in oms.updates.values())
     print(
@@ -80,6 +81,51 @@ async def _serve(args: argparse.Namespace) -> int:
         counts = ", ".join(f"{name}: {n}" for name, n in sorted(per_account.items()))
         print(f"Requests per store: {counts or 'none'}.", flush=True)
     return 0
+
+
+@contextlib.contextmanager
+def _set_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """Set ``stop`` on Ctrl-C, SIGTERM or Ctrl-Break (``SIGNALS``) while inside.
+
+    Through the event loop's ``add_signal_handler`` where it has one. Windows' event loop has
+    none (NotImplementedError): there a plain handler hands the signal to the loop, which wakes
+    by itself (it set a wakeup fd when it started).
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        for signum in SIGNALS:
+            loop.add_signal_handler(signum, stop.set)
+    except NotImplementedError:
+        handler = _handled_by_signal_module(lambda: loop.call_soon_threadsafe(stop.set))
+    else:
+        handler = _handled_by_loop(loop)
+    with handler:
+        yield
+
+
+@contextlib.contextmanager
+def _handled_by_loop(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """Remove the loop's handlers of ``SIGNALS`` on leaving."""
+    try:
+        yield
+    finally:
+        for signum in SIGNALS:
+            loop.remove_signal_handler(signum)
+
+
+@contextlib.contextmanager
+def _handled_by_signal_module(callback: Callable[[], object]) -> Iterator[None]:
+    """``callback()`` on any of ``SIGNALS`` while inside, through ``signal.signal``."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        callback()
+
+    previous = {signum: signal.signal(signum, handle) for signum in SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _banner(oms: FakeOMS, accounts_file: str | None, stores: dict[str, FakeAccount]) -> str:

@@ -9,6 +9,9 @@
 
 The handlers only count and wake the event loop: printing from a signal handler can collide
 with a print the main thread was in the middle of.
+
+On Windows the same handlers serve Ctrl-C and Ctrl-Break (SIGBREAK); SIGTERM cannot be sent
+to a process there.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: The signals that stop the command: Ctrl-C, SIGTERM, and Ctrl-Break where it exists (Windows).
+SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGBREAK") if hasattr(signal, name)
+)
 EXIT_INTERRUPTED = 130
 
 
@@ -84,16 +90,22 @@ class Interrupts:
         Python runs signal handlers in the main thread, which may sit in the selector waiting
         for a socket (say, during a 60 s Retry-After pause) when another thread received the
         signal. asyncio's own ``add_signal_handler`` solves this with a wakeup fd; this does
-        the same while keeping our handlers, which must outlive the loop.
+        the same while keeping our handlers, which must outlive the loop. Windows' event loop
+        has no ``add_reader`` and needs none: it set a wakeup fd of its own when it started.
         """
         if not self._previous:
             return
         receive, send = socket.socketpair()
         receive.setblocking(False)
         send.setblocking(False)
+        try:
+            loop.add_reader(receive.fileno(), _discard, receive)
+        except NotImplementedError:  # the proactor loop (Windows) wakes itself
+            receive.close()
+            send.close()
+            return
         self._wakeup = (receive, send)
         self._previous_fd = signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
-        loop.add_reader(receive.fileno(), _discard, receive)
 
     def unwake_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Undo ``wake_loop``."""
