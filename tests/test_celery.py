@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -769,3 +770,47 @@ def test_batches_take_their_own_queue_and_the_apps_pickle_tasks_keep_running(
     assert tracking_log.count(f"Task {TASK_NAME}[") >= 2 * 4  # received and succeeded
     assert "does not take queue" not in tracking_log
     assert len(oms.requests) == 7
+
+
+@pytest.mark.timeout(180)
+def test_a_batch_redelivered_after_it_ran_returns_its_stored_result(
+    redis_server: RedisServer, start_worker: Callable[..., Worker]
+) -> None:
+    """A batch delivered again (``redelivered``, as kombu marks a batch it restores) whose
+    result is already stored as a success is not run again: its stored result stands, and
+    nothing reaches VTEX. One redelivered without a stored result runs as usual. (Celery's
+    ``worker_deduplicate_successful_tasks``, for this task alone: the app keeps it off.)"""
+    queue = "vtex-redelivered"
+    broker = redis.Redis.from_url(redis_server.url)
+    with FakeOMS() as oms:
+        env = worker_env(redis_server.url, oms)
+        app, tasks = make_app(redis_server.url, oms.url, VISIBILITY_TIMEOUT)
+        ran, fresh = enqueue(tasks, [wire(0), wire(1)], batch_size=1, queue=queue)
+        first = wire(0)
+        stored = [
+            {
+                "index": 0, "source": None, "orderId": first["orderId"],
+                "invoiceNumber": first["invoiceNumber"], "accountName": "acme", "ok": True,
+                "status": 200, "outcome": "200", "receipt": "stored by the first run",
+                "requestId": "first-run", "error": None, "field": None, "attempts": 1,
+                "redelivered": False, "sent": ["events"],
+            }
+        ]  # fmt: skip
+        with warnings.catch_warnings():  # Celery's Redis backend calls redis-py's setex
+            warnings.simplefilter("ignore", DeprecationWarning)
+            app.backend.store_result(ran.id, stored, "SUCCESS")
+        # Mark both waiting messages as kombu marks the batches it restores.
+        messages = [json.loads(raw) for raw in broker.lrange(queue, 0, -1)]
+        assert len(messages) == 2
+        for message in messages:
+            message["properties"]["delivery_info"]["redelivered"] = True
+        broker.delete(queue)
+        broker.rpush(queue, *(json.dumps(m) for m in messages))
+        worker = start_worker("again", env, queue)
+        report = collect([ran, fresh], timeout=60)
+        worker.stop()
+
+    assert report.results[0] == stored[0]
+    assert report.results[1]["outcome"] == "200" and report.results[1]["redelivered"] is True
+    assert [r.order_id for r in oms.requests] == [wire(1)["orderId"]]
+    assert f"batch {ran.id} already ran to the end" in worker.text()
