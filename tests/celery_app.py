@@ -1,4 +1,6 @@
-"""The Celery app of ``tests/test_celery.py``, configured as a user would configure theirs.
+"""The Celery app of ``tests/test_celery.py``, configured as a user would configure theirs:
+an app with settings of its own (pickle as its serializer, its own prefetch) and a pickle
+task of its own, on which ``register_tasks`` installs the SDK's task.
 
 Workers run it as ``celery -A tests.celery_app worker ...`` with the environment naming the
 broker (``VTEX_TEST_BROKER_URL``), the fake VTEX (``VTEX_TEST_OMS_URL``), the visibility
@@ -16,7 +18,7 @@ from typing import Any
 from celery import Celery
 
 from vtex_tracking import RetryPolicy
-from vtex_tracking.celery import TrackingTasks, configure, register_tasks
+from vtex_tracking.celery import TrackingTasks, register_tasks
 
 BROKER_ENV = "VTEX_TEST_BROKER_URL"
 OMS_ENV = "VTEX_TEST_OMS_URL"
@@ -28,12 +30,44 @@ SKIP_UNCHANGED_ENV = "VTEX_TEST_SKIP_UNCHANGED"
 #: Requests in flight per worker process: few, so that a batch takes long enough for a kill
 #: to land in the middle of it.
 MAX_CONCURRENCY = 2
+#: The app's own settings, as an app with older pickle tasks has them. Installing the SDK's
+#: task must leave every one as it is (``accept_content`` only gains ``"json"``).
+APP_SETTINGS: dict[str, Any] = {
+    "task_serializer": "pickle",
+    "result_serializer": "pickle",
+    "accept_content": ["pickle"],
+    "worker_prefetch_multiplier": 3,
+}
+#: The name of the app's own pickle task.
+PICKLE_TASK = "tests.app_settings"
 
 
 def make_app(broker_url: str, oms_url: str, visibility_timeout: float) -> tuple[Any, TrackingTasks]:
-    """A Celery app with the SDK's settings and tasks, sending to ``oms_url``."""
+    """The app with its own settings and pickle task, and the SDK's tasks sending to
+    ``oms_url``; the broker settings the README gives for Redis."""
     app = Celery("vtex_tracking_tests")
-    configure(app, broker_url=broker_url, visibility_timeout=visibility_timeout)
+    app.conf.update(
+        APP_SETTINGS,
+        broker_url=broker_url,
+        result_backend=broker_url,
+        broker_connection_retry_on_startup=True,
+        # README, Celery, Redis: longer than the slowest batch; a restore sweep every tenth
+        # of it, so a dead worker's batches come back within the test.
+        broker_transport_options={
+            "visibility_timeout": visibility_timeout,
+            "unacked_restore_interval": max(1.0, visibility_timeout / 10),
+            "unacked_restore_throttle": 1,
+        },
+    )
+
+    @app.task(name=PICKLE_TASK, shared=False)  # type: ignore[untyped-decorator, unused-ignore]
+    def app_settings(probe: Any) -> tuple[Any, dict[str, Any]]:
+        """Echo ``probe`` (pickle only: a set, an object) and the settings this worker runs
+        with."""
+        conf = app.conf
+        names = [*APP_SETTINGS, "task_acks_late", "worker_deduplicate_successful_tasks"]
+        return probe, {name: conf[name] for name in names}
+
     settings: dict[str, Any] = {
         "base_url": oms_url,
         "max_concurrency": MAX_CONCURRENCY,

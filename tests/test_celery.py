@@ -12,12 +12,14 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import redis
+from celery import Celery
 
 from vtex_tracking import (
     InvoiceTracking,
@@ -26,12 +28,23 @@ from vtex_tracking import (
     TrackingStatus,
     TrackingUpdate,
 )
-from vtex_tracking.celery import Batch, collect, enqueue, enqueue_file
+from vtex_tracking.celery import (
+    DEFAULT_QUEUE,
+    TASK_NAME,
+    Batch,
+    collect,
+    configure,
+    enqueue,
+    enqueue_file,
+    register_tasks,
+)
 from vtex_tracking.testing import FakeOMS
 
 from .celery_app import (
+    APP_SETTINGS,
     BROKER_ENV,
     OMS_ENV,
+    PICKLE_TASK,
     RATE_LIMIT_ENV,
     SKIP_UNCHANGED_ENV,
     VISIBILITY_ENV,
@@ -105,17 +118,23 @@ def group_alive(pgid: int) -> bool:
 
 class Worker:
     """One ``celery worker`` (prefork, 2 children) in its own process group, logging to a
-    file; ``kill()`` is ``kill -9`` of the main process and its children at once."""
+    file; ``kill()`` is ``kill -9`` of the main process and its children at once.
 
-    def __init__(self, name: str, env: dict[str, str], queue: str, log: Path) -> None:
+    Started as the README says for the tracking workers (``-Q <queue> --prefetch-multiplier
+    1``), or with ``queue=None`` as an app's other workers are: no ``-Q``, no prefetch flag.
+    """
+
+    def __init__(self, name: str, env: dict[str, str], queue: str | None, log: Path) -> None:
         self.name = name
         self.log = log
         command = [
             sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker",
             "-P", "prefork", "--concurrency", "2",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "-Q", queue, "-n", f"{name}@%h", "--loglevel", "INFO",
+            "-n", f"{name}@%h", "--loglevel", "INFO",
         ]  # fmt: skip
+        if queue is not None:
+            command += ["-Q", queue, "--prefetch-multiplier", "1"]
         self._log_file = log.open("wb")
         self.process = subprocess.Popen(
             command,
@@ -177,6 +196,8 @@ def worker_env(broker_url: str, oms: FakeOMS) -> dict[str, str]:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
         }
     )
+    if os.geteuid() == 0:  # CI containers: Celery refuses pickle as root unless told
+        env["C_FORCE_ROOT"] = "1"
     return env
 
 
@@ -186,7 +207,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     of them at the end, however the test ended."""
     workers: list[Worker] = []
 
-    def start(name: str, env: dict[str, str], queue: str, ready: bool = True) -> Worker:
+    def start(name: str, env: dict[str, str], queue: str | None, ready: bool = True) -> Worker:
         worker = Worker(name, env, queue, tmp_path / f"{name}.log")
         workers.append(worker)
         if ready:
@@ -631,3 +652,165 @@ def test_workers_share_the_unchanged_state_and_skip_what_vtex_has(
         sent = [(r.order_id, len(r.json()["events"])) for r in oms.requests]
     assert second.ok and second.by_outcome == {"unchanged": 39, "200": 1}, second.by_outcome
     assert sent == [(updates[7]["orderId"], 3)]
+
+
+# -- the app around the tasks: its own settings, its pickle tasks, its other workers --------
+
+
+class _AppConfig:
+    """Settings an app loads with ``config_from_object``: pickle, routes of its own."""
+
+    task_serializer = "pickle"
+    accept_content: ClassVar[list[str]] = ["pickle"]
+    task_routes: ClassVar[dict[str, Any]] = {"reports.*": {"queue": "reports"}}
+
+
+def test_register_tasks_puts_its_options_on_its_task_and_changes_no_other_setting() -> None:
+    """On an app with pickle settings and routes of its own, ``register_tasks`` changes two
+    settings and only by adding: ``accept_content`` gains ``"json"`` (pickle kept) and
+    ``task_routes`` gains a first route for the SDK's task alone, to ``vtex_tracking``; the
+    rest (acks late, JSON, rate limit) is on the task. Both additions survive a later
+    ``config_from_object``."""
+    app = Celery("settings_kept", set_as_current=False)
+    app.config_from_object(_AppConfig)
+    before = dict(app.conf)
+
+    tasks = register_tasks(app, task_options={"rate_limit": "5/s"})
+
+    after = dict(app.conf)
+    assert {k for k in after if after[k] != before.get(k)} == {"accept_content", "task_routes"}
+    assert after["accept_content"] == ["pickle", "json"]
+    assert after["task_routes"] == ({TASK_NAME: {"queue": DEFAULT_QUEUE}}, _AppConfig.task_routes)
+    task = tasks.push_batch
+    assert (task.serializer, task.acks_late, task.reject_on_worker_lost) == ("json", True, True)
+    assert task.rate_limit == "5/s"
+    route = app.amqp.router.route
+    assert route({}, TASK_NAME)["queue"].name == DEFAULT_QUEUE
+    assert route({}, "reports.daily")["queue"].name == "reports"
+    assert route({}, "billing.charge")["queue"].name == app.conf.task_default_queue
+
+    app.config_from_object(_AppConfig, force=True)  # a reload keeps both additions
+    assert app.conf.accept_content == ["pickle", "json"]
+    assert app.conf.task_routes[0] == {TASK_NAME: {"queue": DEFAULT_QUEUE}}
+    with pytest.raises(TypeError, match="acks_late"):
+        register_tasks(app, name="vtex_tracking.other", task_options={"acks_late": False})
+    untouched = Celery("no_route", set_as_current=False)
+    register_tasks(untouched, queue=None)
+    assert untouched.conf.task_routes is None and list(untouched.conf.accept_content) == ["json"]
+
+
+def test_configure_is_deprecated_and_sets_only_what_it_is_given() -> None:
+    """``configure`` (public before 0.x, kept for the apps that call it) warns, and sets only
+    the broker, result backend and transport options it is given, merged into the app's;
+    the app's serializers, ``accept_content`` and prefetch stay its own."""
+    app = Celery("configure_kept", set_as_current=False)
+    app.config_from_object(_AppConfig)
+    app.conf.update(worker_prefetch_multiplier=8, broker_transport_options={"max_connections": 7})
+
+    with pytest.warns(DeprecationWarning, match="-Q vtex_tracking --prefetch-multiplier 1"):
+        configure(app, broker_url="redis://127.0.0.1:9/0", visibility_timeout=600)
+
+    conf = app.conf
+    assert (conf.task_serializer, conf.accept_content) == ("pickle", ["pickle"])
+    assert (conf.worker_prefetch_multiplier, conf.worker_deduplicate_successful_tasks) == (8, False)
+    assert conf.result_serializer == "json" and conf.task_acks_late is False
+    assert (conf.broker_url, conf.result_backend) == ("redis://127.0.0.1:9/0",) * 2
+    assert conf.broker_transport_options == {
+        "max_connections": 7,
+        "visibility_timeout": 600,
+        "unacked_restore_interval": 60.0,
+        "unacked_restore_throttle": 1,
+    }
+
+
+@pytest.mark.timeout(240)
+def test_batches_take_their_own_queue_and_the_apps_pickle_tasks_keep_running(
+    redis_server: RedisServer, start_worker: Callable[..., Worker]
+) -> None:
+    """The test app has pickle as its serializer, its own prefetch and a pickle task. A
+    worker started as the app's other workers are (no ``-Q``) runs the pickle task with
+    every setting of the app as it was (``accept_content`` only gained ``"json"``), never
+    receives a batch, and says at start where batches go; a worker started with
+    ``-Q vtex_tracking --prefetch-multiplier 1`` runs them all (``enqueue`` and ``delay``
+    without a queue alike)."""
+    updates = [wire(i) for i in range(6)]
+    broker = redis.Redis.from_url(redis_server.url)
+    with FakeOMS() as oms:
+        env = worker_env(redis_server.url, oms)
+        other = start_worker("other", env, None)
+        app, tasks = make_app(redis_server.url, oms.url, VISIBILITY_TIMEOUT)
+        batches = enqueue(tasks, updates, batch_size=2)  # no queue: the task's own
+        direct = tasks.push_batch.delay([wire(6)])  # the route register_tasks added
+        probe = {1, 2, 3}  # a set: pickle carries it, JSON cannot
+        echoed, settings = app.tasks[PICKLE_TASK].delay(probe).get(timeout=60)
+        # The other worker ran a task sent after the batches: it had them to take, and did not.
+        time.sleep(1.0)
+        waiting = queued(broker, DEFAULT_QUEUE)
+        sent_before = len(oms.requests)
+        tracking = start_worker("tracking", env, DEFAULT_QUEUE)
+        report = collect(batches, timeout=90)
+        direct_results = direct.get(timeout=60)
+
+    assert echoed == probe
+    assert settings == {
+        **APP_SETTINGS,
+        "accept_content": ["pickle", "json"],
+        "task_acks_late": False,
+        "worker_deduplicate_successful_tasks": False,
+    }
+    assert waiting == {b.id for b in batches} | {direct.id}
+    assert sent_before == 0
+    other_log = other.text()
+    assert f"Task {PICKLE_TASK}[" in other_log
+    assert f"Task {TASK_NAME}[" not in other_log, other_log[-3000:]
+    assert f"does not take queue '{DEFAULT_QUEUE}', where {TASK_NAME} goes" in other_log
+    assert report.ok and report.by_outcome == {"200": 6}, report.by_outcome
+    assert [r["outcome"] for r in direct_results] == ["200"]
+    tracking_log = tracking.text()
+    assert tracking_log.count(f"Task {TASK_NAME}[") >= 2 * 4  # received and succeeded
+    assert "does not take queue" not in tracking_log
+    assert len(oms.requests) == 7
+
+
+@pytest.mark.timeout(180)
+def test_a_batch_redelivered_after_it_ran_returns_its_stored_result(
+    redis_server: RedisServer, start_worker: Callable[..., Worker]
+) -> None:
+    """A batch delivered again (``redelivered``, as kombu marks a batch it restores) whose
+    result is already stored as a success is not run again: its stored result stands, and
+    nothing reaches VTEX. One redelivered without a stored result runs as usual. (Celery's
+    ``worker_deduplicate_successful_tasks``, for this task alone: the app keeps it off.)"""
+    queue = "vtex-redelivered"
+    broker = redis.Redis.from_url(redis_server.url)
+    with FakeOMS() as oms:
+        env = worker_env(redis_server.url, oms)
+        app, tasks = make_app(redis_server.url, oms.url, VISIBILITY_TIMEOUT)
+        ran, fresh = enqueue(tasks, [wire(0), wire(1)], batch_size=1, queue=queue)
+        first = wire(0)
+        stored = [
+            {
+                "index": 0, "source": None, "orderId": first["orderId"],
+                "invoiceNumber": first["invoiceNumber"], "accountName": "acme", "ok": True,
+                "status": 200, "outcome": "200", "receipt": "stored by the first run",
+                "requestId": "first-run", "error": None, "field": None, "attempts": 1,
+                "redelivered": False, "sent": ["events"],
+            }
+        ]  # fmt: skip
+        with warnings.catch_warnings():  # Celery's Redis backend calls redis-py's setex
+            warnings.simplefilter("ignore", DeprecationWarning)
+            app.backend.store_result(ran.id, stored, "SUCCESS")
+        # Mark both waiting messages as kombu marks the batches it restores.
+        messages = [json.loads(raw) for raw in broker.lrange(queue, 0, -1)]
+        assert len(messages) == 2
+        for message in messages:
+            message["properties"]["delivery_info"]["redelivered"] = True
+        broker.delete(queue)
+        broker.rpush(queue, *(json.dumps(m) for m in messages))
+        worker = start_worker("again", env, queue)
+        report = collect([ran, fresh], timeout=60)
+        worker.stop()
+
+    assert report.results[0] == stored[0]
+    assert report.results[1]["outcome"] == "200" and report.results[1]["redelivered"] is True
+    assert [r.order_id for r in oms.requests] == [wire(1)["orderId"]]
+    assert f"batch {ran.id} already ran to the end" in worker.text()

@@ -17,7 +17,7 @@ import redis
 from celery import Celery
 
 from vtex_tracking import RetryPolicy, TrackingClient
-from vtex_tracking.celery import ItemResult, TrackingTasks, collect, configure, enqueue
+from vtex_tracking.celery import ItemResult, TrackingTasks, collect, enqueue
 from vtex_tracking.celery._order import ORDER_PREFIX, InvoiceOrder, invoice_key, next_stamp
 from vtex_tracking.testing import FakeOMS
 
@@ -127,7 +127,10 @@ class Local:
         self, redis_url: str, oms: FakeOMS, visibility: float, broker: str | None, **options: Any
     ) -> None:
         app = Celery("vtex_tracking_order_tests")
-        configure(app, broker_url=broker or redis_url, visibility_timeout=visibility)
+        app.conf.update(
+            broker_url=broker or redis_url,
+            broker_transport_options={"visibility_timeout": visibility},
+        )
         self.oms = oms
         self.tasks = TrackingTasks(
             app,

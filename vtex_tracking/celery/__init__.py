@@ -1,14 +1,20 @@
 """Celery tasks that push tracking updates from many worker processes and lose nothing when a
 worker dies (optional extra ``celery``: ``pip install "vtex-tracking[celery]"``).
 
-In your Celery app module (imported by every worker and by the producers)::
+In your Celery app module (imported by every worker and by the producers; your existing
+app, its broker and settings are fine)::
 
     from celery import Celery
-    from vtex_tracking.celery import configure, register_tasks
+    from vtex_tracking.celery import register_tasks
 
-    app = Celery("tracking")
-    configure(app, broker_url="redis://redis:6379/0", visibility_timeout=1800)
+    app = Celery("tracking", broker="redis://redis:6379/0", backend="redis://redis:6379/0")
     tasks = register_tasks(app)         # credentials: VTEX_* variables of each worker
+
+and workers for the task's own queue: ``celery -A tracking worker -Q vtex_tracking
+--prefetch-multiplier 1``. ``register_tasks`` changes no setting of your other tasks: the
+task carries its options (acks late, requeue on a lost worker, JSON), and the app only gains
+``"json"`` in ``accept_content`` when missing and one route, for this task alone, to
+``DEFAULT_QUEUE``. ``configure`` is deprecated (see its docstring).
 
 A producer (a cron job, a web view) enqueues and, if it wants the outcome, collects::
 
@@ -19,19 +25,20 @@ A producer (a cron job, a web view) enqueues and, if it wants the outcome, colle
     print(report.succeeded, report.failed, report.redelivered)
 
 Why a module and not an example app to copy: users import it, so the choices below (acks
-late, requeue on a lost worker, prefetch 1, a visibility timeout with a restore loop that
-really runs) travel with every upgrade instead of rotting in copied code; and CI tests this
-very code with real prefork workers, real Redis and ``kill -9`` (``tests/test_celery.py``).
+late, requeue on a lost worker, a dedicated queue) travel with every upgrade instead of
+rotting in copied code; and CI tests this very code with real prefork workers, real Redis
+and ``kill -9`` (``tests/test_celery.py``).
 
 What happens when things die (measured in ``tests/test_celery.py``):
 
 * a pool child killed (SIGKILL, OOM killer): the task is declared ``acks_late`` and
   ``reject_on_worker_lost``, so the worker puts the message back at once and another child
   runs the whole batch again;
-* the whole worker killed (main process and children, a lost machine): its unacknowledged
-  batches stay in Redis and come back once they are older than the visibility timeout, when
-  some worker's restore sweep runs; ``configure`` makes that sweep run every
-  ``restore_interval`` seconds (kombu's default scans only every ~100 s);
+* the whole worker killed (main process and children, a lost machine): with Redis as the
+  broker its unacknowledged batches come back once they are older than the visibility
+  timeout, when some worker's restore sweep runs (the app's ``broker_transport_options``:
+  ``unacked_restore_interval``; kombu's default sweeps only every ~100 s); with RabbitMQ as
+  soon as the broker sees the connection drop;
 * either way a batch may run twice, so some PUTs reach VTEX twice. That is harmless: each
   PUT replaces the invoice's whole history with the same body, and an identical resend
   e-mails nobody. Results say ``redelivered`` for items of such batches; ``collect`` gives
@@ -58,9 +65,10 @@ from __future__ import annotations
 from ._collector import Collected, collect
 from ._producer import Batch, enqueue, enqueue_file, wire_form
 from ._results import ItemResult
-from ._tasks import TASK_NAME, TrackingTasks, configure, register_tasks
+from ._tasks import DEFAULT_QUEUE, TASK_NAME, TrackingTasks, configure, register_tasks
 
 __all__ = [
+    "DEFAULT_QUEUE",
     "TASK_NAME",
     "Batch",
     "Collected",

@@ -17,7 +17,7 @@ from .._models import AnyUpdate, TrackingNumberUpdate, TrackingUpdate
 from .._serde import encode_status
 from ._order import next_stamp
 from ._results import ItemResult, _field_of, _result
-from ._tasks import TASK_NAME, TrackingTasks
+from ._tasks import DEFAULT_QUEUE, TASK_NAME, TrackingTasks
 
 #: Updates per task: big enough to amortize a task's overhead, small enough that a batch
 #: runs again quickly when its worker dies.
@@ -66,6 +66,10 @@ def enqueue(
 ) -> list[Batch]:
     """Send ``updates`` (wire-form mappings or ``TrackingUpdate``) in batches of
     ``batch_size`` to ``push_batch``; ``account_name`` for items that name no account.
+
+    Batches go to ``queue``, else the task's (``register_tasks(queue=...)``; for an app
+    that did not register the task, ``DEFAULT_QUEUE``), always as JSON whatever the app's
+    ``task_serializer``.
 
     Items are checked here first: an invalid one is not sent, and its ``invalid`` result
     (naming the field) travels in the returned ``Batch`` for ``collect``.
@@ -137,6 +141,13 @@ def _checked(updates: Iterable[Mapping[str, Any] | AnyUpdate]) -> Iterator[_Chec
             yield _Checked(None, error=str(exc), field=_field_of(str(exc)))
 
 
+def _queue_of(app: Any, name: str) -> str | None:
+    """None (the app's routes, where ``register_tasks`` put the task's queue) when ``app``
+    registered the task ``name``; ``DEFAULT_QUEUE`` when it did not (a producer that sends
+    by name)."""
+    return None if name in app.tasks else DEFAULT_QUEUE
+
+
 def _enqueue(
     target: Any, items: Iterable[_Checked], size: int, account: str | None, queue: str | None
 ) -> list[Batch]:
@@ -144,6 +155,8 @@ def _enqueue(
         raise ValueError(f"batch_size must be an integer >= 1, got {size!r}")
     tasks = target if isinstance(target, TrackingTasks) else None
     app, name = (tasks.app, tasks.name) if tasks else (target, TASK_NAME)
+    if queue is None:
+        queue = tasks.queue if tasks else _queue_of(app, name)
     batches: list[Batch] = []
     docs: list[dict[str, Any]] = []
     indexes: list[int] = []
@@ -161,7 +174,9 @@ def _enqueue(
                 "sources": named,
                 "stamps": list(stamps),
             }
-            result = app.send_task(name, args=[list(docs)], kwargs=kwargs, queue=queue)
+            result = app.send_task(
+                name, args=[list(docs)], kwargs=kwargs, queue=queue, serializer="json"
+            )
         batches.append(Batch(result, tuple(indexes), tuple(refused), named))
         for pending in (docs, indexes, sources, stamps, refused):
             pending.clear()

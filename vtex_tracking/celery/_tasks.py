@@ -1,5 +1,6 @@
-"""The worker side: ``configure``, ``register_tasks`` and the ``push_batch`` task behind
-``TrackingTasks``, with the per-process client, its redaction and its shutdown/fork hooks."""
+"""The worker side: ``register_tasks`` and the ``push_batch`` task behind ``TrackingTasks``,
+with the per-process client, its redaction and its shutdown/fork hooks; ``configure``, kept
+for the apps that call it (deprecated)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -15,7 +17,10 @@ import attrs
 
 # Celery ships no type information: its objects are typed ``Any`` here, on purpose, at the
 # edges only (the app, the task, AsyncResult). "unused-ignore": for sites with celery-types.
-from celery.signals import worker_process_shutdown  # type: ignore[import-untyped, unused-ignore]
+from celery.signals import (  # type: ignore[import-untyped, unused-ignore]
+    celeryd_after_setup,
+    worker_process_shutdown,
+)
 
 from .._accounts import ENV_ACCOUNTS, Accounts
 from .._constants import ENV_ACCOUNT_NAME, ENV_SHARED_PACE
@@ -32,13 +37,20 @@ logger = logging.getLogger("vtex_tracking.celery")
 
 #: The name of the task ``register_tasks`` defines.
 TASK_NAME = "vtex_tracking.push_batch"
-#: Seconds an unacknowledged batch waits before Redis gives it to another worker. It must
-#: exceed the longest run of one batch (a batch running longer is delivered again while it
-#: still runs); it is also how long a dead worker's batches wait.
+#: The queue ``push_batch`` goes to unless ``register_tasks(queue=...)`` says otherwise: its
+#: own, so that the workers started for it (``-Q vtex_tracking --prefetch-multiplier 1``) run
+#: only batches, and the app's other workers never take one.
+DEFAULT_QUEUE = "vtex_tracking"
+#: The visibility timeout ``configure`` sets (deprecated; Redis' own default is 3,600 s).
 DEFAULT_VISIBILITY_TIMEOUT = 1800.0
 #: Ceiling of the seconds between two restore sweeps (``configure`` uses a tenth of the
 #: visibility timeout, between 1 s and this).
 MAX_RESTORE_INTERVAL = 60.0
+#: The task options ``register_tasks`` sets itself (the guarantees rest on them), so
+#: ``task_options`` may not.
+OWN_TASK_OPTIONS = frozenset(
+    {"name", "bind", "shared", "acks_late", "reject_on_worker_lost", "serializer", "queue"}
+)
 
 
 def configure(
@@ -49,21 +61,27 @@ def configure(
     visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
     restore_interval: float | None = None,
 ) -> None:
-    """Set the worker and broker settings these tasks rely on; other settings are kept.
+    """Deprecated: set the broker, result backend and transport options in your app as usual
+    (README, "Celery"); ``register_tasks`` alone sets what the tasks need, on the tasks.
 
-    * ``broker_url`` (Redis) and ``result_backend`` (default: the broker), JSON only;
-    * ``worker_prefetch_multiplier=1``: a worker holds only the batches it runs, so one busy
-      worker never hoards batches while others idle, and a dead worker strands no more;
-    * ``broker_transport_options``: ``visibility_timeout`` (see
-      ``DEFAULT_VISIBILITY_TIMEOUT``), and ``unacked_restore_interval`` with
-      ``unacked_restore_throttle=1`` so that a dead worker's batches come back within
-      ``visibility_timeout + restore_interval`` seconds instead of kombu's ~100 s sweeps;
-    * ``worker_deduplicate_successful_tasks``: a batch that finished but whose worker died
-      before acknowledging it is not run again.
-
-    ``task_acks_late`` and ``task_reject_on_worker_lost`` are not set app-wide: they would
-    change how your other tasks behave, and ``push_batch`` declares both itself.
+    Kept so that apps calling it keep working; it now sets only what its arguments name and
+    adds, never removes: ``broker_url``; ``result_backend`` (when given, else the broker when
+    the app has none); ``broker_transport_options`` merged with ``visibility_timeout``,
+    ``unacked_restore_interval`` (a tenth of it, 1 to 60 s) and
+    ``unacked_restore_throttle=1`` (Redis; other brokers ignore them);
+    ``broker_connection_retry_on_startup``. It no longer sets the app's serializers,
+    ``accept_content``, ``worker_prefetch_multiplier`` or
+    ``worker_deduplicate_successful_tasks``: those changed every task of the app.
     """
+    warnings.warn(
+        "vtex_tracking.celery.configure() is deprecated: set broker_url, result_backend and"
+        " broker_transport_options in your Celery app yourself; register_tasks() puts the"
+        " tasks' own options on the tasks. It no longer sets app-wide serializers,"
+        " accept_content or worker_prefetch_multiplier: start the tracking workers with"
+        f" -Q {DEFAULT_QUEUE} --prefetch-multiplier 1",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     if restore_interval is None:
         restore_interval = min(MAX_RESTORE_INTERVAL, max(1.0, visibility_timeout / 10))
     transport = dict(app.conf.broker_transport_options or {})
@@ -74,14 +92,9 @@ def configure(
     )
     app.conf.update(
         broker_url=broker_url,
-        result_backend=result_backend or broker_url,
+        result_backend=result_backend or app.conf.result_backend or broker_url,
         broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
-        worker_prefetch_multiplier=1,
-        worker_deduplicate_successful_tasks=True,
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
     )
 
 
@@ -96,17 +109,27 @@ class TrackingTasks:
         client_settings: Mapping[str, Any] | None,
         client_factory: Callable[[], TrackingClient] | None,
         name: str,
+        queue: str | None = DEFAULT_QUEUE,
+        task_options: Mapping[str, Any] | None = None,
         skip_unchanged: UnchangedState | str | None = None,
         order_state: str | bool | None = None,
     ) -> None:
         if client_settings is not None and client_factory is not None:
             raise TypeError("pass client_settings or client_factory, not both")
+        owned = sorted(OWN_TASK_OPTIONS & set(task_options or {}))
+        if owned:
+            raise TypeError(
+                f"task_options may not set {', '.join(owned)}: register_tasks sets them"
+                " (queue: its own argument)"
+            )
         if isinstance(order_state, str) and not is_redis_url(order_state):
             raise ConfigurationError(
                 "order_state: expected a redis://, rediss:// or unix:// URL, False or None"
             )
         self.app = app
         self.name = name
+        #: The queue ``push_batch`` goes to (None: the app's routes or default queue).
+        self.queue = queue
         self._skip_unchanged = skip_unchanged
         self._order_setting = order_state
         self._order: InvoiceOrder | None = None
@@ -117,9 +140,22 @@ class TrackingTasks:
         self._client: TrackingClient | None = None
         owner = self
 
+        # Every option on the task, none on the app: the app's other tasks keep their own.
         # acks_late + reject_on_worker_lost: a batch is acknowledged only once it ran, and
         # one whose pool child died is put back instead of acknowledged (celery issue 2840).
-        @app.task(name=name, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator, unused-ignore]
+        # JSON: the batches are plain data, whatever the app's serializer. Not shared: the
+        # task belongs to this app (and this client), not to every app made after it.
+        options = {
+            **(task_options or {}),
+            "name": name,
+            "bind": True,
+            "shared": False,
+            "acks_late": True,
+            "reject_on_worker_lost": True,
+            "serializer": "json",
+        }
+
+        @app.task(**options)  # type: ignore[untyped-decorator, unused-ignore]
         def push_batch(
             task: Any,
             batch: list[Any],
@@ -130,6 +166,10 @@ class TrackingTasks:
         ) -> list[ItemResult]:
             """Send a batch of updates in VTEX's wire form; one result per item."""
             redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
+            if redelivered:
+                done = _finished_result(task)
+                if done is not None:  # it ran, but its worker died before acknowledging it
+                    return done
             return owner.run_batch(
                 batch,
                 account_name=account_name,
@@ -142,10 +182,14 @@ class TrackingTasks:
         #: The Celery task: ``push_batch.delay(batch, account_name=None)``.
         self.push_batch: Any = push_batch
         worker_process_shutdown.connect(_close_on_shutdown(self), weak=False)
+        celeryd_after_setup.connect(_warn_if_queue_not_consumed(self), weak=False)
+        _on_configured(app, _accept_json)
+        if queue is not None:
+            _on_configured(app, _route(name, queue))
         at_fork_in_child(_reset_lock_after_fork(self))
 
     def __repr__(self) -> str:
-        return f"TrackingTasks(name={self.name!r})"
+        return f"TrackingTasks(name={self.name!r}, queue={self.queue!r})"
 
     def client(self) -> TrackingClient:
         """This process's client, made on first use from the settings or the factory."""
@@ -293,11 +337,23 @@ def register_tasks(
     client_settings: Mapping[str, Any] | None = None,
     client_factory: Callable[[], TrackingClient] | None = None,
     name: str = TASK_NAME,
+    queue: str | None = DEFAULT_QUEUE,
+    task_options: Mapping[str, Any] | None = None,
     skip_unchanged: UnchangedState | str | None = None,
     order_state: str | bool | None = None,
 ) -> TrackingTasks:
     """Define ``vtex_tracking.push_batch(batch, account_name=None)`` on ``app`` (producers
-    also pass ``indexes``, ``sources`` and ``stamps``).
+    also pass ``indexes``, ``sources`` and ``stamps``), changing no setting of your other
+    tasks: it only adds ``"json"`` to ``accept_content`` when missing, and one route, first
+    in ``task_routes``, for this task alone.
+
+    The task carries its own options: ``acks_late``, ``reject_on_worker_lost`` and
+    ``serializer="json"``; the route sends it to ``queue`` (``DEFAULT_QUEUE``; None adds no
+    route, so your routes or default queue decide), so run its workers with
+    ``-Q vtex_tracking --prefetch-multiplier 1``. ``task_options`` adds Celery task options
+    of yours (``rate_limit``, ``time_limit``, ``soft_time_limit``...), not the ones above.
+    A batch delivered again after it ran to the end (its worker died before acknowledging
+    it) returns its stored result instead of running again.
 
     Each worker process makes one ``TrackingClient`` on its first batch:
     ``client_factory()`` if given, else ``TrackingClient.from_env(**client_settings)``
@@ -321,6 +377,8 @@ def register_tasks(
         client_settings=client_settings,
         client_factory=client_factory,
         name=name,
+        queue=queue,
+        task_options=task_options,
         skip_unchanged=skip_unchanged,
         order_state=order_state,
     )
@@ -427,6 +485,87 @@ def _client_from_settings(settings: Mapping[str, Any]) -> TrackingClient:
             options.setdefault("shared_pace", os.environ[ENV_SHARED_PACE])
         return TrackingClient.from_accounts(registry, default=default, **options)
     return TrackingClient.from_env(accounts=registry, **options)
+
+
+def _on_configured(app: Any, change: Callable[[Any], None]) -> None:
+    """Apply ``change(conf)`` to the app's settings now if they are loaded, and each time
+    the app loads them (first use, ``config_from_object``), so that it is never lost."""
+
+    def apply(source: Any = None, **_: Any) -> None:
+        change(source if source is not None else app.conf)
+
+    app.on_after_configure.connect(apply, weak=False)
+    if app.configured:
+        apply()
+
+
+def _accept_json(conf: Any) -> None:
+    """Add ``"json"`` to ``accept_content`` when missing, keeping every type the app
+    accepts (pickle included)."""
+    accepted = conf.accept_content
+    if accepted is None:  # Celery's None: accept anything
+        return
+    names = [accepted] if isinstance(accepted, str) else list(accepted)
+    if not {"json", "application/json"} & set(names):
+        conf.accept_content = [*names, "json"]
+
+
+def _route(name: str, queue: str) -> Callable[[Any], None]:
+    """A change that puts one route first in ``task_routes``: task ``name`` to ``queue``,
+    the app's own routes kept after it for every other task."""
+    ours = {name: {"queue": queue}}
+
+    def add(conf: Any) -> None:
+        routes = conf.task_routes
+        if routes is None:
+            routes = ()
+        elif not isinstance(routes, (list, tuple)):  # one router: Celery's (router,)
+            routes = (routes,)
+        if ours not in routes:
+            conf.task_routes = (ours, *routes)
+
+    return add
+
+
+def _finished_result(task: Any) -> list[ItemResult] | None:
+    """The stored result of this task when it already ran to the end, else None (as
+    Celery's ``worker_deduplicate_successful_tasks``, for this task only)."""
+    backend = task.backend
+    if not getattr(backend, "persistent", False):  # rpc://, none: nothing stored to look up
+        return None
+    try:
+        meta = backend.get_task_meta(task.request.id)
+    except Exception:  # no result backend, or it does not answer: run the batch again
+        return None
+    result = meta.get("result")
+    if meta.get("status") == "SUCCESS" and isinstance(result, list):
+        logger.info("batch %s already ran to the end: its stored result stands", task.request.id)
+        return result
+    return None
+
+
+def _warn_if_queue_not_consumed(tasks: TrackingTasks) -> Callable[..., None]:
+    """A worker of this app that takes its default queue but not the tasks' queue: most
+    likely started as before ``push_batch`` had its own queue, so say where batches go."""
+    ref = weakref.ref(tasks)
+
+    def check(instance: Any = None, **_: Any) -> None:
+        owner = ref()
+        app = getattr(instance, "app", None)
+        if owner is None or owner.queue is None or app is None or app is not owner.app:
+            return
+        consumed = set(app.amqp.queues.consume_from or ())
+        if app.conf.task_default_queue in consumed and owner.queue not in consumed:
+            logger.warning(
+                "this worker does not take queue %r, where %s goes: start one with"
+                " -Q %s --prefetch-multiplier 1 (or register_tasks(queue=None) to route it"
+                " as the app's other tasks)",
+                owner.queue,
+                owner.name,
+                owner.queue,
+            )
+
+    return check
 
 
 def _close_on_shutdown(tasks: TrackingTasks) -> Callable[..., None]:
