@@ -34,6 +34,7 @@ from .._models import AnyUpdate
 from ._checks import build_checks, describe
 from ._clients import has_registry, open_client
 from ._feed import Feed
+from ._hints import in_cli_terms
 from ._report import Console, FailuresFile, Progress, Tally
 from ._signals import EXIT_INTERRUPTED, Interrupts
 from ._summary import print_json_error, print_summary
@@ -118,7 +119,7 @@ class _Run:
             self.failed_records[result.index] = number
             return
         # The client's checks name the SDK's fields and options: tell them in the input's.
-        text = describe(error) if isinstance(error, ValidationError) else str(error)
+        text = describe(error) if isinstance(error, ValidationError) else in_cli_terms(str(error))
         number = self.failed(result.update, source, result.outcome, text, result.account)
         self.failed_records[result.index] = number
         update = result.update
@@ -312,9 +313,10 @@ def _drain(run: _Run, *, keep: bool) -> None:
 
 def _cannot_start(args: argparse.Namespace, console: Console, kind: str, exc: Exception) -> int:
     """A run that cannot start: the reason on stderr (and as JSON on stdout with ``--json``)."""
-    console.warn(f"vtex-tracking: {exc}")
+    message = in_cli_terms(str(exc))
+    console.warn(f"vtex-tracking: {message}")
     if args.json:
-        print_json_error(kind, str(exc))
+        print_json_error(kind, message)
     return EXIT_USAGE
 
 
