@@ -36,8 +36,9 @@ from ._clients import has_registry, open_client
 from ._feed import Feed
 from ._hints import in_cli_terms
 from ._report import Console, FailuresFile, Progress, Tally
+from ._retry import retry_command
 from ._signals import EXIT_INTERRUPTED, Interrupts
-from ._summary import print_json_error, print_summary
+from ._summary import Retry, print_json_error, print_summary
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 #: Seconds the main thread waits for a record before checking for a second Ctrl-C.
@@ -368,14 +369,14 @@ def run_push(args: argparse.Namespace, console: Console) -> int:
             failures.close()
         run.tally.interrupted = interrupts.stop_sending
         reformatted = args.encoding is not None or args.date_format != ISO
+        command, needs = retry_command(args, failures.path)
+        note = " (UTF-8 JSONL, ISO dates: no --encoding or --date-format)" if reformatted else ""
         print_summary(
             run.tally,
             failures,
             time.monotonic() - started,
             as_json=args.json,
-            retry_note=" (UTF-8 JSONL, ISO dates: no --encoding or --date-format)"
-            if reformatted
-            else "",
+            retry=Retry(command, needs, note),
         )
     if run.tally.interrupted:
         return EXIT_INTERRUPTED
