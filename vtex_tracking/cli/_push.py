@@ -34,7 +34,7 @@ from .._models import AnyUpdate
 from ._checks import build_checks, describe
 from ._clients import has_registry, open_client
 from ._feed import Feed
-from ._hints import in_cli_terms
+from ._hints import hint_for, in_cli_terms
 from ._report import Console, FailuresFile, Progress, Tally
 from ._retry import retry_command
 from ._signals import EXIT_INTERRUPTED, Interrupts
@@ -121,6 +121,10 @@ class _Run:
             return
         # The client's checks name the SDK's fields and options: tell them in the input's.
         text = describe(error) if isinstance(error, ValidationError) else in_cli_terms(str(error))
+        hint = hint_for(error)
+        if hint is not None:
+            self.tally.add_hint(*hint)
+            text = f"{text} {hint[1]}"
         number = self.failed(result.update, source, result.outcome, text, result.account)
         self.failed_records[result.index] = number
         update = result.update

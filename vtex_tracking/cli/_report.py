@@ -140,6 +140,9 @@ class Tally:
     accounts: dict[str, AccountTally] = attrs.field(factory=dict)
     #: What the reading told the user once (a file read as cp1252), for the JSON summary.
     notices: list[str] = attrs.field(factory=list)
+    #: Failures with a hint (``_hints``): how many, and the hint, by what VTEX answered.
+    hinted: Counter[str] = attrs.field(factory=Counter)
+    hints: dict[str, str] = attrs.field(factory=dict)
 
     @property
     def failed(self) -> int:
@@ -158,6 +161,11 @@ class Tally:
                 account_tally = self.accounts[account] = AccountTally()
             account_tally.total += 1
             account_tally.succeeded += ok
+
+    def add_hint(self, what: str, hint: str) -> None:
+        """Count one failure that ``hint`` explains (VTEX answered ``what``)."""
+        self.hinted[what] += 1
+        self.hints[what] = hint
 
     def add_account_counts(self, progress: PushProgress) -> None:
         """Take each store's requests, throttles, stop and finishing time from the push."""

@@ -118,6 +118,8 @@ def _print_words(
             " check the account name (VTEX_ACCOUNT_NAME, --account, accountName or the accounts"
             " file), --base-url, and that the host resolves (DNS) and is reachable from here."
         )
+    for what, count in sorted(tally.hinted.items()):
+        say(f"  {count} update{'' if count == 1 else 's'} answered {what}. {tally.hints[what]}")
     if failures.left_out:
         one = failures.left_out == 1
         say(
