@@ -35,7 +35,7 @@ from ._checks import build_checks, describe
 from ._clients import has_registry, open_client
 from ._feed import Feed
 from ._hints import hint_for, in_cli_terms
-from ._report import Console, FailuresFile, Progress, Tally
+from ._report import Console, FailuresFile, InputShare, Progress, Tally
 from ._retry import retry_command
 from ._signals import EXIT_INTERRUPTED, Interrupts
 from ._summary import Retry, print_json_error, print_summary
@@ -62,9 +62,11 @@ class _Run:
         self.failures = failures
         self.interrupts = interrupts
         self.tally = Tally(dry_run=args.dry_run)
-        # Source (file:line) of each update handed to the engine, by the engine's index,
-        # until its result arrives: bounded by the engine's read-ahead.
-        self.sources: dict[int, str] = {}
+        # Source (file:line) and bytes of each update handed to the engine, by the engine's
+        # index, until its result arrives: bounded by the engine's read-ahead.
+        self.sources: dict[int, tuple[str, int]] = {}
+        # How far through the input files: for the progress's percentage and ETA.
+        self.share = InputShare(args.files)
         # The record number in the failures file of each update the engine reported failed,
         # by the engine's index, in case a newer update of its invoice is confirmed later
         # (``PushResult.supersedes``): as many entries as failures, no more.
@@ -76,11 +78,13 @@ class _Run:
         # What the client refuses before sending; --dry-run refuses the same.
         self.checks = build_checks(args)
 
-    def take(self, record: Record) -> None:
-        """Show a record's notice, once, even when quiet; the JSON summary lists it too."""
+    def take(self, record: Record) -> int:
+        """Show a record's notice, once, even when quiet; the JSON summary lists it too.
+        Returns the record's bytes, to count as done (``share.finish``) with its result."""
         if record.notice is not None:
             self.console.warn(record.notice)
             self.tally.notices.append(record.notice)
+        return self.share.take(record.offset)
 
     def malformed(self, record: Record) -> None:
         """A record that could not be read: reported, counted and kept raw."""
@@ -100,7 +104,8 @@ class _Run:
 
     def result(self, result: PushResult) -> None:
         """Account for one result of the push engine."""
-        source = self.sources.pop(result.index, "?")
+        source, size = self.sources.pop(result.index, ("?", 0))
+        self.share.finish(size)
         if result.ok:
             self.tally.add(result.outcome, ok=True, account=result.account)
             for index in result.supersedes:
@@ -157,14 +162,16 @@ class _Updates:
             record = await run.feed.aget()
             if record is None:
                 raise StopAsyncIteration
-            run.take(record)
+            size = run.take(record)
             if record.update is None:
                 run.malformed(record)
+                run.share.finish(size)
                 continue
             if record.update.account_name is None and run.default_account is None:
                 _refuse(run, record.source, record.update, _no_default(), None)
+                run.share.finish(size)
                 continue
-            run.sources[self._index] = record.source
+            run.sources[self._index] = (record.source, size)
             self._index += 1
             return record.update
 
@@ -250,7 +257,7 @@ async def _push(run: _Run) -> None:
 
         run.interrupts.on_first = on_interrupt
         run.interrupts.wake_loop(loop)
-        progress = Progress(run.console, run.tally, stream.progress)
+        progress = Progress(run.console, run.tally, stream.progress, run.share)
         ticker = loop.create_task(progress.run())
         try:
             async with stream:
