@@ -162,7 +162,8 @@ def test_the_failures_file_has_iso_dates_and_pushes_again_without_the_option(
     oms.fail_next(1, 400)
     assert main(["push", str(path), "--base-url", oms.url, *DAY_FIRST]) == 1
     out = capsys.readouterr().out
-    assert "retry them with: vtex-tracking push planilha.failed.jsonl (UTF-8 JSONL" in out
+    retry = f"vtex-tracking push planilha.failed.jsonl --base-url {oms.url} (UTF-8 JSONL"
+    assert f"retry them with: {retry}" in out
     (kept,) = read_records(tmp_path / "planilha.failed.jsonl")
     assert (kept["events"][0]["date"], kept["deliveredDate"]) == ("2026-11-23", "2026-11-23 14:05")
     assert main(["push", "planilha.failed.jsonl", "--base-url", oms.url]) == 0

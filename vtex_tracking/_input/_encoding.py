@@ -161,15 +161,17 @@ class LineDecoder:
 
 class DecodedLines(Iterator[str]):
     """The lines of a binary stream as text, with their line endings (as ``csv`` wants them),
-    decoded by ``decoder``. ``number`` is the number of the last line returned. The stream is
-    the caller's to close."""
+    decoded by ``decoder``. ``number`` is the number of the last line returned, ``bytes_read``
+    the bytes of the stream up to its end (for progress). The stream is the caller's to close."""
 
     def __init__(self, stream: IO[bytes], decoder: LineDecoder) -> None:
         self._lines = iter(stream)
         self.decoder = decoder
         self.number = 0
+        self.bytes_read = 0
 
     def __next__(self) -> str:
         line = next(self._lines)
         self.number += 1
+        self.bytes_read += len(line)
         return self.decoder.decode(line, self.number)

@@ -18,6 +18,7 @@ that a record's ``notice`` announces), and dates follow ``--date-format`` (see `
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -67,13 +68,15 @@ _BLANK = " \t\n\r\x0b\x0c"
 class Record:
     """One input record: an update, or why it could not be read and its raw text. ``notice``
     is something to tell the user once, found while reading up to this record (a file read
-    as cp1252)."""
+    as cp1252). ``offset`` is how many bytes of the inputs were read when the record was made
+    (those of earlier files included), for progress."""
 
     source: str
     update: TrackingUpdate | TrackingNumberUpdate | None = None
     error: str | None = None
     raw: str | None = None
     notice: str | None = None
+    offset: int = 0
 
 
 @attrs.frozen
@@ -175,11 +178,19 @@ def _open(path: str) -> IO[bytes]:
 
 def read_inputs(inputs: list[Input]) -> Iterator[Record]:
     """Every record of every input, in order."""
+    before = 0  # bytes of the files read before this one
     for item in inputs:
+        offset = 0
         try:
-            yield from _read_one(item)
+            for record in _read_one(item):
+                offset = record.offset
+                yield attrs.evolve(record, offset=before + offset) if before else record
         except (OSError, InputError) as exc:  # e.g. a disk error, or the file changed
-            yield Record(item.name, error=f"reading stopped: {exc}")
+            yield Record(item.name, error=f"reading stopped: {exc}", offset=before + offset)
+        if item.path != "-":
+            with contextlib.suppress(OSError):
+                offset = os.path.getsize(item.path)  # trailing blank lines included
+        before += offset
 
 
 def _read_one(item: Input) -> Iterator[Record]:
@@ -218,20 +229,21 @@ def read_jsonl(
         source = f"{name}:{lines.number}"
         text = line.rstrip("\r\n")
         notice = lines.decoder.notice(name)
+        offset = lines.bytes_read
         problem = lines.decoder.problem(lines.number, lines.number)
         if problem is not None:
-            yield Record(source, error=problem, raw=visible(text), notice=notice)
+            yield Record(source, error=problem, raw=visible(text), notice=notice, offset=offset)
             continue
         try:
             update = update_from_json(orjson.loads(text), options.date_format)
         except orjson.JSONDecodeError as exc:
             reason = f"not valid JSON ({exc.msg} at column {exc.colno})"
-            yield Record(source, error=reason, raw=text, notice=notice)
+            yield Record(source, error=reason, raw=text, notice=notice, offset=offset)
         except RecordError as exc:
             raw = text if exc.raw is None else exc.raw
-            yield Record(source, error=str(exc), raw=raw, notice=notice)
+            yield Record(source, error=str(exc), raw=raw, notice=notice, offset=offset)
         else:
-            yield Record(source, update=update, notice=notice)
+            yield Record(source, update=update, notice=notice, offset=offset)
 
 
 def _csv_header(lines: DecodedLines, name: str) -> _Header:
@@ -321,7 +333,8 @@ def read_csv(
     seen: dict[tuple[str, str, str], str] = {}
 
     def record(rows: list[_Row], repeated: str | None) -> Record:
-        found = _record(rows, name, repeated, date_format)
+        # The offset is past the row read to end the group: close enough for progress.
+        found = _record(rows, name, repeated, date_format, lines.bytes_read)
         notice = lines.decoder.notice(name)
         return found if notice is None else attrs.evolve(found, notice=notice)
 
@@ -343,7 +356,9 @@ def read_csv(
         yield record(group, repeated)
 
 
-def _record(group: list[_Row], name: str, repeated: str | None, date_format: str) -> Record:
+def _record(
+    group: list[_Row], name: str, repeated: str | None, date_format: str, offset: int
+) -> Record:
     first, last = group[0].start, group[-1].end
     source = f"{name}:{first}" if first == last else f"{name}:{first}-{last}"
     raw = "\n".join(row.text for row in group)
@@ -353,9 +368,9 @@ def _record(group: list[_Row], name: str, repeated: str | None, date_format: str
                 f"this invoice already had rows at {repeated}: keep an invoice's rows together,"
                 " because each update replaces the whole history at VTEX"
             )
-        return Record(source, update=_group_update(group, date_format))
+        return Record(source, update=_group_update(group, date_format), offset=offset)
     except RecordError as exc:
-        return Record(source, error=str(exc), raw=raw)
+        return Record(source, error=str(exc), raw=raw, offset=offset)
 
 
 def _group_update(group: list[_Row], date_format: str) -> TrackingUpdate | TrackingNumberUpdate:

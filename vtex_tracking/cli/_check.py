@@ -31,6 +31,7 @@ from vtex_tracking import (
 from .._input._readers import InputError, ReadOptions, check_inputs, read_inputs
 from .._models import AnyUpdate
 from ._clients import open_client
+from ._hints import in_cli_terms
 from ._push import EXIT_FAILURES, EXIT_OK, EXIT_USAGE
 from ._report import Console
 from ._summary import print_json_error
@@ -193,9 +194,10 @@ def run_check(args: argparse.Namespace, console: Console) -> int:
     try:
         findings, access = asyncio.run(_check(args, console, sample))
     except ConfigurationError as exc:
-        console.warn(f"vtex-tracking: {exc}")
+        message = in_cli_terms(str(exc))
+        console.warn(f"vtex-tracking: {message}")
         if args.json:
-            print_json_error("configuration", str(exc))
+            print_json_error("configuration", message)
         return EXIT_USAGE
     except (APIError, VtexTrackingError) as exc:
         console.warn(f"vtex-tracking: {exc}")

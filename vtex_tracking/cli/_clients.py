@@ -75,6 +75,8 @@ async def open_client(
     }
     if args.trust_env:
         settings["trust_env"] = True
+    if args.allow_insecure_http:
+        settings["allow_insecure_http"] = True
     shared_pace = args.shared_pace or os.environ.get("VTEX_SHARED_PACE")
     if shared_pace:
         settings["shared_pace"] = shared_pace

@@ -272,6 +272,12 @@ def _store_options(push: argparse.ArgumentParser) -> None:
         "--fake", action="store_true", help="push to an embedded fake VTEX (no credentials)"
     )
     stores.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow a plain http --base-url (or accounts file base_url) to a host other than"
+        " this machine, which sends the credentials in clear text (default: refused)",
+    )
+    stores.add_argument(
         "--trust-env",
         action="store_true",
         help="use the proxies of HTTPS_PROXY/HTTP_PROXY/NO_PROXY (and .netrc), as curl would",

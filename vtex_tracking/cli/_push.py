@@ -34,9 +34,11 @@ from .._models import AnyUpdate
 from ._checks import build_checks, describe
 from ._clients import has_registry, open_client
 from ._feed import Feed
-from ._report import Console, FailuresFile, Progress, Tally
+from ._hints import hint_for, in_cli_terms
+from ._report import Console, FailuresFile, InputShare, Progress, Tally
+from ._retry import retry_command
 from ._signals import EXIT_INTERRUPTED, Interrupts
-from ._summary import print_json_error, print_summary
+from ._summary import Retry, print_json_error, print_summary
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 #: Seconds the main thread waits for a record before checking for a second Ctrl-C.
@@ -60,9 +62,11 @@ class _Run:
         self.failures = failures
         self.interrupts = interrupts
         self.tally = Tally(dry_run=args.dry_run)
-        # Source (file:line) of each update handed to the engine, by the engine's index,
-        # until its result arrives: bounded by the engine's read-ahead.
-        self.sources: dict[int, str] = {}
+        # Source (file:line) and bytes of each update handed to the engine, by the engine's
+        # index, until its result arrives: bounded by the engine's read-ahead.
+        self.sources: dict[int, tuple[str, int]] = {}
+        # How far through the input files: for the progress's percentage and ETA.
+        self.share = InputShare(args.files)
         # The record number in the failures file of each update the engine reported failed,
         # by the engine's index, in case a newer update of its invoice is confirmed later
         # (``PushResult.supersedes``): as many entries as failures, no more.
@@ -74,11 +78,13 @@ class _Run:
         # What the client refuses before sending; --dry-run refuses the same.
         self.checks = build_checks(args)
 
-    def take(self, record: Record) -> None:
-        """Show a record's notice, once, even when quiet; the JSON summary lists it too."""
+    def take(self, record: Record) -> int:
+        """Show a record's notice, once, even when quiet; the JSON summary lists it too.
+        Returns the record's bytes, to count as done (``share.finish``) with its result."""
         if record.notice is not None:
             self.console.warn(record.notice)
             self.tally.notices.append(record.notice)
+        return self.share.take(record.offset)
 
     def malformed(self, record: Record) -> None:
         """A record that could not be read: reported, counted and kept raw."""
@@ -98,7 +104,8 @@ class _Run:
 
     def result(self, result: PushResult) -> None:
         """Account for one result of the push engine."""
-        source = self.sources.pop(result.index, "?")
+        source, size = self.sources.pop(result.index, ("?", 0))
+        self.share.finish(size)
         if result.ok:
             self.tally.add(result.outcome, ok=True, account=result.account)
             for index in result.supersedes:
@@ -118,7 +125,11 @@ class _Run:
             self.failed_records[result.index] = number
             return
         # The client's checks name the SDK's fields and options: tell them in the input's.
-        text = describe(error) if isinstance(error, ValidationError) else str(error)
+        text = describe(error) if isinstance(error, ValidationError) else in_cli_terms(str(error))
+        hint = hint_for(error)
+        if hint is not None:
+            self.tally.add_hint(*hint)
+            text = f"{text} {hint[1]}"
         number = self.failed(result.update, source, result.outcome, text, result.account)
         self.failed_records[result.index] = number
         update = result.update
@@ -151,14 +162,16 @@ class _Updates:
             record = await run.feed.aget()
             if record is None:
                 raise StopAsyncIteration
-            run.take(record)
+            size = run.take(record)
             if record.update is None:
                 run.malformed(record)
+                run.share.finish(size)
                 continue
             if record.update.account_name is None and run.default_account is None:
                 _refuse(run, record.source, record.update, _no_default(), None)
+                run.share.finish(size)
                 continue
-            run.sources[self._index] = record.source
+            run.sources[self._index] = (record.source, size)
             self._index += 1
             return record.update
 
@@ -244,7 +257,7 @@ async def _push(run: _Run) -> None:
 
         run.interrupts.on_first = on_interrupt
         run.interrupts.wake_loop(loop)
-        progress = Progress(run.console, run.tally, stream.progress)
+        progress = Progress(run.console, run.tally, stream.progress, run.share)
         ticker = loop.create_task(progress.run())
         try:
             async with stream:
@@ -312,9 +325,10 @@ def _drain(run: _Run, *, keep: bool) -> None:
 
 def _cannot_start(args: argparse.Namespace, console: Console, kind: str, exc: Exception) -> int:
     """A run that cannot start: the reason on stderr (and as JSON on stdout with ``--json``)."""
-    console.warn(f"vtex-tracking: {exc}")
+    message = in_cli_terms(str(exc))
+    console.warn(f"vtex-tracking: {message}")
     if args.json:
-        print_json_error(kind, str(exc))
+        print_json_error(kind, message)
     return EXIT_USAGE
 
 
@@ -366,14 +380,14 @@ def run_push(args: argparse.Namespace, console: Console) -> int:
             failures.close()
         run.tally.interrupted = interrupts.stop_sending
         reformatted = args.encoding is not None or args.date_format != ISO
+        command, needs = retry_command(args, failures.path)
+        note = " (UTF-8 JSONL, ISO dates: no --encoding or --date-format)" if reformatted else ""
         print_summary(
             run.tally,
             failures,
             time.monotonic() - started,
             as_json=args.json,
-            retry_note=" (UTF-8 JSONL, ISO dates: no --encoding or --date-format)"
-            if reformatted
-            else "",
+            retry=Retry(command, needs, note),
         )
     if run.tally.interrupted:
         return EXIT_INTERRUPTED

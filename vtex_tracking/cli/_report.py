@@ -4,14 +4,17 @@ failures file. (The summary at the end is ``_summary``'s.)"""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import IO, Any
@@ -33,6 +36,9 @@ PLAIN_PROGRESS_EVERY = 2.0
 BAR_REFRESH_EVERY = 0.2
 #: Failures echoed on stderr one by one (all of them with -v); all are in the failures file.
 MAX_FAILURES_SHOWN = 20
+#: Seconds of results the ETA's rate is measured over: recent enough to follow the pace as
+#: it changes (the slow start, a store's Retry-After), long enough not to jump at each pause.
+ETA_WINDOW_S = 60.0
 
 
 class Console:
@@ -140,6 +146,9 @@ class Tally:
     accounts: dict[str, AccountTally] = attrs.field(factory=dict)
     #: What the reading told the user once (a file read as cp1252), for the JSON summary.
     notices: list[str] = attrs.field(factory=list)
+    #: Failures with a hint (``_hints``): how many, and the hint, by what VTEX answered.
+    hinted: Counter[str] = attrs.field(factory=Counter)
+    hints: dict[str, str] = attrs.field(factory=dict)
 
     @property
     def failed(self) -> int:
@@ -159,6 +168,11 @@ class Tally:
             account_tally.total += 1
             account_tally.succeeded += ok
 
+    def add_hint(self, what: str, hint: str) -> None:
+        """Count one failure that ``hint`` explains (VTEX answered ``what``)."""
+        self.hinted[what] += 1
+        self.hints[what] = hint
+
     def add_account_counts(self, progress: PushProgress) -> None:
         """Take each store's requests, throttles, stop and finishing time from the push."""
         for name, counts in progress.accounts.items():
@@ -169,6 +183,75 @@ class Tally:
                 account_tally.elapsed_s = counts.last_result_at - progress.started_at
 
 
+class InputShare:
+    """How far through the input files a push is: the bytes read (for a percentage) and the
+    bytes of records that have their result (for an ETA, at the rate of the last
+    ``ETA_WINDOW_S`` seconds). ``total`` is None when it is unknown (stdin, a pipe): then
+    neither is shown."""
+
+    def __init__(self, files: list[str]) -> None:
+        self.total: int | None = _total_size(files)
+        self.read = 0
+        self.done = 0
+        self._samples: collections.deque[tuple[float, int]] = collections.deque()
+
+    def take(self, offset: int) -> int:
+        """A record was taken that ends at ``offset``: returns its bytes (to pass to
+        ``finish`` when its result is known)."""
+        size = max(0, offset - self.read)
+        self.read += size
+        return size
+
+    def finish(self, size: int) -> None:
+        """A record of ``size`` bytes has its result."""
+        self.done += size
+
+    def percent_read(self) -> int | None:
+        """Percent of the input read, or None when its size is unknown."""
+        if not self.total:
+            return None
+        return min(100, self.read * 100 // self.total)
+
+    def eta(self, now: float, started_at: float) -> float | None:
+        """Seconds left at the recent rate of bytes done; None before any rate is known."""
+        if not self.total:
+            return None
+        samples = self._samples
+        if not samples:
+            samples.append((started_at, 0))
+        samples.append((now, self.done))
+        while len(samples) > 2 and now - samples[1][0] >= ETA_WINDOW_S:
+            samples.popleft()
+        since, done_then = samples[0]
+        if self.done >= self.total:
+            return 0.0
+        if now <= since or self.done <= done_then:
+            return None
+        return (self.total - self.done) * (now - since) / (self.done - done_then)
+
+    def describe(self, now: float, started_at: float) -> str:
+        """``42% read, ETA 01:05`` (``ETA ?`` before a rate is known); "" without a size."""
+        percent = self.percent_read()
+        if percent is None:
+            return ""
+        eta = self.eta(now, started_at)
+        return f"{percent}% read, ETA {'?' if eta is None else tqdm.format_interval(eta)}"
+
+
+def _total_size(files: list[str]) -> int | None:
+    """The bytes of the input files; None if one is stdin or not a regular file."""
+    total = 0
+    for name in files:
+        try:
+            status = os.stat(name) if name != "-" else None
+        except OSError:
+            return None
+        if status is None or not stat.S_ISREG(status.st_mode):
+            return None
+        total += status.st_size
+    return total
+
+
 class Progress:
     """A tqdm bar on a terminal; otherwise a plain line every ``PLAIN_PROGRESS_EVERY`` seconds;
     nothing at all when the console is quiet.
@@ -177,10 +260,13 @@ class Progress:
     throttled pace) when results are slow to come, as during a long ``Retry-After``.
     """
 
-    def __init__(self, console: Console, tally: Tally, counters: PushProgress) -> None:
+    def __init__(
+        self, console: Console, tally: Tally, counters: PushProgress, share: InputShare
+    ) -> None:
         self._console = console
         self._tally = tally
         self._counters = counters
+        self._share = share
         self._bar: tqdm[Any] | None = None
         if sys.stderr.isatty() and not console.quiet:
             self._bar = tqdm(unit=" updates", file=sys.stderr, dynamic_ncols=True)
@@ -203,15 +289,17 @@ class Progress:
             limit = "per store"
         # A slow store whose buffer is full holds up the reading: say which one.
         waiting = f", reading waits for store {c.bottleneck}" if c.bottleneck else ""
+        share = self._share.describe(time.monotonic(), c.started_at)
         if self._bar is None:
             self._console.note(
-                f"progress: {t.total} done ({t.succeeded} ok, {t.failed} failed),"
-                f" {c.in_flight} in flight, {c.send_rate:.1f} requests/s (limit {limit}),"
-                f" {c.throttled} throttled, {c.elapsed_s:.0f} s{waiting}"
+                f"progress: {share + ', ' if share else ''}{t.total} done ({t.succeeded} ok,"
+                f" {t.failed} failed), {c.in_flight} in flight, {c.send_rate:.1f} requests/s"
+                f" (limit {limit}), {c.throttled} throttled, {c.elapsed_s:.0f} s{waiting}"
             )
             return
         self._bar.set_postfix_str(
-            f"ok={t.succeeded} failed={t.failed} in flight={c.in_flight} limit={limit}"
+            (f"{share} " if share else "")
+            + f"ok={t.succeeded} failed={t.failed} in flight={c.in_flight} limit={limit}"
             + (f" waiting for {c.bottleneck}" if c.bottleneck else ""),
             refresh=False,
         )

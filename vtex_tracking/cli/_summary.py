@@ -11,9 +11,12 @@ person, the summary in words included, then goes to stderr, so ``push --json | j
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from collections.abc import Callable
 from typing import IO
+
+import attrs
 
 from ._report import FailuresFile, Tally
 
@@ -34,19 +37,37 @@ def print_json_error(kind: str, message: str) -> None:
     print(json.dumps({"error": {"kind": kind, "message": message}}, ensure_ascii=False))
 
 
+@attrs.frozen
+class Retry:
+    """How to push the failures file again: the command (shell-quoted), what it needs that
+    it cannot say (environment variables; None: nothing), and a note on the file's format."""
+
+    command: str
+    needs: str | None = None
+    note: str = ""
+
+
 def print_summary(
-    tally: Tally, failures: FailuresFile, elapsed: float, *, as_json: bool, retry_note: str = ""
+    tally: Tally,
+    failures: FailuresFile,
+    elapsed: float,
+    *,
+    as_json: bool,
+    retry: Retry | None = None,
 ) -> None:
     """The summary in words on stdout; with ``as_json``, on stderr, and one JSON line on stdout.
-    ``retry_note`` follows the command that retries the failures file."""
+    ``retry`` is printed when the failures file holds something to resend."""
     out = sys.stderr if as_json else sys.stdout
-    _print_words(tally, failures, elapsed, out, retry_note)
+    retry = retry or Retry(shlex.join(["vtex-tracking", "push", failures.path]))
+    _print_words(tally, failures, elapsed, out, retry)
     if as_json:
-        print(json.dumps(_summary(tally, failures, elapsed), ensure_ascii=False), flush=True)
+        summary = _summary(tally, failures, elapsed)
+        summary["retry_command"] = retry.command if failures.count else None
+        print(json.dumps(summary, ensure_ascii=False), flush=True)
 
 
 def _print_words(
-    tally: Tally, failures: FailuresFile, elapsed: float, out: IO[str], retry_note: str
+    tally: Tally, failures: FailuresFile, elapsed: float, out: IO[str], retry: Retry
 ) -> None:
     def say(text: str) -> None:
         print(text, file=out)
@@ -97,6 +118,8 @@ def _print_words(
             " check the account name (VTEX_ACCOUNT_NAME, --account, accountName or the accounts"
             " file), --base-url, and that the host resolves (DNS) and is reachable from here."
         )
+    for what, count in sorted(tally.hinted.items()):
+        say(f"  {count} update{'' if count == 1 else 's'} answered {what}. {tally.hints[what]}")
     if failures.left_out:
         one = failures.left_out == 1
         say(
@@ -107,9 +130,10 @@ def _print_words(
     if failures.count:
         say(
             f"  failed: {failures.count} record{'' if failures.count == 1 else 's'} in"
-            f" {failures.path};"
-            f" retry them with: vtex-tracking push {failures.path}{retry_note}"
+            f" {failures.path}; retry them with: {retry.command}{retry.note}"
         )
+        if retry.needs:
+            say(f"  the retry needs {retry.needs}")
     if tally.reading_stopped:
         where = f"after {tally.unread_after}" if tally.unread_after else "from the start"
         say(f"  NOT read, and not in the failures file: the input {where}.")
