@@ -76,3 +76,25 @@ def test_the_readme_examples_run_against_a_fake_vtex(monkeypatch: pytest.MonkeyP
         assert oms.accepted("1172452900788-01", "000030711")
         assert len(oms.updates[("1172452900788-01", "000030711")]) == 2  # one per example
         assert oms.unapplied == []
+
+
+def test_links_into_the_site_name_pages_that_exist() -> None:
+    """A link from README, CONTRIBUTING or SECURITY to the documentation site names a real page."""
+    site = "https://vtex-tracking.readthedocs.io/en/stable/"
+    generated = {"pt-BR", "changelog", "contributing", "security"}  # docs/_hooks/project_files.py
+    linked = {
+        path.split("#", 1)[0].rstrip("/")
+        for name in ("README.md", "CONTRIBUTING.md", "SECURITY.md")
+        for path in re.findall(re.escape(site) + r"([^)>\s]*)", (ROOT / name).read_text("utf-8"))
+    }
+    assert len(linked) >= 20, linked
+    docs = ROOT / "docs"
+    missing = [
+        p
+        for p in sorted(linked)
+        if p
+        and p not in generated
+        and not (docs / f"{p}.md").is_file()
+        and not (docs / p / "index.md").is_file()
+    ]
+    assert missing == []
