@@ -19,7 +19,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 #: Each demo: the page that shows it, by its marker's name.
-DEMOS = {"many-stores": ROOT / "README.md"}
+DEMOS = {"many-stores": ROOT / "docs" / "tutorials" / "many-stores.md"}
 _FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 # "3.0 s", "16.4 updates/s": times and rates are the only decimals a summary prints.
 _DECIMAL = re.compile(r"\d+\.\d+")
