@@ -123,6 +123,20 @@ def test_public_names_report_the_package_as_their_module() -> None:
     assert repr(TrackingEvent) == "<class 'vtex_tracking.TrackingEvent'>"
 
 
+def test_testing_helpers_report_the_testing_package_as_their_module() -> None:
+    """FakeOMS and the testing package's own helpers say vtex_tracking.testing, the path users
+    import, and their type hints still resolve (no_waits and friends come from the SDK's
+    core and keep its name)."""
+    import vtex_tracking.testing as testing
+
+    own = ("FakeAccount", "FakeOMS", "RecordedRequest", "validate_receipt", "validate_request_body")
+    for name in own:
+        obj = getattr(testing, name)
+        assert obj.__module__ == "vtex_tracking.testing", name
+        typing.get_type_hints(obj)
+    assert repr(testing.FakeOMS) == "<class 'vtex_tracking.testing.FakeOMS'>"
+
+
 def test_type_hints_of_public_classes_still_resolve() -> None:
     """typing.get_type_hints (cattrs, documentation tools, frameworks) still evaluates the
     annotations of every public class, though they name things ``vtex_tracking`` lacks."""

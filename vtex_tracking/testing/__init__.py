@@ -7,6 +7,7 @@ removes every wait of the SDK (backoff, ``Retry-After``, the accounts' pace) so 
 exercise retries and rate limits stay fast.
 """
 
+from .._public import present_as as _present_as
 from .._testing_mode import is_testing, no_waits, set_testing
 from ._schema import validate_receipt, validate_request_body
 from ._server import FakeAccount, FakeOMS, RecordedRequest
@@ -21,3 +22,6 @@ __all__ = [
     "validate_receipt",
     "validate_request_body",
 ]
+
+# Tracebacks and reprs say vtex_tracking.testing.FakeOMS, the path users import.
+_present_as(__name__, globals(), __all__)
