@@ -543,6 +543,8 @@ def requests_seq(p: Params) -> Params:
 
 CONTENDERS: dict[str, Callable[[Params], Any]] = {
     "sdk_push": sdk_push,
+    # The same on uvloop, as the CLI and the sync client run it when installed (``bulk``).
+    "sdk_push_uvloop": sdk_push,
     # The same with ``shared_pace`` in its params: a name of its own to compare with sdk_push.
     "sdk_push_shared": sdk_push,
     # The same with ``journal`` in its params (``send_less``).
@@ -569,11 +571,16 @@ CONTENDERS: dict[str, Callable[[Params], Any]] = {
 REQUIRES = {
     "sdk_traced": "opentelemetry.sdk",
     "sdk_traced_sampled": "opentelemetry.sdk",
+    "sdk_push_uvloop": "uvloop",
     "raw_aiohttp": "aiohttp",
     "httpx_pool": "httpx",
     "requests_threads": "requests",
     "requests_seq": "requests",
 }
+
+
+#: Contenders whose event loop is uvloop's (the others: asyncio's own).
+ON_UVLOOP = frozenset({"sdk_push_uvloop"})
 
 
 def main(argv: list[str]) -> int:
@@ -582,7 +589,12 @@ def main(argv: list[str]) -> int:
     func = CONTENDERS[name]
     outcome = func(params)
     if asyncio.iscoroutine(outcome):
-        outcome = asyncio.run(outcome)
+        if name in ON_UVLOOP:
+            from vtex_tracking._loop import run
+
+            outcome = run(outcome, use_uvloop=True)
+        else:
+            outcome = asyncio.run(outcome)
     outcome.update(
         contender=name,
         peak_rss_mb=peak_rss_mb(),

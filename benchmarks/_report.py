@@ -32,6 +32,7 @@ PACKAGES = (
 NAMES = {
     "sdk_push": "vtex_tracking push_all",
     "sdk_push_shared": "push_all, shared_pace (Redis)",
+    "sdk_push_uvloop": "push_all on uvloop",
     "raw_aiohttp": "raw aiohttp pool (a)",
     "httpx_pool": "httpx.AsyncClient pool (b)",
     "requests_threads": "requests, 64 threads (c)",

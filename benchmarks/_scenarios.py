@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -282,7 +283,10 @@ def bulk(s: Settings, server: Server) -> tuple[dict[str, Any], list[dict[str, An
     """Throughput of ``push_all`` at concurrency 64 against three hand-written pools."""
     log(f"\n== bulk: {s.bulk_n} updates at concurrency {s.concurrency} ==")
     # sdk_send_pool is a diagnostic: the client without the push engine.
-    names = ["sdk_push", "raw_aiohttp", "httpx_pool", "requests_threads", "sdk_send_pool"]
+    names = [
+        "sdk_push", "sdk_push_uvloop", "raw_aiohttp", "httpx_pool", "requests_threads",
+        "sdk_send_pool",
+    ]  # fmt: skip
     params_for = {
         name: {
             "url": server.url,
@@ -314,6 +318,15 @@ def bulk(s: Settings, server: Server) -> tuple[dict[str, Any], list[dict[str, An
             skipped=skipped.get("raw_aiohttp"),
         ),
         target(
+            "bulk_uvloop",
+            "bulk push with uvloop >= 1.3 x today's push on asyncio's loop (requests/s)",
+            _uvloop_gain(section),
+            1.3,
+            ">=",
+            unit="x",
+            skipped=skipped.get("sdk_push_uvloop"),
+        ),
+        target(
             "bulk_vs_httpx",
             "bulk push >= 5 x httpx.AsyncClient pool (requests/s)",
             _median(section, "sdk_push", "httpx_pool"),
@@ -324,6 +337,15 @@ def bulk(s: Settings, server: Server) -> tuple[dict[str, Any], list[dict[str, An
         ),
     ]
     return section, targets
+
+
+def _uvloop_gain(section: dict[str, Any]) -> float | None:
+    """Median of the paired speed ratios sdk_push_uvloop / sdk_push (the section's ratios
+    are sdk_push / each: inverted per repetition, then the median taken)."""
+    ratio = section["ratios_of_sdk_push"].get("sdk_push_uvloop", {}).get("speed")
+    if not ratio:
+        return None
+    return float(statistics.median(1 / r for r in ratio["runs"]))
 
 
 def sync(s: Settings, server: Server) -> tuple[dict[str, Any], list[dict[str, Any]]]:
