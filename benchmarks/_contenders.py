@@ -250,6 +250,8 @@ async def sdk_traced(p: Params) -> Params:
     The window ends after ``force_flush``, so it holds the whole cost of the spans: made,
     queued, batched and exported (the export thread's CPU is the process's too). The spans
     exported in the window are reported next to the requests made, to show they were real.
+    With ``sample`` (``sdk_traced_sampled``), the provider's sampler keeps that share of the
+    traces (``ParentBased(TraceIdRatioBased(sample))``, as production tracing is set up).
     """
     from opentelemetry import trace
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -258,6 +260,7 @@ async def sdk_traced(p: Params) -> Params:
         SpanExporter,
         SpanExportResult,
     )
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     class CountingExporter(SpanExporter):
         """Counts the spans it is given, and drops them."""
@@ -270,7 +273,9 @@ async def sdk_traced(p: Params) -> Params:
             return SpanExportResult.SUCCESS
 
     exporter = CountingExporter()
-    provider = TracerProvider()
+    sample = p.get("sample")
+    sampler = ParentBased(TraceIdRatioBased(sample)) if sample is not None else None
+    provider = TracerProvider(sampler=sampler)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
 
@@ -538,6 +543,8 @@ def requests_seq(p: Params) -> Params:
 
 CONTENDERS: dict[str, Callable[[Params], Any]] = {
     "sdk_push": sdk_push,
+    # The same on uvloop, as the CLI and the sync client run it when installed (``bulk``).
+    "sdk_push_uvloop": sdk_push,
     # The same with ``shared_pace`` in its params: a name of its own to compare with sdk_push.
     "sdk_push_shared": sdk_push,
     # The same with ``journal`` in its params (``send_less``).
@@ -549,6 +556,8 @@ CONTENDERS: dict[str, Callable[[Params], Any]] = {
     "sdk_memory": sdk_memory,
     "sdk_rate_limited": sdk_rate_limited,
     "sdk_traced": sdk_traced,
+    # The same with ``sample`` in its params: 1 % of the traces kept (``tracing``).
+    "sdk_traced_sampled": sdk_traced,
     "sdk_push_stores": sdk_push_stores,
     "sdk_many_stores": sdk_many_stores,
     "raw_aiohttp": raw_aiohttp,
@@ -561,11 +570,17 @@ CONTENDERS: dict[str, Callable[[Params], Any]] = {
 #: The module each contender needs besides the standard library (to skip it when missing).
 REQUIRES = {
     "sdk_traced": "opentelemetry.sdk",
+    "sdk_traced_sampled": "opentelemetry.sdk",
+    "sdk_push_uvloop": "uvloop",
     "raw_aiohttp": "aiohttp",
     "httpx_pool": "httpx",
     "requests_threads": "requests",
     "requests_seq": "requests",
 }
+
+
+#: Contenders whose event loop is uvloop's (the others: asyncio's own).
+ON_UVLOOP = frozenset({"sdk_push_uvloop"})
 
 
 def main(argv: list[str]) -> int:
@@ -574,7 +589,12 @@ def main(argv: list[str]) -> int:
     func = CONTENDERS[name]
     outcome = func(params)
     if asyncio.iscoroutine(outcome):
-        outcome = asyncio.run(outcome)
+        if name in ON_UVLOOP:
+            from vtex_tracking._loop import run
+
+            outcome = run(outcome, use_uvloop=True)
+        else:
+            outcome = asyncio.run(outcome)
     outcome.update(
         contender=name,
         peak_rss_mb=peak_rss_mb(),

@@ -32,11 +32,13 @@ PACKAGES = (
 NAMES = {
     "sdk_push": "vtex_tracking push_all",
     "sdk_push_shared": "push_all, shared_pace (Redis)",
+    "sdk_push_uvloop": "push_all on uvloop",
     "raw_aiohttp": "raw aiohttp pool (a)",
     "httpx_pool": "httpx.AsyncClient pool (b)",
     "requests_threads": "requests, 64 threads (c)",
     "sdk_send_pool": "client.send, 64 tasks (diag.)",
     "sdk_traced": "push_all, traced (OTel SDK)",
+    "sdk_traced_sampled": "push_all, traced, 1 % sampled",
     "sdk_sync_seq": "TrackingClient (sync)",
     "requests_seq": "requests.Session",
     "sdk_async_seq": "AsyncTrackingClient, awaited",
@@ -257,6 +259,7 @@ def _tracing_section(t: dict[str, Any]) -> list[str]:
         return ["", f"Tracing: skipped ({why})"]
     spans = t["spans"]["runs"]
     counted = ", ".join(f"{r['spans_exported']:,}/{r['requests']:,}" for r in spans) or "-"
+    sampled = t.get("ratios_of_sdk_traced_sampled", {}).get("sdk_push", {})
     return [
         "",
         f"Tracing: bulk push with a TracerProvider + BatchSpanProcessor (spans counted,"
@@ -264,6 +267,8 @@ def _tracing_section(t: dict[str, Any]) -> list[str]:
         _compare_table(t, "sdk_traced"),
         f"  CPU a span adds per request: {_range(t['traced_extra_cpu_us_per_req'], 1)} us;"
         f" spans exported / requests per run: {counted}",
+        f"  1 % sampled / untraced push: speed"
+        f" {_range(sampled.get('speed'), 2)}, CPU per request {_range(sampled.get('cpu'), 2)}",
     ]
 
 

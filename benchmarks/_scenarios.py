@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -282,7 +283,10 @@ def bulk(s: Settings, server: Server) -> tuple[dict[str, Any], list[dict[str, An
     """Throughput of ``push_all`` at concurrency 64 against three hand-written pools."""
     log(f"\n== bulk: {s.bulk_n} updates at concurrency {s.concurrency} ==")
     # sdk_send_pool is a diagnostic: the client without the push engine.
-    names = ["sdk_push", "raw_aiohttp", "httpx_pool", "requests_threads", "sdk_send_pool"]
+    names = [
+        "sdk_push", "sdk_push_uvloop", "raw_aiohttp", "httpx_pool", "requests_threads",
+        "sdk_send_pool",
+    ]  # fmt: skip
     params_for = {
         name: {
             "url": server.url,
@@ -314,6 +318,15 @@ def bulk(s: Settings, server: Server) -> tuple[dict[str, Any], list[dict[str, An
             skipped=skipped.get("raw_aiohttp"),
         ),
         target(
+            "bulk_uvloop",
+            "bulk push with uvloop >= 1.3 x today's push on asyncio's loop (requests/s)",
+            _uvloop_gain(section),
+            1.3,
+            ">=",
+            unit="x",
+            skipped=skipped.get("sdk_push_uvloop"),
+        ),
+        target(
             "bulk_vs_httpx",
             "bulk push >= 5 x httpx.AsyncClient pool (requests/s)",
             _median(section, "sdk_push", "httpx_pool"),
@@ -324,6 +337,15 @@ def bulk(s: Settings, server: Server) -> tuple[dict[str, Any], list[dict[str, An
         ),
     ]
     return section, targets
+
+
+def _uvloop_gain(section: dict[str, Any]) -> float | None:
+    """Median of the paired speed ratios sdk_push_uvloop / sdk_push (the section's ratios
+    are sdk_push / each: inverted per repetition, then the median taken)."""
+    ratio = section["ratios_of_sdk_push"].get("sdk_push_uvloop", {}).get("speed")
+    if not ratio:
+        return None
+    return float(statistics.median(1 / r for r in ratio["runs"]))
 
 
 def sync(s: Settings, server: Server) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -656,13 +678,15 @@ def many_stores_bulk(s: Settings, server: Server) -> tuple[dict[str, Any], list[
 def tracing(s: Settings, server: Server) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """What OpenTelemetry tracing costs a bulk push: ``push_all`` with no tracer provider
     (the default) against the same with a provider, a ``BatchSpanProcessor`` and an exporter
-    that counts the spans and drops them; the raw aiohttp pool as the bulk scenario's yardstick.
+    that counts the spans and drops them, every span sampled or 1 % of them
+    (``ParentBased(TraceIdRatioBased(0.01))``); the raw aiohttp pool as the bulk scenario's
+    yardstick.
     """
     log(
         f"\n== tracing: {s.bulk_n} updates at concurrency {s.concurrency}, without and with"
         " a tracer provider =="
     )
-    names = ["sdk_push", "sdk_traced", "raw_aiohttp"]
+    names = ["sdk_push", "sdk_traced", "sdk_traced_sampled", "raw_aiohttp"]
     params_for = {
         name: {
             "url": server.url,
@@ -672,12 +696,19 @@ def tracing(s: Settings, server: Server) -> tuple[dict[str, Any], list[dict[str,
         }
         for name in names
     }
+    params_for["sdk_traced_sampled"]["sample"] = SAMPLED_SHARE
     why = missing_module("sdk_traced")
     if why is not None:
         log(f"  {'sdk_traced':<17} SKIPPED: {why}")
-        section: dict[str, Any] = {"skipped": {"sdk_traced": why}}
-        return section, [_spans_target(None, why)]
+        section: dict[str, Any] = {"skipped": {"sdk_traced": why, "sdk_traced_sampled": why}}
+        return section, [_spans_target(None, why), _sampled_target(None, why)]
     section, runs = _compare_runs(names, s.reps, params_for, "sdk_traced", floor_rps=50)
+    # What tracing costs when its sampler drops 99 % of the spans, paired per repetition.
+    sampled = {
+        "speed": paired_ratios(runs["sdk_traced_sampled"], runs["sdk_push"], "rps"),
+        "cpu": paired_ratios(runs["sdk_traced_sampled"], runs["sdk_push"], "cpu_us_per_req"),
+    }
+    section["ratios_of_sdk_traced_sampled"] = {"sdk_push": sampled}
     # Paired per repetition: the client CPU one span adds to one request.
     extra_cpu = [
         traced["cpu_us_per_req"] - plain["cpu_us_per_req"]
@@ -704,7 +735,28 @@ def tracing(s: Settings, server: Server) -> tuple[dict[str, Any], list[dict[str,
     }
     if missing:
         log(f"  spans exported differ from requests by {missing} over the runs")
-    return section, [_spans_target(missing, None)]
+    speed = sampled["speed"]
+    return section, [
+        _spans_target(missing, None),
+        _sampled_target(speed["median"] if speed else None, None),
+    ]
+
+
+#: The share of traces ``sdk_traced_sampled``'s sampler keeps.
+SAMPLED_SHARE = 0.01
+
+
+def _sampled_target(measured: float | None, skipped: str | None) -> dict[str, Any]:
+    return target(
+        "tracing_sampled_out_cost",
+        "tracing, 99 % sampled out (ParentBased(TraceIdRatioBased(0.01))) >= 0.95 x untraced"
+        " push (requests/s)",
+        measured,
+        0.95,
+        ">=",
+        unit="x",
+        skipped=skipped,
+    )
 
 
 def _spans_target(missing: int | None, skipped: str | None) -> dict[str, Any]:

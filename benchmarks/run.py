@@ -22,6 +22,7 @@ from . import (
     _report,
     _scenarios,
     _scenarios_hub,
+    _scenarios_import,
     _scenarios_pace,
     _scenarios_scale,
     _scenarios_send_less,
@@ -43,11 +44,12 @@ SCENARIOS = (
     "scale_out",
     "send_less",
     "hub_day",
+    "import_time",
 )
 #: Scenarios of ``_scenarios_pace`` (single calls, mixed, latency); the rest are ``_scenarios``.
 PACE = ("single_calls", "mixed", "latency")
 #: Scenarios that start their own FakeOMS instead of using the local receipt server.
-OWN_SERVER = ("rate_limited", "many_stores", "hub_day", *PACE)
+OWN_SERVER = ("rate_limited", "many_stores", "hub_day", "import_time", *PACE)
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 #: Quick runs are smoke tests: they must not overwrite the published full results.
 QUICK_OUT = Path(__file__).resolve().parent / "results" / "quick" / "results.json"
@@ -161,6 +163,8 @@ def _run_scenario(
         elif name == "hub_day":
             # Its own FakeOMS (one port per store) and Redis.
             section, targets = _scenarios_hub.hub_day(settings)
+        elif name == "import_time":
+            section, targets = _scenarios_import.import_time(settings)
         elif name in PACE:
             section, targets = getattr(_scenarios_pace, name)(settings)
         elif name in OWN_SERVER:

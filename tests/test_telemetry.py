@@ -3,6 +3,7 @@ the OpenTelemetry SDK's in-memory exporter), and per-account counters."""
 
 from __future__ import annotations
 
+import ast
 import logging
 import subprocess
 import sys
@@ -296,3 +297,110 @@ async def test_the_tracking_number_call_is_a_patch_span_of_the_invoice(
     assert attributes["http.request.method"] == "PATCH"
     assert attributes["url.template"] == "/api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}"
     assert attributes["http.response.status_code"] == 200
+
+
+def test_a_sampled_out_attempt_records_nothing_and_a_sampled_in_one_carries_everything() -> None:
+    """With a sampler that drops the span, the attempt's span does not record and the SDK sets
+    no attribute on it (nor hands the sampler more than the method and URL template); with
+    the same sampler letting it through, the span carries every attribute. A provider whose
+    tracer notes each call on the spans it starts sees what the SDK does to them."""
+    script = textwrap.dedent(
+        f"""
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+        from vtex_tracking import TrackingClient, TrackingEvent, TrackingStatus
+        from vtex_tracking.testing import FakeOMS
+
+        class Switch(Sampler):
+            sample = False
+            seen = []
+
+            def should_sample(self, parent_context, trace_id, name, kind=None,
+                              attributes=None, links=None, trace_state=None):
+                self.seen.append(dict(attributes or {{}}))
+                decision = Decision.RECORD_AND_SAMPLE if self.sample else Decision.DROP
+                return SamplingResult(decision, attributes if self.sample else None)
+
+            def get_description(self):
+                return "Switch"
+
+        calls = []
+
+        class Noting:
+            # Every call on a span the SDK started, then the real span's answer.
+            def __init__(self, span):
+                self._span = span
+
+            def __getattr__(self, name):
+                real = getattr(self._span, name)
+                if not callable(real):
+                    return real
+
+                def noted(*args, **kwargs):
+                    calls.append(name)
+                    return real(*args, **kwargs)
+
+                return noted
+
+        class NotingTracer:
+            def __init__(self, tracer):
+                self._tracer = tracer
+
+            def start_span(self, *args, **kwargs):
+                calls.append("start_span")
+                return Noting(self._tracer.start_span(*args, **kwargs))
+
+        class NotingProvider(trace.TracerProvider):
+            def __init__(self, provider):
+                self._provider = provider
+
+            def get_tracer(self, *args, **kwargs):
+                return NotingTracer(self._provider.get_tracer(*args, **kwargs))
+
+        sampler, exporter = Switch(), InMemorySpanExporter()
+        sdk = TracerProvider(sampler=sampler)
+        sdk.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(NotingProvider(sdk))
+        status = TrackingStatus([TrackingEvent("Natal", "RN", "Postado", "2026-11-20")])
+        with FakeOMS(require_tracking_number=False) as oms:
+            with TrackingClient("acme", {APP_KEY!r}, {APP_TOKEN!r}, base_url=oms.url) as c:
+                c.update_tracking_status("o-1", "NF-1", status)
+                out_calls, out_seen = list(calls), list(sampler.seen)
+                calls.clear()
+                sampler.sample = True
+                c.update_tracking_status("o-2", "NF-2", status)
+        print(out_calls)
+        print(sorted(out_seen[0]))
+        print(len(exporter.get_finished_spans()))
+        print(sorted(exporter.get_finished_spans()[0].attributes))
+        print(sorted(set(calls)))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    out_calls, out_seen, exported, attributes, in_calls = done.stdout.splitlines()
+    # Sampled out: started, asked whether it records, made current, ended; nothing else.
+    assert ast.literal_eval(out_calls) == ["start_span", "is_recording", "end"]
+    assert ast.literal_eval(out_seen) == ["http.request.method", "url.template"]
+    # Sampled in: the one span exported, with every attribute of the attempt.
+    assert exported == "1"
+    assert ast.literal_eval(attributes) == sorted(
+        [
+            "http.request.method",
+            "url.template",
+            "server.address",
+            "vtex.account",
+            "vtex.order_id",
+            "vtex.invoice_number",
+            "vtex.attempt",
+            "vtex.pace.wait_s",
+            "http.response.status_code",
+            "vtex.request_id",
+        ]
+    )
+    assert {"set_attributes", "set_attribute"} <= set(ast.literal_eval(in_calls))

@@ -22,11 +22,6 @@ from ._config import Credentials
 from ._constants import DEFAULT_ENVIRONMENT
 from ._errors import ConfigurationError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]
-
 _ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _SECRETS = ("app_token", "user_token")
 #: An account's settings other than its credentials.
@@ -148,6 +143,11 @@ class Accounts(Mapping[str, Account]):
             raise ConfigurationError(f"{path}: cannot read: {exc.strerror or exc}") from None
         except UnicodeDecodeError:
             raise ConfigurationError(f"{path}: not UTF-8") from None
+        # Imported here, not with the package: only accounts files need a TOML parser.
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - exercised on Python 3.10 only
+            import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]
         try:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
@@ -27,6 +26,8 @@ def to_time_zone(value: str | dt.tzinfo) -> dt.tzinfo:
     if isinstance(value, dt.tzinfo):
         return value
     if isinstance(value, str):
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # not with the package: rarely
+
         try:
             return ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
@@ -70,7 +71,7 @@ class Checks:
     allow_empty_events: bool = attrs.field(default=False, validator=_flag)
     allow_undated_delivery: bool = attrs.field(default=False, validator=_flag)
     time_zone: dt.tzinfo = attrs.field(
-        factory=lambda: ZoneInfo(DEFAULT_TIME_ZONE), converter=to_time_zone
+        factory=lambda: to_time_zone(DEFAULT_TIME_ZONE), converter=to_time_zone
     )
 
     def check(self, update: TrackingUpdate, *, now: dt.datetime | None = None) -> TrackingUpdate:

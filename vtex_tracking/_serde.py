@@ -7,9 +7,9 @@ once by cattrs at import, and orjson encodes the result in one call.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import attrs
 import cattrs
@@ -42,7 +42,13 @@ __all__ = [
 ]
 
 
-_STORE_ZONE = ZoneInfo(DEFAULT_TIME_ZONE)
+@functools.cache
+def _store_zone() -> dt.tzinfo:
+    """Brasília's zone, built on first use: most pushes never send an aware datetime, and
+    ``zoneinfo`` is left out of ``import vtex_tracking``."""
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(DEFAULT_TIME_ZONE)
 
 
 def format_event_date(value: EventDate) -> str:
@@ -59,7 +65,7 @@ def format_delivered_date(value: DeliveredDate) -> str | None:
     if value is None or isinstance(value, str):
         return value
     if value.tzinfo is not None:
-        value = value.astimezone(_STORE_ZONE)
+        value = value.astimezone(_store_zone())
     return delivered_text(value)
 
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
-import importlib.resources
 import math
 import os
 import secrets
@@ -129,7 +128,13 @@ REFRESH_INTERVAL = 2.0
 #: rate): it promises nothing further, since the rate may rise meanwhile.
 LEASE_HORIZON = 1.0
 
-_SCRIPT = importlib.resources.files("vtex_tracking").joinpath("_shared_script.lua").read_text()
+def _script() -> str:
+    """The Lua script, read when a connection registers it: ``importlib.resources`` (and the
+    zipfile machinery it loads) stays out of ``import vtex_tracking``."""
+    import importlib.resources
+
+    return importlib.resources.files("vtex_tracking").joinpath("_shared_script.lua").read_text()
+
 
 
 def _validate_url(instance: object, attribute: Any, value: object) -> None:
@@ -192,7 +197,7 @@ class SharedConnection:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop or self._pid != os.getpid():
             client = self._client = self._new_client()
-            self._script = client.register_script(_SCRIPT)
+            self._script = client.register_script(_script())
             self._loop = loop
             self._pid = os.getpid()
             # Close it as its loop shuts down (asyncio.run cancels what is left, then waits),

@@ -8,13 +8,16 @@
   provider, each attempt is a CLIENT span named as the HTTP conventions ask
   (``PUT /api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}/tracking``), with the account,
   the attempt, the time it waited for the account's pace, the status and the request id.
-  Never credentials, headers or bodies. Without a provider nothing is created at all.
+  Never credentials, headers or bodies. Without a provider nothing is created at all; a span
+  its sampler drops gets no attributes (``is_recording()`` is asked first).
 * Counters: plain integers per account, bumped by the sender, read through
   ``client.metrics()`` by whatever metrics system the application runs.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._answer import Answer
@@ -28,39 +31,64 @@ if TYPE_CHECKING:
 
 __all__ = ["AccountCounters", "AttemptSpan", "PaceView", "logger", "start_attempt_span"]
 
-try:
-    from opentelemetry import trace as _trace
-except ImportError:  # tracing is optional: ``pip install vtex-tracking[otel]``
-    _trace = None  # type: ignore[assignment]
-
 URL_TEMPLATE = "/api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}/tracking"
 SPAN_NAME = f"PUT {URL_TEMPLATE}"
 #: The tracking number's call (VTEX's PATCH of the invoice), and the order's read (GET).
 INVOICE_URL_TEMPLATE = "/api/oms/pvt/orders/{orderId}/invoice/{invoiceNumber}"
 ORDER_URL_TEMPLATE = "/api/oms/pvt/orders/{orderId}"
 _TEMPLATES = {"PUT": URL_TEMPLATE, "PATCH": INVOICE_URL_TEMPLATE, "GET": ORDER_URL_TEMPLATE}
+_SPAN_NAMES = {method: f"{method} {template}" for method, template in _TEMPLATES.items()}
+#: What a sampler is told when the span starts: built once, not per call. The rest is set
+#: only on spans that record (a sampled-out span costs no attribute work at all).
+_START_ATTRIBUTES = {
+    method: {"http.request.method": method, "url.template": template}
+    for method, template in _TEMPLATES.items()
+}
 
+#: ``opentelemetry.trace`` and ``.context`` once somebody imported them (None before:
+#: nothing can be traced yet).
+_trace: Any = None
+_context: Any = None
 #: The provider our tracer came from, and that tracer (None: no provider set, so no spans).
 _provider: Any = None
 _tracer: Any = None
+#: A provider named by the environment is built by ``get_tracer_provider()`` on first use,
+#: without the application importing OpenTelemetry: then we must import it ourselves.
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 
 
 def _current_tracer() -> Any:
     """Our tracer once the application has set a tracer provider; None before (and without
     opentelemetry), so an untraced request pays one lookup, not a no-op span.
 
-    Asked at every call, so the first request after the application sets its provider is
-    traced; the answer is cached by the provider's identity (a provider is set once).
+    OpenTelemetry is not imported with the SDK: an application that sets a provider has
+    imported ``opentelemetry.trace`` itself, so until it is in ``sys.modules`` nothing can be
+    traced and the import (milliseconds) is saved. Asked at every call, so the first request
+    after the application sets its provider is traced; the answer is cached by the provider's
+    identity (a provider is set once).
     """
-    global _provider, _tracer
-    if _trace is None:
-        return None
-    provider = _trace.get_tracer_provider()
+    global _trace, _context, _provider, _tracer
+    if _tracer is not None:
+        return _tracer  # a provider is set once per process: OpenTelemetry refuses a second
+    trace = _trace
+    if trace is None:
+        trace = sys.modules.get("opentelemetry.trace")
+        if trace is None:
+            if not _PROVIDER_FROM_ENV:
+                return None
+            try:
+                from opentelemetry import trace
+            except ImportError:  # tracing is optional: ``pip install vtex-tracking[otel]``
+                return None
+        from opentelemetry import context  # imported by opentelemetry.trace: free
+
+        _trace, _context = trace, context
+    provider = trace.get_tracer_provider()
     if provider is not _provider:
         _provider = provider
         _tracer = (
             None
-            if isinstance(provider, _trace.ProxyTracerProvider)
+            if isinstance(provider, trace.ProxyTracerProvider)
             else provider.get_tracer("vtex_tracking", __version__)
         )
     return _tracer
@@ -69,15 +97,16 @@ def _current_tracer() -> Any:
 class AttemptSpan:
     """One attempt's span: started before the request, ended with its outcome."""
 
-    __slots__ = ("_activation", "_span")
+    __slots__ = ("_recording", "_span", "_token")
 
-    def __init__(self, span: Any) -> None:
+    def __init__(self, span: Any, recording: bool) -> None:
         self._span = span
+        self._recording = recording
         # The span is current while the request runs, so spans of instrumented HTTP
-        # libraries (aiohttp's, if the application enabled it) nest under it.
-        self._activation = _trace.use_span(span, end_on_exit=False) if _trace else None
-        if self._activation is not None:
-            self._activation.__enter__()
+        # libraries (aiohttp's, if the application enabled it) nest under it; a sampled-out
+        # span is made current too, so theirs are sampled out with it (ParentBased), not
+        # started as traces of their own.
+        self._token = _context.attach(_trace.set_span_in_context(span))
 
     def end(
         self,
@@ -86,9 +115,11 @@ class AttemptSpan:
         error: BaseException | None,
     ) -> None:
         """Record the outcome (status, request id, error type) and end the span."""
-        if self._activation is not None:
-            self._activation.__exit__(None, None, None)
+        _context.detach(self._token)
         span = self._span
+        if not self._recording:
+            span.end()
+            return
         if raw is not None:
             span.set_attribute("http.response.status_code", raw.status)
             request_id = find_request_id(raw.headers)
@@ -117,30 +148,33 @@ def start_attempt_span(
     method: str = "PUT",
 ) -> AttemptSpan | None:
     """A span for one attempt (``method``: PUT of the events, PATCH of the tracking
-    number), or None when no tracer provider is set."""
+    number), or None when no tracer provider is set.
+
+    The sampler sees the span's name, kind, method and URL template; the attempt's own
+    attributes are set only when the span records, so a sampled-out attempt costs the
+    sampler's decision and little else.
+    """
     tracer = _current_tracer()
     if tracer is None:
         return None
-    template = _TEMPLATES[method]
-    attributes: dict[str, Any] = {
-        "http.request.method": method,
-        "url.template": template,
-        "server.address": host,
-        "vtex.account": account,
-        "vtex.order_id": order_id,
-        "vtex.attempt": attempt,
-        "vtex.pace.wait_s": pace_wait,
-    }
-    if invoice_number is not None:
-        attributes["vtex.invoice_number"] = invoice_number
-    if attempt > 1:
-        attributes["http.request.resend_count"] = attempt - 1
     span = tracer.start_span(
-        SPAN_NAME if method == "PUT" else f"{method} {template}",
-        kind=_trace.SpanKind.CLIENT,
-        attributes=attributes,
+        _SPAN_NAMES[method], kind=_trace.SpanKind.CLIENT, attributes=_START_ATTRIBUTES[method]
     )
-    return AttemptSpan(span)
+    recording: bool = span.is_recording()
+    if recording:
+        attributes: dict[str, Any] = {
+            "server.address": host,
+            "vtex.account": account,
+            "vtex.order_id": order_id,
+            "vtex.attempt": attempt,
+            "vtex.pace.wait_s": pace_wait,
+        }
+        if invoice_number is not None:
+            attributes["vtex.invoice_number"] = invoice_number
+        if attempt > 1:
+            attributes["http.request.resend_count"] = attempt - 1
+        span.set_attributes(attributes)
+    return AttemptSpan(span, recording)
 
 
 class PaceView(Protocol):

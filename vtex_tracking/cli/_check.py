@@ -29,9 +29,11 @@ from vtex_tracking import (
 )
 
 from .._input._readers import InputError, ReadOptions, check_inputs, read_inputs
+from .._loop import run as run_loop
 from .._models import AnyUpdate
 from ._clients import open_client
 from ._hints import in_cli_terms
+from ._parser import uvloop_choice
 from ._push import EXIT_FAILURES, EXIT_OK, EXIT_USAGE
 from ._report import Console
 from ._summary import print_json_error
@@ -192,7 +194,7 @@ def run_check(args: argparse.Namespace, console: Console) -> int:
             print_json_error("input", "no readable update in the input")
         return EXIT_USAGE
     try:
-        findings, access = asyncio.run(_check(args, console, sample))
+        findings, access = run_loop(_check(args, console, sample), use_uvloop=uvloop_choice(args))
     except ConfigurationError as exc:
         message = in_cli_terms(str(exc))
         console.warn(f"vtex-tracking: {message}")

@@ -14,6 +14,8 @@ from types import FrameType
 from vtex_tracking import Accounts, ConfigurationError
 from vtex_tracking.testing import FakeAccount, FakeOMS
 
+from .._loop import run as run_loop
+from ._parser import uvloop_choice
 from ._signals import SIGNALS
 
 
@@ -151,4 +153,8 @@ def _banner(oms: FakeOMS, accounts_file: str | None, stores: dict[str, FakeAccou
 
 def run_fake_server(args: argparse.Namespace) -> int:
     """The ``fake-server`` command; returns the exit status (0 after Ctrl-C)."""
-    return asyncio.run(_serve(args))
+    try:
+        return run_loop(_serve(args), use_uvloop=uvloop_choice(args))
+    except ConfigurationError as exc:  # VTEX_TRACKING_UVLOOP: before anything started
+        print(f"vtex-tracking: {exc}", file=sys.stderr)
+        return 2

@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     _push_options(push)
+    _loop_option(push)
     check = commands.add_parser(
         "check",
         help="what VTEX holds for a sample of the files' invoices (needs 'View order')",
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     _check_options(check)
+    _loop_option(check)
     fake = commands.add_parser(
         "fake-server",
         help="run a fake VTEX tracking endpoint until Ctrl-C",
@@ -180,7 +182,23 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     _fake_server_options(fake)
+    _loop_option(fake)
     return parser
+
+
+def _loop_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--no-uvloop",
+        action="store_true",
+        help="run on asyncio's own event loop even when uvloop is installed (the default uses"
+        " it when installed: pip install 'vtex-tracking[uvloop]') [VTEX_TRACKING_UVLOOP=0]",
+    )
+
+
+def uvloop_choice(args: argparse.Namespace) -> bool | None:
+    """``use_uvloop`` for ``_loop.run``: False with ``--no-uvloop``, else None (as
+    ``VTEX_TRACKING_UVLOOP`` says: by default, when installed)."""
+    return False if args.no_uvloop else None
 
 
 def _check_options(check: argparse.ArgumentParser) -> None:

@@ -30,11 +30,13 @@ from vtex_tracking import (
 from .._input._dates import ISO
 from .._input._readers import InputError, ReadOptions, Record, check_inputs, read_inputs
 from .._input._records import update_record
+from .._loop import run as run_loop
 from .._models import AnyUpdate
 from ._checks import build_checks, describe
 from ._clients import has_registry, open_client
 from ._feed import Feed
 from ._hints import hint_for, in_cli_terms
+from ._parser import uvloop_choice
 from ._report import Console, FailuresFile, InputShare, Progress, Tally
 from ._retry import retry_command
 from ._signals import EXIT_INTERRUPTED, Interrupts
@@ -358,11 +360,11 @@ def run_push(args: argparse.Namespace, console: Console) -> int:
         try:
             if args.dry_run:
                 if has_registry(args):
-                    asyncio.run(_learn_stores(run))
+                    run_loop(_learn_stores(run), use_uvloop=uvloop_choice(args))
                 run.feed.start()
                 _drain(run, keep=False)
             else:
-                asyncio.run(_push(run))
+                run_loop(_push(run), use_uvloop=uvloop_choice(args))
                 if interrupts.stop_sending:
                     _drain(run, keep=True)
             failures.finish()
