@@ -18,8 +18,12 @@ import re
 
 import nox
 
-#: Every Python the package claims (pyproject.toml's classifiers say exactly these).
-PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+_PYPROJECT = nox.project.load_toml(pathlib.Path(__file__).with_name("pyproject.toml"))
+
+#: Every Python the package claims: its classifiers, so a claim is tested by construction.
+PYTHONS: list[str] = nox.project.python_versions(_PYPROJECT)
+if _PYPROJECT["project"]["requires-python"] != f">={PYTHONS[0]}":
+    raise SystemExit("pyproject.toml: requires-python must start at the oldest classifier")
 
 #: The Python of the whole-suite session: the CI image's python3, which ``.ci/run`` uses.
 FULL_SUITE_PYTHON = "3.11"
