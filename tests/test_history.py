@@ -3,6 +3,7 @@ Redis alike, through the ``where`` fixture), and what only the SQLite file does.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import pathlib
@@ -360,7 +361,7 @@ def test_a_damaged_row_reads_as_empty_with_a_warning(
     the next checkpoint overwrites it."""
     with TrackingHistory(db_path, client) as history:
         history.add(ORDER, INVOICE, event(1))
-    with sqlite3.connect(db_path) as db:
+    with contextlib.closing(sqlite3.connect(db_path)) as db, db:
         db.execute("UPDATE histories SET doc = ?", (b'{"v": 1, "events": [["x"]]}',))
     with (
         caplog.at_level(logging.WARNING, logger="vtex_tracking"),
@@ -383,7 +384,7 @@ def test_a_file_of_something_else_is_refused_naming_it(
     with pytest.raises(ConfigurationError, match=r"notes\.txt"):
         TrackingHistory(text, client)
     journal = tmp_path / "push.journal"
-    with sqlite3.connect(journal) as db:
+    with contextlib.closing(sqlite3.connect(journal)) as db, db:
         db.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT)")
         db.execute("INSERT INTO meta VALUES ('kind', 'journal'), ('format', '2')")
     with pytest.raises(ConfigurationError, match=r"push\.journal"):
@@ -396,7 +397,7 @@ def test_a_history_older_than_max_age_is_forgotten(
     """A history unchanged for max_age reads as missing; the next checkpoint starts anew."""
     with TrackingHistory(db_path, client, max_age=3600) as history:
         history.add(ORDER, INVOICE, event(1))
-        with sqlite3.connect(db_path) as db:
+        with contextlib.closing(sqlite3.connect(db_path)) as db, db:
             db.execute("UPDATE histories SET at = at - 7200")
         assert history.get(ORDER, INVOICE) is None
         assert descriptions(history.add(ORDER, INVOICE, event(2))) == ["Evento 2"]

@@ -3,6 +3,7 @@ of one invoice, through real pushes to FakeOMS (and real SQLite files)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 from collections import Counter
@@ -169,7 +170,7 @@ async def test_journal_file_holds_no_ids_bodies_or_credentials(
     data = b"".join(p.read_bytes() for p in tmp_path.iterdir())  # noqa: ASYNC240
     for secret in (APP_KEY, APP_TOKEN, "order-1", "Campinas", "acme"):
         assert secret.encode() not in data
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         assert db.execute("SELECT count(*) FROM confirmed").fetchone() == (20,)
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
@@ -256,7 +257,7 @@ async def test_unchanged_state_expires_and_stays_bounded(
         await push_results(
             client, _updates(20), skip_unchanged=UnchangedState(state, max_entries=8)
         )
-        with sqlite3.connect(state) as db:
+        with contextlib.closing(sqlite3.connect(state)) as db, db:
             assert db.execute("SELECT count(*) FROM last_body").fetchone() == (8,)
             db.execute("UPDATE last_body SET at = at - 100")  # confirmed 100 s earlier
         oms.reset()
@@ -395,7 +396,7 @@ async def test_a_state_file_locked_by_another_process_delays_commits_and_loses_n
                     other.execute("ROLLBACK")
         other.close()
     assert len(results) == 300 and all(r.ok for r in results)
-    with sqlite3.connect(state) as db:
+    with contextlib.closing(sqlite3.connect(state)) as db, db:
         assert db.execute("SELECT count(*) FROM last_body").fetchone() == (300,)
 
 
@@ -467,7 +468,7 @@ async def test_a_rerun_of_a_finished_journal_adds_no_rows(
         await push_results(client, _updates(20), journal=path)
         again = await push_results(client, _updates(20), journal=path)
         assert {r.outcome for r in again} == {"already_done"}
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         assert db.execute("SELECT count(*) FROM confirmed").fetchone() == (20,)
 
 

@@ -7,6 +7,7 @@ whole; the number in its docstring is the item of the issue it pins.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -253,7 +254,7 @@ async def test_a_damaged_journal_is_a_configuration_error_naming_the_file(
     journal = tmp_path / "push.journal"
     async with FakeOMS() as oms, make_client(oms) as client:
         await push_results(client, _ups(range(2000)), journal=journal)
-        with sqlite3.connect(journal) as db:  # fold the WAL into the file
+        with contextlib.closing(sqlite3.connect(journal)) as db, db:  # fold the WAL into the file
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         data = bytearray(journal.read_bytes())
         start = 0 if where == "header" else 4096

@@ -124,18 +124,21 @@ class PushStream:
 
     async def aclose(self) -> None:
         """Cancel the push now; results not yet received go to ``unfinished``."""
-        task = self._task
-        if task is not None:
-            if not task.done():
-                task.cancel()
-            await asyncio.wait({task})
         # Results already produced but not received are unfinished too.
         while True:
             try:
                 self._engine.unfinished.append(self._receive.receive_nowait())
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 break
+        # Nobody listens any more: from now on the engine keeps each result as unfinished
+        # instead of waiting to hand it over. The cancel below cannot be relied on for that:
+        # on Python 3.10 an anyio task group that a stop() has just cancelled swallows it too.
         self._receive.close()
+        task = self._task
+        if task is not None:
+            if not task.done():
+                task.cancel()
+            await asyncio.wait({task})
 
     async def _join(self) -> None:
         """Wait for the engine task to end; re-raise what broke it (e.g. the input iterator)."""
