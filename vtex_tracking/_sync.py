@@ -21,6 +21,7 @@ import collections
 import contextlib
 import functools
 import os
+import signal
 import threading
 import weakref
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
@@ -166,20 +167,31 @@ class _LoopDriver:
             if not call.driving:
                 assert call.task is not None
                 return call.task.result()
+        ctrl_c = _CtrlC.catch(self, call)
         try:
             while not call.done:
                 self.loop.run_forever()
         except BaseException:
-            # Ctrl-C in the driving thread: cancel the call cleanly before giving up the loop.
+            # Ctrl-C where _CtrlC could not catch it (or a second one): cancel the call
+            # cleanly before giving up the loop.
             self._drive_cancelled(call)
             raise
+        finally:
+            if ctrl_c is not None:
+                ctrl_c.release()
         self._hand_over()
+        if ctrl_c is not None and ctrl_c.pressed:
+            raise KeyboardInterrupt
         assert call.task is not None
         return call.task.result()
 
     def _cancel(self, call: _Call) -> None:
         if call.task is not None:
             call.task.cancel()
+
+    def cancel_soon(self, call: _Call) -> None:
+        """Cancel ``call`` at the loop's next turn (safe from a signal handler)."""
+        self.loop.call_soon_threadsafe(self._cancel, call)
 
     def _drive_cancelled(self, call: _Call) -> None:
         """Cancel the call, drive the loop until the cancellation is over, hand it over."""
@@ -282,6 +294,44 @@ class _LoopDriver:
             self._lock.release()
         with contextlib.suppress(Exception):
             self.shutdown(on_shutdown, _SHUTDOWN_TIMEOUT)
+
+
+class _CtrlC:
+    """Ctrl-C while the main thread drives the loop, turned into a cancellation of its call.
+
+    Python raises KeyboardInterrupt wherever the main thread is, which may be inside another
+    thread's call running in the loop: that call would fail with it. Like ``asyncio.run``,
+    the first Ctrl-C only cancels the driver's own call (KeyboardInterrupt is raised once it
+    is cancelled and the loop handed over); a second one raises at once.
+    """
+
+    __slots__ = ("_call", "_driver", "_previous", "pressed")
+
+    def __init__(self, driver: _LoopDriver, call: _Call) -> None:
+        self._driver = driver
+        self._call = call
+        self.pressed = False
+        self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+
+    @classmethod
+    def catch(cls, driver: _LoopDriver, call: _Call) -> _CtrlC | None:
+        """Catch Ctrl-C during ``call``, if this thread gets it and nobody else handles it."""
+        if (
+            threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        ):
+            return None
+        return cls(driver, call)
+
+    def _on_sigint(self, signum: int, frame: object) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+        self._driver.cancel_soon(self._call)
+
+    def release(self) -> None:
+        """Give Ctrl-C back to what handled it before."""
+        signal.signal(signal.SIGINT, self._previous)
 
 
 class _Hold:
