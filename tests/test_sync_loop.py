@@ -7,11 +7,14 @@ the loop handed over, a push stream iterated while other threads call, Ctrl-C in
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+
+import pytest
 
 from vtex_tracking import TrackingStatus, TrackingUpdate
 from vtex_tracking.testing import FakeOMS
@@ -157,3 +160,42 @@ def test_ctrl_c_in_a_waiting_thread_leaves_the_driver_alone() -> None:
     assert float(interrupted.split()[2]) < 2.0
     assert other == "other"
     assert after == "after"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_forked_child_leaves_the_parents_loop_able_to_wake(
+    fake_oms: FakeOMS, status: TrackingStatus, make_client: ClientFactory
+) -> None:
+    """A child forked while the parent's loop is idle must not close it on its way out: the
+    two share the loop's epoll set, and closing would unregister the parent's wake-up pipe, so
+    a call handed to the parent's running loop would wait for unrelated I/O to start."""
+    client = make_client.sync(fake_oms, timeout=10)
+    client.update_tracking_status("parent-0", "1", status)
+    inherited = client._driver().loop
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            client.update_tracking_status("child", "1", status)
+            client.close()
+            # What the loop's __del__ does when the child exits normally (Celery recycling a
+            # worker): it must close nothing of the parent's.
+            inherited.close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, exit_status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(exit_status) == 0
+    fake_oms.latency = 1.5
+    sent_before = len(fake_oms.requests)
+    driver = threading.Thread(target=client.update_tracking_status, args=("slow", "1", status))
+    driver.start()
+    time.sleep(0.3)  # the driver's request waits at the server: its loop sleeps in epoll
+    waiter = threading.Thread(target=client.update_tracking_status, args=("handed", "1", status))
+    waiter.start()
+    time.sleep(0.6)  # the handed call must have started long before the driver's answer
+    reached = len(fake_oms.requests) - sent_before
+    driver.join(10)
+    waiter.join(10)
+    assert reached == 2
