@@ -199,3 +199,29 @@ def test_a_forked_child_leaves_the_parents_loop_able_to_wake(
     driver.join(10)
     waiter.join(10)
     assert reached == 2
+
+
+def test_many_short_calls_from_many_threads_never_strand_one(
+    fake_oms: FakeOMS, status: TrackingStatus, make_client: ClientFactory
+) -> None:
+    """Calls finishing in the same loop turn as the driver's own (which ends the driver's
+    run) are handed the loop, not left waiting for a driver that is gone: 8 threads making
+    100 quick calls each all finish."""
+    client = make_client.sync(fake_oms, adaptive=False)
+    failures: list[BaseException] = []
+
+    def calls(n: int) -> None:
+        try:
+            for i in range(100):
+                client.update_tracking_status(f"m-{n}-{i}", "1", status)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=calls, args=(n,), daemon=True) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert [t.name for t in threads if t.is_alive()] == []
+    assert failures == []
+    assert len(fake_oms.updates) == 8 * 100

@@ -175,8 +175,9 @@ class _LoopDriver:
 
     def _start(self, call: _Call, coro: Any) -> None:
         # In the loop (or before it runs, by its driver).
-        if call.withdrawn:
+        if call.withdrawn:  # its thread gave up (Ctrl-C) before the loop got to it
             coro.close()
+            self._finish(call)
             return
         task = self.loop.create_task(self._run_call(call, coro))
         call.task = task
@@ -186,23 +187,29 @@ class _LoopDriver:
         try:
             return await coro
         finally:
-            # Stopping from inside the call's last step ends the driver's run_forever() after
-            # this turn of the loop; a done callback would take one more turn.
-            self._settle(call)
+            # The driver's own call: stopping from inside its last step ends run_forever()
+            # after this turn of the loop (the done callback would take one more). Whether a
+            # call drives cannot change while the loop runs: the loop is handed over only
+            # between runs.
+            if call.driving:
+                call.done = True
+                self.loop.stop()
 
-    def _settle(self, call: _Call) -> None:
+    def _finished(self, call: _Call, task: asyncio.Task[Any] | None) -> None:
+        self._finish(call)
+
+    def _finish(self, call: _Call) -> None:
+        # A waiting call leaves the queue and is woken in one step, here, once its task holds
+        # its result: left in the queue until then, a call finished in the driver's last turn
+        # is handed the loop (and runs this callback itself) instead of waiting for nobody.
         with self._lock:
             self._waiting.pop(call, None)
+            settled = call.done
             call.done = True
-            driving = call.driving
-        if driving:
+        if call.driving and not settled:  # cancelled before its first step, or withdrawn
             self.loop.stop()
-
-    def _finished(self, call: _Call, task: asyncio.Task[Any]) -> None:
-        if not call.done:  # cancelled before its first step: _run_call never ran
-            self._settle(call)
         if call.wake is not None:
-            call.wake.set()  # now that the task holds its result
+            call.wake.set()
 
     def _complete(self, call: _Call) -> Any:
         if not call.driving:
@@ -247,6 +254,8 @@ class _LoopDriver:
     def _cancel(self, call: _Call) -> None:
         if call.task is not None:
             call.task.cancel()
+        else:
+            call.withdrawn = True  # not started yet: _start drops it
 
     def cancel_soon(self, call: _Call) -> None:
         """Cancel ``call`` at the loop's next turn (safe from a signal handler)."""
