@@ -5,22 +5,23 @@ living in it. It holds no HTTP, pacing or retry logic of its own.
 
 Why the callers drive the loop (measured with ``python -m benchmarks --only sync --reps 5``:
 3,000 sequential calls against nginx on 127.0.0.1, a busy 2-CPU VM, medians of 5 interleaved
-runs, ratios paired per run):
+runs, ratios paired per run; 2026-12-03):
 
 =================================  =========  ===========  ======================
 the same async client behind       req/s      CPU us/call  this design is ... x
 =================================  =========  ===========  ======================
-callers drive it (this module)     1,451      565          (1)
-an anyio ``BlockingPortal`` thread 878        914          1.44 x faster
-an asyncio loop thread and         840        859          1.62 x faster
+callers drive it (this module)     2,019      442          (1)
+an anyio ``BlockingPortal`` thread 997        1,019        1.75 x faster
+an asyncio loop thread and         1,293      718          1.31 x faster
 ``run_coroutine_threadsafe``
-awaited directly (no facade)       1,257      559          0.90 x (noise: ~equal)
+awaited directly (no facade)       1,676      486          1.03 x (equal: noise)
 =================================  =========  ===========  ======================
 
 A hop to another thread costs two wake-ups (the loop's self-pipe, then the caller's lock) and
-~300 us of CPU per call on this machine, more than the request itself; ``requests.Session``
-(2.82 x slower) and ``httpx.Client`` (2.01 x slower) pay no hop. Driving the loop from the
-calling thread costs what awaiting the async client costs (+6 us CPU per call).
+~300-600 us of CPU per call on this machine, more than the request itself. Driving the loop
+from the calling thread costs ~20 us per call (a no-op coroutine, in process), so a call
+costs what awaiting the async client costs: 3.42 x ``requests.Session``, 1.69 x
+``httpx.Client`` (sync, reused), p50 68 us above raw aiohttp (noisy: -45 to 311 by run).
 
 How (``_LoopDriver``): the first caller with nothing in progress becomes the driver and runs
 the loop (``run_forever``) until its own call is done; a thread arriving meanwhile hands its
