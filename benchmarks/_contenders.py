@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ._contenders_pace import PACE_CONTENDERS
+from ._contenders_seq import SEQ_CONTENDERS, SEQ_REQUIRES
 from ._measure import Profile, Window, peak_rss_mb, rss_mb, window_figures
 from ._workload import (
     APP_KEY,
@@ -153,48 +154,6 @@ async def sdk_send_pool(p: Params) -> Params:
         await run(updates[n:])
         with Window() as window:
             statuses = await run(updates[:n])
-    return window_figures(window, n, statuses["200"], statuses)
-
-
-def sdk_sync_seq(p: Params) -> Params:
-    """``TrackingClient.update_tracking_status``, one call after the other."""
-    from vtex_tracking import TrackingClient, VtexTrackingError
-
-    n, warmup = p["n"], p["warmup"]
-    status = _sdk_status()
-    statuses: Counter[str] = Counter()
-    with _sdk_client(p, TrackingClient) as client:
-        for i in range(n, n + warmup):
-            client.update_tracking_status(order_id(i), invoice_number(i), status)
-        with Window() as window:
-            for i in range(n):
-                try:
-                    receipt = client.update_tracking_status(order_id(i), invoice_number(i), status)
-                    statuses[str(receipt.status_code)] += 1
-                except VtexTrackingError as exc:
-                    statuses[type(exc).__name__] += 1
-    return window_figures(window, n, statuses["200"], statuses)
-
-
-async def sdk_async_seq(p: Params) -> Params:
-    """``await AsyncTrackingClient.update_tracking_status``, one call after the other."""
-    from vtex_tracking import VtexTrackingError
-
-    n, warmup = p["n"], p["warmup"]
-    status = _sdk_status()
-    statuses: Counter[str] = Counter()
-    async with _sdk_client(p) as client:
-        for i in range(n, n + warmup):
-            await client.update_tracking_status(order_id(i), invoice_number(i), status)
-        with Window() as window:
-            for i in range(n):
-                try:
-                    receipt = await client.update_tracking_status(
-                        order_id(i), invoice_number(i), status
-                    )
-                    statuses[str(receipt.status_code)] += 1
-                except VtexTrackingError as exc:
-                    statuses[type(exc).__name__] += 1
     return window_figures(window, n, statuses["200"], statuses)
 
 
@@ -520,27 +479,6 @@ def requests_threads(p: Params) -> Params:
     return window_figures(window, n, statuses["200"], statuses)
 
 
-def requests_seq(p: Params) -> Params:
-    """One ``requests.Session``, one request after the other."""
-    import requests
-
-    base, n, warmup = p["url"], p["n"], p["warmup"]
-    statuses: Counter[str] = Counter()
-    with requests.Session() as session:
-        session.headers.update(HEADERS)
-        for i in range(n, n + warmup):
-            session.put(base + path(i), data=BODY, timeout=REQUEST_TIMEOUT)
-        with Window() as window:
-            for i in range(n):
-                try:
-                    response = session.put(base + path(i), data=BODY, timeout=REQUEST_TIMEOUT)
-                except requests.RequestException as exc:
-                    statuses[type(exc).__name__] += 1
-                else:
-                    _check(response.status_code, response.content, statuses)
-    return window_figures(window, n, statuses["200"], statuses)
-
-
 CONTENDERS: dict[str, Callable[[Params], Any]] = {
     "sdk_push": sdk_push,
     # The same on uvloop, as the CLI and the sync client run it when installed (``bulk``).
@@ -551,8 +489,6 @@ CONTENDERS: dict[str, Callable[[Params], Any]] = {
     "sdk_push_journal": sdk_push,
     "sdk_memory_journal": sdk_memory,
     "sdk_send_pool": sdk_send_pool,
-    "sdk_sync_seq": sdk_sync_seq,
-    "sdk_async_seq": sdk_async_seq,
     "sdk_memory": sdk_memory,
     "sdk_rate_limited": sdk_rate_limited,
     "sdk_traced": sdk_traced,
@@ -563,8 +499,8 @@ CONTENDERS: dict[str, Callable[[Params], Any]] = {
     "raw_aiohttp": raw_aiohttp,
     "httpx_pool": httpx_pool,
     "requests_threads": requests_threads,
-    "requests_seq": requests_seq,
     **PACE_CONTENDERS,
+    **SEQ_CONTENDERS,
 }
 
 #: The module each contender needs besides the standard library (to skip it when missing).
@@ -575,7 +511,7 @@ REQUIRES = {
     "raw_aiohttp": "aiohttp",
     "httpx_pool": "httpx",
     "requests_threads": "requests",
-    "requests_seq": "requests",
+    **SEQ_REQUIRES,
 }
 
 

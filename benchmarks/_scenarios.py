@@ -85,7 +85,7 @@ class Settings:
         return cls(
             mode="full", reps=5, concurrency=64,
             bulk_n=15_000, bulk_slow_n=3_000, bulk_warmup=1_000,
-            sync_n=3_000, sync_warmup=200,
+            sync_n=3_000, sync_warmup=500,
             memory_n=1_000_000, memory_mark=100_000, memory_baseline_n=200_000,
             rl_n=1_500, rl_rate=100.0, rl_burst=10, rl_retry_after="1", rl_max_attempts=10,
             rl_reps=3, profile_n=15_000,
@@ -104,7 +104,7 @@ class Settings:
         return cls(
             mode="quick", reps=2, concurrency=64,
             bulk_n=2_000, bulk_slow_n=400, bulk_warmup=200,
-            sync_n=300, sync_warmup=50,
+            sync_n=300, sync_warmup=300,
             memory_n=30_000, memory_mark=3_000, memory_baseline_n=30_000,
             rl_n=300, rl_rate=50.0, rl_burst=10, rl_retry_after="1", rl_max_attempts=10,
             rl_reps=1, profile_n=2_000,
@@ -349,25 +349,79 @@ def _uvloop_gain(section: dict[str, Any]) -> float | None:
 
 
 def sync(s: Settings, server: Server) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Sequential single calls: the sync facade against requests and the async client."""
+    """Sequential single calls: the sync facade against requests, httpx's sync client, raw
+    aiohttp and the async client (and, as diagnostics, the two thread-hop designs). The
+    warm-up outlasts a new account's slow start (~250 calls paced), which is no overhead."""
     log(f"\n== sync facade: {s.sync_n} sequential calls ==")
-    names = ["sdk_sync_seq", "requests_seq", "sdk_async_seq"]
+    names = [
+        "sdk_sync_seq",
+        "requests_seq",
+        "httpx_sync_seq",
+        "aiohttp_raw_seq",
+        "sdk_async_seq",
+        "sdk_threadsafe_seq",
+        "sdk_portal_seq",
+    ]
     params_for = {
         name: {"url": server.url, "n": s.sync_n, "warmup": s.sync_warmup} for name in names
     }
-    section = _compare(names, s.reps, params_for, "sdk_sync_seq", floor_rps=50)
+    section, runs = _compare_runs(names, s.reps, params_for, "sdk_sync_seq", floor_rps=50)
+    for name, contender in section["contenders"].items():
+        for key in ("p50_us", "p99_us"):
+            contender[key] = spread([r.get(key) for r in runs[name] if r is not None])
+    overhead = _paired_differences(runs["sdk_sync_seq"], runs.get("aiohttp_raw_seq"), "p50_us")
+    section["p50_overhead_over_aiohttp_raw_us"] = overhead
+    # What the facade itself adds, over the async client awaited (the rest is the core's).
+    for key in ("p50_us", "cpu_us_per_req"):
+        section[f"facade_{key}_over_sdk_async"] = _paired_differences(
+            runs["sdk_sync_seq"], runs.get("sdk_async_seq"), key
+        )
+    skipped = section["skipped"]
     targets = [
         target(
             "sync_vs_requests",
-            "sync facade sequential >= 1.2 x requests.Session",
+            "sync facade sequential >= 2.0 x requests.Session",
             _median(section, "sdk_sync_seq", "requests_seq"),
-            1.2,
+            2.0,
             ">=",
             unit="x",
-            skipped=section["skipped"].get("requests_seq"),
+            skipped=skipped.get("requests_seq"),
+        ),
+        target(
+            "sync_vs_httpx_sync",
+            "sync facade sequential >= 1.1 x httpx.Client (sync, reused)",
+            _median(section, "sdk_sync_seq", "httpx_sync_seq"),
+            1.1,
+            ">=",
+            unit="x",
+            skipped=skipped.get("httpx_sync_seq"),
+        ),
+        target(
+            "sync_p50_overhead_us",
+            "sync facade p50 per-call overhead over raw aiohttp <= 100 us",
+            overhead["median"] if overhead else None,
+            100.0,
+            "<=",
+            unit="us",
+            skipped=skipped.get("aiohttp_raw_seq"),
         ),
     ]
     return section, targets
+
+
+def _paired_differences(
+    subjects: list[Run | None], others: list[Run | None] | None, key: str
+) -> dict[str, Any] | None:
+    """``subject[key] - other[key]`` for each repetition where both ran; then their spread."""
+    if others is None:
+        return None
+    return spread(
+        [
+            a[key] - b[key]
+            for a, b in zip(subjects, others, strict=True)
+            if a is not None and b is not None and a.get(key) is not None and b.get(key)
+        ]
+    )
 
 
 def memory(s: Settings, server: Server) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -11,13 +11,11 @@ import pathlib
 import subprocess
 import sys
 import textwrap
-import threading
 
-import anyio
 import pytest
 
 from vtex_tracking import ConfigurationError
-from vtex_tracking._loop import ENV_VAR, anyio_backend_options, loop_factory, run
+from vtex_tracking._loop import ENV_VAR, loop_factory, run
 from vtex_tracking.cli import main
 from vtex_tracking.testing import FakeOMS
 
@@ -58,22 +56,6 @@ def test_the_loop_is_uvloop_when_installed_and_asyncio_when_turned_off(
         monkeypatch.setenv(ENV_VAR, off)
         assert run(_loop_module()) == "asyncio", off
         assert loop_factory() is None
-
-
-def test_the_sync_clients_thread_can_start_uvloop_through_anyio() -> None:
-    """``anyio_backend_options()`` is what the sync client's ``anyio.run`` in its own thread
-    passes: the loop there is uvloop; with uvloop off it is asyncio's."""
-    _uvloop_installed()
-    seen: list[str] = []
-
-    def in_thread(options: dict[str, object]) -> None:
-        seen.append(anyio.run(_loop_module, backend="asyncio", backend_options=options))
-
-    for options in (anyio_backend_options(), anyio_backend_options(use_uvloop=False)):
-        thread = threading.Thread(target=in_thread, args=(options,))
-        thread.start()
-        thread.join(30)
-    assert seen == ["uvloop" if UVLOOP_PLATFORM else "asyncio", "asyncio"]
 
 
 def test_a_value_that_is_neither_on_nor_off_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

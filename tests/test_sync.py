@@ -1,4 +1,4 @@
-"""TrackingClient: the sync facade over the portal thread, against FakeOMS."""
+"""TrackingClient: the sync facade over the loop its callers drive, against FakeOMS."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from vtex_tracking.testing import FakeOMS
 from .conftest import ClientFactory
 
 
-def _portal_threads() -> int:
-    return sum(1 for t in threading.enumerate() if t.name == "vtex-tracking-portal")
+def _loop_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "vtex-tracking-loop")
 
 
 def test_sync_call_returns_the_receipt(
@@ -41,7 +41,7 @@ def test_sync_call_returns_the_receipt(
     assert fake_oms.requests[-1].invoice_number == "NF 1"
 
 
-def test_exceptions_cross_the_portal_unchanged(
+def test_exceptions_reach_the_caller_unchanged(
     fake_oms: FakeOMS, status: TrackingStatus, make_client: ClientFactory
 ) -> None:
     """API errors arrive in the caller's thread with their class and attributes."""
@@ -52,7 +52,7 @@ def test_exceptions_cross_the_portal_unchanged(
     assert info.value.status_code == 404
 
 
-def test_bad_input_fails_before_the_portal(
+def test_bad_input_fails_before_the_loop(
     fake_oms: FakeOMS, status: TrackingStatus, make_client: ClientFactory
 ) -> None:
     """Validation errors are raised in the caller's thread and nothing is sent."""
@@ -64,8 +64,9 @@ def test_bad_input_fails_before_the_portal(
 def test_twenty_threads_share_one_client(
     fake_oms: FakeOMS, status: TrackingStatus, make_client: ClientFactory
 ) -> None:
-    """Twenty threads calling at once all get their own receipt, through one portal thread."""
-    before = _portal_threads()
+    """Twenty threads calling at once all get their own receipt, sharing one loop (and so one
+    concurrency budget) that they drive in turn: no background thread is started."""
+    before = _loop_threads()
     with make_client.sync(fake_oms, max_concurrency=8) as client:
 
         def work(n: int) -> list[str]:
@@ -75,7 +76,7 @@ def test_twenty_threads_share_one_client(
 
         with ThreadPoolExecutor(20) as pool:
             results = list(pool.map(work, range(20)))
-        assert _portal_threads() == before + 1
+        assert _loop_threads() == before
     assert sorted(o for chunk in results for o in chunk) == sorted(
         f"o-{n}-{i}" for n in range(20) for i in range(5)
     )
@@ -99,14 +100,13 @@ def test_works_inside_a_running_event_loop(
 def test_close_stops_the_thread_and_refuses_calls(
     fake_oms: FakeOMS, status: TrackingStatus, make_client: ClientFactory
 ) -> None:
-    """close() stops the portal thread; later calls raise ClientClosedError."""
-    before = _portal_threads()
+    """close() closes the client's loop; later calls raise ClientClosedError."""
     client = make_client.sync(fake_oms)
     client.update_tracking_status("o", "1", status)
-    assert _portal_threads() == before + 1
+    loop = client._driver().loop
     client.close()
     client.close()
-    assert _portal_threads() == before
+    assert loop.is_closed()
     with pytest.raises(ClientClosedError):
         client.update_tracking_status("o", "1", status)
 

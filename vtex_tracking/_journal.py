@@ -78,7 +78,9 @@ class _File:
         try:
             # Opening may wait for another process' commit as long as SQLite's default; later
             # commits wait briefly only (the event loop is blocked meanwhile): see flush().
-            db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+            # Any thread: it is used from the event loop only, which TrackingClient's callers
+            # take turns to run (one thread at a time, not always the same one).
+            db = sqlite3.connect(path, isolation_level=None, timeout=5.0, check_same_thread=False)
             self._db = db
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")

@@ -1,7 +1,10 @@
 """Which event loop the SDK starts where the loop is its own: uvloop when installed.
 
-The SDK owns a loop in three places: the ``vtex-tracking`` command, the sync client's thread
-(``TrackingClient``, and so the Celery tasks), and nothing else. There, uvloop (``pip install
+The SDK owns a loop in two places: the ``vtex-tracking`` command, and the sync client
+(``TrackingClient``, and so the Celery tasks). Only the command runs on uvloop. The sync
+client stays on asyncio's loop: it survives ``fork`` (Celery's prefork pool forks it) by
+closing only the child's own descriptors of the inherited loop, a handling written and tested
+for asyncio's loop, not for libuv's. In the command, uvloop (``pip install
 "vtex-tracking[uvloop]"``, Linux and macOS) is used when it is installed: installing the extra
 is the opt-in, and ``VTEX_TRACKING_UVLOOP=0`` (or the command's ``--no-uvloop``) is the way
 back, for a debugger or a library that wants asyncio's own loop. ``VTEX_TRACKING_UVLOOP=1``
@@ -20,7 +23,7 @@ from typing import Any, TypeVar
 from ._errors import ConfigurationError
 from ._log import logger
 
-__all__ = ["ENV_VAR", "anyio_backend_options", "loop_factory", "run"]
+__all__ = ["ENV_VAR", "loop_factory", "run"]
 
 T = TypeVar("T")
 
@@ -103,10 +106,3 @@ def _run_310(main: Coroutine[Any, Any, T], factory: LoopFactory) -> T:  # pragma
         finally:
             asyncio.set_event_loop(None)
             loop.close()
-
-
-def anyio_backend_options(use_uvloop: bool | None = None) -> dict[str, Any]:
-    """``backend_options`` for ``anyio.run(..., backend="asyncio")`` starting a loop of the
-    SDK's own (the sync client's thread): ``loop_factory`` when uvloop is to be used."""
-    factory = loop_factory(use_uvloop)
-    return {"loop_factory": factory} if factory is not None else {}

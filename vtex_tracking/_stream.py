@@ -102,7 +102,7 @@ class PushStream:
     async def next_batch(self, max_items: int) -> list[PushResult]:
         """Wait for at least one result, then take up to ``max_items`` already available;
         an empty list means the push is over. (The sync facade uses this to cross the
-        portal once per batch instead of once per result.)"""
+        threads once per batch instead of once per result.)"""
         self._start()
         try:
             batch = [await receive_fast(self._receive)]
