@@ -37,6 +37,8 @@ T = TypeVar("T")
 
 #: Most results ``summary()`` takes from the stream at once.
 _SUMMARY_BATCH = 256
+#: Seconds between cancellations of a push's engine that has not ended yet (``aclose``).
+_CANCEL_AGAIN_AFTER = 0.1
 
 
 # anyio's receive() always passes a checkpoint (an extra event-loop turn), even when a result
@@ -135,10 +137,12 @@ class PushStream:
         # on Python 3.10 an anyio task group that a stop() has just cancelled swallows it too.
         self._receive.close()
         task = self._task
-        if task is not None:
-            if not task.done():
-                task.cancel()
-            await asyncio.wait({task})
+        # Cancelled again until it ends, as anyio delivers its own cancellations: before
+        # Python 3.11 a cancel that reaches a task group a stop() already cancelled can be
+        # absorbed there, leaving the engine waiting for nothing (seen as a rare hang on 3.10).
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=_CANCEL_AGAIN_AFTER)
 
     async def _join(self) -> None:
         """Wait for the engine task to end; re-raise what broke it (e.g. the input iterator)."""
