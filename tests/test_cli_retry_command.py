@@ -21,18 +21,11 @@ from vtex_tracking.cli._retry import retry_command
 from vtex_tracking.testing import FakeAccount, FakeOMS
 
 from .conftest import read_records
+from .test_cli_output import CREDENTIAL_VARIABLES
 
 STORES = ("acme", "globex")
 SECRETS = {name: f"SECRET-{name.upper()}-TOKEN-77c1" for name in STORES}
-VARIABLES = (
-    "VTEX_ACCOUNT_NAME",
-    "VTEX_ENVIRONMENT",
-    "VTEX_APP_KEY",
-    "VTEX_APP_TOKEN",
-    "VTEX_USER_TOKEN",
-    "VTEX_ACCOUNTS",
-    "VTEX_SHARED_PACE",
-)
+VARIABLES = (*CREDENTIAL_VARIABLES, "VTEX_SHARED_PACE")
 _RETRY = re.compile(r"retry them with: (.+)$", re.MULTILINE)
 _NEEDS = re.compile(r"^  the retry needs (.+)$", re.MULTILINE)
 
