@@ -290,7 +290,10 @@ def holds_secret(headers: Mapping[str, str], body: bytes, secrets: Sequence[str]
     """Whether any credential appears in the response (the cheap check before ``redact``:
     every receipt passes it, and one joined string costs a quarter of scanning each value)."""
     values = "\x00".join(headers.values())
-    return any(secret in values or secret.encode() in body for secret in secrets)
+    for secret in secrets:  # noqa: SIM110 (a loop, not any(): no generator per receipt)
+        if secret in values or secret.encode() in body:
+            return True
+    return False
 
 
 def find_request_id(headers: Mapping[str, str]) -> str | None:

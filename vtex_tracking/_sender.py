@@ -33,7 +33,7 @@ from ._models import TrackingNumberUpdate, TrackingReceipt, TrackingUpdate
 from ._pace import AccountPace
 from ._retry import retry_after_from_headers, retry_delay
 from ._serde import decode_receipt, encode_invoice_tracking, encode_status
-from ._telemetry import AccountCounters, start_attempt_span
+from ._telemetry import AccountCounters, current_tracer, start_attempt_span
 from ._throttle import Budget
 from ._transport import RawResponse, TooManyOpenFilesError, Transport
 
@@ -372,15 +372,19 @@ class AccountSender:
             counters.retries += 1
         if observer is not None:
             observer.attempt_started()
-        span = start_attempt_span(
-            account=self.account,
-            host=self.transport.host,
-            order_id=update.order_id,
-            invoice_number=update.invoice_number,
-            attempt=attempt,
-            pace_wait=waited,
-            method=method,
-        )
+        span = None
+        tracer = current_tracer()
+        if tracer is not None:  # asked first: an untraced attempt passes no attributes
+            span = start_attempt_span(
+                tracer,
+                account=self.account,
+                host=self.transport.host,
+                order_id=update.order_id,
+                invoice_number=update.invoice_number,
+                attempt=attempt,
+                pace_wait=waited,
+                method=method,
+            )
         started = time.perf_counter()
         try:
             raw = await self.transport.send(method, path, body)
@@ -465,8 +469,7 @@ async def _back_off(delay: float, observer: AttemptObserver | None) -> None:
 def _with_context(exc: TransportError, update: Subject, attempts: int) -> TransportError:
     plural = "s" if attempts != 1 else ""
     return type(exc)(
-        f"{exc} ({_named(update)},"
-        f" after {attempts} attempt{plural})",
+        f"{exc} ({_named(update)}, after {attempts} attempt{plural})",
         order_id=update.order_id,
         invoice_number=update.invoice_number,
         attempts=attempts,

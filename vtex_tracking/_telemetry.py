@@ -57,7 +57,7 @@ _tracer: Any = None
 _PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 
 
-def _current_tracer() -> Any:
+def current_tracer() -> Any:
     """Our tracer once the application has set a tracer provider; None before (and without
     opentelemetry), so an untraced request pays one lookup, not a no-op span.
 
@@ -138,6 +138,7 @@ class AttemptSpan:
 
 
 def start_attempt_span(
+    tracer: Any,
     *,
     account: str,
     host: str,
@@ -146,17 +147,15 @@ def start_attempt_span(
     attempt: int,
     pace_wait: float,
     method: str = "PUT",
-) -> AttemptSpan | None:
+) -> AttemptSpan:
     """A span for one attempt (``method``: PUT of the events, PATCH of the tracking
-    number), or None when no tracer provider is set.
+    number) from ``tracer`` (``current_tracer()``, asked first by the caller: an untraced
+    request then pays one lookup and no call with its attributes).
 
     The sampler sees the span's name, kind, method and URL template; the attempt's own
     attributes are set only when the span records, so a sampled-out attempt costs the
     sampler's decision and little else.
     """
-    tracer = _current_tracer()
-    if tracer is None:
-        return None
     span = tracer.start_span(
         _SPAN_NAMES[method], kind=_trace.SpanKind.CLIENT, attributes=_START_ATTRIBUTES[method]
     )
