@@ -9,6 +9,7 @@ from typing import Any
 LABELS = {
     "sdk_push": "vtex_tracking\npush_all",
     "raw_aiohttp": "raw aiohttp\npool (a)",
+    "raw_aiohttp_orjson": "raw aiohttp\npool, orjson",
     "httpx_pool": "httpx pool\n(b)",
     "requests_threads": "requests\n64 threads (c)",
     "sdk_send_pool": "client.send,\n64 tasks (diag.)",

@@ -99,6 +99,12 @@ def _summary_statuses(summary: Any) -> Counter[str]:
     return Counter({str(k): v for k, v in summary.by_outcome.items()})
 
 
+def _fixed_pace(p: Params) -> Params:
+    """``push`` options for ``fixed_pace: true``: no adaptive pace (no slow start for a new
+    account), so only the engine's own cost is measured (``many_stores_bulk``)."""
+    return {"adaptive": False} if p.get("fixed_pace") else {}
+
+
 def _journal(p: Params, stack: contextlib.ExitStack) -> Params:
     """``push`` options for ``journal: true``: a new journal in a temporary directory."""
     if not p.get("journal"):
@@ -117,7 +123,7 @@ async def sdk_push(p: Params) -> Params:
     async with _sdk_client(p, **options) as client:
         await client.push_all(_updates(range(n, n + warmup)), concurrency=concurrency)
         with contextlib.ExitStack() as stack:
-            push_options = _journal(p, stack)
+            push_options = {**_journal(p, stack), **_fixed_pace(p)}
             with Window() as window, _maybe_profile(p) as profile:
                 summary = await client.push_all(updates, concurrency=concurrency, **push_options)
         shared_states = [m.shared_pace for m in client.metrics().values()]
@@ -294,9 +300,11 @@ async def sdk_push_stores(p: Params) -> Params:
     names = [store_name(k) for k in range(p["stores"])]
     updates = list(_store_updates(range(n), names))
     async with _hub_client(p, names) as client:
-        await client.push_all(_store_updates(range(n, n + warmup), names), concurrency=concurrency)
+        await client.push_all(
+            _store_updates(range(n, n + warmup), names), concurrency=concurrency, **_fixed_pace(p)
+        )
         with Window() as window:
-            summary = await client.push_all(updates, concurrency=concurrency)
+            summary = await client.push_all(updates, concurrency=concurrency, **_fixed_pace(p))
     return window_figures(window, n, summary.succeeded, _summary_statuses(summary))
 
 
@@ -344,18 +352,23 @@ async def sdk_many_stores(p: Params) -> Params:
 # -- the baselines -------------------------------------------------------------------------------
 
 
-def _check(status: int, body: bytes, statuses: Counter[str]) -> None:
+def _check(
+    status: int, body: bytes, statuses: Counter[str], loads: Callable[[bytes], Any] = json.loads
+) -> None:
     """What every baseline does with an answer: check the status, parse the receipt."""
     if status == 200:
-        json.loads(body)
+        loads(body)
     statuses[str(status)] += 1
 
 
 async def _async_pool(
-    send: Callable[[int], Any], indices: Iterable[int], concurrency: int
+    send: Callable[[int], Any],
+    indices: Iterable[int],
+    concurrency: int,
+    loads: Callable[[bytes], Any] = json.loads,
 ) -> Counter[str]:
     """``concurrency`` tasks taking indices from one iterator; ``send(i)`` returns a status
-    and a body. Any error is counted under its type name."""
+    and a body, parsed with ``loads``. Any error is counted under its type name."""
     statuses: Counter[str] = Counter()
     shared = iter(indices)
 
@@ -366,15 +379,23 @@ async def _async_pool(
             except Exception as exc:
                 statuses[type(exc).__name__] += 1
             else:
-                _check(status, body, statuses)
+                _check(status, body, statuses, loads)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return statuses
 
 
 async def raw_aiohttp(p: Params) -> Params:
-    """64 tasks over one ``aiohttp.ClientSession(TCPConnector(limit=64))``: the stack's limit."""
+    """64 tasks over one ``aiohttp.ClientSession(TCPConnector(limit=64))``: the stack's limit.
+    With ``orjson`` in its params (``raw_aiohttp_orjson``) the answers are parsed by orjson,
+    as the SDK parses them, instead of the standard library's json."""
     import aiohttp
+
+    loads: Callable[[bytes], Any] = json.loads
+    if p.get("orjson"):
+        import orjson
+
+        loads = orjson.loads
 
     base, n, warmup, concurrency = p["url"], p["n"], p["warmup"], p["concurrency"]
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
@@ -387,11 +408,11 @@ async def raw_aiohttp(p: Params) -> Params:
             async with session.put(base + path(i), data=BODY) as response:
                 return response.status, await response.read()
 
-        await _async_pool(send, range(n, n + warmup), concurrency)
+        await _async_pool(send, range(n, n + warmup), concurrency, loads)
         if p.get("memory"):
             return await _pool_memory(send, p)
         with Window() as window, _maybe_profile(p) as profile:
-            statuses = await _async_pool(send, range(n), concurrency)
+            statuses = await _async_pool(send, range(n), concurrency, loads)
     result = window_figures(window, n, statuses["200"], statuses)
     return _with_profile(result, profile, p)
 
@@ -495,8 +516,13 @@ CONTENDERS: dict[str, Callable[[Params], Any]] = {
     # The same with ``sample`` in its params: 1 % of the traces kept (``tracing``).
     "sdk_traced_sampled": sdk_traced,
     "sdk_push_stores": sdk_push_stores,
+    # Both with ``fixed_pace`` in their params: the engine's cost alone (``many_stores_bulk``).
+    "sdk_push_stores_fixed": sdk_push_stores,
+    "sdk_push_fixed": sdk_push,
     "sdk_many_stores": sdk_many_stores,
     "raw_aiohttp": raw_aiohttp,
+    # The same with ``orjson`` in its params: the pool parsing as the SDK does (``bulk``).
+    "raw_aiohttp_orjson": raw_aiohttp,
     "httpx_pool": httpx_pool,
     "requests_threads": requests_threads,
     **PACE_CONTENDERS,
@@ -509,6 +535,7 @@ REQUIRES = {
     "sdk_traced_sampled": "opentelemetry.sdk",
     "sdk_push_uvloop": "uvloop",
     "raw_aiohttp": "aiohttp",
+    "raw_aiohttp_orjson": "orjson",
     "httpx_pool": "httpx",
     "requests_threads": "requests",
     **SEQ_REQUIRES,

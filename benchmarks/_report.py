@@ -34,6 +34,7 @@ NAMES = {
     "sdk_push_shared": "push_all, shared_pace (Redis)",
     "sdk_push_uvloop": "push_all on uvloop",
     "raw_aiohttp": "raw aiohttp pool (a)",
+    "raw_aiohttp_orjson": "raw aiohttp pool, orjson",
     "httpx_pool": "httpx.AsyncClient pool (b)",
     "requests_threads": "requests, 64 threads (c)",
     "sdk_send_pool": "client.send, 64 tasks (diag.)",
@@ -42,6 +43,9 @@ NAMES = {
     "sdk_sync_seq": "TrackingClient (sync)",
     "requests_seq": "requests.Session",
     "sdk_async_seq": "AsyncTrackingClient, awaited",
+    "sdk_push_stores_fixed": "many stores, pace fixed",
+    "sdk_push_fixed": "one store, pace fixed",
+    "sdk_push_stores": "many new stores, adaptive",
 }
 
 
@@ -98,7 +102,7 @@ def _range(spread: dict[str, Any] | None, digits: int = 0) -> str:
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
     return "\n".join(
         ["  " + line(headers), "  " + line(["-" * w for w in widths])]
@@ -158,6 +162,34 @@ def render(results: dict[str, Any]) -> str:
             "",
             f"Sequential single calls ({sc['sync']['reps']} reps):",
             _compare_table(sc["sync"], "sdk_sync_seq"),
+        ]
+    if "instructions" in sc and "k_instructions_per_request" in sc["instructions"]:
+        section = sc["instructions"]
+        rows = [
+            [NAMES.get(name, name), _fmt(value, 1)]
+            for name, value in section["k_instructions_per_request"].items()
+        ]
+        ratios = ", ".join(
+            f"{NAMES.get(other, other)} {_fmt(value, 2)} x"
+            for other, value in section["push_vs"].items()
+            if value is not None
+        )
+        out += [
+            "",
+            f"CPU instructions per request (valgrind, {section['n']:,} requests, client only):",
+            _table(["contender", "k instructions/request"], rows),
+            f"  push_all does the work of one request in 1 / x of: {ratios}",
+        ]
+    if "many_stores_bulk" in sc:
+        section = sc["many_stores_bulk"]
+        first = (section.get("first_contact") or {}).get("speed")
+        out += [
+            "",
+            f"Many stores, unthrottled ({section['stores']} stores vs one,"
+            f" {section['reps']} reps):",
+            _compare_table(section, "sdk_push_stores_fixed"),
+            f"  first contact (adaptive pace, every account new): many / one ="
+            f" {_fmt(first['median'], 2) if first else '-'} x",
         ]
     if "tracing" in sc:
         out += _tracing_section(sc["tracing"])

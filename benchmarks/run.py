@@ -23,6 +23,7 @@ from . import (
     _scenarios,
     _scenarios_hub,
     _scenarios_import,
+    _scenarios_instructions,
     _scenarios_pace,
     _scenarios_scale,
     _scenarios_send_less,
@@ -45,6 +46,7 @@ SCENARIOS = (
     "send_less",
     "hub_day",
     "import_time",
+    "instructions",
 )
 #: Scenarios of ``_scenarios_pace`` (single calls, mixed, latency); the rest are ``_scenarios``.
 PACE = ("single_calls", "mixed", "latency")
@@ -165,6 +167,8 @@ def _run_scenario(
             section, targets = _scenarios_hub.hub_day(settings)
         elif name == "import_time":
             section, targets = _scenarios_import.import_time(settings)
+        elif name == "instructions":
+            section, targets = _scenarios_instructions.instructions(settings, server)
         elif name in PACE:
             section, targets = getattr(_scenarios_pace, name)(settings)
         elif name in OWN_SERVER:
