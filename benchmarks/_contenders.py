@@ -26,7 +26,14 @@ from typing import Any
 
 from ._contenders_pace import PACE_CONTENDERS
 from ._contenders_seq import SEQ_CONTENDERS, SEQ_REQUIRES
-from ._measure import Profile, Window, peak_rss_mb, rss_mb, window_figures
+from ._measure import (
+    Window,
+    maybe_profile,
+    peak_rss_mb,
+    rss_mb,
+    window_figures,
+    with_profile,
+)
 from ._workload import (
     APP_KEY,
     APP_TOKEN,
@@ -84,17 +91,6 @@ def _updates(indices: Iterable[int]) -> Iterator[Any]:
         yield TrackingUpdate(order_id(i), invoice_number(i), status)
 
 
-def _maybe_profile(p: Params) -> Any:
-    """A ``Profile`` when the run is asked for one (``profile``: where to write it)."""
-    return Profile() if p.get("profile") else contextlib.nullcontext()
-
-
-def _with_profile(result: Params, profile: Any, p: Params) -> Params:
-    if isinstance(profile, Profile):
-        result["profile"] = profile.save(Path(p["profile"]))
-    return result
-
-
 def _summary_statuses(summary: Any) -> Counter[str]:
     return Counter({str(k): v for k, v in summary.by_outcome.items()})
 
@@ -124,12 +120,12 @@ async def sdk_push(p: Params) -> Params:
         await client.push_all(_updates(range(n, n + warmup)), concurrency=concurrency)
         with contextlib.ExitStack() as stack:
             push_options = {**_journal(p, stack), **_fixed_pace(p)}
-            with Window() as window, _maybe_profile(p) as profile:
+            with Window() as window, maybe_profile(p) as profile:
                 summary = await client.push_all(updates, concurrency=concurrency, **push_options)
         shared_states = [m.shared_pace for m in client.metrics().values()]
     result = window_figures(window, n, summary.succeeded, _summary_statuses(summary))
     result["shared_pace_states"] = shared_states
-    return _with_profile(result, profile, p)
+    return with_profile(result, profile, p)
 
 
 async def sdk_send_pool(p: Params) -> Params:
@@ -411,10 +407,10 @@ async def raw_aiohttp(p: Params) -> Params:
         await _async_pool(send, range(n, n + warmup), concurrency, loads)
         if p.get("memory"):
             return await _pool_memory(send, p)
-        with Window() as window, _maybe_profile(p) as profile:
+        with Window() as window, maybe_profile(p) as profile:
             statuses = await _async_pool(send, range(n), concurrency, loads)
     result = window_figures(window, n, statuses["200"], statuses)
-    return _with_profile(result, profile, p)
+    return with_profile(result, profile, p)
 
 
 async def _pool_memory(send: Callable[[int], Any], p: Params) -> Params:

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ._measure import Window, window_figures
+from ._measure import Window, maybe_profile, window_figures, with_profile
 from ._workload import BODY, HEADERS, invoice_number, order_id, path
 
 #: Seconds one request may take before a contender counts it as failed.
@@ -49,7 +49,7 @@ def _sync_sequence(p: Params, call: Callable[[int], str]) -> Params:
     statuses: Counter[str] = Counter()
     latencies: list[float] = []
     clock = time.perf_counter
-    with Window() as window:
+    with Window() as window, maybe_profile(p) as profile:
         for i in range(n):
             started = clock()
             try:
@@ -57,7 +57,7 @@ def _sync_sequence(p: Params, call: Callable[[int], str]) -> Params:
             except Exception as exc:  # counted, like every contender's errors
                 statuses[type(exc).__name__] += 1
             latencies.append(clock() - started)
-    return _figures(window, n, statuses, latencies)
+    return with_profile(_figures(window, n, statuses, latencies), profile, p)
 
 
 async def _async_sequence(p: Params, call: Callable[[int], Awaitable[str]]) -> Params:
@@ -67,7 +67,7 @@ async def _async_sequence(p: Params, call: Callable[[int], Awaitable[str]]) -> P
     statuses: Counter[str] = Counter()
     latencies: list[float] = []
     clock = time.perf_counter
-    with Window() as window:
+    with Window() as window, maybe_profile(p) as profile:
         for i in range(n):
             started = clock()
             try:
@@ -75,7 +75,7 @@ async def _async_sequence(p: Params, call: Callable[[int], Awaitable[str]]) -> P
             except Exception as exc:
                 statuses[type(exc).__name__] += 1
             latencies.append(clock() - started)
-    return _figures(window, n, statuses, latencies)
+    return with_profile(_figures(window, n, statuses, latencies), profile, p)
 
 
 def _checked(status: int, body: bytes) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
 import time
@@ -114,3 +115,15 @@ class Profile:
             text, summary = cprofile_report(self._cprofile, top)
         path.write_text(text)
         return {"tool": self.tool, **summary}
+
+
+def maybe_profile(p: dict[str, Any]) -> Any:
+    """A ``Profile`` when the run is asked for one (``profile``: where to write it)."""
+    return Profile() if p.get("profile") else contextlib.nullcontext()
+
+
+def with_profile(result: dict[str, Any], profile: Any, p: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with the profile's summary, written to ``p["profile"]``, when one ran."""
+    if isinstance(profile, Profile):
+        result["profile"] = profile.save(Path(p["profile"]))
+    return result

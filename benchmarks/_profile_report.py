@@ -132,10 +132,16 @@ def _version(package: str) -> str:
         return "?"
 
 
-def comparison(summaries: dict[str, Any]) -> str:
-    """Own time per request by area, the SDK's push next to the raw aiohttp pool."""
-    sdk = summaries["sdk_push"]
-    raw = summaries.get("raw_aiohttp")
+def comparison(
+    summaries: dict[str, Any],
+    subject: str = "sdk_push",
+    baseline: str = "raw_aiohttp",
+    title: str = "Bulk push profile",
+) -> str:
+    """Own time per request by area, ``subject`` (the SDK) next to ``baseline`` (raw
+    aiohttp doing the same requests)."""
+    sdk = summaries[subject]
+    raw = summaries.get(baseline)
 
     def per_request(summary: dict[str, Any] | None) -> dict[str, float]:
         if summary is None:
@@ -144,13 +150,13 @@ def comparison(summaries: dict[str, Any]) -> str:
 
     sdk_us, raw_us = per_request(sdk), per_request(raw)
     lines = [
-        "Bulk push profile: own time per request (microseconds), by area",
-        f"  sdk_push: {sdk['n']} requests, {sdk['total_s'] / sdk['n'] * 1e6:.0f} us sampled"
+        f"{title}: own time per request (microseconds), by area",
+        f"  {subject}: {sdk['n']} requests, {sdk['total_s'] / sdk['n'] * 1e6:.0f} us sampled"
         f" per request ({sdk['rps']:.0f} req/s under the profiler)",
     ]
     if raw is not None:
         lines.append(
-            f"  raw_aiohttp: {raw['n']} requests, {raw['total_s'] / raw['n'] * 1e6:.0f} us"
+            f"  {baseline}: {raw['n']} requests, {raw['total_s'] / raw['n'] * 1e6:.0f} us"
             f" sampled per request ({raw['rps']:.0f} req/s under the profiler)"
         )
     lines += ["", f"  {'sdk us':>8} {'raw us':>8} {'diff':>8}  area"]

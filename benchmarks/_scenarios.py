@@ -85,7 +85,7 @@ class Settings:
         return cls(
             mode="full", reps=5, concurrency=64,
             bulk_n=15_000, bulk_slow_n=3_000, bulk_warmup=2_000,
-            sync_n=3_000, sync_warmup=500,
+            sync_n=3_000, sync_warmup=2_000,
             memory_n=1_000_000, memory_mark=100_000, memory_baseline_n=200_000,
             rl_n=1_500, rl_rate=100.0, rl_burst=10, rl_retry_after="1", rl_max_attempts=10,
             rl_reps=3, profile_n=15_000,
@@ -860,34 +860,44 @@ def _spans_target(missing: int | None, skipped: str | None) -> dict[str, Any]:
 
 
 def profile(s: Settings, server: Server, out: Path) -> dict[str, Any]:
-    """Profile one bulk push, and the raw aiohttp pool for comparison, area by area."""
-    log(f"\n== profile: bulk push of {s.profile_n} updates ==")
+    """Profile one bulk push and a sequence of sync calls, each next to raw aiohttp doing
+    the same requests, area by area (``profile.txt``: both tables, then the push's tree)."""
+    log(f"\n== profile: bulk push of {s.profile_n} updates, {s.sync_n} sync calls ==")
+    pairs = (
+        ("sdk_push", "raw_aiohttp", "Bulk push profile", s.profile_n, s.bulk_warmup),
+        ("sdk_sync_seq", "aiohttp_raw_seq", "Sync call profile", s.sync_n, s.sync_warmup),
+    )
     summaries: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="vtex-bench-profile-") as tmp:
         texts: dict[str, str] = {}
-        for name in ("sdk_push", "raw_aiohttp"):
-            if missing_module(name):
-                continue
-            where = Path(tmp) / f"{name}.txt"
-            params = {
-                "url": server.url,
-                "n": s.profile_n,
-                "warmup": s.bulk_warmup,
-                "concurrency": s.concurrency,
-                "profile": str(where),
-            }
-            run = run_contender(name, params, _timeout(s.profile_n, 50))
-            if run is not None and where.exists():
-                summaries[name] = {**run["profile"], "n": run["n"], "rps": run["rps"]}
-                texts[name] = where.read_text()
+        for subject, baseline, _title, n, warmup in pairs:
+            for name in (subject, baseline):
+                if missing_module(name):
+                    continue
+                where = Path(tmp) / f"{name}.txt"
+                params = {
+                    "url": server.url,
+                    "n": n,
+                    "warmup": warmup,
+                    "concurrency": s.concurrency,
+                    "profile": str(where),
+                }
+                run = run_contender(name, params, _timeout(n, 50))
+                if run is not None and where.exists():
+                    summaries[name] = {**run["profile"], "n": run["n"], "rps": run["rps"]}
+                    texts[name] = where.read_text()
         if "sdk_push" in texts:
             from ._profile_report import comparison
 
-            out.write_text(comparison(summaries) + "\n" + texts["sdk_push"])
+            tables = [
+                comparison(summaries, subject, baseline, title)
+                for subject, baseline, title, _n, _warmup in pairs
+                if subject in summaries
+            ]
+            out.write_text("\n".join(tables) + "\n" + texts["sdk_push"])
     return {
         "file": out.name if "sdk_push" in summaries else None,
-        "sdk_push": summaries.get("sdk_push"),
-        "raw_aiohttp": summaries.get("raw_aiohttp"),
+        **{name: summaries.get(name) for pair in pairs for name in pair[:2]},
         "load_average": os.getloadavg(),
         "failed_runs": take_failures(),
     }

@@ -22,6 +22,8 @@ import sys
 SWEEP_FRACTION = 0.1
 SWEEP_MIN = 0.01
 SWEEP_MAX = 1.0
+#: Python >= 3.11 counts a task's pending cancellations (``cancelling``/``uncancel``).
+_COUNTS_CANCELS = sys.version_info >= (3, 11)
 
 
 class _Watch:
@@ -43,25 +45,19 @@ class Deadlines:
     """The time limit of every attempt made in one event loop by one transport."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
-        self._loop = loop
+        #: The event loop whose attempts these are.
+        self.loop = self._loop = loop
         self._timeout = timeout
         self._sweep_every = min(SWEEP_MAX, max(SWEEP_MIN, timeout * SWEEP_FRACTION))
         self._in_flight: set[_Watch] = set()
         self._timer: asyncio.TimerHandle | None = None
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """The event loop whose attempts these are."""
-        return self._loop
 
     def start(self) -> _Watch | None:
         """Begin an attempt in the current task; ``end`` it in a ``finally``."""
         task = asyncio.current_task()
         if task is None:  # not in a task: nothing to cancel, so no limit (never in practice)
             return None
-        cancelling = 0
-        if sys.version_info >= (3, 11):
-            cancelling = task.cancelling()
+        cancelling = task.cancelling() if _COUNTS_CANCELS else 0  # type: ignore[attr-defined]
         watch = _Watch(task, self._loop.time() + self._timeout, cancelling)
         self._in_flight.add(watch)
         if self._timer is None:
