@@ -109,3 +109,26 @@ async def test_many_attempts_in_flight_each_time_out(
         elapsed = time.monotonic() - started
     assert all(isinstance(o, TransportTimeoutError) for o in outcomes), outcomes
     assert elapsed < 1.5
+
+
+async def test_a_short_limit_is_kept_beside_a_long_one(
+    status: TrackingStatus, make_client: ClientFactory
+) -> None:
+    """Every client of an event loop shares one sweep: a client with a 0.3 s limit started
+    after one with 20 s still times out near 0.3 s (the sweep ticks for the shortest)."""
+    async with (
+        FakeOMS(latency=5.0) as oms,
+        make_client(oms, timeout=20.0, retry=RetryPolicy.disabled()) as patient,
+        make_client(oms, timeout=0.3, retry=RetryPolicy.disabled()) as hasty,
+    ):
+        slow = asyncio.create_task(patient.update_tracking_status("o1", "1", status))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        with pytest.raises(TransportTimeoutError):
+            await hasty.update_tracking_status("o2", "1", status)
+        elapsed = time.monotonic() - started
+        assert not slow.done()  # the long limit is not cut short
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+    assert 0.3 <= elapsed < 1.0

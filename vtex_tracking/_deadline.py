@@ -1,12 +1,12 @@
-"""One attempt's time limit, kept for all of a transport's attempts by one timer.
+"""Each attempt's time limit, kept for all the attempts of an event loop by one timer.
 
 aiohttp's own ``ClientTimeout(total=...)`` arms a loop timer, a timeout handle and a timer
 context for every request: about 8 % of a pooled request's CPU on loopback (measured with
-valgrind: 42 k of 505 k instructions). Every attempt of a transport has the same limit, so one
-periodic sweep over the attempts in flight does the same work for all of them: an attempt
-costs a set insert and a removal, and one timer ticks (only while something is in flight)
-every ``timeout / 10`` seconds, at most once a second. An attempt is cancelled between its
-limit and one tick past it.
+valgrind: 42 k of 505 k instructions). One periodic sweep over the attempts in flight does the
+same work for all of them: an attempt costs a set insert and a removal, and one timer per
+event loop, however many accounts and clients, ticks only while something is in flight,
+every tenth of the shortest timeout in flight (at most once a second). An attempt is
+cancelled between its limit and one tick past it.
 
 Expiry cancels the attempt's task, as aiohttp's timer does; ``Deadlines.expired`` tells that
 cancellation, and only that one, from any other, so the transport raises a timeout for it and
@@ -16,7 +16,9 @@ lets a cancellation from anyone else (the application, a task group) propagate.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+import weakref
 
 #: The sweep runs every ``timeout * SWEEP_FRACTION`` seconds, within these bounds.
 SWEEP_FRACTION = 0.1
@@ -42,26 +44,34 @@ class _Watch:
 
 
 class Deadlines:
-    """The time limit of every attempt made in one event loop by one transport."""
+    """The time limits of the attempts in flight in one event loop (``for_loop``)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         #: The event loop whose attempts these are.
-        self.loop = self._loop = loop
-        self._timeout = timeout
-        self._sweep_every = min(SWEEP_MAX, max(SWEEP_MIN, timeout * SWEEP_FRACTION))
+        self.loop = loop
+        self._pid = os.getpid()
         self._in_flight: set[_Watch] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._sweep_every = SWEEP_MAX
 
-    def start(self) -> _Watch | None:
-        """Begin an attempt in the current task; ``end`` it in a ``finally``."""
+    def start(self, timeout: float) -> _Watch | None:
+        """Begin an attempt of at most ``timeout`` seconds in the current task; ``end`` it
+        in a ``finally``."""
         task = asyncio.current_task()
         if task is None:  # not in a task: nothing to cancel, so no limit (never in practice)
             return None
         cancelling = task.cancelling() if _COUNTS_CANCELS else 0  # type: ignore[attr-defined]
-        watch = _Watch(task, self._loop.time() + self._timeout, cancelling)
+        watch = _Watch(task, self.loop.time() + timeout, cancelling)
         self._in_flight.add(watch)
+        every = timeout * SWEEP_FRACTION
+        if every < self._sweep_every:
+            # A shorter limit than any before: tick often enough for it from now on.
+            self._sweep_every = max(SWEEP_MIN, every)
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
         if self._timer is None:
-            self._timer = self._loop.call_later(self._sweep_every, self._sweep)
+            self._timer = self.loop.call_later(self._sweep_every, self._sweep)
         return watch
 
     @staticmethod
@@ -84,17 +94,26 @@ class Deadlines:
         """Cancel the attempts past their limit; tick again while any is in flight."""
         self._timer = None
         if not self._in_flight:
+            self._sweep_every = SWEEP_MAX  # idle: the next attempts set the pace again
             return
-        now = self._loop.time()
+        now = self.loop.time()
         for watch in self._in_flight:
             if not watch.expired and watch.deadline <= now:
                 watch.expired = True
                 watch.task.cancel()
-        self._timer = self._loop.call_later(self._sweep_every, self._sweep)
+        self._timer = self.loop.call_later(self._sweep_every, self._sweep)
 
-    def close(self) -> None:
-        """Stop ticking (the transport's pool is closed or abandoned)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._in_flight.clear()
+
+# One per event loop, dropped with it. Keyed by the loop and the process too: a forked child
+# that goes on with an inherited loop object must not share its parent's attempts or timer.
+_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Deadlines] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def for_loop(loop: asyncio.AbstractEventLoop) -> Deadlines:
+    """The ``Deadlines`` of ``loop`` in this process (made on first use)."""
+    deadlines = _by_loop.get(loop)
+    if deadlines is None or deadlines._pid != os.getpid():
+        deadlines = _by_loop[loop] = Deadlines(loop)
+    return deadlines

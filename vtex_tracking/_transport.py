@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 import aiohttp
 from yarl import URL
 
+from . import _deadline
 from ._constants import MAX_RESPONSE_BYTES, POOL_SHARE_OF_OPEN_FILES
-from ._deadline import Deadlines
 from ._errors import ClientClosedError, ConnectError, TransportError, TransportTimeoutError
 
 # Pools left behind by a fork or by a closed event loop: their sockets cannot be closed through
@@ -161,8 +161,8 @@ class Transport:
         )
         self._session: aiohttp.ClientSession | None = session
         self._loop: asyncio.AbstractEventLoop | None = None
-        # The time limit of each attempt, kept in the loop of the session (see _deadline).
-        self._deadlines: Deadlines | None = None
+        # The time limits of the attempts in the session's loop (see _deadline).
+        self._deadlines: _deadline.Deadlines | None = None
         self._pid = os.getpid()
         self._closed = False
         # Closes our pool when its event loop shuts down (see _close_with_loop).
@@ -253,12 +253,6 @@ class Transport:
             auto_decompress=True,
         )
 
-    def _forget_deadlines(self) -> None:
-        deadlines, self._deadlines = self._deadlines, None
-        # Its timer can only be cancelled from its own loop; in a dead loop it never runs.
-        if deadlines is not None and deadlines.loop is _running_loop():
-            deadlines.close()
-
     def _loop_is_closed(self) -> bool:
         return self._loop is None or self._loop.is_closed()
 
@@ -272,11 +266,11 @@ class Transport:
         session = self._session_for_current_loop()
         deadlines = self._deadlines
         if deadlines is None or deadlines.loop is not asyncio.get_running_loop():
-            deadlines = self._deadlines_for_current_loop()
+            deadlines = self._deadlines = _deadline.for_loop(asyncio.get_running_loop())
         url = self._base_url.with_path(self._base_path + path, encoded=True)
         # A borrowed or shared session has its own defaults: send ours with each request.
         headers = self._headers if self._per_request else None
-        watch = deadlines.start()
+        watch = deadlines.start(self._total_timeout)
         try:
             async with session.request(
                 method,
@@ -306,17 +300,10 @@ class Transport:
         finally:
             deadlines.end(watch)
 
-    def _deadlines_for_current_loop(self) -> Deadlines:
-        if self._deadlines is not None:
-            self._deadlines.close()
-        loop = asyncio.get_running_loop()
-        self._deadlines = Deadlines(loop, self._total_timeout)
-        return self._deadlines
-
     def abandon(self) -> None:
         """Forget the pool without closing it: its loop is dead, or it belongs to our parent."""
         self._loop_guard = None
-        self._forget_deadlines()
+        self._deadlines = None
         session, self._session = self._session, None
         if session is None or session is self._borrowed:
             return
@@ -334,7 +321,7 @@ class Transport:
     async def aclose(self) -> None:
         """Close the pool if we own it (idempotent)."""
         self._closed = True
-        self._forget_deadlines()
+        self._deadlines = None
         guard, self._loop_guard = self._loop_guard, None
         if guard is not None and not guard.done() and guard.get_loop() is _running_loop():
             guard.cancel()  # the pool is closed here; the guard has nothing left to do
