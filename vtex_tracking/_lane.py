@@ -33,7 +33,6 @@ _BITS = {NUMBER: 1, EVENTS: 2}
 _EVENTS_ONLY = _BITS[EVENTS]
 _NUMBER_AND_EVENTS = _BITS[EVENTS] | _BITS[NUMBER]
 _NO_ANSWER, _THROTTLED = Answer.NO_ANSWER, Answer.THROTTLED
-_UPDATE_TYPES = (TrackingUpdate, TrackingNumberUpdate)
 
 
 class Part:
@@ -72,21 +71,24 @@ class Item:
     def __init__(self, index: int, update: Any, default_account: str | None) -> None:
         self.index = index
         self.update = update
-        #: The parts it carries (a bit each, ``_BITS``): merging never drops one.
-        if isinstance(update, _UPDATE_TYPES):
+        #: The parts it carries (a bit each, ``_BITS``): merging never drops one. (No class
+        #: is both kinds of update: two attrs classes with slots cannot be combined.)
+        if isinstance(update, TrackingUpdate):
+            kinds = _NUMBER_AND_EVENTS if update.tracking else _EVENTS_ONLY
+        elif isinstance(update, TrackingNumberUpdate):
+            kinds = _BITS[NUMBER]
+        else:
+            kinds = 0
+        self.kinds = kinds
+        if kinds:
             # The default account under one name (None), named or not: the same ids in two
             # accounts are two invoices.
             account = update.account_name
             if account == default_account:
                 account = None
             self.key: InvoiceKey | None = (update.order_id, update.invoice_number, account)
-            if isinstance(update, TrackingNumberUpdate):
-                self.kinds = _BITS[NUMBER]
-            else:
-                self.kinds = _NUMBER_AND_EVENTS if update.tracking else _EVENTS_ONLY
         else:
             self.key = None
-            self.kinds = 0
         self.sent = False
         self.parts: list[Part] = []
         self.confirmed: list[str] = []
@@ -288,7 +290,14 @@ class Lane:
             if answer is _THROTTLED:
                 stats.throttled += 1
                 progress.throttled += 1
-        self._show_rate()
+        # ``_show_rate`` inlined (every answer comes here).
+        rate = self.pace.rate
+        cap = self.cap
+        if cap is not None and cap.rate is not None:
+            rate = cap.rate if rate is None else min(rate, cap.rate)
+        stats.rate_limit = rate
+        if self.shows_rate:
+            progress.rate_limit = rate
 
     def backoff(self, waiting: bool) -> None:
         self.on_backoff(waiting)

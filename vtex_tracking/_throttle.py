@@ -238,12 +238,16 @@ class TokenBucket:
             tokens = tokens if tokens < capacity else capacity
         self._updated = now
         self.rate = rate
+        # ``_default_capacity`` by the rate's range: ``rate / 10`` rounds monotonically, so it
+        # passes 10 (or 1) exactly when the rate passes 100 (or 10); a NaN gets 1.0 as there.
         if rate is None:
             capacity = 1.0
-        else:
+        elif rate > 100.0:
+            capacity = 10.0
+        elif rate > 10.0:
             capacity = rate / 10
-            capacity = 10.0 if capacity > 10.0 else capacity
-            capacity = capacity if capacity > 1.0 else 1.0
+        else:
+            capacity = 1.0
         self._capacity = capacity
         self._tokens = capacity if capacity < tokens else tokens
         if self.on_change is not None:
