@@ -30,6 +30,9 @@ InvoiceKey = tuple[str, str, "str | None"]
 #: then its events (the tracking PUT); ``Item.kinds`` has a bit per part.
 NUMBER, EVENTS = "tracking_number", "events"
 _BITS = {NUMBER: 1, EVENTS: 2}
+_EVENTS_ONLY = _BITS[EVENTS]
+_NUMBER_AND_EVENTS = _BITS[EVENTS] | _BITS[NUMBER]
+_NO_ANSWER, _THROTTLED = Answer.NO_ANSWER, Answer.THROTTLED
 
 
 class Part:
@@ -68,18 +71,24 @@ class Item:
     def __init__(self, index: int, update: Any, default_account: str | None) -> None:
         self.index = index
         self.update = update
-        self.key: InvoiceKey | None = None
-        #: The parts it carries (a bit each, ``_BITS``): merging never drops one.
-        self.kinds = 0
-        if isinstance(update, (TrackingUpdate, TrackingNumberUpdate)):
+        #: The parts it carries (a bit each, ``_BITS``): merging never drops one. (No class
+        #: is both kinds of update: two attrs classes with slots cannot be combined.)
+        if isinstance(update, TrackingUpdate):
+            kinds = _NUMBER_AND_EVENTS if update.tracking else _EVENTS_ONLY
+        elif isinstance(update, TrackingNumberUpdate):
+            kinds = _BITS[NUMBER]
+        else:
+            kinds = 0
+        self.kinds = kinds
+        if kinds:
             # The default account under one name (None), named or not: the same ids in two
             # accounts are two invoices.
-            account = None if update.account_name == default_account else update.account_name
-            self.key = (update.order_id, update.invoice_number, account)
-            if isinstance(update, TrackingNumberUpdate):
-                self.kinds = _BITS[NUMBER]
-            else:
-                self.kinds = _BITS[EVENTS] | (_BITS[NUMBER] if update.tracking else 0)
+            account = update.account_name
+            if account == default_account:
+                account = None
+            self.key: InvoiceKey | None = (update.order_id, update.invoice_number, account)
+        else:
+            self.key = None
         self.sent = False
         self.parts: list[Part] = []
         self.confirmed: list[str] = []
@@ -263,7 +272,8 @@ class Lane:
         return True
 
     def attempt_started(self) -> None:
-        stats, progress = self.stats, self.progress
+        stats = self.stats
+        progress = self.progress
         stats.requests += 1
         stats.in_flight += 1
         progress.requests += 1
@@ -271,23 +281,32 @@ class Lane:
         progress.send_rate = self.rate_meter.tick()
 
     def attempt_finished(self, answer: Answer) -> None:
-        stats, progress = self.stats, self.progress
+        stats = self.stats
+        progress = self.progress
         stats.in_flight -= 1
         progress.in_flight -= 1
-        if answer is not Answer.NO_ANSWER:
+        if answer is not _NO_ANSWER:
             self.answered = True
-        if answer is Answer.THROTTLED:
-            stats.throttled += 1
-            progress.throttled += 1
-        self._show_rate()
+            if answer is _THROTTLED:
+                stats.throttled += 1
+                progress.throttled += 1
+        # ``_show_rate`` inlined (every answer comes here).
+        rate = self.pace.rate
+        cap = self.cap
+        if cap is not None and cap.rate is not None:
+            rate = cap.rate if rate is None else min(rate, cap.rate)
+        stats.rate_limit = rate
+        if self.shows_rate:
+            progress.rate_limit = rate
 
     def backoff(self, waiting: bool) -> None:
         self.on_backoff(waiting)
 
     def _show_rate(self) -> None:
         rate = self.pace.rate
-        if self.cap is not None and self.cap.rate is not None:
-            rate = self.cap.rate if rate is None else min(rate, self.cap.rate)
+        cap = self.cap
+        if cap is not None and cap.rate is not None:
+            rate = cap.rate if rate is None else min(rate, cap.rate)
         self.stats.rate_limit = rate
         if self.shows_rate:
             self.progress.rate_limit = rate
@@ -325,8 +344,9 @@ class InvoiceQueues:
     def start_or_wait(self, key: InvoiceKey, item: Item) -> bool:
         """True when ``item`` goes to its lane's ready queue now (nothing of its invoice is
         on its way); else it waits behind the invoice's updates, or replaces one unsent."""
-        if key not in self._waiting:
-            self._waiting[key] = None
+        waiting = self._waiting
+        if key not in waiting:
+            waiting[key] = None
             if self._merge:
                 self._ready[key] = item
             return True
@@ -341,9 +361,9 @@ class InvoiceQueues:
             self._supersede(slot.replaced_by or slot, item)
             slot.replaced_by = item
             return False
-        queue = self._waiting[key]
+        queue = waiting[key]
         if queue is None:
-            queue = self._waiting[key] = collections.deque()
+            queue = waiting[key] = collections.deque()
         if queue and self._merge and _covers(item, queue[-1]):
             # The order of what is sent stays the input's: the newer one takes the older
             # one's place in the queue, and reports for it.
@@ -377,7 +397,8 @@ class InvoiceQueues:
                 self._ready[key] = following
             return following
         del self._waiting[key]
-        self._ready.pop(key, None)  # a stopped lane's last update never went to the queue
+        if self._merge:  # only a merge holds places in ``_ready``
+            self._ready.pop(key, None)  # a stopped lane's last update never went to the queue
         return None
 
 

@@ -49,6 +49,13 @@ from ._tokens import LocalTokens, TokenSource
 #: Weight of a new round-trip sample in the moving average.
 RTT_GAIN = 0.1
 
+_CONFIRMED, _THROTTLED, _REFUSED, _NO_ANSWER = (
+    Answer.CONFIRMED,
+    Answer.THROTTLED,
+    Answer.REFUSED,
+    Answer.NO_ANSWER,
+)
+
 #: Told the outcome of a queued admission: None (admitted) or why not (``AuthCooldownError``).
 AdmitCallback = Callable[[BaseException | None], None]
 _Waiter = Union["asyncio.Future[None]", AdmitCallback]
@@ -83,6 +90,13 @@ class AccountPace:
             tokens = LocalTokens(rate_limit, adaptive=adaptive, clock=clock)
         self.tokens: TokenSource = tokens
         self.tokens.on_change = self._rate_changed
+        # This process' own tokens, when they are all the account has (``LocalTokens`` itself,
+        # not a shared source): the hot paths then ask its bucket directly. Safe because
+        # ``LocalTokens`` only forwards to it: its ``wait_time`` ignores the demand, its
+        # ``auth_until`` is always 0 (no other process to adopt an auth stop from), and its
+        # ``learn`` of a success needs no send time (``LocalTokens.confirmed``).
+        self._local = tokens if type(tokens) is LocalTokens else None
+        self._bucket = self._local.bucket if self._local is not None else None
         self.max_window = max_concurrency
         # Without adaptive pacing the caller paces itself: no slow start either.
         first = self.tokens.first_window
@@ -128,7 +142,8 @@ class AccountPace:
     @property
     def rate(self) -> float | None:
         """Requests per second the account may take now (None: no limit known)."""
-        return self.tokens.rate
+        bucket = self._bucket
+        return bucket.rate if bucket is not None else self.tokens.rate
 
     @property
     def shared_state(self) -> str | None:
@@ -208,13 +223,21 @@ class AccountPace:
         """Admit one request now if nobody is queued and the pace allows it; never waits."""
         if self._waiters or self.in_flight >= self.window:
             return False
-        self._adopt_auth_stop()
-        if self._auth_until and self.auth_cooldown_error() is not None:
-            return False
-        tokens = self.tokens
-        if tokens.wait_time(self.demand()) > 0:
-            return False
-        tokens.take()
+        bucket = self._bucket
+        if bucket is not None:
+            # Own tokens (see ``__init__``): no auth stop to adopt, no demand to count.
+            if self._auth_until and self.auth_cooldown_error() is not None:
+                return False
+            if not bucket.try_take():
+                return False
+        else:
+            self._adopt_auth_stop()
+            if self._auth_until and self.auth_cooldown_error() is not None:
+                return False
+            tokens = self.tokens
+            if tokens.wait_time(self.demand()) > 0:
+                return False
+            tokens.take()
         self.in_flight += 1
         return True
 
@@ -263,7 +286,9 @@ class AccountPace:
             return  # a callback of ours queued more: the loop below will see it
         self._dispatching = True
         try:
-            self._adopt_auth_stop()
+            bucket = self._bucket
+            if bucket is None:
+                self._adopt_auth_stop()  # own tokens have none to adopt (see ``__init__``)
             tokens = self.tokens
             waiters = self._waiters
             while waiters:
@@ -279,7 +304,9 @@ class AccountPace:
                         continue
                 if self.in_flight >= self.window:
                     return  # the next release looks again
-                wait = tokens.wait_time(self.demand())
+                wait = (
+                    bucket.wait_time() if bucket is not None else tokens.wait_time(self.demand())
+                )
                 if wait > 0:
                     self._wake_in(wait)
                     return
@@ -313,7 +340,40 @@ class AccountPace:
         requested wait and its round trip in seconds. Learns from it, then lets the next
         one in."""
         self.in_flight -= 1
-        if answer is not Answer.NO_ANSWER:
+        if answer is _CONFIRMED:
+            # ``_learn`` of a success, the common answer, inlined in the same order: the round
+            # trip, the tokens (no pause: that takes a throttle), the auth count, the window.
+            rtt = self.rtt
+            rtt = elapsed if not rtt else rtt + RTT_GAIN * (elapsed - rtt)
+            self.rtt = rtt
+            local = self._local
+            if local is not None:
+                # ``LocalTokens.confirmed`` inlined.
+                local.rtt = rtt
+                adaptive = local.adaptive
+                if adaptive is not None:
+                    adaptive.on_success()
+                rate = local.bucket.rate
+            else:
+                self.tokens.learn(_CONFIRMED, retry_after, 0.0, rtt, self._clock() - elapsed)
+                rate = self.tokens.rate
+            if self._auth_failures:
+                self._auth_failures = 0
+                self._auth_until = 0.0
+            # The window's ceiling: ``max_concurrency``, and once a rate is set, what that
+            # rate needs at the measured round trip (see the module docstring); one step
+            # towards it.
+            ceiling = self.max_window
+            if rate is not None and rtt:
+                needed = int(rate * rtt * WINDOW_HEADROOM) + INITIAL_WINDOW
+                if needed < ceiling:
+                    ceiling = needed
+            window = self.window
+            if window < ceiling:
+                self.window = window + 1
+            elif window > ceiling:
+                self.window = window - 1
+        elif answer is not _NO_ANSWER:
             self._learn(answer, retry_after, elapsed)
         if self._waiters:
             self._dispatch()
@@ -325,12 +385,13 @@ class AccountPace:
             self._dispatch()
 
     def _learn(self, answer: Answer, retry_after: float | None, elapsed: float) -> None:
+        # Every answer but a success (``release``) and none at all.
         self.rtt = elapsed if not self.rtt else self.rtt + RTT_GAIN * (elapsed - self.rtt)
         # A long wait means the account is well over its limit: every request of it waits,
         # not only the one that got the answer.
         pause = 0.0
         if (
-            answer is Answer.THROTTLED
+            answer is _THROTTLED
             and retry_after is not None
             and retry_after >= ACCOUNT_PAUSE_AFTER
         ):
@@ -344,12 +405,7 @@ class AccountPace:
                     pause,
                 )
         self.tokens.learn(answer, retry_after, pause, self.rtt, self._clock() - elapsed)
-        if answer is Answer.CONFIRMED:
-            if self._auth_failures:
-                self._auth_failures = 0
-                self._auth_until = 0.0
-            self._fit_window()
-        elif answer is Answer.REFUSED:
+        if answer is _REFUSED:
             # Likely a revoked key: let fewer requests out until something succeeds, and
             # after a few in a row fail fast for a while instead of knocking on VTEX.
             self.window = max(1, self.window - 1)
@@ -364,16 +420,6 @@ class AccountPace:
                         self._auth_cooldown,
                     )
                 self._auth_until = self._clock() + self._auth_cooldown
-
-    def _fit_window(self) -> None:
-        ceiling = self.max_window
-        rate = self.rate
-        if rate is not None and self.rtt:
-            ceiling = min(ceiling, int(rate * self.rtt * WINDOW_HEADROOM) + INITIAL_WINDOW)
-        if self.window < ceiling:
-            self.window += 1
-        elif self.window > ceiling:
-            self.window -= 1
 
     @property
     def auth_stopped(self) -> bool:

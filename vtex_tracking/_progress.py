@@ -72,13 +72,25 @@ class RateMeter:
         self._rate = 0.0
 
     def tick(self) -> float:
-        self._count += 1
+        count = self._count + 1
         now = time.monotonic()
-        if now - self._window_start >= 1.0:
-            self._rate = self._count / (now - self._window_start)
+        elapsed = now - self._window_start
+        if elapsed >= 1.0:
+            self._rate = count / elapsed
             self._window_start = now
-            self._count = 0
+            count = 0
+        self._count = count
         return self._rate
+
+
+class _Counts:
+    """One account's results in a push, and how many of them VTEX confirmed."""
+
+    __slots__ = ("confirmed", "results")
+
+    def __init__(self) -> None:
+        self.results = 0
+        self.confirmed = 0
 
 
 class Tally:
@@ -87,37 +99,54 @@ class Tally:
     def __init__(self, progress: PushProgress) -> None:
         self._progress = progress
         self._started = time.monotonic()
-        self.total = 0
-        self.succeeded = 0
         self.by_outcome: collections.Counter[str] = collections.Counter()
         # Failed results by index (those a later update of their invoice made moot leave).
         self.failures: dict[int, PushResult] = {}
         self.superseded_failures = 0
-        # Per account: [results, confirmed].
-        self.by_account: dict[str | None, list[int]] = {}
+        # Per account (None: invalid items); the totals are their sums (one count per
+        # result, not three).
+        self.by_account: dict[str | None, _Counts] = {}
+
+    @property
+    def total(self) -> int:
+        """Results counted."""
+        return sum(counts.results for counts in self.by_account.values())
+
+    @property
+    def succeeded(self) -> int:
+        """Results that are ``ok``."""
+        return sum(counts.confirmed for counts in self.by_account.values())
 
     def add(self, result: PushResult) -> None:
-        self.total += 1
-        self.by_outcome[result.outcome] += 1
-        counts = self.by_account.get(result.account)
+        account = result.account
+        counts = self.by_account.get(account)
         if counts is None:
-            counts = self.by_account[result.account] = [0, 0]
-        counts[0] += 1
-        if result.ok:
-            self.succeeded += 1
-            counts[1] += 1
+            counts = self.by_account[account] = _Counts()
+        counts.results += 1
+        receipt = result.receipt
+        if receipt is not None and result.skipped is None:
+            # Confirmed, the common result: ``result.outcome`` is then its status and
+            # ``result.ok`` True (without calling them).
+            self.by_outcome[str(receipt.status_code)] += 1
+            counts.confirmed += 1
         else:
-            self.failures[result.index] = result
-        for index in result.supersedes:
-            if self.failures.pop(index, None) is not None:
-                self.superseded_failures += 1
+            self.by_outcome[result.outcome] += 1
+            if result.ok:
+                counts.confirmed += 1
+            else:
+                self.failures[result.index] = result
+        if result.supersedes:
+            for index in result.supersedes:
+                if self.failures.pop(index, None) is not None:
+                    self.superseded_failures += 1
 
     def summary(self) -> PushSummary:
         started = min(self._started, self._progress.started_at)
         accounts = {}
-        for name, (total, succeeded) in self.by_account.items():
+        for name, counts in self.by_account.items():
             if name is None:  # invalid items belong to no account
                 continue
+            total, succeeded = counts.results, counts.confirmed
             live = self._progress.accounts.get(name) or AccountProgress()
             accounts[name] = AccountSummary(
                 total=total,
@@ -128,10 +157,11 @@ class Tally:
                 elapsed_s=max(0.0, (live.last_result_at or time.monotonic()) - started),
                 stopped=live.stopped,
             )
+        total, succeeded = self.total, self.succeeded
         return PushSummary(
-            total=self.total,
-            succeeded=self.succeeded,
-            failed=self.total - self.succeeded,
+            total=total,
+            succeeded=succeeded,
+            failed=total - succeeded,
             by_outcome=dict(self.by_outcome),
             elapsed_s=time.monotonic() - started,
             failures=tuple(self.failures.values()),

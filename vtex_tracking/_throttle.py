@@ -65,6 +65,9 @@ START_RATE = 2.0
 START_DOUBLING = 0.5
 START_FAST_FROM = 256.0
 START_DOUBLING_FAST = 0.25
+# What each success adds to the rate while starting (``math.log(2) / doubling``, computed once).
+_START_STEP = math.log(2) / START_DOUBLING
+_START_STEP_FAST = math.log(2) / START_DOUBLING_FAST
 #: The rate at which the start ends without a throttle: the account is taken as unlimited.
 START_UNTIL = 4096.0
 #: Entering a measure from the start, the rate drops to this fraction first: the first 429
@@ -205,7 +208,10 @@ class TokenBucket:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
-        self._rate = rate
+        #: The current rate in requests per second, or None when unlimited. Read it; change
+        #: it with ``set_rate`` only (a plain attribute, not a property: the pace and the
+        #: push read it on every request).
+        self.rate = rate
         self._capacity = capacity if capacity is not None else self._default_capacity(rate)
         self._tokens = self._capacity
         self._updated = clock()
@@ -218,17 +224,32 @@ class TokenBucket:
         # A small burst: enough to start promptly, too little to overrun a server limit.
         return 1.0 if rate is None else max(1.0, min(rate / 10, 10.0))
 
-    @property
-    def rate(self) -> float | None:
-        """The current rate in requests per second, or None when unlimited."""
-        return self._rate
-
     def set_rate(self, rate: float | None) -> None:
         """Change the rate; it applies to requests already waiting."""
-        self._refill()
-        self._rate = rate
-        self._capacity = self._default_capacity(rate)
-        self._tokens = min(self._tokens, self._capacity)
+        # Called on every success while an account starts: ``_refill`` and
+        # ``_default_capacity`` inlined, with the same arithmetic in the same order.
+        now = self._clock()
+        tokens = self._tokens
+        old = self.rate
+        if old is not None:
+            # Each ``min``/``max`` below as a comparison that picks the same operand it would.
+            tokens += (now - self._updated) * old
+            capacity = self._capacity
+            tokens = tokens if tokens < capacity else capacity
+        self._updated = now
+        self.rate = rate
+        # ``_default_capacity`` by the rate's range: ``rate / 10`` rounds monotonically, so it
+        # passes 10 (or 1) exactly when the rate passes 100 (or 10); a NaN gets 1.0 as there.
+        if rate is None:
+            capacity = 1.0
+        elif rate > 100.0:
+            capacity = 10.0
+        elif rate > 10.0:
+            capacity = rate / 10
+        else:
+            capacity = 1.0
+        self._capacity = capacity
+        self._tokens = capacity if capacity < tokens else tokens
         if self.on_change is not None:
             self.on_change()
 
@@ -251,8 +272,8 @@ class TokenBucket:
 
     def _refill(self) -> None:
         now = self._clock()
-        if self._rate is not None:
-            self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
+        if self.rate is not None:
+            self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self.rate)
         self._updated = now
 
     def wait_time(self) -> float:
@@ -262,17 +283,47 @@ class TokenBucket:
         now = self._clock()
         if now < self._paused_until:
             return self._paused_until - now
-        if self._rate is None:
+        rate = self.rate
+        if rate is None:
             return 0.0
-        self._refill()
-        if self._tokens >= 1.0:
+        # ``_refill`` inlined (the hot path of every paced request).
+        tokens = self._tokens + (now - self._updated) * rate
+        capacity = self._capacity
+        tokens = tokens if tokens < capacity else capacity
+        self._tokens = tokens
+        self._updated = now
+        if tokens >= 1.0:
             return 0.0
-        return (1.0 - self._tokens) / self._rate
+        return (1.0 - tokens) / rate
 
     def take(self) -> None:
         """Spend one token (call after ``wait_time()`` returned 0)."""
-        if self._rate is not None:
+        if self.rate is not None:
             self._tokens -= 1.0
+
+    def try_take(self) -> bool:
+        """Spend a token if one is available now: ``wait_time() == 0`` then ``take()`` in one
+        call, without computing how long a wait would be (the pace's hot path)."""
+        if _testing_mode.enabled:
+            self.take()
+            return True
+        now = self._clock()
+        if now < self._paused_until:
+            return False
+        rate = self.rate
+        if rate is None:
+            return True  # ``take`` spends nothing without a rate
+        # As ``wait_time``: refill, then a token if there is one (a rate is always > 0, so a
+        # bucket short of one token would have said a wait > 0).
+        tokens = self._tokens + (now - self._updated) * rate
+        capacity = self._capacity
+        tokens = tokens if tokens < capacity else capacity
+        self._updated = now
+        if tokens >= 1.0:
+            self._tokens = tokens - 1.0
+            return True
+        self._tokens = tokens
+        return False
 
 
 class AdaptiveRate:
@@ -359,9 +410,11 @@ class AdaptiveRate:
         return self._w_max or None
 
     def _set(self, rate: float) -> None:
-        rate = max(MIN_RATE, rate)
-        if self._ceiling is not None:
-            rate = min(rate, self._ceiling)
+        # ``max(MIN_RATE, rate)`` and ``min(rate, ceiling)`` as the comparisons they make.
+        rate = rate if rate > MIN_RATE else MIN_RATE
+        ceiling = self._ceiling
+        if ceiling is not None and ceiling < rate:
+            rate = ceiling
         self._bucket.set_rate(rate)
 
     def restart_from(self, rate: float) -> None:
@@ -410,28 +463,38 @@ class AdaptiveRate:
     def on_success(self) -> None:
         """A 2xx answer."""
         self._successes_total += 1
-        if self._state == "unlimited":
+        state = self._state
+        if state == "unlimited":
             return
         now = self._clock()
+        if state == "start":
+            # Every success of a new account comes here: the idle gap applies to cubic and
+            # probe only, and the start's rate does not depend on the time.
+            self._last_success = now
+            bucket = self._bucket
+            rate = bucket.rate or START_RATE
+            rate += _START_STEP if rate < START_FAST_FROM else _START_STEP_FAST
+            ceiling = self._ceiling
+            if rate >= START_UNTIL and ceiling is None:
+                self._state = "unlimited"
+                bucket.set_rate(None)
+                return
+            # ``_set`` inlined, without its floor: a positive rate plus a step is above
+            # ``MIN_RATE`` (asserted below the class).
+            if ceiling is not None and ceiling < rate:
+                rate = ceiling
+            bucket.set_rate(rate)
+            return
         idle = now - self._last_success
         self._last_success = now
-        if idle > IDLE_GAP and self._state in ("cubic", "probe"):
+        if idle > IDLE_GAP and (state == "cubic" or state == "probe"):
             # Nothing was answered for a while (between two pushes): the curve goes on from
             # where it was, not from where the idle time would put it (far past the limit).
             self._since += idle - IDLE_GAP
         t = now - self._since
-        if self._state == "start":
-            rate = self._bucket.rate or START_RATE
-            doubling = START_DOUBLING if rate < START_FAST_FROM else START_DOUBLING_FAST
-            rate += math.log(2) / doubling
-            if rate >= START_UNTIL and self._ceiling is None:
-                self._state = "unlimited"
-                self._bucket.set_rate(None)
-            else:
-                self._set(rate)
-        elif self._state == "probe":
+        if state == "probe":
             self._set(self._base * 2 ** (t / max(PROBE_DOUBLING, self._rtt())))
-        elif self._state == "measure":
+        elif state == "measure":
             self._measure_successes += 1
             if self._measure_done(t):
                 self._finish_measure(now)
@@ -506,3 +569,7 @@ class AdaptiveRate:
         self._quiet = True
         # Answers to requests sent before the change are still arriving for one round trip.
         self._ignore_until = now + max(COOLDOWN, 1.2 * self._rtt())
+
+
+# ``on_success`` skips ``_set``'s floor while starting: one step alone passes it.
+assert min(_START_STEP, _START_STEP_FAST) > MIN_RATE

@@ -19,6 +19,8 @@ from ._throttle import AdaptiveRate, TokenBucket
 
 __all__ = ["LocalTokens", "TokenSource"]
 
+_CONFIRMED, _THROTTLED = Answer.CONFIRMED, Answer.THROTTLED
+
 
 class TokenSource(Protocol):
     """The tokens of one account's pace (see the module docstring)."""
@@ -142,15 +144,22 @@ class LocalTokens:
     def learn(
         self, answer: Answer, retry_after: float | None, pause: float, rtt: float, sent_at: float
     ) -> None:
+        if answer is _CONFIRMED:
+            self.confirmed(rtt)
+            return
         self.rtt = rtt
-        if answer is Answer.CONFIRMED:
-            if self.adaptive is not None:
-                self.adaptive.on_success()
-        elif answer is Answer.THROTTLED:
+        if answer is _THROTTLED:
             if pause > 0:
                 self.bucket.pause_until(self._clock() + pause)
             if self.adaptive is not None:
                 self.adaptive.on_throttle()
+
+    def confirmed(self, rtt: float) -> None:
+        """``learn`` of a 2xx answer (``AccountPace.release`` inlines it: keep the two alike)."""
+        self.rtt = rtt
+        adaptive = self.adaptive
+        if adaptive is not None:
+            adaptive.on_success()
 
     def restart_from(self, share: float) -> None:
         """Go on alone at ``share`` requests per second (a shared pace whose Redis went away:
