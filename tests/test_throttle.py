@@ -126,3 +126,21 @@ async def test_a_waiter_cancelled_then_skipped_by_a_release_leaves_quietly() -> 
     with pytest.raises(asyncio.CancelledError):
         await task
     assert budget.value == 1
+
+
+def test_a_probe_without_a_throttle_for_an_hour_does_not_overflow() -> None:
+    """A stray 429 on an unlimited account starts a probe; hours of successes after it
+    (no limit ever found) keep a finite rate instead of raising OverflowError."""
+    clock = Clock()
+    bucket = TokenBucket(None, clock=clock)
+    adaptive = AdaptiveRate(bucket, clock=clock)
+    for _ in range(20):
+        adaptive.on_success()
+    clock.now += 0.5
+    adaptive.on_throttle()
+    assert adaptive.state == "probe"
+    for _ in range(3_600):
+        clock.now += 1.0
+        adaptive.on_success()
+    assert adaptive.state == "probe"
+    assert bucket.rate is not None and 1e6 < bucket.rate < float("inf")

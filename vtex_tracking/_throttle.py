@@ -34,6 +34,8 @@ PROBE_FLOOR = 2.0
 #: While probing for the limit, the rate doubles every this many seconds (or every round
 #: trip, when that is longer).
 PROBE_DOUBLING = 0.35
+#: The probe stops doubling after this many doublings (its rate then stays ~1e9 x its base).
+PROBE_MAX_DOUBLINGS = 30.0
 #: Entering a measurement from a probe, the rate drops to this fraction first.
 PROBE_BACKOFF = 0.75
 #: Seconds the rate is held while the server's rate is measured (at least two round trips).
@@ -493,7 +495,12 @@ class AdaptiveRate:
             self._since += idle - IDLE_GAP
         t = now - self._since
         if state == "probe":
-            self._set(self._base * 2 ** (t / max(PROBE_DOUBLING, self._rtt())))
+            doublings = t / max(PROBE_DOUBLING, self._rtt())
+            # Capped: 2.0 ** 1024 overflows a float (about six minutes of probing without a
+            # throttle), and 2 ** PROBE_MAX_DOUBLINGS times any rate passes every real limit.
+            if doublings > PROBE_MAX_DOUBLINGS:
+                doublings = PROBE_MAX_DOUBLINGS
+            self._set(self._base * 2**doublings)
         elif state == "measure":
             self._measure_successes += 1
             if self._measure_done(t):
