@@ -20,14 +20,10 @@ import orjson
 from ._constants import DEFAULT_TIME_ZONE
 from ._errors import REDACTED, find_request_id, holds_secret, redact, unexpected_body_error
 from ._models import (
-    CourierEvent,
-    CourierStatus,
     DeliveredDate,
     DispatchedDate,
     EventDate,
     InvoiceTracking,
-    Order,
-    Package,
     TrackingEvent,
     TrackingReceipt,
     TrackingStatus,
@@ -35,6 +31,8 @@ from ._models import (
 
 if TYPE_CHECKING:
     import cattrs
+
+    from ._read_back import CourierEvent, Order
 
 __all__ = [
     "converter",
@@ -104,6 +102,8 @@ def _courier_events(value: Any, _: Any) -> tuple[CourierEvent, ...]:
         return ()
     if not isinstance(value, list):
         raise TypeError(f"expected a list, got {type(value).__name__}")
+    from ._read_back import CourierEvent
+
     return tuple(converter().structure(item, CourierEvent) for item in value)
 
 
@@ -123,6 +123,8 @@ def _receipt_body() -> type[Any]:
 def _build_converter(receipt_body: type[Any]) -> cattrs.Converter:
     from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
     from cattrs.preconf.orjson import make_converter
+
+    from ._read_back import CourierEvent, CourierStatus, Package
 
     conv = make_converter(forbid_extra_keys=False)
     conv.register_structure_hook(str, _strict_str)
@@ -292,6 +294,8 @@ def decode_order(
 ) -> Order:
     """Parse VTEX's "Get order" answer into an ``Order`` (packages typed, the rest in
     ``raw``); a body that is not an order raises ``UnexpectedResponseError``."""
+    from ._read_back import Order, Package
+
     request_id = find_request_id(headers)
 
     def fail(problem: str) -> Exception:
