@@ -11,8 +11,8 @@ processes keep their ``.pyc`` files in a private cache (``PYTHONPYCACHEPREFIX``)
 untimed import of each module first, with ``PYTHONDONTWRITEBYTECODE`` left out. Otherwise the
 figure depended on the machine's state: with that variable set (as in some sandboxes and CI
 images) and no ``__pycache__`` next to an editable install's sources, vtex_tracking was
-compiled from source at every import while aiohttp's site-packages bytecode was loaded (1.64 x
-instead of ~1.35 x for the same code).
+compiled from source at every import while aiohttp's site-packages bytecode was loaded (the
+release before 2026-12-03's import work: 1.63 x that way, 1.33 x from bytecode).
 """
 
 from __future__ import annotations
