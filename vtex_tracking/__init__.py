@@ -3,10 +3,11 @@
 Import everything from here; modules starting with ``_`` are private and may change.
 """
 
-from ._accounts import Account, Accounts
+from typing import TYPE_CHECKING
+
 from ._checks import Checks
 from ._client import AsyncTrackingClient
-from ._config import ClientConfig, RetryPolicy
+from ._config import ClientConfig, RetryPolicy, SharedPace
 from ._errors import (
     APIError,
     AuthCooldownError,
@@ -29,32 +30,29 @@ from ._errors import (
     ValidationError,
     VtexTrackingError,
 )
-from ._history import AsyncTrackingHistory, TrackingHistory
-from ._history_rules import status_from_events
 from ._models import (
-    AccountMetrics,
-    AccountSummary,
-    CourierEvent,
-    CourierStatus,
     InvoiceTracking,
-    Order,
-    Package,
-    PushResult,
-    PushSummary,
     TrackingEvent,
     TrackingNumberUpdate,
     TrackingReceipt,
     TrackingStatus,
     TrackingUpdate,
 )
-from ._progress import AccountProgress, PushProgress
+from ._public import LAZY as _LAZY
 from ._public import present_as as _present_as
-from ._read import parse_update, read_updates
-from ._remember import Journal, JournalMismatchError, UnchangedState
-from ._shared import SharedPace
-from ._stream import PushStream
 from ._sync import SyncPushStream, TrackingClient
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._accounts import Account, Accounts
+    from ._history import AsyncTrackingHistory, TrackingHistory
+    from ._history_rules import status_from_events
+    from ._progress import AccountProgress, PushProgress
+    from ._read import parse_update, read_updates
+    from ._read_back import CourierEvent, CourierStatus, Order, Package
+    from ._remember import Journal, JournalMismatchError, UnchangedState
+    from ._reports import AccountMetrics, AccountSummary, PushResult, PushSummary
+    from ._stream import PushStream
 
 __all__ = [
     "APIError",
@@ -115,4 +113,20 @@ __all__ = [
 ]
 
 # Tracebacks, reprs and pickles say vtex_tracking.RateLimitError, not vtex_tracking._errors.
-_present_as(__name__, globals(), __all__)
+_present_as(__name__, globals(), [name for name in __all__ if name not in _LAZY])
+
+if not TYPE_CHECKING:  # for type checkers the names are imported above (and a typo is an error)
+
+    def __getattr__(name: str) -> object:
+        # PEP 562: called only for a name not (yet) in the module's namespace.
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from importlib import import_module
+
+        value = getattr(import_module(f"{__name__}.{module}"), name)
+        globals()[name] = value  # found directly next time
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})

@@ -21,6 +21,7 @@ import attrs
 from ._config import Credentials
 from ._constants import DEFAULT_ENVIRONMENT
 from ._errors import ConfigurationError
+from ._public import present_lazy
 
 _ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _SECRETS = ("app_token", "user_token")
@@ -306,3 +307,7 @@ def _number(table: Mapping[str, Any], key: str, fail: Any, kind: type) -> Any:
     if isinstance(value, bool) or number <= 0 or (kind is int and number != float(value)):
         raise fail(key, f"expected a {'whole ' if kind is int else ''}number > 0, got {value!r}")
     return number
+
+
+# Imported on first use (``_public.LAZY``): its public names get the package's name now.
+present_lazy(globals())

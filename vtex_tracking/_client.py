@@ -13,14 +13,20 @@ import math
 import os
 from collections.abc import AsyncIterable, Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import attrs
 
-from ._accounts import Account, Accounts, default_account_settings
 from ._checks import Checks
-from ._config import ClientConfig, Credentials, RetryPolicy, build_base_url, settings_from_env
+from ._config import (
+    ClientConfig,
+    Credentials,
+    RetryPolicy,
+    SharedPace,
+    build_base_url,
+    settings_from_env,
+)
 from ._constants import (
     AUTH_FAILURES_TO_STOP,
     DEFAULT_AUTH_COOLDOWN,
@@ -32,15 +38,10 @@ from ._constants import (
     POOL_SHARE_OF_OPEN_FILES,
 )
 from ._errors import ClientClosedError, ConfigurationError, unexpected_body_error
-from ._limits_file import LimitsFile
 from ._log import logger
 from ._models import (
-    AccountMetrics,
     DispatchedDate,
     InvoiceTracking,
-    Order,
-    PushResult,
-    PushSummary,
     TrackingNumberUpdate,
     TrackingReceipt,
     TrackingStatus,
@@ -48,16 +49,22 @@ from ._models import (
     check_order_id,
 )
 from ._pace import AccountPace
-from ._push import start_push
-from ._push_options import PushOptions
-from ._remember import Journal, UnchangedState
 from ._sender import AccountSender, SharedBudget, tracking_path
 from ._serde import decode_order
-from ._shared import SharedConnection, SharedPace, SharedTokens
-from ._stream import PushStream
 from ._tokens import LocalTokens, TokenSource
 from ._transport import Transport, open_files_limit, pool_size_within
 from ._version import __version__
+
+# Imported where they are used, not with the package: accounts files, the limits file, the
+# Redis shared pace and the push machinery (anyio with it) serve some programs only.
+if TYPE_CHECKING:
+    from ._accounts import Account, Accounts
+    from ._limits_file import LimitsFile
+    from ._read_back import Order
+    from ._remember import Journal, UnchangedState
+    from ._reports import AccountMetrics, PushResult, PushSummary
+    from ._shared import SharedConnection
+    from ._stream import PushStream
 
 __all__ = ["AsyncTrackingClient", "tracking_path"]
 
@@ -176,12 +183,16 @@ class AsyncTrackingClient:
             checks=checks if checks is not None else Checks(),
             shared_pace=shared_pace,
         )
-        self._shared = (
-            SharedConnection(self._config.shared_pace)
-            if self._config.shared_pace is not None
-            else None
-        )
-        self._limits = LimitsFile(limits_file) if limits_file is not None else None
+        self._shared: SharedConnection | None = None
+        if self._config.shared_pace is not None:
+            from ._shared import SharedConnection
+
+            self._shared = SharedConnection(self._config.shared_pace)
+        self._limits: LimitsFile | None = None
+        if limits_file is not None:
+            from ._limits_file import LimitsFile
+
+            self._limits = LimitsFile(limits_file)
         self._user_agent = user_agent or f"vtex-tracking-python/{__version__}"
         #: Requests in flight over all accounts, and the pool's size: ``max_concurrency``, or
         #: fewer where the process cannot open that many connections.
@@ -227,6 +238,8 @@ class AsyncTrackingClient:
         ``account_name``; with None such updates fail (``ConfigurationError``) rather than go
         to an account picked by chance. ``settings`` are the other constructor arguments
         (``max_concurrency`` is the budget of all accounts together)."""
+        from ._accounts import default_account_settings
+
         client = cls(**default_account_settings(accounts, default), **settings)
         client._has_default_account = default is not None
         return client
@@ -302,6 +315,8 @@ class AsyncTrackingClient:
         local = LocalTokens(rate_limit, adaptive=adaptive, learned=learned)
         tokens: TokenSource = local
         if self._shared is not None:
+            from ._shared import SharedTokens
+
             host = f"{name}.{account.environment if account is not None else config.environment}"
             tokens = SharedTokens(
                 self._shared,
@@ -501,6 +516,9 @@ class AsyncTrackingClient:
         (``"unchanged"``); ``merge_snapshots`` lets a newer update of an invoice replace one
         still waiting behind that invoice's request in flight (``"superseded"``).
         """
+        from ._push import start_push
+        from ._push_options import PushOptions
+
         ceiling = self._max_concurrency
         options = PushOptions(
             concurrency=ceiling if concurrency is None else concurrency,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,11 +36,62 @@ from ._constants import (
     ENV_ENVIRONMENT,
     ENV_SHARED_PACE,
     ENV_USER_TOKEN,
+    LIMIT_KEPT,
     NEVER_RETRY_STATUSES,
     USER_TOKEN_HEADER,
 )
 from ._errors import ConfigurationError
-from ._shared import SharedPace
+
+#: Seconds a Redis call may take before this process paces on its own. Not shorter: a busy
+#: process reads Redis' answer late (its event loop lags), and a late answer is not an
+#: outage; meanwhile its requests wait for the lease, so it slows down instead of sending
+#: alone.
+DEFAULT_REDIS_TIMEOUT = 1.0
+#: Milliseconds an idle account's state lives in Redis.
+DEFAULT_KEY_TTL_MS = 15 * 60 * 1000
+#: Milliseconds an account's measured limit is kept (renewed at each measure).
+DEFAULT_LIMIT_TTL_MS = int(LIMIT_KEPT * 1000)
+
+
+def _validate_url(instance: object, attribute: Any, value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigurationError(
+            "shared_pace: expected a redis://, rediss:// or unix:// URL, got a"
+            f" {type(value).__name__}"
+        )
+
+
+# Here, with the other settings, not in ``_shared``: ``ClientConfig`` names it, and the Redis
+# machinery (``_shared``) is imported only by a client that uses it.
+@attrs.frozen
+class SharedPace:
+    """Where the accounts' shared pace lives: a Redis URL (``redis://host:6379/0``), or a
+    ``redis.asyncio.Redis`` client (``client_factory``, called once per event loop and
+    process). Keys are ``{prefix}:{account}.{environment}`` and expire after ``key_ttl_ms``
+    idle; each account's measured limit (at the URL its requests go to) is kept apart for
+    ``limit_ttl_ms`` (30 days), so the next run starts at it.
+    idle. ``timeout``: seconds a Redis call may take before this process paces on its own."""
+
+    url: str | None = attrs.field(default=None, validator=_validate_url, repr=False)
+    prefix: str = "vtex-tracking:pace"
+    timeout: float = DEFAULT_REDIS_TIMEOUT
+    key_ttl_ms: int = DEFAULT_KEY_TTL_MS
+    limit_ttl_ms: int = DEFAULT_LIMIT_TTL_MS
+    client_factory: Callable[[], Any] | None = attrs.field(default=None, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if (self.url is None) == (self.client_factory is None):
+            raise ConfigurationError("shared_pace: give a Redis URL or a client_factory")
+
+    @property
+    def where(self) -> str:
+        """Host and port of the Redis server, for messages (never its password)."""
+        if self.url is None:
+            return "a Redis client"
+        rest = self.url.split("://", 1)[1]
+        return rest.rsplit("@", 1)[-1].split("/", 1)[0] or "localhost"
 
 
 def _to_shared_pace(value: SharedPace | str | None) -> SharedPace | None:

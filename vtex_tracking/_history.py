@@ -43,6 +43,7 @@ from ._history_rules import (
 )
 from ._log import logger
 from ._models import DeliveredDate, TrackingEvent, TrackingStatus, check_order_id
+from ._public import present_lazy
 from ._remember import is_redis_url, shown
 
 __all__ = ["AsyncTrackingHistory", "TrackingHistory"]
@@ -393,3 +394,7 @@ class AsyncTrackingHistory:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+# Imported on first use (``_public.LAZY``): its public names get the package's name now.
+present_lazy(globals())

@@ -28,6 +28,7 @@ import orjson
 
 from ._errors import ValidationError
 from ._models import DeliveredDate, EventDate, TrackingEvent, TrackingStatus, parse_vtex_timestamp
+from ._public import present_lazy
 from ._serde import format_event_date
 
 __all__ = [
@@ -281,3 +282,7 @@ def decode(raw: bytes) -> Known:
         raise
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise CorruptHistoryError(f"{type(exc).__name__}: {exc}") from None
+
+
+# Imported on first use (``_public.LAZY``): its public names get the package's name now.
+present_lazy(globals())

@@ -2,6 +2,9 @@
 
 A bad value fails here, naming its field, long before a request is made: VTEX's own answers
 to bad input are terse and arrive one network round trip later.
+
+What is read back (``_read_back``) and what a push or ``metrics()`` reports (``_reports``) live
+apart, imported on first use; their names are still found here.
 """
 
 from __future__ import annotations
@@ -9,13 +12,36 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from ._constants import MAX_DESCRIPTION_CHARS
 from ._dates import delivered_date_problem, event_date_problem
 from ._errors import ValidationError
+
+if TYPE_CHECKING:
+    from ._read_back import CourierEvent as CourierEvent
+    from ._read_back import CourierStatus as CourierStatus
+    from ._read_back import Order as Order
+    from ._read_back import Package as Package
+    from ._reports import AccountMetrics as AccountMetrics
+    from ._reports import AccountSummary as AccountSummary
+    from ._reports import PushResult as PushResult
+    from ._reports import PushSummary as PushSummary
+
+#: Classes that moved out of this module, still found here (``from ._models import
+#: PushResult``): the module that defines each, imported on first use.
+_MOVED = {
+    "AccountMetrics": "._reports",
+    "AccountSummary": "._reports",
+    "CourierEvent": "._read_back",
+    "CourierStatus": "._read_back",
+    "Order": "._read_back",
+    "Package": "._read_back",
+    "PushResult": "._reports",
+    "PushSummary": "._reports",
+}
 
 #: What an event's ``date`` accepts: a date (sent ``YYYY-MM-DD``), a datetime (ISO 8601),
 #: or a string sent as given.
@@ -305,69 +331,6 @@ AnyUpdate = TrackingUpdate | TrackingNumberUpdate
 
 
 @attrs.frozen
-class CourierEvent:
-    """One tracking event as VTEX holds it (``courierStatus.data[]`` of the order's package):
-    the fields are VTEX's, as it sent them (dates are its ISO 8601 strings)."""
-
-    city: str | None = None
-    state: str | None = None
-    description: str | None = None
-    #: When the event happened (VTEX's ``createDate``).
-    date: str | None = None
-    last_change: str | None = None
-
-
-@attrs.frozen
-class CourierStatus:
-    """A package's tracking as VTEX holds it (``courierStatus``): ``finished`` once VTEX
-    counts it delivered."""
-
-    status: str | None = None
-    finished: bool | None = None
-    delivered_date: str | None = None
-    events: tuple[CourierEvent, ...] = ()
-
-
-@attrs.frozen
-class Package:
-    """One invoiced package of an order as VTEX holds it (``packageAttachment.packages[]``):
-    the invoice, its tracking number, URL and courier, and its events."""
-
-    invoice_number: str
-    tracking_number: str | None = None
-    tracking_url: str | None = None
-    courier: str | None = None
-    courier_status: CourierStatus | None = None
-    #: ``Output`` (a sale) or ``Input`` (a return).
-    type: str | None = None
-    issuance_date: str | None = None
-
-    @property
-    def events(self) -> tuple[CourierEvent, ...]:
-        """The tracking events VTEX holds for this invoice (none without a status)."""
-        return self.courier_status.events if self.courier_status is not None else ()
-
-
-@attrs.frozen
-class Order:
-    """An order as VTEX's "Get order" returns it, typed where tracking needs it (``packages``)
-    and whole in ``raw`` (the parsed JSON). VTEX shows writes in reads after a few seconds."""
-
-    order_id: str
-    status: str | None = None
-    packages: tuple[Package, ...] = ()
-    raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
-    request_id: str | None = attrs.field(default=None, eq=False)
-
-    def package(self, invoice_number: str) -> Package | None:
-        """The package of ``invoice_number``, or None when the order has no such invoice."""
-        for package in self.packages:
-            if package.invoice_number == invoice_number:
-                return package
-        return None
-
-
-@attrs.frozen
 class TrackingReceipt:
     """VTEX's 200 answer, with the HTTP details that came with it.
 
@@ -419,153 +382,12 @@ def parse_vtex_timestamp(value: str) -> dt.datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.timezone.utc)
 
 
-@attrs.frozen
-class PushResult:
-    """The outcome of one item handed to a bulk push: exactly one per input item.
+if not TYPE_CHECKING:  # type checkers see the imports above
 
-    ``update`` is the item as given (not necessarily a valid ``TrackingUpdate``), ``index`` its
-    0-based position in the input. Exactly one of ``receipt`` and ``error`` is set, except for
-    an update that was not sent because VTEX already has it (``skipped``):
+    def __getattr__(name: str) -> object:
+        module = _MOVED.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from importlib import import_module
 
-    * ``"already_done"``: the push's ``journal`` says an earlier run had it (or a later update
-      of its invoice) confirmed;
-    * ``"unchanged"``: its body is the one VTEX last confirmed for its invoice
-      (``skip_unchanged``);
-    * ``"superseded"``: a newer update of its invoice replaced it while it waited
-      (``merge_snapshots``); ``superseded_by`` is that update's index, and ``receipt`` or
-      ``error`` are that update's.
-    """
-
-    index: int
-    update: Any
-    receipt: TrackingReceipt | None = None
-    error: Exception | None = None
-    attempts: int = 0
-    #: The store it went to (the client's own account unless the update named another).
-    account: str | None = None
-    #: Why it was not sent itself: ``"already_done"``, ``"unchanged"``, ``"superseded"``.
-    skipped: str | None = None
-    #: The index of the update that carried its data (``skipped == "superseded"``).
-    superseded_by: int | None = None
-    #: Indexes of earlier updates of its invoice in this push that failed, made moot by this
-    #: one: VTEX holds this newer update now, so resending them would roll the invoice back
-    #: (``PushSummary.failures`` and the CLI's failures file leave them out).
-    supersedes: tuple[int, ...] = ()
-    #: What VTEX confirmed for this item in this push, in the order sent: ``"tracking_number"``
-    #: (the invoice's PATCH), ``"events"`` (the tracking PUT). A part skipped because VTEX
-    #: already has it is not in it; after a failure, the parts confirmed before it are.
-    sent: tuple[str, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        """True when VTEX confirmed the update (or already had it: ``skipped``)."""
-        return self.receipt is not None or (self.skipped is not None and self.error is None)
-
-    @property
-    def status_code(self) -> int | None:
-        """The HTTP status of the last answer, or None when there was none."""
-        if self.receipt is not None:
-            return self.receipt.status_code
-        return getattr(self.error, "status_code", None)
-
-    @property
-    def outcome(self) -> str:
-        """A short label for counting: ``"200"``, ``"429"``, ``"TransportError"``, ``"invalid"``,
-        ``"already_done"``…"""
-        if self.skipped is not None:
-            return self.skipped
-        if self.receipt is not None:
-            return str(self.receipt.status_code)
-        status = self.status_code
-        if status is not None:
-            return str(status)
-        if isinstance(self.error, ValueError):
-            return "invalid"
-        reason = getattr(self.error, "reason", None)
-        if isinstance(reason, str):
-            return reason
-        return type(self.error).__name__
-
-
-@attrs.frozen
-class AccountSummary:
-    """One store's totals within a push: updates, requests, 429/503 throttles, and
-    ``elapsed_s`` from the start of the push to the store's last result."""
-
-    total: int
-    succeeded: int
-    failed: int
-    requests: int
-    throttled: int
-    elapsed_s: float
-    #: Why the store's remaining updates were not sent: ``"auth"`` (a refused key),
-    #: ``"unreachable"`` (no connection could be made), or None.
-    stopped: str | None = None
-
-    @property
-    def throughput(self) -> float:
-        """Confirmed updates per second for this store."""
-        return self.succeeded / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-
-@attrs.frozen
-class AccountMetrics:
-    """One account's counters since the client was made (single calls and pushes alike), and
-    its pace right now: what ``client.metrics()`` returns for a metrics system to read."""
-
-    account: str
-    #: Requests sent (attempts, retries included).
-    requests: int
-    #: Of those, retries of an earlier attempt.
-    retries: int
-    #: Answers 2xx.
-    confirmed: int
-    #: Answers 429 or 503 (VTEX's rate limit or circuit breaker).
-    throttled: int
-    #: Other answers (4xx, 5xx).
-    errors: int
-    #: Attempts that got no answer (connection errors, timeouts, cancellations).
-    no_answer: int
-    #: Seconds single calls and retries waited for their turn in the account's pace.
-    pace_wait_s: float
-    #: Requests in flight now, and how many the account's window allows.
-    in_flight: int
-    window: int
-    #: Requests per second the pace allows now (learned or set); None: no limit.
-    rate: float | None
-    #: Moving average of the account's round trips, in seconds (0: none yet).
-    rtt_s: float
-    #: Whether the account is cooling down after refused credentials.
-    auth_stopped: bool
-    #: ``"shared"`` while its pace is shared through Redis, ``"local"`` while Redis does not
-    #: answer (this process paces it alone meanwhile), None without ``shared_pace``.
-    shared_pace: str | None = None
-
-
-@attrs.frozen
-class PushSummary:
-    """Totals of a finished bulk push (``push_all``); ``by_account`` per store.
-    ``failures`` are the failed results worth resending, in the order they arrived."""
-
-    total: int
-    succeeded: int
-    failed: int
-    by_outcome: Mapping[str, int]
-    elapsed_s: float
-    failures: tuple[PushResult, ...] = attrs.field(repr=False)
-    requests: int = 0
-    by_account: Mapping[str, AccountSummary] = attrs.field(factory=dict, repr=False)
-    #: Failed updates left out of ``failures`` because a later update of their invoice was
-    #: confirmed in the same push (``PushResult.supersedes``): resending them would roll the
-    #: invoice back. They still count in ``failed``.
-    superseded_failures: int = 0
-
-    @property
-    def throughput(self) -> float:
-        """Confirmed updates per second."""
-        return self.succeeded / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    @property
-    def ok(self) -> bool:
-        """True when every update was confirmed."""
-        return self.failed == 0
+        return getattr(import_module(module, __package__), name)

@@ -9,7 +9,8 @@ import time
 
 import attrs
 
-from ._models import AccountSummary, PushResult, PushSummary
+from ._public import present_lazy
+from ._reports import AccountSummary, PushResult, PushSummary
 
 
 @attrs.define
@@ -169,3 +170,7 @@ class Tally:
             requests=self._progress.requests,
             by_account=accounts,
         )
+
+
+# Imported on first use (``_public.LAZY``): its public names get the package's name now.
+present_lazy(globals())

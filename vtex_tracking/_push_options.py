@@ -10,8 +10,8 @@ from typing import Any
 import attrs
 
 from ._errors import ValidationError
-from ._models import PushResult
 from ._remember import Journal, UnchangedState
+from ._reports import PushResult
 
 #: Items read ahead of the senders, per unit of concurrency (capped: see ``_read_ahead``).
 READ_AHEAD_PER_SENDER = 4

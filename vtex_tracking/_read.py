@@ -16,6 +16,7 @@ from typing import Any
 from ._errors import ConfigurationError, ValidationError
 from ._log import logger
 from ._models import AnyUpdate
+from ._public import present_lazy
 
 __all__ = ["parse_update", "read_updates"]
 
@@ -91,3 +92,7 @@ def read_updates(
         if on_error is None:
             raise error
         on_error(error)
+
+
+# Imported on first use (``_public.LAZY``): its public names get the package's name now.
+present_lazy(globals())

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import attrs
 
 from ._errors import ConfigurationError
+from ._public import present_lazy
 
 __all__ = [
     "Entry",
@@ -269,3 +270,7 @@ class FailedInvoices:
             return tuple(self._failed.pop(invoice, ()))
         self._failed.setdefault(invoice, []).append(index)
         return ()
+
+
+# Imported on first use (``_public.LAZY``): its public names get the package's name now.
+present_lazy(globals())

@@ -1,37 +1,38 @@
 """What the wire looks like: the one cattrs converter, with camelCase names, dates and orjson.
 
 ``encode_status`` is on the bulk engine's hot path: the unstructure functions are generated
-once by cattrs at import, and orjson encodes the result in one call.
+once by cattrs, and orjson encodes the result in one call. The converter is built on first
+use, not at import: importing cattrs and generating its functions was ~25 ms of
+``import vtex_tracking``, paid by processes that never send (a CLI's ``--help``, a worker's
+boot), while a call pays one cached lookup.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import cattrs
 import orjson
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
-from cattrs.preconf.orjson import make_converter
 
 from ._constants import DEFAULT_TIME_ZONE
 from ._errors import REDACTED, find_request_id, holds_secret, redact, unexpected_body_error
 from ._models import (
-    CourierEvent,
-    CourierStatus,
     DeliveredDate,
     DispatchedDate,
     EventDate,
     InvoiceTracking,
-    Order,
-    Package,
     TrackingEvent,
     TrackingReceipt,
     TrackingStatus,
 )
+
+if TYPE_CHECKING:
+    import cattrs
+
+    from ._read_back import CourierEvent, Order
 
 __all__ = [
     "converter",
@@ -83,15 +84,6 @@ def format_dispatched_date(value: DispatchedDate) -> str | None:
     return value.isoformat()
 
 
-@attrs.frozen
-class _ReceiptBody:
-    """The documented JSON of a 200 answer; the HTTP details are added by ``decode_receipt``."""
-
-    date: str
-    order_id: str
-    receipt: str
-
-
 def _keep_wire_value(value: Any, _: Any) -> Any:
     # Dates arrive as strings and stay strings: they were "sent as given" by someone.
     return value
@@ -110,10 +102,30 @@ def _courier_events(value: Any, _: Any) -> tuple[CourierEvent, ...]:
         return ()
     if not isinstance(value, list):
         raise TypeError(f"expected a list, got {type(value).__name__}")
-    return tuple(converter.structure(item, CourierEvent) for item in value)
+    from ._read_back import CourierEvent
+
+    return tuple(converter().structure(item, CourierEvent) for item in value)
 
 
-def _build_converter() -> cattrs.Converter:
+def _receipt_body() -> type[Any]:
+    """The class of the documented JSON of a 200 answer (the HTTP details are added by
+    ``decode_receipt``), made with the converter rather than at import."""
+
+    @attrs.frozen
+    class _ReceiptBody:
+        date: str
+        order_id: str
+        receipt: str
+
+    return _ReceiptBody
+
+
+def _build_converter(receipt_body: type[Any]) -> cattrs.Converter:
+    from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+    from cattrs.preconf.orjson import make_converter
+
+    from ._read_back import CourierEvent, CourierStatus, Package
+
     conv = make_converter(forbid_extra_keys=False)
     conv.register_structure_hook(str, _strict_str)
     # The event date union (date | datetime | str) and delivered date are formatted here,
@@ -204,35 +216,71 @@ def _build_converter() -> cattrs.Converter:
         ),
     )
     conv.register_structure_hook(
-        _ReceiptBody,
-        make_dict_structure_fn(_ReceiptBody, conv, order_id=override(rename="orderId")),
+        receipt_body,
+        make_dict_structure_fn(receipt_body, conv, order_id=override(rename="orderId")),
     )
     return conv
 
 
-#: The SDK's single converter between models and wire dicts.
-converter = _build_converter()
+class _Wire:
+    """The converter and the generated functions of the hot path, looked up once: calling
+    them directly skips cattrs' per-call dispatch (a few microseconds per request)."""
 
-# The converter's generated functions, looked up once: calling them directly skips the
-# per-call dispatch (a few microseconds per request on the bulk hot path).
-_unstructure_status = converter.get_unstructure_hook(TrackingStatus)
-_structure_receipt = converter.get_structure_hook(_ReceiptBody)
+    __slots__ = (
+        "converter",
+        "receipt_body",
+        "structure_receipt",
+        "unstructure_invoice_tracking",
+        "unstructure_status",
+    )
+
+    def __init__(self) -> None:
+        self.receipt_body = _receipt_body()
+        self.converter = conv = _build_converter(self.receipt_body)
+        self.unstructure_status: Callable[[TrackingStatus], Any] = conv.get_unstructure_hook(
+            TrackingStatus
+        )
+        self.unstructure_invoice_tracking: Callable[[InvoiceTracking], Any] = (
+            conv.get_unstructure_hook(InvoiceTracking)
+        )
+        self.structure_receipt: Callable[[Any, type[Any]], Any] = conv.get_structure_hook(
+            self.receipt_body
+        )
+
+
+@functools.cache
+def _wire() -> _Wire:
+    """Built on the first call (two threads racing there may both build one: equivalent)."""
+    return _Wire()
+
+
+def converter() -> cattrs.Converter:
+    """The SDK's single converter between models and wire dicts (built on first use)."""
+    return _wire().converter
+
+
+def _validation_error() -> type[BaseException]:
+    """cattrs' error for a document of the wrong shape, for ``except`` clauses: they evaluate
+    it only when something was raised, after the converter (hence cattrs) is loaded."""
+    import cattrs
+
+    return cattrs.BaseValidationError
 
 
 def encode_status(status: TrackingStatus) -> bytes:
     """Serialize a request body to the JSON bytes VTEX expects."""
-    return orjson.dumps(_unstructure_status(status))
+    return orjson.dumps(_wire().unstructure_status(status))
 
 
 def encode_invoice_tracking(tracking: InvoiceTracking) -> bytes:
     """Serialize the PATCH's body (``trackingNumber``, ``trackingUrl``, ``courier``,
     ``dispatchedDate``) to JSON bytes."""
-    return orjson.dumps(converter.unstructure(tracking, InvoiceTracking))
+    return orjson.dumps(_wire().unstructure_invoice_tracking(tracking))
 
 
 def decode_invoice_tracking(payload: bytes) -> InvoiceTracking:
     """Parse a PATCH body (the inverse of ``encode_invoice_tracking``)."""
-    return converter.structure(orjson.loads(payload), InvoiceTracking)
+    return converter().structure(orjson.loads(payload), InvoiceTracking)
 
 
 def decode_order(
@@ -246,6 +294,8 @@ def decode_order(
 ) -> Order:
     """Parse VTEX's "Get order" answer into an ``Order`` (packages typed, the rest in
     ``raw``); a body that is not an order raises ``UnexpectedResponseError``."""
+    from ._read_back import Order, Package
+
     request_id = find_request_id(headers)
 
     def fail(problem: str) -> Exception:
@@ -264,7 +314,8 @@ def decode_order(
     try:
         if not isinstance(packages, list):
             raise TypeError("packageAttachment.packages is not a list")
-        typed = tuple(converter.structure(p, Package) for p in packages)
+        conv = converter()
+        typed = tuple(conv.structure(p, Package) for p in packages)
         status = doc.get("status")
         return Order(
             order_id=str(doc.get("orderId") or order_id),
@@ -273,13 +324,13 @@ def decode_order(
             raw=doc,
             request_id=request_id,
         )
-    except (TypeError, ValueError, KeyError, cattrs.BaseValidationError) as exc:
+    except (TypeError, ValueError, KeyError, _validation_error()) as exc:
         raise fail(f"its packages are not VTEX's shape ({exc})") from None
 
 
 def decode_status(payload: bytes) -> TrackingStatus:
     """Parse a request body (the inverse of ``encode_status``); dates come back as strings."""
-    return converter.structure(orjson.loads(payload), TrackingStatus)
+    return converter().structure(orjson.loads(payload), TrackingStatus)
 
 
 def decode_receipt(
@@ -340,8 +391,11 @@ def decode_receipt(
             secrets=secrets,
         )
     try:
-        parsed = _structure_receipt(doc, _ReceiptBody)
-    except cattrs.BaseValidationError as exc:
+        wire = _wire()
+        parsed = wire.structure_receipt(doc, wire.receipt_body)
+    except _validation_error() as exc:
+        import cattrs
+
         details = "; ".join(cattrs.transform_error(exc, path="receipt"))
         raise unexpected_body_error(
             status_code,

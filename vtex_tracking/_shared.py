@@ -46,16 +46,14 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-import attrs
-
 from . import _testing_mode, _throttle
 from ._answer import Answer
+from ._config import SharedPace
 from ._constants import (
     DEFAULT_MAX_RETRY_AFTER,
     INITIAL_WINDOW_SHARED,
     LIMIT_FRESH,
     LIMIT_HALF_LIFE,
-    LIMIT_KEPT,
 )
 from ._errors import ConfigurationError
 from ._log import logger
@@ -63,11 +61,6 @@ from ._tokens import LocalTokens
 
 __all__ = ["SharedConnection", "SharedPace", "SharedTokens"]
 
-#: Seconds a Redis call may take before this process paces on its own. Not shorter: a busy
-#: process reads Redis' answer late (its event loop lags), and a late answer is not an
-#: outage; meanwhile its requests wait for the lease, so it slows down instead of sending
-#: alone.
-DEFAULT_REDIS_TIMEOUT = 1.0
 #: Seconds between checks whether an unreachable Redis is back.
 RECONNECT_INTERVAL = 1.0
 #: Seconds between syncs while no rate is known (unlimited: no tokens to lease).
@@ -112,10 +105,6 @@ MAX_SHARE_SAMPLES = 4096
 #: dropped: its moment has passed, and tokens used late go out as a burst (at 1 s, a window
 #: that held them back let a second of them out at once, twice the account's rate).
 TOKEN_EXPIRY = 0.25
-#: Milliseconds an idle account's state lives in Redis.
-DEFAULT_KEY_TTL_MS = 15 * 60 * 1000
-#: Milliseconds an account's measured limit is kept (renewed at each measure).
-DEFAULT_LIMIT_TTL_MS = int(LIMIT_KEPT * 1000)
 #: Seconds ``wait_time`` reports while a lease is on its way (its answer wakes the pace).
 PENDING = 1.0
 #: Seconds a waiting process goes at most without asking Redis again. What Redis said (a
@@ -134,46 +123,6 @@ def _script() -> str:
     import importlib.resources
 
     return importlib.resources.files("vtex_tracking").joinpath("_shared_script.lua").read_text()
-
-
-
-def _validate_url(instance: object, attribute: Any, value: object) -> None:
-    if value is None:
-        return
-    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigurationError(
-            "shared_pace: expected a redis://, rediss:// or unix:// URL, got a"
-            f" {type(value).__name__}"
-        )
-
-
-@attrs.frozen
-class SharedPace:
-    """Where the accounts' shared pace lives: a Redis URL (``redis://host:6379/0``), or a
-    ``redis.asyncio.Redis`` client (``client_factory``, called once per event loop and
-    process). Keys are ``{prefix}:{account}.{environment}`` and expire after ``key_ttl_ms``
-    idle; each account's measured limit (at the URL its requests go to) is kept apart for
-    ``limit_ttl_ms`` (30 days), so the next run starts at it.
-    idle. ``timeout``: seconds a Redis call may take before this process paces on its own."""
-
-    url: str | None = attrs.field(default=None, validator=_validate_url, repr=False)
-    prefix: str = "vtex-tracking:pace"
-    timeout: float = DEFAULT_REDIS_TIMEOUT
-    key_ttl_ms: int = DEFAULT_KEY_TTL_MS
-    limit_ttl_ms: int = DEFAULT_LIMIT_TTL_MS
-    client_factory: Callable[[], Any] | None = attrs.field(default=None, repr=False)
-
-    def __attrs_post_init__(self) -> None:
-        if (self.url is None) == (self.client_factory is None):
-            raise ConfigurationError("shared_pace: give a Redis URL or a client_factory")
-
-    @property
-    def where(self) -> str:
-        """Host and port of the Redis server, for messages (never its password)."""
-        if self.url is None:
-            return "a Redis client"
-        rest = self.url.split("://", 1)[1]
-        return rest.rsplit("@", 1)[-1].split("/", 1)[0] or "localhost"
 
 
 class SharedConnection:

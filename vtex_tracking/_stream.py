@@ -16,8 +16,9 @@ from typing import Protocol, TypeVar
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._models import PushResult, PushSummary
 from ._progress import PushProgress, Tally
+from ._public import present_lazy
+from ._reports import PushResult, PushSummary
 
 
 class PushRun(Protocol):
@@ -208,3 +209,7 @@ def _cancel_task(task: asyncio.Task[None]) -> None:
         loop = task.get_loop()
         if not loop.is_closed():
             loop.call_soon_threadsafe(task.cancel)
+
+
+# Imported on first use (``_public.LAZY``): its public names get the package's name now.
+present_lazy(globals())

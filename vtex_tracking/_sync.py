@@ -65,14 +65,11 @@ import threading
 import weakref
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio
-
-from ._accounts import Accounts, default_account_settings
 from ._checks import Checks
 from ._client import AsyncTrackingClient
-from ._config import ClientConfig, RetryPolicy, settings_from_env
+from ._config import ClientConfig, RetryPolicy, SharedPace, settings_from_env
 from ._constants import (
     DEFAULT_AUTH_COOLDOWN,
     DEFAULT_CONNECT_TIMEOUT,
@@ -84,22 +81,24 @@ from ._constants import (
 from ._errors import ClientClosedError
 from ._fork import at_fork_in_child
 from ._models import (
-    AccountMetrics,
     DispatchedDate,
     InvoiceTracking,
-    Order,
-    PushResult,
-    PushSummary,
     TrackingNumberUpdate,
     TrackingReceipt,
     TrackingStatus,
     TrackingUpdate,
     check_order_id,
 )
-from ._progress import PushProgress, Tally
-from ._remember import Journal, UnchangedState
-from ._shared import SharedPace
-from ._stream import PushStream
+
+# Imported where they are used, not with the package (see ``_client``): a push's stream and
+# progress (anyio with them), accounts files, the journal.
+if TYPE_CHECKING:
+    from ._accounts import Accounts
+    from ._progress import PushProgress
+    from ._read_back import Order
+    from ._remember import Journal, UnchangedState
+    from ._reports import AccountMetrics, PushResult, PushSummary
+    from ._stream import PushStream
 
 T = TypeVar("T")
 
@@ -451,6 +450,8 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 async def _shutdown(on_shutdown: Callable[[], Awaitable[None]], seconds: float) -> None:
+    import anyio
+
     with anyio.move_on_after(seconds):
         await on_shutdown()
     current = asyncio.current_task()
@@ -540,6 +541,8 @@ class TrackingClient:
     ) -> TrackingClient:
         """A client for a hub serving every account of ``accounts``; see
         ``AsyncTrackingClient.from_accounts``."""
+        from ._accounts import default_account_settings
+
         client = cls(**default_account_settings(accounts, default), **settings)
         client._async._has_default_account = default is not None
         return client
@@ -755,6 +758,8 @@ class SyncPushStream:
     """
 
     def __init__(self, runner: _LoopDriver, stream: PushStream, hold: _Hold) -> None:
+        from ._progress import Tally
+
         self._runner = runner
         self._stream = stream
         # A thread keeps the loop running while the caller handles results between reads.

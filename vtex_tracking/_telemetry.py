@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ._answer import Answer
 from ._errors import find_request_id
 from ._log import logger
-from ._models import AccountMetrics
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._reports import AccountMetrics
     from ._transport import RawResponse
 
 __all__ = ["AccountCounters", "AttemptSpan", "PaceView", "logger", "start_attempt_span"]
@@ -228,6 +228,8 @@ class AccountCounters:
 
     def snapshot(self, account: str, pace: PaceView) -> AccountMetrics:
         """The totals and the pace's current state, as one immutable value."""
+        from ._reports import AccountMetrics  # with the package's other reports, on first use
+
         return AccountMetrics(
             account=account,
             requests=self.requests,

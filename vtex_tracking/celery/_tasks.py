@@ -27,8 +27,9 @@ from .._constants import ENV_ACCOUNT_NAME, ENV_SHARED_PACE
 from .._errors import ConfigurationError, ValidationError
 from .._fork import at_fork_in_child
 from .._input._records import RecordError, update_from_json
-from .._models import AnyUpdate, PushResult
+from .._models import AnyUpdate
 from .._remember import UnchangedState
+from .._reports import PushResult
 from .._sync import TrackingClient
 from ._order import InvoiceOrder, is_redis_url, item_of, open_order_state, valid_stamp
 from ._results import ItemResult, _field_of, _result
