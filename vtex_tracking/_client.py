@@ -50,7 +50,7 @@ from ._models import (
 )
 from ._pace import AccountPace
 from ._sender import AccountSender, SharedBudget, tracking_path
-from ._serde import decode_order
+from ._serde import decode_order, prepare_wire
 from ._tokens import LocalTokens, TokenSource
 from ._transport import Transport, open_files_limit, pool_size_within
 from ._version import __version__
@@ -183,6 +183,10 @@ class AsyncTrackingClient:
             checks=checks if checks is not None else Checks(),
             shared_pace=shared_pace,
         )
+        # The wire converter is built now, not on the first request: building it imports
+        # cattrs, and an import opens files, which a process out of file descriptors (or a
+        # request deadline) should not meet in the middle of a send.
+        prepare_wire()
         self._shared: SharedConnection | None = None
         if self._config.shared_pace is not None:
             from ._shared import SharedConnection

@@ -254,6 +254,11 @@ def _wire() -> _Wire:
     return _Wire()
 
 
+def prepare_wire() -> None:
+    """Build the converter now, if it is not built yet (a client does when it is made)."""
+    _wire()
+
+
 def converter() -> cattrs.Converter:
     """The SDK's single converter between models and wire dicts (built on first use)."""
     return _wire().converter
