@@ -7,6 +7,7 @@ not decide a test). The CPU cost itself is the benchmarks' ``import_time`` scena
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -119,6 +120,27 @@ def test_a_lazy_module_imported_directly_presents_its_names(module: str) -> None
     assert modules == ["vtex_tracking"] * len(names)
 
 
+def test_lazy_classes_unpickle_in_a_process_that_never_named_them() -> None:
+    """A pickle of a result, a summary, an order or a journal setting (Celery, multiprocessing)
+    loads in a fresh process through the package's lazy names."""
+    from vtex_tracking import Journal, Order, Package, PushResult, PushSummary
+
+    values = [
+        PushResult(0, None, error=ValueError("bad"), account="acme"),
+        PushSummary(1, 0, 1, {"invalid": 1}, 0.5, failures=()),
+        Order("o-1", packages=(Package("NF-1"),)),
+        Journal("run.journal"),
+    ]
+    seen = _fresh(
+        f"""
+        import json, pickle, sys
+        values = pickle.loads({pickle.dumps(values)!r})
+        print(json.dumps([repr(value) for value in values]))
+        """
+    )
+    assert seen == [repr(value) for value in values]
+
+
 def test_classes_moved_out_of_models_are_still_found_there() -> None:
     """``_models`` still answers for the read-back and report classes that moved to modules
     of their own (``from ._models import PushResult`` in the push engine)."""
@@ -131,9 +153,24 @@ def test_classes_moved_out_of_models_are_still_found_there() -> None:
         _models.NoSuchName  # type: ignore[attr-defined]  # noqa: B018
 
 
+def test_the_converter_is_built_with_the_first_client() -> None:
+    """Making a client builds the wire converter (its first request then pays nothing for it,
+    and needs no file to import cattrs: ``test_fd_limit``)."""
+    seen = _fresh(
+        """
+        import json, sys
+        from vtex_tracking import AsyncTrackingClient
+        before = "cattrs" in sys.modules
+        AsyncTrackingClient("acme", "key", "token")
+        print(json.dumps([before, "cattrs" in sys.modules]))
+        """
+    )
+    assert seen == [False, True]
+
+
 def test_the_converter_is_built_on_first_use() -> None:
-    """cattrs is loaded by the first encode, not by the import, and the bytes are the same
-    whichever call builds the converter."""
+    """Without a client, cattrs is loaded by the first encode, not by the import, and the
+    bytes are the same whichever call builds the converter."""
     seen = _fresh(
         """
         import datetime as dt, json, sys

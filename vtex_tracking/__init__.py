@@ -3,7 +3,7 @@
 Import everything from here; modules starting with ``_`` are private and may change.
 """
 
-from typing import TYPE_CHECKING
+import typing as _typing
 
 from ._checks import Checks
 from ._client import AsyncTrackingClient
@@ -43,7 +43,9 @@ from ._public import present_as as _present_as
 from ._sync import SyncPushStream, TrackingClient
 from ._version import __version__
 
-if TYPE_CHECKING:
+# Imported on first use (``_public.LAZY``, ``__getattr__`` below); type checkers and IDEs
+# read them here.
+if _typing.TYPE_CHECKING:
     from ._accounts import Account, Accounts
     from ._history import AsyncTrackingHistory, TrackingHistory
     from ._history_rules import status_from_events
@@ -115,7 +117,8 @@ __all__ = [
 # Tracebacks, reprs and pickles say vtex_tracking.RateLimitError, not vtex_tracking._errors.
 _present_as(__name__, globals(), [name for name in __all__ if name not in _LAZY])
 
-if not TYPE_CHECKING:  # for type checkers the names are imported above (and a typo is an error)
+# For type checkers the names are imported above (so a misspelt name is still an error).
+if not _typing.TYPE_CHECKING:
 
     def __getattr__(name: str) -> object:
         # PEP 562: called only for a name not (yet) in the module's namespace.
