@@ -374,12 +374,17 @@ class _Engine:
             if not waiter.done():
                 waiter.set_result(None)
                 return
+        group = self._task_group
         if (
             self._senders - self._backing_off < self._options.concurrency
-            and self._task_group is not None
+            and group is not None
+            # Not into a cancelled group (after stop()): anyio has already delivered its
+            # cancellation to the senders it had, and a sender started now would wait on a
+            # future nobody cancels, holding the push open for ever (a rare hang on close).
+            and not group.cancel_scope.cancel_called
         ):
             self._senders += 1
-            self._task_group.start_soon(self._send_loop)
+            group.start_soon(self._send_loop)
 
     def _on_backoff(self, waiting: bool) -> None:
         if waiting:
