@@ -246,7 +246,7 @@ async def sdk_traced(p: Params) -> Params:
         warm = await client.push_all(_updates(range(n, n + warmup)), concurrency=concurrency)
         provider.force_flush()
         before = exporter.spans
-        with Window() as window:
+        with Window() as window, maybe_profile(p) as profile:
             summary = await client.push_all(updates, concurrency=concurrency)
             provider.force_flush()
         spans = exporter.spans - before
@@ -258,7 +258,7 @@ async def sdk_traced(p: Params) -> Params:
         requests_with_warmup=warm.requests + summary.requests,
         spans_exported_with_warmup=exporter.spans,
     )
-    return result
+    return with_profile(result, profile, p)
 
 
 def _hub_client(p: Params, names: list[str], **options: Any) -> Any:

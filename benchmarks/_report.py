@@ -180,6 +180,12 @@ def render(results: dict[str, Any]) -> str:
             _table(["contender", "k instructions/request"], rows),
             f"  push_all does the work of one request in 1 / x of: {ratios}",
         ]
+        of_push = {k: v for k, v in section.get("of_push", {}).items() if v is not None}
+        if of_push:
+            out.append(
+                "  work per request as a share of push_all's: "
+                + ", ".join(f"{NAMES.get(k, k)} {_fmt(v, 2)} x" for k, v in of_push.items())
+            )
     if "many_stores_bulk" in sc:
         section = sc["many_stores_bulk"]
         first = (section.get("first_contact") or {}).get("speed")

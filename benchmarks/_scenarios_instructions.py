@@ -7,7 +7,9 @@ of the same code; an instruction count moves by well under 1 %. Each contender r
 ``n + 1`` (the same warm-up in both): the difference over ``n`` is what one request costs,
 start-up and imports cancelled out. It counts the client process only (not the server), and
 instructions, not time (a cache miss costs more than an add): a ratio to read beside the
-requests/s ratios, not instead of them.
+requests/s ratios, not instead of them. Beside the pools, it counts the push on uvloop and the
+push with a tracer provider whose sampler drops 99 % of the spans: what those cost or save in
+work, where their requests/s ratios move by more than the effect.
 """
 
 from __future__ import annotations
@@ -20,10 +22,21 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ._scenarios import Settings, log
+from ._scenarios import Settings, log, missing_module
 from ._server import Server, child_env
 
-CONTENDERS = ("raw_aiohttp", "raw_aiohttp_orjson", "sdk_push", "sdk_push_stores_fixed")
+CONTENDERS = (
+    "raw_aiohttp",
+    "raw_aiohttp_orjson",
+    "sdk_push",
+    "sdk_push_stores_fixed",
+    "sdk_push_uvloop",
+    "sdk_traced_sampled",
+)
+#: ``--quick`` counts these two only (a smoke test of the harness).
+QUICK = ("raw_aiohttp", "sdk_push")
+#: The share of traces ``sdk_traced_sampled``'s sampler keeps (as in the ``tracing`` scenario).
+SAMPLED_SHARE = 0.01
 #: Requests counted per contender (full, quick): one run takes ~45 s under valgrind.
 N_FULL, N_QUICK = 1_000, 200
 _COLLECTED = re.compile(r"Collected : (\d+)")
@@ -59,15 +72,21 @@ def instructions(s: Settings, server: Server) -> tuple[dict[str, Any], list[dict
     """k instructions per request of each bulk contender, and the SDK's ratios to the pools."""
     quick = s.mode == "quick"
     n = N_QUICK if quick else N_FULL
-    names = CONTENDERS[::2] if quick else CONTENDERS  # quick: raw_aiohttp and sdk_push
+    names = [
+        name
+        for name in (QUICK if quick else CONTENDERS)
+        if missing_module(name) is None  # uvloop and the OpenTelemetry SDK are optional
+    ]
     log(f"\n== instructions per request (valgrind), {n} requests per contender ==")
     if shutil.which("valgrind") is None:
         log("  SKIPPED: valgrind is not installed (apt-get install valgrind)")
         return {"skipped": "valgrind is not installed"}, []
-    base = {"url": server.url, "warmup": 200, "concurrency": s.concurrency}
+    # The bulk scenario's warm-up: past a new account's slow start, as requests/s are measured.
+    base = {"url": server.url, "warmup": s.bulk_warmup, "concurrency": s.concurrency}
     extra: dict[str, dict[str, Any]] = {
         "raw_aiohttp_orjson": {"orjson": True},
         "sdk_push_stores_fixed": {"stores": s.hub_stores, "fixed_pace": True},
+        "sdk_traced_sampled": {"sample": SAMPLED_SHARE},
     }
     jobs = {
         (name, size): {**base, **extra.get(name, {}), "n": size}
@@ -91,12 +110,19 @@ def instructions(s: Settings, server: Server) -> tuple[dict[str, Any], list[dict
         value = per_request.get(other)
         return None if sdk is None or value is None else value / sdk
 
+    def change(name: str) -> float | None:
+        # What ``name`` adds to (or, below 1, saves from) the push's work per request.
+        value = per_request.get(name)
+        return None if sdk is None or value is None else value / sdk
+
     section = {
         "n": n,
+        "warmup": base["warmup"],
         "method": "valgrind callgrind, client process only: (Ir(n + 1) - Ir(1)) / n",
         "k_instructions_per_request": {
             name: None if v is None else round(v / 1000, 1) for name, v in per_request.items()
         },
         "push_vs": {other: ratio(other) for other in ("raw_aiohttp", "raw_aiohttp_orjson")},
+        "of_push": {name: change(name) for name in ("sdk_push_uvloop", "sdk_traced_sampled")},
     }
     return section, []
