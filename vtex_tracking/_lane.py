@@ -31,6 +31,7 @@ InvoiceKey = tuple[str, str, "str | None"]
 NUMBER, EVENTS = "tracking_number", "events"
 _BITS = {NUMBER: 1, EVENTS: 2}
 _EVENTS_ONLY = _BITS[EVENTS]
+_NUMBER_ONLY = _BITS[NUMBER]
 _NUMBER_AND_EVENTS = _BITS[EVENTS] | _BITS[NUMBER]
 _NO_ANSWER, _THROTTLED = Answer.NO_ANSWER, Answer.THROTTLED
 
@@ -76,7 +77,7 @@ class Item:
         if isinstance(update, TrackingUpdate):
             kinds = _NUMBER_AND_EVENTS if update.tracking else _EVENTS_ONLY
         elif isinstance(update, TrackingNumberUpdate):
-            kinds = _BITS[NUMBER]
+            kinds = _NUMBER_ONLY
         else:
             kinds = 0
         self.kinds = kinds
@@ -91,7 +92,8 @@ class Item:
             self.key = None
         self.sent = False
         self.parts: list[Part] = []
-        self.confirmed: list[str] = []
+        # A tuple (shared while empty): it becomes the result's ``sent`` as it is.
+        self.confirmed: tuple[str, ...] = ()
         # The lane whose buffer counts it, once it is in one.
         self.lane: Lane | None = None
         # Earlier updates of its invoice it replaced (merge_snapshots), oldest first.
@@ -121,7 +123,7 @@ class Item:
             error=error,
             attempts=0,
             account=account,
-            sent=tuple(self.confirmed),
+            sent=self.confirmed,
         )
 
 
