@@ -91,7 +91,8 @@ class Item:
         else:
             self.key = None
         self.sent = False
-        self.parts: list[Part] = []
+        # A tuple (shared while empty): an item gets its parts once, at admission.
+        self.parts: tuple[Part, ...] = ()
         # A tuple (shared while empty): it becomes the result's ``sent`` as it is.
         self.confirmed: tuple[str, ...] = ()
         # The lane whose buffer counts it, once it is in one.
@@ -280,7 +281,7 @@ class Lane:
         stats.in_flight += 1
         progress.requests += 1
         progress.in_flight += 1
-        progress.send_rate = self.rate_meter.tick()
+        self.rate_meter.tick()
 
     def attempt_finished(self, answer: Answer) -> None:
         stats = self.stats

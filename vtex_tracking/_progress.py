@@ -65,33 +65,38 @@ class AccountProgress:
 
 
 class RateMeter:
-    """Requests per second over the last full second, for progress reports."""
+    """Requests per second over the last full second: it keeps ``progress.send_rate``."""
 
-    def __init__(self) -> None:
+    def __init__(self, progress: PushProgress) -> None:
+        self._progress = progress
         self._window_start = time.monotonic()
         self._count = 0
-        self._rate = 0.0
 
-    def tick(self) -> float:
+    def tick(self) -> None:
+        """Count one request; at the end of each full second, show the rate it made."""
         count = self._count + 1
         now = time.monotonic()
         elapsed = now - self._window_start
         if elapsed >= 1.0:
-            self._rate = count / elapsed
+            self._progress.send_rate = count / elapsed
             self._window_start = now
             count = 0
         self._count = count
-        return self._rate
 
 
 class _Counts:
-    """One account's results in a push, and how many of them VTEX confirmed."""
+    """One account's results in a push: those VTEX confirmed (or already had), and the
+    others. (Not a total and a part of it: the common result then counts once, not twice.)"""
 
-    __slots__ = ("confirmed", "results")
+    __slots__ = ("confirmed", "others")
 
     def __init__(self) -> None:
-        self.results = 0
         self.confirmed = 0
+        self.others = 0
+
+    @property
+    def results(self) -> int:
+        return self.confirmed + self.others
 
 
 class Tally:
@@ -123,7 +128,6 @@ class Tally:
         counts = self.by_account.get(account)
         if counts is None:
             counts = self.by_account[account] = _Counts()
-        counts.results += 1
         receipt = result.receipt
         if receipt is not None and result.skipped is None:
             # Confirmed, the common result: ``result.outcome`` is then its status and
@@ -135,6 +139,7 @@ class Tally:
             if result.ok:
                 counts.confirmed += 1
             else:
+                counts.others += 1
                 self.failures[result.index] = result
         if result.supersedes:
             for index in result.supersedes:

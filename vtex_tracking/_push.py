@@ -123,7 +123,7 @@ class _Engine:
         self._spans_accounts = spans_accounts
         self._read_ahead = read_ahead(options, spans_accounts)
         self.progress = PushProgress()
-        self._rate_meter = RateMeter()
+        self._rate_meter = RateMeter(self.progress)
         self._lanes: dict[str | None, Lane] = {}
         self._next_index = 0
         # Items read and without a result yet, by input index.
@@ -276,9 +276,15 @@ class _Engine:
             return self._emit(PushResult(item.index, raw, error=exc, account=lane.account))
         if self._memory is not None:
             return self._admit_remembered(item, lane)
-        if lane.stats.buffered >= lane.buffer_cap:
+        stats = lane.stats
+        if stats.buffered >= lane.buffer_cap:
             return self._admit_when_room(item, lane)
-        self._queue(item, lane)
+        # ``_queue`` inlined (saves a call per update).
+        stats.buffered += 1
+        item.lane = lane
+        if self._busy.start_or_wait(key, item):
+            lane.ready.append(item)
+            self._offer(lane)
         return None
 
     async def _admit_remembered(self, item: Item, lane: Lane) -> None:
@@ -286,14 +292,14 @@ class _Engine:
         memory = self._memory
         assert memory is not None and item.key is not None
         skipped = None
-        for part in list(item.parts):
+        for part in item.parts:
             entry = self._entry(item, part, lane)
             reason = await memory.skip(entry, busy=item.key in self._busy)
             if reason is not None:
                 # VTEX has this part already: settled now, and not sent.
                 entry.skipped = skipped = reason
                 memory.settled(entry, confirmed=True, sent=False)
-                item.parts.remove(part)
+                item.parts = tuple(kept for kept in item.parts if kept is not part)
         if not item.parts:
             result = PushResult(
                 item.index, item.update, attempts=0, account=lane.account, skipped=skipped
@@ -483,6 +489,7 @@ class _Engine:
         loop = asyncio.get_running_loop()
         concurrency = self._options.concurrency
         busy = self._busy
+        merge = self._options.merge_snapshots
         try:
             while True:
                 if self._senders - self._backing_off > concurrency:
@@ -499,7 +506,9 @@ class _Engine:
                     await self._drop_invoice(lane, None)
                     continue
                 lane.admitted -= 1
-                item = busy.take(lane.ready.popleft())
+                slot = lane.ready.popleft()
+                # Only a merge puts a newer update in a slot's place (saves a call per update).
+                item = busy.take(slot) if merge else slot
                 # Send its next part. (Here, not in a coroutine of its own: one await layer
                 # fewer for every suspension of every request.)
                 item.sent = True
@@ -518,7 +527,7 @@ class _Engine:
                     result = self._send_failed(lane, item, part, exc)
                 else:
                     item.confirmed += (part.name,)
-                    del item.parts[0]
+                    item.parts = item.parts[1:]
                     if part.entry is not None:
                         assert self._memory is not None
                         self._memory.settled(part.entry, confirmed=True, sent=True)
@@ -733,19 +742,19 @@ class _Engine:
             raise
 
 
-def _parts(lane: Lane, raw: TrackingUpdate | TrackingNumberUpdate) -> list[Part]:
+def _parts(lane: Lane, raw: TrackingUpdate | TrackingNumberUpdate) -> tuple[Part, ...]:
     """What ``raw`` sends, in order, as its account's checks pass it (``ValidationError``
     for what VTEX would refuse): its tracking number, then its events."""
     checks = lane.sender.checks
     if isinstance(raw, TrackingNumberUpdate):
-        return [Part(NUMBER, checks.check_tracking_number(raw))]
+        return (Part(NUMBER, checks.check_tracking_number(raw)),)
     events = Part(EVENTS, checks.check(raw))
     if raw.tracking is None:
-        return [events]
+        return (events,)
     number = TrackingNumberUpdate(
         raw.order_id, raw.invoice_number, raw.tracking, account_name=raw.account_name
     )
-    return [Part(NUMBER, checks.check_tracking_number(number)), events]
+    return (Part(NUMBER, checks.check_tracking_number(number)), events)
 
 
 def _invalid(index: int, raw: Any) -> PushResult:
