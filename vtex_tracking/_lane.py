@@ -60,7 +60,6 @@ class Item:
         "confirmed",
         "index",
         "key",
-        "kinds",
         "lane",
         "parts",
         "replaced_by",
@@ -72,16 +71,7 @@ class Item:
     def __init__(self, index: int, update: Any, default_account: str | None) -> None:
         self.index = index
         self.update = update
-        #: The parts it carries (a bit each, ``_BITS``): merging never drops one. (No class
-        #: is both kinds of update: two attrs classes with slots cannot be combined.)
-        if isinstance(update, TrackingUpdate):
-            kinds = _NUMBER_AND_EVENTS if update.tracking else _EVENTS_ONLY
-        elif isinstance(update, TrackingNumberUpdate):
-            kinds = _NUMBER_ONLY
-        else:
-            kinds = 0
-        self.kinds = kinds
-        if kinds:
+        if isinstance(update, (TrackingUpdate, TrackingNumberUpdate)):
             # The default account under one name (None), named or not: the same ids in two
             # accounts are two invoices.
             account = update.account_name
@@ -103,6 +93,17 @@ class Item:
         # that takes its place there (merge_snapshots).
         self.replaced_by: Item | None = None
 
+    @property
+    def kinds(self) -> int:
+        """The parts it carries (a bit each, ``_BITS``): merging never drops one. (Asked
+        only when merging: not worked out for every item. No class is both kinds of update:
+        two attrs classes with slots cannot be combined.)"""
+        update = self.update
+        if isinstance(update, TrackingUpdate):
+            return _NUMBER_AND_EVENTS if update.tracking else _EVENTS_ONLY
+        if isinstance(update, TrackingNumberUpdate):
+            return _NUMBER_ONLY
+        return 0
 
     def stopped(self, stop: PushStoppedError | None, account: str | None) -> PushResult:
         """Its result when the push (or its account) stopped before it was confirmed: an

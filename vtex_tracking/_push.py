@@ -436,12 +436,15 @@ class _Engine:
                 waiter.set_result(None)
 
     def _next_lane(self) -> Lane | None:
-        """A lane with an admission to use (or a stopped lane to report), or None."""
+        """A lane and an admission for its next ready update (or a stopped lane to report),
+        or None. The admission is the caller's from now on: ``lane.admitted`` no longer
+        counts it."""
         while True:
             admitted = self._admitted
             while admitted:
                 lane = admitted.popleft()
                 if lane.stop_error is None:
+                    lane.admitted -= 1
                     return lane
             rotation = self._rotation
             if not rotation:
@@ -452,7 +455,8 @@ class _Engine:
                 if lane.ready:
                     return lane
                 continue
-            if len(lane.ready) <= lane.admitted:
+            backlog = len(lane.ready) - lane.admitted  # ``Lane.backlog``, with its sign
+            if backlog <= 0:
                 continue
             cap = lane.cap
             if cap is not None and (wait := cap.wait_time()) > 0:
@@ -464,8 +468,7 @@ class _Engine:
             if lane.pace.try_admit():
                 if cap is not None:
                     cap.take()
-                lane.admitted += 1
-                if len(lane.ready) > lane.admitted:
+                if backlog > 1:
                     # More ready: back of the rotation, round robin. (``_offer`` inlined:
                     # the lane just left the rotation, and is neither stopped nor waiting.)
                     lane.queued = True
@@ -505,7 +508,6 @@ class _Engine:
                 if lane.stop_error is not None:
                     await self._drop_invoice(lane, None)
                     continue
-                lane.admitted -= 1
                 slot = lane.ready.popleft()
                 # Only a merge puts a newer update in a slot's place (saves a call per update).
                 item = busy.take(slot) if merge else slot
