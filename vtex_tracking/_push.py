@@ -527,6 +527,7 @@ class _Engine:
                     )
                 except Exception as exc:  # every failure is this item's result, never the push's
                     result = self._send_failed(lane, item, part, exc)
+                    ok = False
                 else:
                     item.confirmed += (part.name,)
                     item.parts = item.parts[1:]
@@ -551,7 +552,8 @@ class _Engine:
                         account=lane.account,
                         sent=item.confirmed,
                     )
-                rest = self._emit_nowait(result)
+                    ok = True
+                rest = self._emit_nowait(result, ok)
                 if rest is not None:
                     await rest
                 # The item has its result: the next update of its invoice may go.
@@ -630,15 +632,15 @@ class _Engine:
     async def _emit(self, result: PushResult) -> None:
         """Count one result, free its read-ahead slot and hand it out (and the results of
         the updates it superseded: its own)."""
-        rest = self._emit_nowait(result)
+        rest = self._emit_nowait(result, result.ok)
         if rest is not None:
             await rest
 
-    def _emit_nowait(self, result: PushResult) -> Coroutine[Any, Any, None] | None:
+    def _emit_nowait(self, result: PushResult, ok: bool) -> Coroutine[Any, Any, None] | None:
         """``_emit`` without a coroutine of its own for the common result (it superseded
-        nothing, and the consumer keeps up): what is left to await is returned, if any."""
+        nothing, and the consumer keeps up): what is left to await is returned, if any.
+        ``ok`` is ``result.ok``, which the sender knows without working it out."""
         item = self._pending.pop(result.index, None)
-        ok = result.ok
         if item is not None:
             # A success while no update failed settles nothing (saves a call per result).
             if item.key is not None and (not ok or self._failed.by_invoice):
