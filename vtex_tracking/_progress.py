@@ -65,23 +65,26 @@ class AccountProgress:
 
 
 class RateMeter:
-    """Requests per second over the last full second: it keeps ``progress.send_rate``."""
+    """Requests per second over the last full second: it keeps ``progress.send_rate``,
+    counting the requests ``progress.requests`` counts."""
 
     def __init__(self, progress: PushProgress) -> None:
         self._progress = progress
         self._window_start = time.monotonic()
-        self._count = 0
+        # ``progress.requests`` when the window started.
+        self._requests_before = progress.requests
 
     def tick(self) -> None:
-        """Count one request; at the end of each full second, show the rate it made."""
-        count = self._count + 1
+        """After a request is counted in ``progress.requests``: at the end of each full
+        second, show the rate of the second that ended."""
         now = time.monotonic()
         elapsed = now - self._window_start
         if elapsed >= 1.0:
-            self._progress.send_rate = count / elapsed
+            progress = self._progress
+            requests = progress.requests
+            progress.send_rate = (requests - self._requests_before) / elapsed
             self._window_start = now
-            count = 0
-        self._count = count
+            self._requests_before = requests
 
 
 class _Counts:
