@@ -91,7 +91,8 @@ class PushStream:
         return self
 
     async def __anext__(self) -> PushResult:
-        self._start()
+        if self._task is None:  # started once: no call per result after that
+            self._start()
         try:
             result = await receive_fast(self._receive)
         except anyio.EndOfStream:
