@@ -34,6 +34,8 @@ _EVENTS_ONLY = _BITS[EVENTS]
 _NUMBER_ONLY = _BITS[NUMBER]
 _NUMBER_AND_EVENTS = _BITS[EVENTS] | _BITS[NUMBER]
 _NO_ANSWER, _THROTTLED = Answer.NO_ANSWER, Answer.THROTTLED
+#: What ``Item`` accepts as an update (a constant: no tuple built per item).
+_UPDATE_TYPES = (TrackingUpdate, TrackingNumberUpdate)
 
 
 class Part:
@@ -71,7 +73,7 @@ class Item:
     def __init__(self, index: int, update: Any, default_account: str | None) -> None:
         self.index = index
         self.update = update
-        if isinstance(update, (TrackingUpdate, TrackingNumberUpdate)):
+        if isinstance(update, _UPDATE_TYPES):
             # The default account under one name (None), named or not: the same ids in two
             # accounts are two invoices.
             account = update.account_name

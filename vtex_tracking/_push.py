@@ -118,6 +118,7 @@ class _Engine:
         else:
             self._sync_source = iter(updates)
         self._options = options
+        self._concurrency = options.concurrency
         self._sender_for = sender_for
         self._default_account = default_account
         self._spans_accounts = spans_accounts
@@ -409,10 +410,11 @@ class _Engine:
             if not waiter.done():
                 waiter.set_result(None)
                 return
+        if self._senders - self._backing_off >= self._concurrency:
+            return  # all at work (the common case): the first one free takes the turn
         group = self._task_group
         if (
-            self._senders - self._backing_off < self._options.concurrency
-            and group is not None
+            group is not None
             # Not into a cancelled group (after stop()): anyio has already delivered its
             # cancellation to the senders it had, and a sender started now would wait on a
             # future nobody cancels, holding the push open for ever (a rare hang on close).
@@ -490,7 +492,7 @@ class _Engine:
 
     async def _send_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        concurrency = self._options.concurrency
+        concurrency = self._concurrency
         busy = self._busy
         merge = self._options.merge_snapshots
         try:
