@@ -285,7 +285,8 @@ class _Engine:
         item.lane = lane
         if self._busy.start_or_wait(key, item):
             lane.ready.append(item)
-            self._offer(lane)
+            if not lane.queued:  # mostly it is in the rotation already: no call then
+                self._offer(lane)
         return None
 
     async def _admit_remembered(self, item: Item, lane: Lane) -> None:
