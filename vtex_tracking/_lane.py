@@ -31,8 +31,11 @@ InvoiceKey = tuple[str, str, "str | None"]
 NUMBER, EVENTS = "tracking_number", "events"
 _BITS = {NUMBER: 1, EVENTS: 2}
 _EVENTS_ONLY = _BITS[EVENTS]
+_NUMBER_ONLY = _BITS[NUMBER]
 _NUMBER_AND_EVENTS = _BITS[EVENTS] | _BITS[NUMBER]
 _NO_ANSWER, _THROTTLED = Answer.NO_ANSWER, Answer.THROTTLED
+#: What ``Item`` accepts as an update (a constant: no tuple built per item).
+_UPDATE_TYPES = (TrackingUpdate, TrackingNumberUpdate)
 
 
 class Part:
@@ -59,7 +62,6 @@ class Item:
         "confirmed",
         "index",
         "key",
-        "kinds",
         "lane",
         "parts",
         "replaced_by",
@@ -71,16 +73,7 @@ class Item:
     def __init__(self, index: int, update: Any, default_account: str | None) -> None:
         self.index = index
         self.update = update
-        #: The parts it carries (a bit each, ``_BITS``): merging never drops one. (No class
-        #: is both kinds of update: two attrs classes with slots cannot be combined.)
-        if isinstance(update, TrackingUpdate):
-            kinds = _NUMBER_AND_EVENTS if update.tracking else _EVENTS_ONLY
-        elif isinstance(update, TrackingNumberUpdate):
-            kinds = _BITS[NUMBER]
-        else:
-            kinds = 0
-        self.kinds = kinds
-        if kinds:
+        if isinstance(update, _UPDATE_TYPES):
             # The default account under one name (None), named or not: the same ids in two
             # accounts are two invoices.
             account = update.account_name
@@ -90,8 +83,10 @@ class Item:
         else:
             self.key = None
         self.sent = False
-        self.parts: list[Part] = []
-        self.confirmed: list[str] = []
+        # A tuple (shared while empty): an item gets its parts once, at admission.
+        self.parts: tuple[Part, ...] = ()
+        # A tuple (shared while empty): it becomes the result's ``sent`` as it is.
+        self.confirmed: tuple[str, ...] = ()
         # The lane whose buffer counts it, once it is in one.
         self.lane: Lane | None = None
         # Earlier updates of its invoice it replaced (merge_snapshots), oldest first.
@@ -100,6 +95,17 @@ class Item:
         # that takes its place there (merge_snapshots).
         self.replaced_by: Item | None = None
 
+    @property
+    def kinds(self) -> int:
+        """The parts it carries (a bit each, ``_BITS``): merging never drops one. (Asked
+        only when merging: not worked out for every item. No class is both kinds of update:
+        two attrs classes with slots cannot be combined.)"""
+        update = self.update
+        if isinstance(update, TrackingUpdate):
+            return _NUMBER_AND_EVENTS if update.tracking else _EVENTS_ONLY
+        if isinstance(update, TrackingNumberUpdate):
+            return _NUMBER_ONLY
+        return 0
 
     def stopped(self, stop: PushStoppedError | None, account: str | None) -> PushResult:
         """Its result when the push (or its account) stopped before it was confirmed: an
@@ -121,7 +127,7 @@ class Item:
             error=error,
             attempts=0,
             account=account,
-            sent=tuple(self.confirmed),
+            sent=self.confirmed,
         )
 
 
@@ -278,7 +284,7 @@ class Lane:
         stats.in_flight += 1
         progress.requests += 1
         progress.in_flight += 1
-        progress.send_rate = self.rate_meter.tick()
+        self.rate_meter.tick()
 
     def attempt_finished(self, answer: Answer) -> None:
         stats = self.stats

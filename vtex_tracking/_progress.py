@@ -65,33 +65,41 @@ class AccountProgress:
 
 
 class RateMeter:
-    """Requests per second over the last full second, for progress reports."""
+    """Requests per second over the last full second: it keeps ``progress.send_rate``,
+    counting the requests ``progress.requests`` counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, progress: PushProgress) -> None:
+        self._progress = progress
         self._window_start = time.monotonic()
-        self._count = 0
-        self._rate = 0.0
+        # ``progress.requests`` when the window started.
+        self._requests_before = progress.requests
 
-    def tick(self) -> float:
-        count = self._count + 1
+    def tick(self) -> None:
+        """After a request is counted in ``progress.requests``: at the end of each full
+        second, show the rate of the second that ended."""
         now = time.monotonic()
         elapsed = now - self._window_start
         if elapsed >= 1.0:
-            self._rate = count / elapsed
+            progress = self._progress
+            requests = progress.requests
+            progress.send_rate = (requests - self._requests_before) / elapsed
             self._window_start = now
-            count = 0
-        self._count = count
-        return self._rate
+            self._requests_before = requests
 
 
 class _Counts:
-    """One account's results in a push, and how many of them VTEX confirmed."""
+    """One account's results in a push: those VTEX confirmed (or already had), and the
+    others. (Not a total and a part of it: the common result then counts once, not twice.)"""
 
-    __slots__ = ("confirmed", "results")
+    __slots__ = ("confirmed", "others")
 
     def __init__(self) -> None:
-        self.results = 0
         self.confirmed = 0
+        self.others = 0
+
+    @property
+    def results(self) -> int:
+        return self.confirmed + self.others
 
 
 class Tally:
@@ -123,7 +131,6 @@ class Tally:
         counts = self.by_account.get(account)
         if counts is None:
             counts = self.by_account[account] = _Counts()
-        counts.results += 1
         receipt = result.receipt
         if receipt is not None and result.skipped is None:
             # Confirmed, the common result: ``result.outcome`` is then its status and
@@ -135,6 +142,7 @@ class Tally:
             if result.ok:
                 counts.confirmed += 1
             else:
+                counts.others += 1
                 self.failures[result.index] = result
         if result.supersedes:
             for index in result.supersedes:

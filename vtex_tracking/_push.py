@@ -40,7 +40,14 @@ import asyncio
 import collections
 import functools
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+)
 from typing import Any
 
 import anyio
@@ -111,12 +118,13 @@ class _Engine:
         else:
             self._sync_source = iter(updates)
         self._options = options
+        self._concurrency = options.concurrency
         self._sender_for = sender_for
         self._default_account = default_account
         self._spans_accounts = spans_accounts
         self._read_ahead = read_ahead(options, spans_accounts)
         self.progress = PushProgress()
-        self._rate_meter = RateMeter()
+        self._rate_meter = RateMeter(self.progress)
         self._lanes: dict[str | None, Lane] = {}
         self._next_index = 0
         # Items read and without a result yet, by input index.
@@ -233,61 +241,99 @@ class _Engine:
                 if raw is _END:
                     return
                 self._room -= 1
-                await self._admit_item(raw)
+                rest = self._admit_item(raw)
+                if rest is not None:
+                    await rest
         finally:
             self._reading_done = True
             if not self._pending:
                 self._wake_all_senders()
 
-    async def _admit_item(self, raw: Any) -> None:
-        item = self._track(raw)
+    def _admit_item(self, raw: Any) -> Coroutine[Any, Any, None] | None:
+        """Track ``raw`` and put it in its lane. Most items need no waiting, so this is no
+        coroutine (one fewer per item): what has to wait (a result to hand out now, the
+        memory to ask, room in a full lane) is returned for the reader to await."""
+        # Tracked from now on: it gets a result whatever happens.
+        item = Item(self._next_index, raw, self._default_account)
+        self._next_index += 1
+        self._pending[item.index] = item
+        progress = self.progress
+        progress.read += 1
+        progress.queued += 1
         key = item.key
         if key is None:
-            await self._emit(_invalid(item.index, raw))
-            return
-        try:
-            lane = self._lane(key[2])
-        except VtexTrackingError as exc:  # no credentials for that account
-            await self._emit(PushResult(item.index, raw, error=exc, account=key[2]))
-            return
+            return self._emit(_invalid(item.index, raw))
+        lane = self._lanes.get(key[2])
+        if lane is None:
+            try:
+                lane = self._new_lane(key[2])
+            except VtexTrackingError as exc:  # no credentials for that account
+                return self._emit(PushResult(item.index, raw, error=exc, account=key[2]))
         if lane.stop_error is not None:
-            await self._emit(self._stopped_result(item, lane))
-            return
+            return self._emit(self._stopped_result(item, lane))
         try:
             item.parts = _parts(lane, raw)
         except ValidationError as exc:  # what VTEX would refuse: never queued, never sent
-            await self._emit(PushResult(item.index, raw, error=exc, account=lane.account))
-            return
-        memory = self._memory
-        if memory is not None:
-            skipped = None
-            for part in list(item.parts):
-                entry = self._entry(item, part, lane)
-                reason = await memory.skip(entry, busy=key in self._busy)
-                if reason is not None:
-                    # VTEX has this part already: settled now, and not sent.
-                    entry.skipped = skipped = reason
-                    memory.settled(entry, confirmed=True, sent=False)
-                    item.parts.remove(part)
-            if not item.parts:
-                await self._emit(
-                    PushResult(item.index, raw, attempts=0, account=lane.account, skipped=skipped)
-                )
-                return
+            return self._emit(PushResult(item.index, raw, error=exc, account=lane.account))
+        if self._memory is not None:
+            return self._admit_remembered(item, lane)
         stats = lane.stats
         if stats.buffered >= lane.buffer_cap:
-            # This account is the slowest: hold the input rather than memory without bound.
-            self.progress.bottleneck = lane.account
-            while stats.buffered >= lane.buffer_cap and lane.stop_error is None:
-                lane.room = anyio.Event()
-                lane.reader_waits = True
-                await lane.room.wait()
-            self.progress.bottleneck = None
-            if lane.stop_error is not None:
-                await self._emit(self._stopped_result(item, lane))
-                return
+            return self._admit_when_room(item, lane)
+        # ``_queue`` inlined (saves a call per update).
         stats.buffered += 1
         item.lane = lane
+        if self._busy.start_or_wait(key, item):
+            lane.ready.append(item)
+            if not lane.queued:  # mostly it is in the rotation already: no call then
+                self._offer(lane)
+        return None
+
+    async def _admit_remembered(self, item: Item, lane: Lane) -> None:
+        """``_admit_item`` with a memory: ask it about each part first (in input order)."""
+        memory = self._memory
+        assert memory is not None and item.key is not None
+        skipped = None
+        for part in item.parts:
+            entry = self._entry(item, part, lane)
+            reason = await memory.skip(entry, busy=item.key in self._busy)
+            if reason is not None:
+                # VTEX has this part already: settled now, and not sent.
+                entry.skipped = skipped = reason
+                memory.settled(entry, confirmed=True, sent=False)
+                item.parts = tuple(kept for kept in item.parts if kept is not part)
+        if not item.parts:
+            result = PushResult(
+                item.index, item.update, attempts=0, account=lane.account, skipped=skipped
+            )
+            await self._emit(result)
+            return
+        if lane.stats.buffered >= lane.buffer_cap:
+            await self._admit_when_room(item, lane)
+        else:
+            self._queue(item, lane)
+
+    async def _admit_when_room(self, item: Item, lane: Lane) -> None:
+        """``_admit_item`` into a full lane: this account is the slowest, so hold the input
+        rather than memory without bound."""
+        stats = lane.stats
+        self.progress.bottleneck = lane.account
+        while stats.buffered >= lane.buffer_cap and lane.stop_error is None:
+            lane.room = anyio.Event()
+            lane.reader_waits = True
+            await lane.room.wait()
+        self.progress.bottleneck = None
+        if lane.stop_error is not None:
+            await self._emit(self._stopped_result(item, lane))
+            return
+        self._queue(item, lane)
+
+    def _queue(self, item: Item, lane: Lane) -> None:
+        """Count ``item`` in its lane's buffer; ready now unless its invoice is busy."""
+        lane.stats.buffered += 1
+        item.lane = lane
+        key = item.key
+        assert key is not None
         if self._busy.start_or_wait(key, item):
             lane.ready.append(item)
             self._offer(lane)
@@ -310,18 +356,8 @@ class _Engine:
         part.entry = Entry(item.index, invoice, body_digest(part.body))
         return part.entry
 
-    def _track(self, raw: Any) -> Item:
-        item = Item(self._next_index, raw, self._default_account)
-        self._next_index += 1
-        self._pending[item.index] = item
-        self.progress.read += 1
-        self.progress.queued += 1
-        return item
-
-    def _lane(self, account: str | None) -> Lane:
-        lane = self._lanes.get(account)
-        if lane is not None:
-            return lane
+    def _new_lane(self, account: str | None) -> Lane:
+        """The lane of an account's first update."""
         sender = self._sender_for(account)  # ConfigurationError: unknown account
         # One account may fill at most half the read-ahead, so the others keep flowing.
         buffer_cap = max(1, self._read_ahead // 2) if self._spans_accounts else self._read_ahead
@@ -345,9 +381,10 @@ class _Engine:
         """Put ``lane`` in the rotation if it has a ready update no admission covers yet."""
         if lane.queued or lane.waiting:
             return
-        if lane.stop_error is None and len(lane.ready) <= lane.admitted:
-            return
-        if lane.stop_error is not None and not lane.ready:
+        if lane.stop_error is None:
+            if len(lane.ready) <= lane.admitted:
+                return
+        elif not lane.ready:  # a stopped lane goes round to report what is ready
             return
         lane.queued = True
         self._rotation.append(lane)
@@ -374,10 +411,11 @@ class _Engine:
             if not waiter.done():
                 waiter.set_result(None)
                 return
+        if self._senders - self._backing_off >= self._concurrency:
+            return  # all at work (the common case): the first one free takes the turn
         group = self._task_group
         if (
-            self._senders - self._backing_off < self._options.concurrency
-            and group is not None
+            group is not None
             # Not into a cancelled group (after stop()): anyio has already delivered its
             # cancellation to the senders it had, and a sender started now would wait on a
             # future nobody cancels, holding the push open for ever (a rare hang on close).
@@ -401,12 +439,15 @@ class _Engine:
                 waiter.set_result(None)
 
     def _next_lane(self) -> Lane | None:
-        """A lane with an admission to use (or a stopped lane to report), or None."""
+        """A lane and an admission for its next ready update (or a stopped lane to report),
+        or None. The admission is the caller's from now on: ``lane.admitted`` no longer
+        counts it."""
         while True:
             admitted = self._admitted
             while admitted:
                 lane = admitted.popleft()
                 if lane.stop_error is None:
+                    lane.admitted -= 1
                     return lane
             rotation = self._rotation
             if not rotation:
@@ -417,7 +458,8 @@ class _Engine:
                 if lane.ready:
                     return lane
                 continue
-            if len(lane.ready) <= lane.admitted:
+            backlog = len(lane.ready) - lane.admitted  # ``Lane.backlog``, with its sign
+            if backlog <= 0:
                 continue
             cap = lane.cap
             if cap is not None and (wait := cap.wait_time()) > 0:
@@ -429,8 +471,12 @@ class _Engine:
             if lane.pace.try_admit():
                 if cap is not None:
                     cap.take()
-                lane.admitted += 1
-                self._offer(lane)  # more ready: back of the rotation, round robin
+                if backlog > 1:
+                    # More ready: back of the rotation, round robin. (``_offer`` inlined:
+                    # the lane just left the rotation, and is neither stopped nor waiting.)
+                    lane.queued = True
+                    rotation.append(lane)
+                    self._wake_sender()
                 return lane
             # Not now: wait in the pace's queue, holding no sender.
             lane.waiting = True
@@ -447,9 +493,12 @@ class _Engine:
 
     async def _send_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        concurrency = self._concurrency
+        busy = self._busy
+        merge = self._options.merge_snapshots
         try:
             while True:
-                if self._senders - self._backing_off > self._options.concurrency:
+                if self._senders - self._backing_off > concurrency:
                     return  # back from a backoff to more senders than needed: step aside
                 lane = self._next_lane()
                 if lane is None:
@@ -462,18 +511,56 @@ class _Engine:
                 if lane.stop_error is not None:
                     await self._drop_invoice(lane, None)
                     continue
-                lane.admitted -= 1
-                item = self._busy.take(lane.ready.popleft())
-                if await self._send_one(lane, item):
-                    # Its next part (the events after the number) waits for a turn of its
-                    # own, the invoice still busy: nothing of it overtakes the part sent.
-                    if lane.stop_error is not None:
-                        await self._drop_invoice(lane, item)
-                    else:
-                        lane.ready.append(item)
-                        self._offer(lane)
-                    continue
-                following = self._busy.next_for(item.key)
+                slot = lane.ready.popleft()
+                # Only a merge puts a newer update in a slot's place (saves a call per update).
+                item = busy.take(slot) if merge else slot
+                # Send its next part. (Here, not in a coroutine of its own: one await layer
+                # fewer for every suspension of every request.)
+                item.sent = True
+                part = item.parts[0]
+                try:
+                    receipt = await lane.sender.send(
+                        part.wire,
+                        pace=lane.pace,
+                        admitted=True,
+                        patient=True,
+                        observer=lane,
+                        checked=True,
+                        body=part.body,
+                    )
+                except Exception as exc:  # every failure is this item's result, never the push's
+                    result = self._send_failed(lane, item, part, exc)
+                    ok = False
+                else:
+                    item.confirmed += (part.name,)
+                    item.parts = item.parts[1:]
+                    if part.entry is not None:
+                        assert self._memory is not None
+                        self._memory.settled(part.entry, confirmed=True, sent=True)
+                    if item.parts:
+                        # Its next part (the events after the number) waits for a turn of
+                        # its own, the invoice still busy: nothing of it overtakes the part
+                        # sent, and its result waits for that part.
+                        if lane.stop_error is not None:
+                            await self._drop_invoice(lane, item)
+                        else:
+                            lane.ready.append(item)
+                            self._offer(lane)
+                        continue
+                    result = PushResult(
+                        item.index,
+                        item.update,
+                        receipt=receipt,
+                        attempts=receipt.attempts,
+                        account=lane.account,
+                        sent=item.confirmed,
+                    )
+                    ok = True
+                rest = self._emit_nowait(result, ok)
+                if rest is not None:
+                    await rest
+                # The item has its result: the next update of its invoice may go.
+                following = busy.next_for(item.key)
                 if following is None:
                     continue
                 if lane.stop_error is not None:
@@ -484,60 +571,29 @@ class _Engine:
         finally:
             self._senders -= 1
 
-    async def _send_one(self, lane: Lane, item: Item) -> bool:
-        """Send ``item``'s next part; True when another part of it follows (its result then
-        waits for that one), False once the item has its result."""
-        item.sent = True
-        part = item.parts[0]
-        try:
-            receipt = await lane.sender.send(
-                part.wire,
-                pace=lane.pace,
-                admitted=True,
-                patient=True,
-                observer=lane,
-                checked=True,
-                body=part.body,
-            )
-        except Exception as exc:  # every failure is this item's result, never the push's
-            result = PushResult(
-                item.index,
-                item.update,
-                error=exc,
-                attempts=getattr(exc, "attempts", 1),
-                account=lane.account,
-                sent=tuple(item.confirmed),
-            )
-            if isinstance(exc, AuthCooldownError) or (
-                isinstance(exc, (AuthenticationError, PermissionDeniedError))
-                and lane.pace.auth_stopped
-            ):
-                self._stop_lane(lane, exc, "auth")
-            elif isinstance(exc, ConnectError) and not lane.answered:
-                lane.unreachable += 1
-                if lane.unreachable >= UNREACHABLE_AFTER:
-                    self._stop_lane(lane, exc, "unreachable")
-        else:
-            item.confirmed.append(part.name)
-            del item.parts[0]
-            if part.entry is not None:
-                assert self._memory is not None
-                self._memory.settled(part.entry, confirmed=True, sent=True)
-            if item.parts:
-                return True
-            result = PushResult(
-                item.index,
-                item.update,
-                receipt=receipt,
-                attempts=receipt.attempts,
-                account=lane.account,
-                sent=tuple(item.confirmed),
-            )
-        if not result.ok and part.entry is not None:
+    def _send_failed(self, lane: Lane, item: Item, part: Part, exc: Exception) -> PushResult:
+        """The result of ``item`` whose ``part`` failed (``exc``): an account that keeps
+        refusing its credentials, or that cannot be reached, is stopped on the way."""
+        result = PushResult(
+            item.index,
+            item.update,
+            error=exc,
+            attempts=getattr(exc, "attempts", 1),
+            account=lane.account,
+            sent=item.confirmed,
+        )
+        if isinstance(exc, AuthCooldownError) or (
+            isinstance(exc, (AuthenticationError, PermissionDeniedError)) and lane.pace.auth_stopped
+        ):
+            self._stop_lane(lane, exc, "auth")
+        elif isinstance(exc, ConnectError) and not lane.answered:
+            lane.unreachable += 1
+            if lane.unreachable >= UNREACHABLE_AFTER:
+                self._stop_lane(lane, exc, "unreachable")
+        if part.entry is not None:
             assert self._memory is not None
             self._memory.settled(part.entry, confirmed=False, sent=True)
-        await self._emit(result)
-        return False
+        return result
 
     def _stop_lane(self, lane: Lane, cause: BaseException, reason: str) -> None:
         """Stop one account (``Lane.stop``), give back what its pace granted it, and let a
@@ -579,26 +635,51 @@ class _Engine:
     async def _emit(self, result: PushResult) -> None:
         """Count one result, free its read-ahead slot and hand it out (and the results of
         the updates it superseded: its own)."""
+        rest = self._emit_nowait(result, result.ok)
+        if rest is not None:
+            await rest
+
+    def _emit_nowait(self, result: PushResult, ok: bool) -> Coroutine[Any, Any, None] | None:
+        """``_emit`` without a coroutine of its own for the common result (it superseded
+        nothing, and the consumer keeps up): what is left to await is returned, if any.
+        ``ok`` is ``result.ok``, which the sender knows without working it out."""
         item = self._pending.pop(result.index, None)
-        if item is not None and item.key is not None:
-            moot = self._failed.settle(item.key, result.index, result.ok)
-            if moot:
-                result = attrs.evolve(result, supersedes=moot)
-        if item is not None and item.superseded:
-            for older in item.superseded:
-                if older.index in self._pending:  # not already reported by a stop
-                    await self._emit(
-                        PushResult(
-                            older.index,
-                            older.update,
-                            receipt=result.receipt,
-                            error=result.error,
-                            account=result.account,
-                            skipped="superseded",
-                            superseded_by=result.index,
-                            sent=result.sent,
-                        )
+        if item is not None:
+            # A success while no update failed settles nothing (saves a call per result).
+            if item.key is not None and (not ok or self._failed.by_invoice):
+                moot = self._failed.settle(item.key, result.index, ok)
+                if moot:
+                    result = attrs.evolve(result, supersedes=moot)
+            if item.superseded:
+                return self._emit_superseded(result, item, ok)
+        return self._count(result, item, ok)
+
+    async def _emit_superseded(self, result: PushResult, item: Item, ok: bool) -> None:
+        """The results of the updates ``item`` replaced (``merge_snapshots``), then its own."""
+        assert item.superseded is not None
+        for older in item.superseded:
+            if older.index in self._pending:  # not already reported by a stop
+                await self._emit(
+                    PushResult(
+                        older.index,
+                        older.update,
+                        receipt=result.receipt,
+                        error=result.error,
+                        account=result.account,
+                        skipped="superseded",
+                        superseded_by=result.index,
+                        sent=result.sent,
                     )
+                )
+        rest = self._count(result, item, ok)
+        if rest is not None:
+            await rest
+
+    def _count(
+        self, result: PushResult, item: Item | None, ok: bool
+    ) -> Coroutine[Any, Any, None] | None:
+        """Count ``result`` (progress, read-ahead, its lane) and hand it out; the handing
+        over is returned to await when the consumer does not keep up."""
         self._room += 1
         waiting = self._reader_waiting
         if waiting is not None and self._room >= self._refill:
@@ -607,7 +688,6 @@ class _Engine:
                 waiting.set_result(None)
         progress = self.progress
         progress.queued -= 1
-        ok = result.ok
         if ok:
             progress.succeeded += 1
         else:
@@ -615,8 +695,9 @@ class _Engine:
         lane = item.lane if item is not None else None
         if lane is not None:
             stats: AccountProgress | None = lane.stats
-            lane.stats.buffered -= 1
-            if lane.reader_waits and lane.stats.buffered < lane.buffer_cap:
+            assert stats is not None
+            stats.buffered -= 1
+            if lane.reader_waits and stats.buffered < lane.buffer_cap:
                 lane.reader_waits = False
                 lane.room.set()
         else:
@@ -630,9 +711,24 @@ class _Engine:
             stats.last_result_at = time.monotonic()
         if self._reading_done and not self._pending:
             self._wake_all_senders()
-        if self._options.on_result is not None:
-            self._options.on_result(result)
-        await self._hand_over(result)
+        on_result = self._options.on_result
+        if on_result is not None:
+            on_result(result)
+        results = self._results
+        assert results is not None
+        try:
+            # Without waiting when the consumer keeps up (anyio's send() always passes a
+            # checkpoint, an event-loop turn per result).
+            results.send_nowait(result)
+        except anyio.WouldBlock:
+            return self._hand_over(result)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            # The consumer stopped listening: keep the result for PushStream.unfinished.
+            self.unfinished.append(result)
+        except BaseException:
+            self._undelivered.append(result)
+            raise
+        return None
 
     async def _hand_over(self, result: PushResult) -> None:
         results = self._results
@@ -653,19 +749,19 @@ class _Engine:
             raise
 
 
-def _parts(lane: Lane, raw: TrackingUpdate | TrackingNumberUpdate) -> list[Part]:
+def _parts(lane: Lane, raw: TrackingUpdate | TrackingNumberUpdate) -> tuple[Part, ...]:
     """What ``raw`` sends, in order, as its account's checks pass it (``ValidationError``
     for what VTEX would refuse): its tracking number, then its events."""
     checks = lane.sender.checks
     if isinstance(raw, TrackingNumberUpdate):
-        return [Part(NUMBER, checks.check_tracking_number(raw))]
+        return (Part(NUMBER, checks.check_tracking_number(raw)),)
     events = Part(EVENTS, checks.check(raw))
     if raw.tracking is None:
-        return [events]
+        return (events,)
     number = TrackingNumberUpdate(
         raw.order_id, raw.invoice_number, raw.tracking, account_name=raw.account_name
     )
-    return [Part(NUMBER, checks.check_tracking_number(number)), events]
+    return (Part(NUMBER, checks.check_tracking_number(number)), events)
 
 
 def _invalid(index: int, raw: Any) -> PushResult:

@@ -260,15 +260,16 @@ class FailedInvoices:
     failures only, so it stays as small as they are."""
 
     def __init__(self) -> None:
-        self._failed: dict[object, list[int]] = {}
+        #: Invoice -> the indexes of its failed updates (empty: a success settles nothing).
+        self.by_invoice: dict[object, list[int]] = {}
 
     def settle(self, invoice: object, index: int, ok: bool) -> tuple[int, ...]:
         """Note a result of ``invoice``; when it is a success, the indexes it makes moot."""
         if ok:
-            if not self._failed:
+            if not self.by_invoice:
                 return ()
-            return tuple(self._failed.pop(invoice, ()))
-        self._failed.setdefault(invoice, []).append(index)
+            return tuple(self.by_invoice.pop(invoice, ()))
+        self.by_invoice.setdefault(invoice, []).append(index)
         return ()
 
 

@@ -91,7 +91,8 @@ class PushStream:
         return self
 
     async def __anext__(self) -> PushResult:
-        self._start()
+        if self._task is None:  # started once: no call per result after that
+            self._start()
         try:
             result = await receive_fast(self._receive)
         except anyio.EndOfStream:
@@ -114,9 +115,10 @@ class PushStream:
             return []
         except anyio.ClosedResourceError:
             return []
-        while len(batch) < max_items:
+        receive_nowait = self._receive.receive_nowait  # looked up once per batch
+        for _ in range(max_items - 1):
             try:
-                batch.append(self._receive.receive_nowait())
+                batch.append(receive_nowait())
             except (anyio.WouldBlock, anyio.EndOfStream):
                 break
         return batch
@@ -175,9 +177,10 @@ class PushStream:
         """Consume the rest of the stream and return the totals of every result it delivered
         (those received in an ``async for`` before included)."""
         # In batches: one hop per batch of ready results, not one per result.
+        add = self._tally.add  # looked up once, not per result
         while batch := await self.next_batch(_SUMMARY_BATCH):
             for result in batch:
-                self._tally.add(result)
+                add(result)
         return self._tally.summary()
 
     def cancel_soon(self) -> None:
