@@ -7,7 +7,7 @@ import contextlib
 import logging
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -495,3 +495,43 @@ async def test_snapshots_faster_than_the_rate_merge_in_the_queue(
     assert len(oms.requests) <= 110
     for i in range(100):
         assert len(oms.accepted(f"order-{i}", "NF-1")[-1]["events"]) == 3
+
+
+async def test_a_broken_input_while_a_superseded_result_waits_loses_nothing(
+    make_client: ClientFactory,
+) -> None:
+    """The input breaks while a sender waits to hand over the result of an update that a
+    newer one replaced (the consumer is not reading): the push's cancellation must not lose
+    the newer one's result with it. Every update read is delivered or in ``unfinished``."""
+    updates = [TrackingUpdate("order-1", "NF-1", history(n)) for n in range(3)]
+
+    async def feed(stream_progress: Callable[[], int]) -> AsyncIterator[TrackingUpdate]:
+        async for update in _after_first_request(oms, updates):
+            yield update
+        # The first result fills the buffer (concurrency 1: a buffer of one); the replaced
+        # update's result is counted, then waits to be handed over.
+        with anyio.fail_after(5):
+            while stream_progress() < 2:  # noqa: ASYNC110 - polling the live counters
+                await anyio.sleep(0.005)
+        await anyio.sleep(0.05)
+        raise RuntimeError("the input broke")
+
+    async with FakeOMS(latency=0.1) as oms, make_client(oms) as client:
+        stream = client.push(
+            feed(lambda: stream.progress.succeeded), merge_snapshots=True, concurrency=1
+        )
+        delivered = []
+        with pytest.raises(RuntimeError, match="the input broke"):
+            async with stream:
+                # Not reading until the input has broken (it breaks 0.05 s after the count).
+                with anyio.fail_after(5):
+                    while stream.progress.succeeded < 2:  # noqa: ASYNC110
+                        await anyio.sleep(0.005)
+                await anyio.sleep(0.3)
+                with anyio.fail_after(5):
+                    async for result in stream:
+                        delivered.append(result)
+    results = sorted([*delivered, *stream.unfinished], key=lambda r: r.index)
+    assert [r.index for r in results] == [0, 1, 2]
+    assert [r.skipped for r in results] == [None, "superseded", None]
+    assert len(oms.requests) == 2  # the first, then the newest in place of the second

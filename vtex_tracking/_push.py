@@ -657,20 +657,30 @@ class _Engine:
     async def _emit_superseded(self, result: PushResult, item: Item, ok: bool) -> None:
         """The results of the updates ``item`` replaced (``merge_snapshots``), then its own."""
         assert item.superseded is not None
-        for older in item.superseded:
-            if older.index in self._pending:  # not already reported by a stop
-                await self._emit(
-                    PushResult(
-                        older.index,
-                        older.update,
-                        receipt=result.receipt,
-                        error=result.error,
-                        account=result.account,
-                        skipped="superseded",
-                        superseded_by=result.index,
-                        sent=result.sent,
+        try:
+            for older in item.superseded:
+                if older.index in self._pending:  # not already reported by a stop
+                    await self._emit(
+                        PushResult(
+                            older.index,
+                            older.update,
+                            receipt=result.receipt,
+                            error=result.error,
+                            account=result.account,
+                            skipped="superseded",
+                            superseded_by=result.index,
+                            sent=result.sent,
+                        )
                     )
-                )
+        except BaseException:
+            # Interrupted (the push cancelled) while an older result waited for the consumer:
+            # ``item`` is no longer pending, so no stop would report it. Count its result
+            # and keep it to be handed over or reported as unfinished, never lost.
+            rest = self._count(result, item, ok)
+            if rest is not None:
+                rest.close()  # the hand-over, not started: the result is kept instead
+                self._undelivered.append(result)
+            raise
         rest = self._count(result, item, ok)
         if rest is not None:
             await rest
