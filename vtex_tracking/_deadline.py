@@ -57,11 +57,12 @@ class Deadlines:
     def start(self, timeout: float) -> _Watch | None:
         """Begin an attempt of at most ``timeout`` seconds in the current task; ``end`` it
         in a ``finally``."""
-        task = asyncio.current_task()
+        loop = self.loop
+        task = asyncio.current_task(loop)  # our loop is the running one: not asked again
         if task is None:  # not in a task: nothing to cancel, so no limit (never in practice)
             return None
         cancelling = task.cancelling() if _COUNTS_CANCELS else 0  # type: ignore[attr-defined]
-        watch = _Watch(task, self.loop.time() + timeout, cancelling)
+        watch = _Watch(task, loop.time() + timeout, cancelling)
         self._in_flight.add(watch)
         every = timeout * SWEEP_FRACTION
         if every < self._sweep_every:

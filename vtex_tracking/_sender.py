@@ -195,7 +195,8 @@ class AccountSender:
         caller already holds an admission for the first attempt; ``patient``: wait for the
         pace without ``pace_timeout`` (pushes); ``checked``: ``update`` already passed the
         account's ``checks`` and is sent as it is; ``body``: its JSON body, already encoded."""
-        self.bind()
+        if asyncio.get_running_loop() is not self._loop:  # asked here: no call while bound
+            self.bind()
         pace = pace if pace is not None else self.pace
         if not checked:
             try:

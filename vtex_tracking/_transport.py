@@ -194,12 +194,12 @@ class Transport:
         """Whether ``aclose`` was called."""
         return self._closed
 
-    def _session_for_current_loop(self) -> aiohttp.ClientSession:
+    def _session_for_current_loop(self, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
+        """The session to send with from ``loop`` (the running loop)."""
         if self._closed:
             raise ClientClosedError("this client is closed; create a new one")
         if self._pool_owner is not None:
-            return self._shared_pool_session()
-        loop = asyncio.get_running_loop()
+            return self._shared_pool_session(loop)
         if self._session is not None and self._loop is loop:
             return self._session
         if self._borrowed is not None:
@@ -224,13 +224,13 @@ class Transport:
         self._loop_guard._log_destroy_pending = False  # type: ignore[attr-defined]
         return session
 
-    def _shared_pool_session(self) -> aiohttp.ClientSession:
+    def _shared_pool_session(self, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
         """Our session over the pool owner's connector: the owner's pooled connections, but
         our own headers and timeout as defaults. Sending ours with each request through the
         owner's session would not do: aiohttp adds a session's default headers to every
         request, so a store with a user token would also send the owner's app key."""
         assert self._pool_owner is not None
-        pool = self._pool_owner._session_for_current_loop()
+        pool = self._pool_owner._session_for_current_loop(loop)
         if self._session is None or self._pool_session is not pool:
             if self._session is not None:
                 self._session.detach()  # the owner's new loop or process has a new pool
@@ -264,8 +264,8 @@ class Transport:
     async def send(self, method: str, path: str, body: bytes) -> RawResponse:
         """``method`` (PUT, PATCH) ``body`` (JSON bytes) to ``url_prefix + path`` (already
         percent-encoded), and read the answer (at most ``MAX_RESPONSE_BYTES``)."""
-        session = self._session_for_current_loop()
         loop = asyncio.get_running_loop()
+        session = self._session_for_current_loop(loop)
         deadlines = self._deadlines
         if deadlines is None or deadlines.loop is not loop:
             deadlines = self._deadlines = _deadline.for_loop(loop)
