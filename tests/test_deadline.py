@@ -132,3 +132,24 @@ async def test_a_short_limit_is_kept_beside_a_long_one(
         with pytest.raises(asyncio.CancelledError):
             await slow
     assert 0.3 <= elapsed < 1.0
+
+
+async def test_each_attempt_of_a_task_gets_its_own_limit(
+    status: TrackingStatus, make_client: ClientFactory
+) -> None:
+    """A task's attempts are watched one after another: after a timed-out attempt, its retry
+    starts clean, times out in turn, and leaves the task not cancelling."""
+    retry = RetryPolicy(max_attempts=2, initial_backoff=0.001, max_backoff=0.001)
+    async with (
+        FakeOMS(latency=5.0) as oms,
+        make_client(oms, timeout=0.3, retry=retry) as client,
+    ):
+        with anyio.fail_after(10):
+            started = time.monotonic()
+            with pytest.raises(TransportTimeoutError, match="after 2 attempts") as caught:
+                await client.update_tracking_status("o", "1", status)
+            elapsed = time.monotonic() - started
+            assert caught.value.attempts == 2
+            assert _cancelling() == 0
+            await anyio.sleep(0.01)  # would raise if a cancellation were still pending
+    assert 0.6 <= elapsed < 2.5

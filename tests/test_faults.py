@@ -123,7 +123,14 @@ class FaultServer:
             pass  # the client went away, or the server is closing
         finally:
             writer.transport.abort()
-            self._handlers.discard(task)
+            try:
+                # Retrieve how the connection ended: asyncio reports a lost connection's error
+                # ("Future exception was never retrieved": BrokenPipeError, failing the test)
+                # when the garbage collector happens to free that future before its protocol.
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+            finally:
+                self._handlers.discard(task)
 
     async def __aenter__(self) -> FaultServer:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self._tls)

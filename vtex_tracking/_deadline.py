@@ -3,7 +3,7 @@
 aiohttp's own ``ClientTimeout(total=...)`` arms a loop timer, a timeout handle and a timer
 context for every request: about 8 % of a pooled request's CPU on loopback (measured with
 valgrind: 42 k of 505 k instructions). One periodic sweep over the attempts in flight does the
-same work for all of them: an attempt costs a set insert and a removal, and one timer per
+same work for all of them: an attempt costs a dict insert and a removal, and one timer per
 event loop, however many accounts and clients, ticks only while something is in flight,
 every tenth of the shortest timeout in flight (at most once a second). An attempt is
 cancelled between its limit and one tick past it.
@@ -19,6 +19,7 @@ import asyncio
 import os
 import sys
 import weakref
+from typing import Any
 
 #: The sweep runs every ``timeout * SWEEP_FRACTION`` seconds, within these bounds.
 SWEEP_FRACTION = 0.1
@@ -28,41 +29,40 @@ SWEEP_MAX = 1.0
 _COUNTS_CANCELS = sys.version_info >= (3, 11)
 
 
-class _Watch:
-    """One attempt in flight: its task, when it must end, whether the sweep cancelled it."""
-
-    __slots__ = ("cancelling", "deadline", "expired", "task")
-
-    def __init__(self, task: asyncio.Task[object], deadline: float, cancelling: int) -> None:
-        self.task = task
-        self.deadline = deadline
-        self.expired = False
-        # Cancellations already requested when the attempt began: ours is the one above them.
-        # (Python 3.10 has no count: there a cancellation during an expired attempt is
-        # taken for the timeout's, as aiohttp's own timer does.)
-        self.cancelling = cancelling
+#: A task's attempt in flight: when it must end, and the cancellations already requested when
+#: it began (ours is the one above them; Python 3.10 has no count: there a cancellation
+#: during an expired attempt is taken for the timeout's, as aiohttp's own timer does).
+_Limit = tuple[float, int]
+_Task = asyncio.Task[Any]
 
 
 class Deadlines:
-    """The time limits of the attempts in flight in one event loop (``for_loop``)."""
+    """The time limits of the attempts in flight in one event loop (``for_loop``).
+
+    An attempt is known by its task (a task awaits one attempt at a time): a tuple in a dict,
+    not an object of its own, whose construction was a fifth of the deadline's per-request
+    cost. The sweep cancels expired attempts in the order they began.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         #: The event loop whose attempts these are.
         self.loop = loop
         self._pid = os.getpid()
-        self._in_flight: set[_Watch] = set()
+        self._in_flight: dict[_Task, _Limit] = {}
+        # The attempts the sweep cancelled, by task: their ``cancelling`` when they began.
+        self._expired: dict[_Task, int] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._sweep_every = SWEEP_MAX
 
-    def start(self, timeout: float) -> _Watch | None:
+    def start(self, timeout: float) -> _Task | None:
         """Begin an attempt of at most ``timeout`` seconds in the current task; ``end`` it
-        in a ``finally``."""
-        task = asyncio.current_task()
+        in a ``finally`` with what this returned."""
+        loop = self.loop
+        task = asyncio.current_task(loop)  # our loop is the running one: not asked again
         if task is None:  # not in a task: nothing to cancel, so no limit (never in practice)
             return None
         cancelling = task.cancelling() if _COUNTS_CANCELS else 0  # type: ignore[attr-defined]
-        watch = _Watch(task, self.loop.time() + timeout, cancelling)
-        self._in_flight.add(watch)
+        self._in_flight[task] = (loop.time() + timeout, cancelling)
         every = timeout * SWEEP_FRACTION
         if every < self._sweep_every:
             # A shorter limit than any before: tick often enough for it from now on.
@@ -71,24 +71,26 @@ class Deadlines:
                 self._timer.cancel()
                 self._timer = None
         if self._timer is None:
-            self._timer = self.loop.call_later(self._sweep_every, self._sweep)
-        return watch
+            self._timer = loop.call_later(self._sweep_every, self._sweep)
+        return task
 
-    @staticmethod
-    def expired(watch: _Watch | None) -> bool:
-        """Whether the ``CancelledError`` that ended ``watch``'s attempt is the sweep's (and
-        only the sweep's: then the caller raises a timeout in its place)."""
-        if watch is None or not watch.expired:
+    def expired(self, task: _Task | None) -> bool:
+        """Whether the ``CancelledError`` that ended ``task``'s attempt (``start``'s answer)
+        is the sweep's (and only the sweep's: then the caller raises a timeout in its
+        place)."""
+        if task is None or task not in self._expired:
             return False
         # Another cancellation requested meanwhile (the application's, a task group's) wins.
         if sys.version_info >= (3, 11):
-            return watch.task.uncancel() <= watch.cancelling
+            return task.uncancel() <= self._expired[task]
         return True
 
-    def end(self, watch: _Watch | None) -> None:
-        """The attempt is over, however it ended."""
-        if watch is not None:
-            self._in_flight.discard(watch)
+    def end(self, task: _Task | None) -> None:
+        """The attempt is over, however it ended (``task``: ``start``'s answer)."""
+        if task is not None:
+            self._in_flight.pop(task, None)
+            if self._expired:
+                self._expired.pop(task, None)
 
     def _sweep(self) -> None:
         """Cancel the attempts past their limit; tick again while any is in flight."""
@@ -97,10 +99,11 @@ class Deadlines:
             self._sweep_every = SWEEP_MAX  # idle: the next attempts set the pace again
             return
         now = self.loop.time()
-        for watch in self._in_flight:
-            if not watch.expired and watch.deadline <= now:
-                watch.expired = True
-                watch.task.cancel()
+        expired = self._expired
+        for task, (deadline, cancelling) in self._in_flight.items():
+            if deadline <= now and task not in expired:
+                expired[task] = cancelling
+                task.cancel()
         self._timer = self.loop.call_later(self._sweep_every, self._sweep)
 
 

@@ -195,7 +195,8 @@ class AccountSender:
         caller already holds an admission for the first attempt; ``patient``: wait for the
         pace without ``pace_timeout`` (pushes); ``checked``: ``update`` already passed the
         account's ``checks`` and is sent as it is; ``body``: its JSON body, already encoded."""
-        self.bind()
+        if asyncio.get_running_loop() is not self._loop:  # asked here: no call while bound
+            self.bind()
         pace = pace if pace is not None else self.pace
         if not checked:
             try:
@@ -244,6 +245,8 @@ class AccountSender:
         """The retry loop: wait for the pace, attempt, decide, repeat; the 2xx answer and
         the attempts it took, or the error."""
         policy = self.retry_policy
+        transport = self.transport
+        counters = self.counters
         attempts = 0
         # In a push, a 429 is the account's pace meeting its limit, not a fault of the update:
         # up to THROTTLES_NOT_COUNTED of them are retried without using up its attempts.
@@ -257,42 +260,96 @@ class AccountSender:
                 waited = await self._wait_turn(pace, update, attempts, patient)
             admitted = False
             attempts += 1
-            outcome = await self._attempt(
-                update, method, path, body, pace, observer, attempts, waited
-            )
-            if isinstance(outcome, TransportError):
-                if isinstance(outcome, TooManyOpenFilesError):
+
+            # One admitted request under the client-wide budget, inline (a coroutine of its
+            # own cost a layer on every resumption); the pace (and ``observer``) learn its
+            # outcome whatever happens, cancellation included, so no slot leaks.
+            budget = self._budget.budget
+            if not budget.try_acquire():
+                await _take_budget(budget, pace)
+            counters.requests += 1
+            if attempts > 1:
+                counters.retries += 1
+            if observer is not None:
+                observer.attempt_started()
+            span = None
+            tracer = current_tracer()
+            if tracer is not None:  # asked first: an untraced attempt passes no attributes
+                span = start_attempt_span(
+                    tracer,
+                    account=self.account,
+                    host=transport.host,
+                    order_id=update.order_id,
+                    invoice_number=update.invoice_number,
+                    attempt=attempts,
+                    pace_wait=waited,
+                    method=method,
+                )
+            raw: RawResponse | None = None
+            retry_after: float | None = None
+            error: TransportError | None = None
+            started = time.perf_counter()
+            try:
+                raw = await transport.send(method, path, body)
+            except TransportError as exc:
+                error = exc
+            else:
+                if raw.status == 429 or raw.status == 503:
+                    retry_after = retry_after_from_headers(raw.headers)
+            finally:
+                elapsed = time.perf_counter() - started
+                status = raw.status if raw is not None else None
+                answer = classify(status, retry_after)
+                budget.release()
+                pace.release(answer, retry_after, elapsed)
+                counters.count(answer)
+                if observer is not None:
+                    observer.attempt_finished(answer)
+                if span is not None:
+                    span.end(raw, retry_after, error)
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug(
+                        "%s %s -> %s (attempt %d, %.1f ms)",
+                        method,
+                        path,
+                        status if status is not None else "no response",
+                        attempts,
+                        elapsed * 1000,
+                    )
+
+            if raw is None:
+                assert error is not None  # no answer: the transport raised
+                if isinstance(error, TooManyOpenFilesError):
                     # No file descriptor was free for the connection: the request never left
                     # the process. Back-pressure (files free up as answers come in), not a
                     # failed attempt, for as long as one attempt may take; then it counts.
                     now = time.monotonic()
                     if out_of_files_since is None:
                         out_of_files_since = now
-                    if now - out_of_files_since < self.transport.timeout:
+                    if now - out_of_files_since < transport.timeout:
                         attempts -= 1
                         logger.debug(
-                            "%s %s waits for a free file descriptor: %s", method, path, outcome
+                            "%s %s waits for a free file descriptor: %s", method, path, error
                         )
                         await _back_off(OPEN_FILES_RETRY_DELAY, observer)
                         continue
                 delay = retry_delay(policy, attempts)
                 if delay is None:
-                    raise _with_context(outcome, update, attempts) from outcome.__cause__
-                self._log_retry(method, path, str(outcome), attempts, delay)
+                    raise _with_context(error, update, attempts) from error.__cause__
+                self._log_retry(method, path, str(error), attempts, delay)
                 await _back_off(delay, observer)
                 continue
 
-            raw, retry_after = outcome
             if 200 <= raw.status < 300:
                 return raw, attempts
-            if throttles_free and classify(raw.status, retry_after) is Answer.THROTTLED:
+            if throttles_free and answer is Answer.THROTTLED:
                 throttles_free -= 1
                 not_counted += 1
             delay = retry_delay(
                 policy, attempts - not_counted, status=raw.status, retry_after=retry_after
             )
             if delay is None:
-                error = error_from_response(
+                error_response = error_from_response(
                     raw.status,
                     raw.headers,
                     raw.body,
@@ -303,9 +360,9 @@ class AccountSender:
                     secrets=self._secrets,
                     reading=method == "GET",
                 )
-                if classify(raw.status, retry_after) is Answer.REFUSED:
-                    pace.auth_error = error
-                raise error
+                if answer is Answer.REFUSED:
+                    pace.auth_error = error_response
+                raise error_response
             self._log_retry(method, path, f"HTTP {raw.status}", attempts, delay)
             await _back_off(delay, observer)
 
@@ -342,79 +399,6 @@ class AccountSender:
             invoice_number=update.invoice_number,
             attempts=attempts,
         )
-
-    async def _attempt(
-        self,
-        update: Subject,
-        method: str,
-        path: str,
-        body: bytes,
-        pace: AccountPace,
-        observer: AttemptObserver | None,
-        attempt: int,
-        waited: float,
-    ) -> tuple[RawResponse, float | None] | TransportError:
-        """One admitted request under the client-wide budget; the pace (and ``observer``)
-        learn its outcome whatever happens, cancellation included, so no slot leaks."""
-        budget = self._budget.budget
-        if not budget.try_acquire():
-            try:
-                await budget.acquire()
-            except BaseException:
-                pace.release_unused()
-                raise
-        raw: RawResponse | None = None
-        retry_after: float | None = None
-        error: BaseException | None = None
-        counters = self.counters
-        counters.requests += 1
-        if attempt > 1:
-            counters.retries += 1
-        if observer is not None:
-            observer.attempt_started()
-        span = None
-        tracer = current_tracer()
-        if tracer is not None:  # asked first: an untraced attempt passes no attributes
-            span = start_attempt_span(
-                tracer,
-                account=self.account,
-                host=self.transport.host,
-                order_id=update.order_id,
-                invoice_number=update.invoice_number,
-                attempt=attempt,
-                pace_wait=waited,
-                method=method,
-            )
-        started = time.perf_counter()
-        try:
-            raw = await self.transport.send(method, path, body)
-        except TransportError as exc:
-            error = exc
-            return exc
-        else:
-            if raw.status == 429 or raw.status == 503:
-                retry_after = retry_after_from_headers(raw.headers)
-            return raw, retry_after
-        finally:
-            elapsed = time.perf_counter() - started
-            status = raw.status if raw is not None else None
-            answer = classify(status, retry_after)
-            budget.release()
-            pace.release(answer, retry_after, elapsed)
-            counters.count(answer)
-            if observer is not None:
-                observer.attempt_finished(answer)
-            if span is not None:
-                span.end(raw, retry_after, error)
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug(
-                    "%s %s -> %s (attempt %d, %.1f ms)",
-                    method,
-                    path,
-                    status if status is not None else "no response",
-                    attempt,
-                    elapsed * 1000,
-                )
 
     def _receipt(
         self, raw: RawResponse, update: TrackingUpdate | TrackingNumberUpdate, attempts: int
@@ -453,6 +437,16 @@ class AccountSender:
             attempts,
             delay,
         )
+
+
+async def _take_budget(budget: Budget, pace: AccountPace) -> None:
+    """Wait for a slot of the client-wide budget; an admission the wait is cancelled out of
+    goes back to the pace unused."""
+    try:
+        await budget.acquire()
+    except BaseException:
+        pace.release_unused()
+        raise
 
 
 async def _back_off(delay: float, observer: AttemptObserver | None) -> None:

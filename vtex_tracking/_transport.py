@@ -159,6 +159,7 @@ class Transport:
         self._request_timeout: aiohttp.ClientTimeout | Any = (
             self._timeout if self._per_request else aiohttp.helpers.sentinel
         )
+        self._request_headers = self._headers if self._per_request else None
         self._session: aiohttp.ClientSession | None = session
         self._loop: asyncio.AbstractEventLoop | None = None
         # The time limits of the attempts in the session's loop (see _deadline).
@@ -193,12 +194,12 @@ class Transport:
         """Whether ``aclose`` was called."""
         return self._closed
 
-    def _session_for_current_loop(self) -> aiohttp.ClientSession:
+    def _session_for_current_loop(self, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
+        """The session to send with from ``loop`` (the running loop)."""
         if self._closed:
             raise ClientClosedError("this client is closed; create a new one")
         if self._pool_owner is not None:
-            return self._shared_pool_session()
-        loop = asyncio.get_running_loop()
+            return self._shared_pool_session(loop)
         if self._session is not None and self._loop is loop:
             return self._session
         if self._borrowed is not None:
@@ -223,13 +224,13 @@ class Transport:
         self._loop_guard._log_destroy_pending = False  # type: ignore[attr-defined]
         return session
 
-    def _shared_pool_session(self) -> aiohttp.ClientSession:
+    def _shared_pool_session(self, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
         """Our session over the pool owner's connector: the owner's pooled connections, but
         our own headers and timeout as defaults. Sending ours with each request through the
         owner's session would not do: aiohttp adds a session's default headers to every
         request, so a store with a user token would also send the owner's app key."""
         assert self._pool_owner is not None
-        pool = self._pool_owner._session_for_current_loop()
+        pool = self._pool_owner._session_for_current_loop(loop)
         if self._session is None or self._pool_session is not pool:
             if self._session is not None:
                 self._session.detach()  # the owner's new loop or process has a new pool
@@ -263,24 +264,27 @@ class Transport:
     async def send(self, method: str, path: str, body: bytes) -> RawResponse:
         """``method`` (PUT, PATCH) ``body`` (JSON bytes) to ``url_prefix + path`` (already
         percent-encoded), and read the answer (at most ``MAX_RESPONSE_BYTES``)."""
-        session = self._session_for_current_loop()
+        loop = asyncio.get_running_loop()
+        session = self._session_for_current_loop(loop)
         deadlines = self._deadlines
-        if deadlines is None or deadlines.loop is not asyncio.get_running_loop():
-            deadlines = self._deadlines = _deadline.for_loop(asyncio.get_running_loop())
+        if deadlines is None or deadlines.loop is not loop:
+            deadlines = self._deadlines = _deadline.for_loop(loop)
         url = self._base_url.with_path(self._base_path + path, encoded=True)
-        # A borrowed or shared session has its own defaults: send ours with each request.
-        headers = self._headers if self._per_request else None
         watch = deadlines.start(self._total_timeout)
         try:
-            async with session.request(
+            # Awaited, then released as ``async with`` would (``ClientResponse.__aexit__``):
+            # the context manager's own coroutines cost a layer on every resumption.
+            response = await session.request(
                 method,
                 url,
                 data=body,
-                headers=headers,
+                # A borrowed or shared session has its own defaults: ours go with each request.
+                headers=self._request_headers,
                 timeout=self._request_timeout,
                 # A redirect would forward the app token to another host; report it instead.
                 allow_redirects=False,
-            ) as response:
+            )
+            try:
                 length = response.content_length
                 if length is not None and length <= MAX_RESPONSE_BYTES:
                     return RawResponse(response.status, response.headers, await response.read())
@@ -289,6 +293,9 @@ class Transport:
                     # Unread bytes remain on this connection: it cannot be reused.
                     response.close()
                 return RawResponse(response.status, response.headers, data, truncated)
+            finally:
+                response.release()
+                await response.wait_for_close()
         except asyncio.CancelledError as exc:
             if deadlines.expired(watch):
                 timeout = asyncio.TimeoutError()
