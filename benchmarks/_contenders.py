@@ -299,9 +299,10 @@ async def sdk_push_stores(p: Params) -> Params:
         await client.push_all(
             _store_updates(range(n, n + warmup), names), concurrency=concurrency, **_fixed_pace(p)
         )
-        with Window() as window:
+        with Window() as window, maybe_profile(p) as profile:
             summary = await client.push_all(updates, concurrency=concurrency, **_fixed_pace(p))
-    return window_figures(window, n, summary.succeeded, _summary_statuses(summary))
+    result = window_figures(window, n, summary.succeeded, _summary_statuses(summary))
+    return with_profile(result, profile, p)
 
 
 async def sdk_many_stores(p: Params) -> Params:
