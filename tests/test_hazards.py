@@ -190,12 +190,22 @@ _CTRL_C_SCRIPT = textwrap.dedent(
         client = TrackingClient(
             "acme", oms.app_key, oms.app_token, base_url=oms.url, max_concurrency=1
         )
-        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
-        started = time.monotonic()
+        sent = []
+
+        def ctrl_c_once_the_request_is_in_flight():
+            # Bounded wait: a busy machine may take a while to send; SIGINT before the call
+            # began would not test the call at all.
+            deadline = time.monotonic() + 20
+            while oms.in_flight == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            sent.append(time.monotonic())
+            os.kill(os.getpid(), signal.SIGINT)
+
+        threading.Thread(target=ctrl_c_once_the_request_is_in_flight).start()
         try:
             client.update_tracking_status("slow", "1", status)
         except KeyboardInterrupt:
-            print(f"interrupted after {time.monotonic() - started:.1f} s")
+            print(f"interrupted after {time.monotonic() - sent[0]:.1f} s")
         oms.latency = 0.0
         print(client.update_tracking_status("after", "1", status).order_id)
         client.close()
@@ -205,7 +215,8 @@ _CTRL_C_SCRIPT = textwrap.dedent(
 
 def test_ctrl_c_during_a_sync_call_cancels_it_and_the_client_still_works() -> None:
     """Ctrl-C in a sync call raises KeyboardInterrupt at once (not after the 5 s answer), and
-    the same client, limited to one request at a time, sends the next call."""
+    the same client, limited to one request at a time, sends the next call. The signal comes
+    once the request is in the server's hands, so a busy machine cannot send it too early."""
     result = subprocess.run(
         [sys.executable, "-c", _CTRL_C_SCRIPT], capture_output=True, text=True, timeout=60
     )
