@@ -154,14 +154,23 @@ _SCRIPT = importlib.resources.files("vtex_tracking").joinpath("_shared_script.lu
 
 
 def _call(
-    script: Any, *, ok: int = 0, refused: int = 0, stops_known: int = 0, auth_gen: object = 0
+    script: Any,
+    *,
+    ok: int = 0,
+    refused: int = 0,
+    stops_known: int = 0,
+    auth_gen: object = 0,
+    throttled: int = 0,
+    known_rate: float = 0,
+    starting: bool = False,
 ) -> list[int]:
-    """One call of the shared script for account "acme" (no lease), as the SDK makes it."""
+    """One call of the shared script for account "acme" (no lease), as the SDK makes it;
+    ``known_rate``/``starting``: the rate the caller last heard of, and whether a slow start's."""
     args: list[object] = [
-        0, ok, 0, 0, refused, 0.01, 60_000, 3, 30.0, 0, 1, 1.0, 0.7, 0.1, 5.0, 1.0, 0.5,
-        0.5, 0.2, 0, stops_known, 2.0, 0.5, "test-process", 0, 60.0, 1.0, auth_gen,
+        0, ok, throttled, 0, refused, 0.01, 60_000, 3, 30.0, 0, 1, 1.0, 0.7, 0.1, 5.0, 1.0, 0.5,
+        0.5, 0.2, 0, stops_known, 2.0, 0.5, "test-process", known_rate, 60.0, 1.0, auth_gen,
         64.0, 0.25, 4096.0, 0.6, 8, 1.25, 150, 2_592_000_000, 604_800.0, 86_400.0, 30.0,
-        3, 0.1, 0.0, 0.5, 5.0, 1.25, 2.0,
+        3, 0.1, 0.0, 0.5, 5.0, 1.25, 2.0, 1 if starting else 0, 1.0,
     ]  # fmt: skip
     return [int(v) for v in script(keys=[KEY], args=args)]
 

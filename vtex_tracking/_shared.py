@@ -291,7 +291,8 @@ class SharedTokens:
         self._call: asyncio.Task[None] | None = None
         # The learned rate's last change of state, and when this process heard of it: a
         # throttle of a request sent before then answers the old rate and is not reported
-        # (reports travel with the next call, later than the answers they describe).
+        # (reports travel with the next call, later than the answers they describe). While
+        # Redis does not answer, infinity: no throttle is reported until the rejoin.
         self._generation = 0
         self._generation_at = -1e9
         # Auth stops this process has heard of, and how many it knew at its latest success
@@ -323,6 +324,9 @@ class SharedTokens:
         self._last_granted = MAX_LEASE
         #: The script's log of every stretch of the account's schedule, as last heard.
         self._stretch_log: float | None = None
+        #: Whether the account's slow start was still climbing, as last heard: its rate is no
+        #: measured limit, so a fall back (and a Redis that lost the account) climbs on from it.
+        self._starting = False
 
     @property
     def active(self) -> bool:
@@ -551,6 +555,8 @@ class SharedTokens:
                         _throttle.GUESS_QUIET,
                         _throttle.REFUSED_AT_MOST,
                         _throttle.IDLE_GAP,
+                        1 if self._starting else 0,
+                        RECONNECT_INTERVAL,
                     ],
                 ),
                 timeout=connection.config.timeout * 2,
@@ -560,6 +566,10 @@ class SharedTokens:
         except Exception as exc:  # Redis down, slow, restarted, misconfigured: never fatal
             connection.went_down(exc)
             self._forget_auth_generation()
+            # Throttles of requests sent from now until Redis answers again answer this
+            # process' own pace (which learns from them), not the account's shared rate:
+            # reported at the rejoin, they measured a fresh account's start at a crawl.
+            self._generation_at = math.inf
             self._fall_back()
             connection.forget()
             self._tokens.clear()
@@ -587,6 +597,7 @@ class SharedTokens:
             peers,
             auth_generation,
             stretch_micro,
+            starting,
         ) = (int(v) for v in answer)
         self._auth_stops = stops
         self._fell_back = False
@@ -599,9 +610,9 @@ class SharedTokens:
             self._auth_generation = auth_generation
             self._auth_failures = 0  # counted in an older generation: the script drops them
         rate = rate_milli / 1000 if rate_milli >= 0 else None
-        if generation != self._generation:
+        if generation != self._generation or self._generation_at == math.inf:
             self._generation = generation
-            self._generation_at = now
+            self._generation_at = now  # a change, or we rejoin
         stretch_log = stretch_micro / 1_000_000
         if self._tokens and self._stretch_log is not None and stretch_log != self._stretch_log:
             # The account's rate changed since our last call. Move our leased tokens as the
@@ -617,6 +628,7 @@ class SharedTokens:
         self._stretch_log = stretch_log
         self._hold = False
         self.shared_rate = rate
+        self._starting = starting == 1
         # Every wait taken from the answer is bounded by this process' own limits: the script
         # clamps what it stores, but a stray write may still be there, or another process may
         # allow longer waits than this one.
@@ -659,7 +671,7 @@ class SharedTokens:
             # idle process must not be left with nearly nothing); never the whole rate.
             share = min(max(recent, self.shared_rate / self._processes), self.shared_rate)
         share = max(share, _throttle.MIN_RATE)
-        self._local.restart_from(share)
+        self._local.restart_from(share, starting=self._starting)
 
     def _changed(self) -> None:
         if self._on_change is not None:

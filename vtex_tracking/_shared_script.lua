@@ -42,12 +42,15 @@
 --          measure must have been refused for its successes until then to measure the server,
 --          and CUBIC's longest quiet time towards a guessed rate (s), and the most the
 --          successes until a measure's last throttle may add to its average, and the
---          seconds without a call past which the account counts as idle
+--          seconds without a call past which the account counts as idle, and whether the
+--          rate the caller last heard of was a slow start's, still climbing (1/0), and the
+--          seconds within which a caller alone asks whether Redis is back
 -- Returns  {granted, first_ms, interval_us, rate_milli (-1: none), paused_ms, auth_ms, gen,
 --          authn (auth stops so far), processes (callers seen in the last 10 s), authg (the
 --          auth generation: how many times a success ended refusals or a stop), stretch
 --          (millionths of the log of how much the schedule was stretched so far: the
---          callers move their leased tokens by as much)}:
+--          callers move their leased tokens by as much), starting (1 while the account's
+--          slow start climbs: its rate is no measured limit)}:
 --          token i (from 0) may be used max(0, first_ms + i * interval_us / 1000) ms from now
 --          (first_ms is negative while the bucket holds a burst); with granted 0 and a rate,
 --          first_ms says when to ask again; gen counts the learned rate's changes of state.
@@ -131,6 +134,9 @@ local REFUSED_SPAN = tonumber(ARGV[43]) or 0.5
 local GUESS_QUIET = tonumber(ARGV[44]) or 5
 local REFUSED_AT_MOST = tonumber(ARGV[45]) or 1.25
 local IDLE_GAP = tonumber(ARGV[46]) or 2
+-- Whether known_rate was a slow start's: no limit was measured yet.
+local known_starting = ARGV[47] == '1'
+local RECONNECT = tonumber(ARGV[48]) or 1
 -- The caller's auth generation (a garbled one matches none: its refusals do not count).
 local auth_gen_known = finite(ARGV[28])
 local function is_process(name)
@@ -193,6 +199,9 @@ for _, name in ipairs({'mok', 'mlc'}) do
   if s[name] ~= nil and (s[name] < 0 or s[name] >= 2 ^ 53) then s[name] = 0 end
 end
 s.ign = s.ign or 0
+-- Throttles are ignored for a round trip, or a caller's reconnect after Redis lost the
+-- account: a minute ahead is garbage (it would hide every throttle and freeze a start).
+if s.ign > now + 60 then s.ign = 0 end
 s.lt = s.lt or 0
 s.pu = s.pu or 0
 s.authu = s.authu or 0
@@ -243,7 +252,15 @@ local fresh = not learning_whole()
 if fresh then
   local remembered = nil
   if adaptive then remembered = remembered_limit() end
-  if adaptive and known_rate > 0 then
+  if adaptive and known_rate > 0 and known_starting then
+    -- Redis lost the account while its slow start was still climbing: that rate is no
+    -- limit, so go on climbing from just below it. Resumed as CUBIC, its plateau held a
+    -- 50/s account at the 16/s its start had reached for tens of seconds, without a 429.
+    s.st = 's'
+    s.since = now
+    s.rate = math.max(START_RATE, known_rate * RESUME_SHARE)
+    s.ign = now + RECONNECT + rtt  -- see below; the rate holds still until then
+  elseif adaptive and known_rate > 0 then
     -- Redis lost the account (restarted empty, or the key expired) while the caller knew
     -- its rate: go on with CUBIC towards that rate rather than learn it again from the slow
     -- start. It resumes at RESUME_SHARE of the rate, placed on CUBIC's curve (its start in
@@ -254,6 +271,10 @@ if fresh then
     s.rate = math.max(MIN_RATE, known_rate * RESUME_SHARE)
     local k = cubic_k(s.wmax)
     s.since = now + k * ((1 - RESUME_SHARE) / (1 - BETA)) ^ (1 / 3) - k
+    -- The processes still alone (each asks again within RECONNECT) keep sending at their
+    -- own pace meanwhile, and the throttles they draw are theirs: counted, they measured a
+    -- 50/s account at the 15/s the first process back was resuming from.
+    s.ign = now + RECONNECT + rtt
   elseif remembered ~= nil then
     -- Measured on an earlier day: start on CUBIC's plateau just below it (half way back to
     -- it), and probe past it as slowly as after a measure.
@@ -450,7 +471,11 @@ if adaptive then
   end
   if ok > 0 and s.st ~= 'u' then
     local t = now - s.since
-    if s.st == 's' then
+    if s.st == 's' and now < s.ign then
+      -- A start resumed after Redis lost the account holds still until every process is
+      -- back: the successes of those still alone, whose throttles are ignored meanwhile,
+      -- took it to twice the limit unchecked.
+    elseif s.st == 's' then
       -- Each success raises the rate so that it doubles every START_DOUBLING seconds while
       -- every request succeeds (faster past the small stores' limits).
       local rate = s.rate or START_RATE
@@ -578,5 +603,7 @@ local rate_milli = -1
 if s.rate ~= nil then rate_milli = math.floor(s.rate * 1000) end
 local stretch_micro = 0
 if s.xl ~= nil and math.abs(s.xl) < 1e9 then stretch_micro = math.floor(s.xl * 1000000) end
+local starting = 0
+if s.st == 's' then starting = 1 end
 return {granted, math.floor(first_ms), interval_us, rate_milli, paused_ms, auth_ms,
-        s.gen, s.authn, processes, s.authg, stretch_micro}
+        s.gen, s.authn, processes, s.authg, stretch_micro, starting}

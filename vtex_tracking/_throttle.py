@@ -419,9 +419,14 @@ class AdaptiveRate:
             rate = ceiling
         self._bucket.set_rate(rate)
 
-    def restart_from(self, rate: float) -> None:
+    def restart_from(self, rate: float, *, starting: bool = False) -> None:
         """Go on from ``rate`` (this process' share of a pace it no longer shares): CUBIC
-        from there, back to a little above it, then probing slowly, as after a measure."""
+        from there, back to a little above it, then probing slowly, as after a measure; or,
+        ``starting`` (the shared slow start was still climbing: no limit measured yet), the
+        slow start on from there."""
+        if starting:
+            self.start(rate)
+            return
         now = self._clock()
         self._w_max = max(MIN_RATE, rate) / BETA
         self._enter("cubic", now)

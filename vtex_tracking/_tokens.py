@@ -161,11 +161,12 @@ class LocalTokens:
         if adaptive is not None:
             adaptive.on_success()
 
-    def restart_from(self, share: float) -> None:
+    def restart_from(self, share: float, *, starting: bool = False) -> None:
         """Go on alone at ``share`` requests per second (a shared pace whose Redis went away:
-        every process falls back at once, each to its share, not to the whole rate)."""
+        every process falls back at once, each to its share, not to the whole rate);
+        ``starting``: the shared slow start was still climbing, so climb on from there."""
         if self.adaptive is not None:
-            self.adaptive.restart_from(share)
+            self.adaptive.restart_from(share, starting=starting)
         else:
             ceiling = self.bucket.rate
             self.bucket.set_rate(share if ceiling is None else min(share, ceiling))
