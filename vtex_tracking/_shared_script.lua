@@ -144,7 +144,10 @@ local function is_process(name)
 end
 
 local s = {}
-local dropped = {}
+-- Every field read: one absent when the call ends (garbage, or cleared, as the start's rate
+-- on reaching unlimited) is deleted. HSET alone left a cleared field in place, and the next
+-- call read it back: an unlimited account kept the rate it reached (4,000/s) as its limit.
+local loaded = {}
 local flat = redis.call('HGETALL', key)
 for i = 1, #flat, 2 do
   local name, raw = flat[i], flat[i + 1]
@@ -154,7 +157,7 @@ for i = 1, #flat, 2 do
   elseif NUMBERS[name] or is_process(name) then
     value = finite(raw)
   end
-  if value == nil then dropped[#dropped + 1] = name end
+  loaded[#loaded + 1] = name
   s[name] = value
 end
 
@@ -592,7 +595,7 @@ for name, value in pairs(s) do
     fields[#fields + 1] = tostring(value)
   end
 end
-for _, name in ipairs(dropped) do
+for _, name in ipairs(loaded) do
   if s[name] == nil then gone[#gone + 1] = name end
 end
 if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
