@@ -185,6 +185,9 @@ _CTRL_C_SCRIPT = textwrap.dedent(
     from vtex_tracking import TrackingClient, TrackingEvent, TrackingStatus
     from vtex_tracking.testing import FakeOMS
 
+    # Python's own Ctrl-C handler, even if this process was started with SIGINT ignored (a
+    # shell's background job): the test is about the SDK under it, not the parent's choice.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     status = TrackingStatus([TrackingEvent("Recife", "PE", "Postado", dt.date(2026, 1, 2))])
     with FakeOMS(latency=5.0) as oms:
         client = TrackingClient(
