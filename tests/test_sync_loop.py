@@ -102,6 +102,8 @@ _CTRL_C_SCRIPT = textwrap.dedent(
     from vtex_tracking import TrackingClient, TrackingEvent, TrackingStatus
     from vtex_tracking.testing import FakeOMS
 
+    # Python's own Ctrl-C handler, even if this process was started with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     status = TrackingStatus([TrackingEvent("Recife", "PE", "Postado", dt.date(2026, 1, 2))])
     with FakeOMS(latency=3.0) as oms:
         client = TrackingClient("acme", oms.app_key, oms.app_token, base_url=oms.url)
@@ -116,12 +118,21 @@ _CTRL_C_SCRIPT = textwrap.dedent(
         else:
             worker.start()
             time.sleep(0.3)
-        threading.Timer(0.8, os.kill, (os.getpid(), signal.SIGINT)).start()
-        started = time.monotonic()
+        sent = []
+
+        def ctrl_c_once_both_calls_are_in_flight():
+            # Bounded; a busy machine may start them late, and a timer could fire first.
+            deadline = time.monotonic() + 20
+            while oms.in_flight < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            sent.append(time.monotonic())
+            os.kill(os.getpid(), signal.SIGINT)
+
+        threading.Thread(target=ctrl_c_once_both_calls_are_in_flight).start()
         try:
             client.update_tracking_status("main", "1", status)
         except KeyboardInterrupt:
-            print(f"interrupted after {{time.monotonic() - started:.1f}} s")
+            print(f"interrupted after {{time.monotonic() - sent[0]:.1f}} s")
         worker.join(20)
         print(other.get("order"))
         oms.latency = 0.0
