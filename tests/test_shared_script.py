@@ -30,3 +30,17 @@ def test_a_garbage_field_is_deleted(direct: Any) -> None:
     direct.hset(KEY, mapping={"wmax": "nan", "entry": "garbage"})
     _call(script)
     assert direct.hget(KEY, "wmax") is None and direct.hget(KEY, "entry") is None
+
+
+def test_a_throttle_grace_far_ahead_is_garbage(direct: Any) -> None:
+    """``ign`` (throttles ignored, and a resumed start held, until then) is set at most a
+    reconnect and a round trip ahead: one a day ahead (a stray write) is dropped, so the
+    start climbs on its successes instead of being frozen for a day."""
+    script = direct.register_script(_SCRIPT)
+    _call(script, ok=1)
+    before = float(direct.hget(KEY, "rate"))
+    seconds, _ = direct.time()
+    direct.hset(KEY, "ign", str(seconds + 86_400))
+    climbing = _call(script, ok=10)
+    assert climbing[3] > before * 1000, (before, climbing)
+    assert float(direct.hget(KEY, "ign")) < seconds + 60
